@@ -1,0 +1,189 @@
+// pitlane::Host — polls every ring of a namespace, validates each event against the catalog
+// and hands it to attached handlers.
+//
+// Poll loop: each pass loads the registry epoch (one acquire load) and rescans the slots only
+// when it changed, then drains every ring in batches. The read path makes no syscall. When idle
+// the loop spins briefly, then flags itself asleep in the registry and waits on a futex with a
+// timeout; the first worker to publish after that wakes it (one FUTEX_WAKE). Busy-poll mode
+// never sleeps. A worker that publishes exactly while the host falls asleep may miss the wake
+// (its load of the flag can pass its own store on x86); the timeout bounds that delay.
+//
+// Trust: nothing read from a ring is trusted (see shm.h); every payload is verified with the
+// FlatBuffers Verifier and folded by the catalog rules of CATALOG.md. Rejections are counted
+// per ring and reason; a corrupt ring is quarantined with a log line naming ring, worker and
+// offset; its worker gets a fresh ring.
+//
+// Liveness: each worker process is watched through a pidfd (checked against its start time, so
+// pid reuse cannot fake it alive) at most 100 ms apart. A dead worker's published records are
+// drained, one `pool.worker.terminated` is emitted for it, and its segments are reclaimed.
+//
+// Thread safety: PollOnce/Run on one thread (the poll thread); handlers run on it and must not
+// block. Every other method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pitlane/catalog.h"
+#include "pitlane/control.h"
+#include "pitlane/record.h"
+#include "pitlane/shm_layout.h"
+#include "pitlane/status.h"
+
+namespace pitlane {
+
+enum class Transport : uint8_t { kShm = 0, kGrpc = 1, kHost = 2 };
+std::string_view TransportName(Transport t);
+
+struct MeasurementView {
+  std::string_view key;
+  Value value;
+};
+struct MetadataView {
+  std::string_view key;
+  std::string_view value;
+  uint16_t key_id = 0;  // known metadata key id, 0 = a plain string key
+};
+
+// A delivered event: a non-owning view valid only during the handler call.
+struct EventView {
+  const CatalogEvent* event = nullptr;
+  int64_t timestamp_ns = 0;  // Unix epoch
+  std::string_view correlation_id;
+  std::span<const MeasurementView> measurements;
+  std::span<const MetadataView> metadata;  // the worker's keys, then the host context
+  std::string_view worker_id;
+  uint32_t worker_pid = 0;
+  Transport transport = Transport::kShm;
+
+  std::string_view name() const { return event->host_name; }
+  const Value* measurement(std::string_view key) const;
+  std::optional<std::string_view> meta(std::string_view key) const;
+};
+
+using Handler = std::function<void(const EventView&)>;
+
+struct HostOptions {
+  std::string ns;         // "" → PITLANE_NAMESPACE, else "default"
+  std::string node;       // "" → PITLANE_NODE, else the hostname
+  std::string pool_name;  // "" → PITLANE_POOL_NAME, else "default"
+  std::shared_ptr<const Catalog> catalog;  // null → the compiled-in default
+  bool busy_poll = false;
+  std::chrono::microseconds spin{200};      // idle spinning before sleeping
+  std::chrono::milliseconds max_sleep{10};  // futex wait timeout when asleep
+  size_t batch = 256;                       // records per ring per pass
+  // Receives log lines (stale segments removed, quarantines, handler errors). Default: stderr.
+  std::function<void(std::string_view)> log;
+};
+
+struct HandlerInfo {
+  std::string id;
+  std::vector<std::string> events;
+};
+
+// One ring as the host sees it (live, or reclaimed and kept in the history).
+struct RingStats {
+  std::string segment;
+  std::string worker_id;
+  uint32_t pid = 0;
+  uint32_t ring_slot = 0;
+  bool worker_alive = false;
+  bool retired = false;      // writer thread exited
+  bool reclaimed = false;    // segment unlinked; final numbers
+  bool quarantined = false;
+  std::string quarantine_reason;
+  uint64_t capacity = 0;
+  uint64_t used_bytes = 0;
+  // Worker counters.
+  uint64_t emitted = 0, published = 0, dropped_full = 0, dropped_too_large = 0;
+  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
+  // Host counters.
+  uint64_t delivered = 0, truncated = 0;
+  uint64_t rejected[shm::kRejectReasonCount] = {};
+
+  uint64_t suppressed() const { return suppressed_disabled + suppressed_sampled + suppressed_filtered; }
+  uint64_t dropped() const { return dropped_full + dropped_too_large; }
+  uint64_t rejected_total() const;
+  // emitted == suppressed + dropped + published && published == delivered + rejected
+  bool Conserved() const;
+};
+
+struct WorkerInfo {
+  std::string id;
+  uint32_t pid = 0;
+  bool alive = false;
+  uint32_t rings = 0;
+  ControlState control;
+  // Events of the worker's threads that had no ring (from its registry slot, ~100 ms lag).
+  uint64_t unringed_emitted = 0, unringed_dropped = 0, unringed_suppressed = 0;
+};
+
+struct HostStats {
+  uint64_t delivered = 0;
+  uint64_t rejected[shm::kRejectReasonCount] = {};
+  uint64_t truncated = 0;
+  uint64_t host_events = 0;       // events the host emitted itself (terminated, ...)
+  uint64_t handler_errors = 0;    // handlers detached because they threw
+  uint64_t quarantined_rings = 0;
+  uint64_t workers_terminated = 0;
+  uint64_t polls = 0, sleeps = 0;
+};
+
+class Host {
+ public:
+  // Creates (or adopts) the namespace registry, removes stale segments of dead processes.
+  static Result<std::unique_ptr<Host>> Start(HostOptions options = {});
+  ~Host();  // stops the background loop if running; unlinks the registry when no worker remains
+  Host(const Host&) = delete;
+  Host& operator=(const Host&) = delete;
+
+  // One poll pass; returns the number of records handed to the fold.
+  size_t PollOnce();
+  // Polls until `stop` becomes true (with the idle back-off unless busy_poll).
+  void Run(const std::atomic<bool>& stop);
+  // Runs the loop on a thread of the host's own until Stop() or destruction.
+  void RunInBackground();
+  void Stop();
+  // Polls until every ring is drained and every dead/retired worker reclaimed, or `timeout`.
+  // Returns true when everything published so far is accounted for.
+  bool DrainAll(std::chrono::milliseconds timeout);
+
+  // Handlers: `events` are host names ("snakepit.python.call.stop") or "*" for all events.
+  Status Attach(const std::string& handler_id, const std::string& event, Handler handler);
+  Status AttachMany(const std::string& handler_id, const std::vector<std::string>& events,
+                    Handler handler);
+  bool Detach(const std::string& handler_id);
+  std::vector<HandlerInfo> Handlers() const;
+  // Handlers detached because they threw: "<id>: <what()>".
+  std::vector<std::string> DetachedHandlers() const;
+
+  // Control. Each update replaces the previous state of its kind; invalid input changes nothing.
+  Status Toggle(const std::string& worker_id, bool enabled);
+  Status UpdateSampling(const std::string& worker_id, double rate,
+                        const std::vector<std::string>& patterns);
+  Status UpdateFilter(const std::string& worker_id, const std::vector<std::string>& allow,
+                      const std::vector<std::string>& deny);
+  Result<ControlState> Control(const std::string& worker_id) const;
+
+  std::vector<RingStats> Rings() const;
+  std::vector<WorkerInfo> Workers() const;
+  HostStats Stats() const;
+  const Catalog& catalog() const;
+  const std::string& ns() const;
+
+  class Impl;
+
+ private:
+  explicit Host(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pitlane

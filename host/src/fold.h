@@ -1,0 +1,99 @@
+// The catalog fold shared by every transport: a transport turns what it received into a
+// RawEvent (names or ids, values, metadata), and Folder::Fold applies the rules of CATALOG.md —
+// unknown event, measurement allowlist, limits, truncation, host context — producing the
+// EventView handlers see. One implementation, so an event means the same whichever way it came.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "pitlane/catalog.h"
+#include "pitlane/host.h"
+#include "pitlane/shm_layout.h"
+
+namespace pitlane::internal {
+
+struct RawMeasurement {
+  uint16_t key_id = 0;  // catalog id, or 0 with `key` set
+  std::string_view key;
+  Value value;
+};
+struct RawMeta {
+  uint16_t key_id = 0;
+  std::string_view key;
+  std::string_view value;
+};
+struct RawEvent {
+  uint16_t event_id = 0;  // catalog id, or 0 with `name` set
+  std::string_view name;
+  int64_t timestamp_ns = 0;  // Unix epoch
+  std::string_view correlation_id;
+  std::span<const RawMeasurement> measurements;
+  std::span<const RawMeta> metadata;
+};
+
+// Who sent the event: merged over the worker's metadata under the same keys.
+struct FoldContext {
+  std::string_view node;
+  std::string_view pool_name;
+  std::string_view worker_id;
+  std::string_view worker_pid;  // decimal
+  uint32_t pid = 0;
+  Transport transport = Transport::kShm;
+};
+
+struct FoldOutcome {
+  bool delivered = false;
+  uint32_t reject_reason = 0;  // shm::RejectReason when !delivered
+  bool truncated = false;      // a value was cut to max_value_bytes
+};
+
+class Folder {
+ public:
+  static constexpr size_t kMaxFields = 256;
+  static constexpr size_t kContextFields = 6;
+
+  explicit Folder(const Catalog& catalog) : catalog_(catalog) {}
+  // `out` points into this Folder's scratch memory and `raw`'s memory; valid until the next
+  // call. Allocates nothing.
+  FoldOutcome Fold(const RawEvent& raw, const FoldContext& ctx, EventView* out);
+
+ private:
+  const Catalog& catalog_;
+  MeasurementView measurements_[kMaxFields];
+  MetadataView metadata_[kMaxFields + kContextFields];
+  char timestamp_[24];
+};
+
+// Converts a record's clock reading to Unix-epoch nanoseconds (TSC calibrated against
+// CLOCK_REALTIME; refreshed by Recalibrate, which the host calls about once a second).
+class TimeConverter {
+ public:
+  TimeConverter();
+  void Recalibrate();
+  int64_t ToUnixNs(uint8_t clock, uint64_t value) const;
+
+ private:
+  uint64_t tsc_ref_ = 0;
+  int64_t unix_ref_ = 0;
+  int64_t mono_minus_unix_ = 0;
+  uint64_t tsc_origin_ = 0;
+  int64_t unix_origin_ = 0;
+  double ns_per_tick_ = 0;
+};
+
+// Verifies a ring record (FlatBuffers Verifier + file identifier) and exposes it as a RawEvent.
+class RecordDecoder {
+ public:
+  explicit RecordDecoder(const Catalog& catalog) : catalog_(catalog) {}
+  // false: malformed (the Verifier refused it). `out` valid until the next call.
+  bool Decode(const uint8_t* payload, uint32_t length, const TimeConverter& time, RawEvent* out);
+
+ private:
+  const Catalog& catalog_;
+  RawMeasurement measurements_[Folder::kMaxFields];
+  RawMeta metadata_[Folder::kMaxFields];
+};
+
+}  // namespace pitlane::internal

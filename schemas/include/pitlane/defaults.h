@@ -1,0 +1,41 @@
+// The one place pitlane's defaults and environment variables are defined (README "Defaults"
+// documents the same table).
+//
+// | setting                    | environment variable  | default                          |
+// |----------------------------|-----------------------|----------------------------------|
+// | namespace                  | PITLANE_NAMESPACE     | default                          |
+// | worker id                  | PITLANE_WORKER_ID     | <hostname>-<pid>                 |
+// | transport                  | PITLANE_TRANSPORT     | auto                             |
+// | remote host address        | PITLANE_GRPC_TARGET   | unset                            |
+// | ring data size (bytes)     | PITLANE_RING_BYTES    | 262144 (256 KiB)                 |
+// | node / pool_name context   | PITLANE_NODE / PITLANE_POOL_NAME (host) | hostname / default |
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pitlane/status.h"
+
+namespace pitlane::defaults {
+
+inline constexpr const char* kNamespaceEnv = "PITLANE_NAMESPACE";
+inline constexpr const char* kWorkerIdEnv = "PITLANE_WORKER_ID";
+inline constexpr const char* kTransportEnv = "PITLANE_TRANSPORT";
+inline constexpr const char* kGrpcTargetEnv = "PITLANE_GRPC_TARGET";
+inline constexpr const char* kRingBytesEnv = "PITLANE_RING_BYTES";
+inline constexpr const char* kNodeEnv = "PITLANE_NODE";
+inline constexpr const char* kPoolNameEnv = "PITLANE_POOL_NAME";
+
+inline constexpr const char* kNamespace = "default";
+inline constexpr const char* kPoolName = "default";
+
+std::string Hostname();
+std::string Namespace();         // PITLANE_NAMESPACE or "default"
+std::string WorkerId();          // PITLANE_WORKER_ID or <hostname>-<pid>
+std::string Node();              // PITLANE_NODE or the hostname
+std::string PoolName();          // PITLANE_POOL_NAME or "default"
+// PITLANE_RING_BYTES (a power of two in [4096, 64 MiB]) or 256 KiB; INVALID_ARGUMENT naming
+// the variable and value otherwise.
+Result<uint64_t> RingBytes();
+
+}  // namespace pitlane::defaults

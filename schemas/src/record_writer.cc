@@ -1,0 +1,245 @@
+// Hand-written FlatBuffer encoder for schemas/event.fbs.
+//
+// FlatBuffers only require that a uoffset points forward and that every scalar is aligned to
+// its size relative to the buffer start, so the record is laid out front to back, parents
+// before children, in one pass with no builder state:
+//
+//   0    uint32 root offset (= 32)            4   "PLEV" file identifier
+//   8    Event vtable (22 bytes + 2 pad)      32  Event table (40 bytes):
+//        +0 soffset to vtable  +4 name  +8 correlation_id  +12 ints  +16 timestamp (u64)
+//        +24 floats  +28 measures  +32 meta  +36 event_id (u16)  +38 clock (u8)
+//   72   [ints]   4 pad, uint32 count, count × IntMeasure{key u16, 6 pad, value i64}
+//        [floats] same shape with FloatMeasure
+//        [meta]   uint32 count, count × uint32 offsets to Meta tables
+//        [measures] uint32 count, count × uint32 offsets to Measure tables
+//        pad to 8
+//        [Measure vtable 16 B][Measure tables, 32 B each] (only if measures)
+//        [Meta vtables 2 × 12 B: key_id+value / key+value][Meta tables, 16 B each]
+//        strings: uint32 length, bytes, NUL, pad to 4
+//
+// Absent fields have a 0 vtable entry. A test runs the stock Verifier and the generated
+// accessors over records of every shape (tests/record_test.cc).
+#include <cstring>
+
+#include "pitlane/catalog.h"
+#include "pitlane/record.h"
+
+namespace pitlane {
+namespace {
+
+constexpr uint32_t kEventTable = 32;
+constexpr uint32_t kEventTableBytes = 40;
+constexpr uint32_t kFixedBytes = kEventTable + kEventTableBytes;  // 72
+constexpr uint32_t kMeasureVtableBytes = 16;
+constexpr uint32_t kMeasureTableBytes = 32;
+constexpr uint32_t kMetaVtableBytes = 12;
+constexpr uint32_t kMetaTableBytes = 16;
+
+inline size_t StringBytes(size_t len) { return (len + 4 + 1 + 3) & ~size_t{3}; }
+inline size_t Align8(size_t n) { return (n + 7) & ~size_t{7}; }
+
+inline void Put16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+
+// Writes the string at `*cur`, returns its position and advances `*cur`.
+inline uint32_t PutString(uint8_t* base, size_t* cur, std::string_view s) {
+  const size_t pos = *cur;
+  const size_t bytes = StringBytes(s.size());
+  Put32(base + pos, static_cast<uint32_t>(s.size()));
+  std::memcpy(base + pos + 4, s.data(), s.size());
+  // NUL terminator and padding: zero the last (up to 4) bytes of the slot.
+  std::memset(base + pos + 4 + s.size(), 0, bytes - 4 - s.size());
+  *cur = pos + bytes;
+  return static_cast<uint32_t>(pos);
+}
+
+// Stores a forward uoffset at `field_pos` pointing to `target_pos`.
+inline void PutOffset(uint8_t* base, size_t field_pos, size_t target_pos) {
+  Put32(base + field_pos, static_cast<uint32_t>(target_pos - field_pos));
+}
+
+}  // namespace
+
+void PrepareRecord(const RecordFields& f, const Catalog* catalog, bool use_ids,
+                   PreparedRecord* p) noexcept {
+  p->size = 0;
+  if (f.measurement_count > kMaxEncodedFields || f.metadata_count > kMaxEncodedFields) return;
+  size_t strings = 0;
+  if (f.event_id == 0) strings += StringBytes(f.name.size());
+  if (!f.correlation_id.empty()) strings += StringBytes(f.correlation_id.size());
+
+  uint16_t ints = 0, floats = 0, general = 0;
+  for (size_t i = 0; i < f.measurement_count; ++i) {
+    const Measurement& m = f.measurements[i];
+    uint16_t id = 0;
+    if (use_ids) id = m.key_id != 0 ? m.key_id : (catalog ? catalog->MeasurementKeyId(m.key) : 0);
+    p->measurement_ids[i] = id;
+    if (id != 0 && m.value.kind == Value::Kind::kInt) {
+      ++ints;
+    } else if (id != 0 && m.value.kind == Value::Kind::kDouble) {
+      ++floats;
+    } else {
+      ++general;
+      strings += StringBytes(m.key.size()) +
+                 StringBytes(m.value.kind == Value::Kind::kString ? m.value.s.size() : 0);
+    }
+  }
+  for (size_t i = 0; i < f.metadata_count; ++i) {
+    const Metadata& m = f.metadata[i];
+    uint16_t id = 0;
+    if (use_ids) id = m.key_id != 0 ? m.key_id : (catalog ? catalog->MetadataKeyId(m.key) : 0);
+    p->metadata_ids[i] = id;
+    strings += StringBytes(m.value.size());
+    if (id == 0) strings += StringBytes(m.key.size());
+  }
+  size_t size = kFixedBytes;
+  if (ints) size += 8 + 16 * size_t{ints};
+  if (floats) size += 8 + 16 * size_t{floats};
+  if (f.metadata_count) size += 4 + 4 * f.metadata_count;
+  if (general) size += 4 + 4 * size_t{general};
+  size = Align8(size);
+  if (general) size += kMeasureVtableBytes + kMeasureTableBytes * size_t{general};
+  if (f.metadata_count) size += 2 * kMetaVtableBytes + kMetaTableBytes * f.metadata_count;
+  size += strings;
+  p->size = size;
+  p->int_count = ints;
+  p->float_count = floats;
+  p->general_count = general;
+}
+
+void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) noexcept {
+  // Header, vtable and table. Vtable: [vtable bytes, table bytes, field offsets by id].
+  Put32(b + 0, kEventTable);
+  std::memcpy(b + 4, "PLEV", 4);
+  const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
+  const uint16_t vt[11] = {
+      22,
+      kEventTableBytes,
+      static_cast<uint16_t>(f.event_id != 0 ? 36 : 0),  // event_id
+      static_cast<uint16_t>(has_name ? 4 : 0),          // name
+      16,                                               // timestamp
+      38,                                               // clock
+      static_cast<uint16_t>(f.correlation_id.empty() ? 0 : 8),
+      static_cast<uint16_t>(p.int_count ? 12 : 0),
+      static_cast<uint16_t>(p.float_count ? 24 : 0),
+      static_cast<uint16_t>(p.general_count ? 28 : 0),
+      static_cast<uint16_t>(f.metadata_count ? 32 : 0),
+  };
+  std::memcpy(b + 8, vt, sizeof(vt));
+  Put16(b + 30, 0);
+  uint8_t* t = b + kEventTable;
+  Put32(t, kEventTable - 8);  // soffset: vtable = table - 24
+  std::memset(t + 4, 0, 12);
+  Put64(t + 16, f.timestamp);
+  std::memset(t + 24, 0, 12);
+  Put16(t + 36, f.event_id);
+  t[38] = f.clock;
+  t[39] = 0;
+
+  size_t cur = kFixedBytes;
+  // Struct vectors: 4 bytes of padding then the count, so elements start 8-aligned.
+  auto struct_vector = [&](uint16_t count, uint32_t field, Value::Kind kind) {
+    Put32(b + cur, 0);
+    PutOffset(b, kEventTable + field, cur + 4);
+    Put32(b + cur + 4, count);
+    uint8_t* e = b + cur + 8;
+    for (size_t i = 0; i < f.measurement_count; ++i) {
+      const Measurement& m = f.measurements[i];
+      if (p.measurement_ids[i] == 0 || m.value.kind != kind) continue;
+      Put64(e, p.measurement_ids[i]);  // key (u16) + 6 bytes of zero padding
+      if (kind == Value::Kind::kInt) {
+        Put64(e + 8, static_cast<uint64_t>(m.value.i));
+      } else {
+        std::memcpy(e + 8, &m.value.d, 8);
+      }
+      e += 16;
+    }
+    cur += 8 + 16 * size_t{count};
+  };
+  if (p.int_count) struct_vector(p.int_count, 12, Value::Kind::kInt);
+  if (p.float_count) struct_vector(p.float_count, 24, Value::Kind::kDouble);
+
+  size_t meta_vec = 0, general_vec = 0;
+  if (f.metadata_count) {
+    meta_vec = cur;
+    PutOffset(b, kEventTable + 32, meta_vec);
+    Put32(b + cur, static_cast<uint32_t>(f.metadata_count));
+    cur += 4 + 4 * f.metadata_count;
+  }
+  if (p.general_count) {
+    general_vec = cur;
+    PutOffset(b, kEventTable + 28, general_vec);
+    Put32(b + cur, p.general_count);
+    cur += 4 + 4 * size_t{p.general_count};
+  }
+  if (cur & 7) {
+    Put32(b + cur, 0);
+    cur += 4;
+  }
+
+  // Measure tables (general path). Vtable: key_id, key, type, int_value, float_value,
+  // string_value. Table: +0 soffset +4 key +8 int_value +16 float_value +24 string_value
+  // +28 key_id +30 type +31 pad.
+  size_t measure_tables = 0;
+  if (p.general_count) {
+    static constexpr uint16_t kMeasureVt[8] = {16, kMeasureTableBytes, 28, 4, 30, 8, 16, 24};
+    std::memcpy(b + cur, kMeasureVt, sizeof(kMeasureVt));
+    cur += kMeasureVtableBytes;
+    measure_tables = cur;
+    cur += kMeasureTableBytes * size_t{p.general_count};
+  }
+  size_t meta_tables = 0, meta_vt = 0;
+  if (f.metadata_count) {
+    // Vtable A (known key): key_id at 12, no key, value at 8. Vtable B (named key): key at 4.
+    static constexpr uint16_t kMetaVt[12] = {10, kMetaTableBytes, 12, 0, 8, 0,
+                                             10, kMetaTableBytes, 0,  4, 8, 0};
+    meta_vt = cur;
+    std::memcpy(b + cur, kMetaVt, sizeof(kMetaVt));
+    cur += 2 * kMetaVtableBytes;
+    meta_tables = cur;
+    cur += kMetaTableBytes * f.metadata_count;
+  }
+
+  // Strings, after every table that refers to them.
+  if (has_name) PutOffset(b, kEventTable + 4, PutString(b, &cur, f.name));
+  if (!f.correlation_id.empty()) {
+    PutOffset(b, kEventTable + 8, PutString(b, &cur, f.correlation_id));
+  }
+  if (p.general_count) {
+    size_t k = 0;
+    for (size_t i = 0; i < f.measurement_count; ++i) {
+      const Measurement& m = f.measurements[i];
+      const uint16_t id = p.measurement_ids[i];
+      if (id != 0 && m.value.kind != Value::Kind::kString) continue;
+      const size_t tp = measure_tables + kMeasureTableBytes * k;
+      PutOffset(b, general_vec + 4 + 4 * k, tp);
+      Put32(b + tp, static_cast<uint32_t>(tp - (measure_tables - kMeasureVtableBytes)));
+      Put64(b + tp + 8, m.value.kind == Value::Kind::kInt ? static_cast<uint64_t>(m.value.i) : 0);
+      const double d = m.value.kind == Value::Kind::kDouble ? m.value.d : 0.0;
+      std::memcpy(b + tp + 16, &d, 8);
+      Put16(b + tp + 28, id);
+      b[tp + 30] = static_cast<uint8_t>(m.value.kind);
+      b[tp + 31] = 0;
+      PutOffset(b, tp + 4, PutString(b, &cur, m.key));
+      PutOffset(b, tp + 24,
+                PutString(b, &cur, m.value.kind == Value::Kind::kString ? m.value.s : ""));
+      ++k;
+    }
+  }
+  for (size_t i = 0; i < f.metadata_count; ++i) {
+    const Metadata& m = f.metadata[i];
+    const uint16_t id = p.metadata_ids[i];
+    const size_t tp = meta_tables + kMetaTableBytes * i;
+    PutOffset(b, meta_vec + 4 + 4 * i, tp);
+    const size_t vt = id != 0 ? meta_vt : meta_vt + kMetaVtableBytes;
+    Put32(b + tp, static_cast<uint32_t>(tp - vt));
+    Put32(b + tp + 4, 0);
+    Put16(b + tp + 12, id);
+    Put16(b + tp + 14, 0);
+    if (id == 0) PutOffset(b, tp + 4, PutString(b, &cur, m.key));
+    PutOffset(b, tp + 8, PutString(b, &cur, m.value));
+  }
+}
+
+}  // namespace pitlane

@@ -1,0 +1,240 @@
+// pitlane::shm — POSIX shared-memory segments and the SPSC byte ring over them.
+//
+// The layout is specified in shm_layout.h. This header has the three halves that touch it:
+//  - Segment: create (0600, O_EXCL) / open / unlink a named mapping, with errors that name the
+//    segment, its owner and its mode;
+//  - RingWriter: the worker's half. One writer thread; never blocks, never allocates, makes no
+//    syscall;
+//  - RingReader: the host's half. Trusts nothing in the mapping: copies positions and headers
+//    before use, bounds-checks every offset, copies each payload out under a SIGBUS guard (a
+//    worker may ftruncate its segment at any time) and hands only the copy on.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pitlane/shm_layout.h"
+#include "pitlane/status.h"
+
+namespace pitlane::shm {
+
+// Ok when `ns` is usable in segment names: [A-Za-z0-9._-], 1..48 bytes.
+Status ValidateNamespace(std::string_view ns);
+std::string RegistryName(std::string_view ns);                         // "/pitlane.<ns>.registry"
+std::string RingName(std::string_view ns, pid_t pid, uint32_t slot);  // "/pitlane.<ns>.ring.<pid>.<slot>"
+std::string SegmentPrefix(std::string_view ns);                        // "pitlane.<ns>." (in /dev/shm)
+
+// /proc/<pid>/stat field 22 (clock ticks since boot at which the process started); 0 if the
+// process does not exist. With the pid it identifies a process robustly against pid reuse.
+uint64_t ProcessStartTime(pid_t pid);
+// True when `pid` runs and started at `start_time`.
+bool ProcessAlive(pid_t pid, uint64_t start_time);
+uint64_t UnixNowNs();
+
+// An owned shared-memory mapping. Movable, not copyable; unmaps on destruction (it never
+// unlinks: call Unlink with the name).
+class Segment {
+ public:
+  Segment() = default;
+  ~Segment();
+  Segment(Segment&& o) noexcept;
+  Segment& operator=(Segment&& o) noexcept;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  // Creates `name` exclusively with mode 0600 (whatever the umask) and `bytes` of zeros.
+  static Result<Segment> Create(const std::string& name, size_t bytes);
+  // Maps an existing segment read-write (or read-only). Errors name the segment, its owner
+  // uid and mode when permission is denied, and its size when it is smaller than `min_bytes`.
+  static Result<Segment> Open(const std::string& name, size_t min_bytes, bool writable = true);
+  static bool Unlink(const std::string& name);
+
+  void* base() const { return base_; }
+  size_t size() const { return size_; }
+  const std::string& name() const { return name_; }
+  bool valid() const { return base_ != nullptr; }
+
+ private:
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  std::string name_;
+};
+
+// Checks the identity fields of a ring header copy: magic, layout version (the message names
+// both versions), sizes. `mapped_bytes` is the size of the mapping holding it.
+Status ValidateRingHeader(const RingHeader& copy, size_t mapped_bytes, std::string_view name);
+
+// Initialises a freshly created ring mapping. Positions start at `initial_position` (a multiple
+// of 8; tests start near 2^64 to force position wrap-around). Writes the magic last (release).
+struct RingInit {
+  uint64_t data_bytes = kDefaultRingBytes;
+  uint32_t ring_slot = 0;
+  uint32_t worker_slot = 0;
+  pid_t pid = 0;
+  uint64_t start_time = 0;
+  uint64_t generation = 0;
+  std::string_view worker_id;
+  uint64_t initial_position = 0;
+};
+void InitRing(void* base, const RingInit& init);
+inline size_t RingSegmentBytes(uint64_t data_bytes) { return kRingHeaderBytes + data_bytes; }
+
+// The worker's half of one ring. One writer thread at a time; counters may be read by anyone.
+class RingWriter {
+ public:
+  enum class Reserve : uint8_t { kOk, kFull, kTooLarge };
+
+  RingWriter() = default;
+  // REQUIRES: `base` maps an initialised ring of RingSegmentBytes(data_bytes) bytes.
+  explicit RingWriter(void* base)
+      : h_(static_cast<RingHeader*>(base)),
+        data_(static_cast<uint8_t*>(base) + kRingHeaderBytes),
+        capacity_(h_->data_bytes),
+        mask_(h_->data_bytes - 1),
+        max_record_(h_->max_record_bytes),
+        wpos_(h_->producer.load(std::memory_order_relaxed)),
+        cached_rpos_(h_->consumer.load(std::memory_order_acquire)),
+        seq_(static_cast<uint32_t>(h_->worker.published.load(std::memory_order_relaxed))) {}
+
+  // Reserves room for a record of `payload` bytes and returns where to write it (8-aligned,
+  // zero-padded to 8), or nullptr with *why set. Nothing is visible to the host until Commit().
+  uint8_t* TryReserve(uint32_t payload, Reserve* why) noexcept {
+    const uint64_t rec = RecordBytes(payload);
+    if (rec > max_record_) [[unlikely]] {
+      *why = Reserve::kTooLarge;
+      return nullptr;
+    }
+    const uint64_t off = wpos_ & mask_;
+    const uint64_t contig = capacity_ - off;
+    const uint64_t pad = rec > contig ? contig : 0;
+    const uint64_t need = pad + rec;
+    if (wpos_ + need - cached_rpos_ > capacity_) {
+      // Acquire pairs with the host's release store of `consumer` after it copied the records.
+      cached_rpos_ = h_->consumer.load(std::memory_order_acquire);
+      if (wpos_ + need - cached_rpos_ > capacity_) {
+        *why = Reserve::kFull;
+        return nullptr;
+      }
+    }
+    if (pad != 0) {
+      const RecordHeader skip{kSkipMarker, 0};
+      std::memcpy(data_ + off, &skip, sizeof(skip));
+    }
+    pending_off_ = (wpos_ + pad) & mask_;
+    pending_next_ = wpos_ + need;
+    pending_len_ = payload;
+    uint8_t* payload_at = data_ + pending_off_ + kRecordHeaderBytes;
+    std::memset(payload_at + AlignUp8(payload) - 8, 0, 8);  // zero the padding
+    *why = Reserve::kOk;
+    return payload_at;
+  }
+
+  // Publishes the reserved record. REQUIRES: the last TryReserve returned non-null.
+  void Commit() noexcept {
+    const RecordHeader hdr{pending_len_, seq_++};
+    std::memcpy(data_ + pending_off_, &hdr, sizeof(hdr));
+    Bump(h_->worker.published);
+    // Release pairs with the host's acquire load of `producer`: the record is complete.
+    h_->producer.store(pending_next_, std::memory_order_release);
+    wpos_ = pending_next_;
+  }
+
+  WorkerCounters& counters() { return h_->worker; }
+  RingHeader* header() const { return h_; }
+
+  // Single-writer counter increment: a relaxed load and store, no read-modify-write.
+  static void Bump(std::atomic<uint64_t>& c) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
+ private:
+  RingHeader* h_ = nullptr;
+  uint8_t* data_ = nullptr;
+  uint64_t capacity_ = 0;
+  uint64_t mask_ = 0;
+  uint32_t max_record_ = 0;
+  uint64_t wpos_ = 0;
+  uint64_t cached_rpos_ = 0;
+  uint32_t seq_ = 0;
+  uint64_t pending_off_ = 0;
+  uint64_t pending_next_ = 0;
+  uint32_t pending_len_ = 0;
+};
+
+// Receives the records a RingReader drains. `payload` is a host-memory copy valid during the
+// call only.
+class RecordSink {
+ public:
+  virtual ~RecordSink() = default;
+  virtual void OnRecord(const uint8_t* payload, uint32_t length, uint32_t seq) = 0;
+  // Records with sequence numbers [first, first + count) were never published intact.
+  virtual void OnLost(uint64_t count) = 0;
+};
+
+// The host's half of one ring. One reader thread. Host-side counters live here (host memory)
+// and are mirrored into the segment's HostCounters by Drain(); nothing read from the mapping is
+// re-read after it was validated.
+class RingReader {
+ public:
+  enum class State : uint8_t { kOk, kCorrupt, kBusError };
+
+  // Validates the header (identity fields are copied once here and never re-read).
+  static Result<RingReader> Attach(void* base, size_t mapped_bytes, std::string name);
+
+  // Drains up to `max_records` published records (and skip markers) into `sink`, then publishes
+  // the consumer position and host counters (release). Returns the number of records handed
+  // to the sink. On corruption or SIGBUS the ring is marked quarantined and state() says why.
+  size_t Drain(size_t max_records, RecordSink& sink);
+
+  State state() const { return state_; }
+  const std::string& error() const { return error_; }
+  uint64_t error_offset() const { return error_offset_; }
+  const std::string& name() const { return name_; }
+  uint64_t capacity() const { return capacity_; }
+  // Untrusted snapshots of worker-written fields, for stats only.
+  uint64_t LoadProducerUntrusted() const;
+  bool RetiredUntrusted() const;
+  bool HasUnreadUntrusted() const;
+  uint64_t consumer() const { return rpos_; }
+  RingHeader* header() const { return h_; }
+
+  // Host-side counters; the reader owns them (the poll thread), Drain() mirrors them.
+  struct Counters {
+    uint64_t delivered = 0;
+    uint64_t truncated = 0;
+    uint64_t rejected[kRejectReasonCount] = {};
+  };
+  Counters& counters() { return counters_; }
+  const Counters& counters() const { return counters_; }
+  // Mirrors counters and the quarantine flag into the segment (SIGBUS-guarded).
+  void PublishCounters();
+
+ private:
+  RingReader() = default;
+  void Quarantine(State s, uint64_t offset, std::string why);
+
+  RingHeader* h_ = nullptr;
+  const uint8_t* data_ = nullptr;
+  std::string name_;
+  uint64_t capacity_ = 0;
+  uint64_t mask_ = 0;
+  uint32_t max_record_ = 0;
+  uint64_t rpos_ = 0;
+  uint32_t expected_seq_ = 0;
+  State state_ = State::kOk;
+  std::string error_;
+  uint64_t error_offset_ = 0;
+  Counters counters_;
+  std::vector<uint8_t> buffer_;  // payload copy, max_record_ bytes, 8-aligned
+};
+
+// Runs `fn` with SIGBUS turned into a `false` return instead of death (for touching mappings a
+// worker may have truncated). Not reentrant; one guard per thread at a time.
+bool RunGuarded(void (*fn)(void*), void* arg);
+
+}  // namespace pitlane::shm

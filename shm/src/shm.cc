@@ -1,0 +1,519 @@
+#include "pitlane/shm.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+namespace pitlane::shm {
+
+const char* RejectReasonName(uint32_t reason) {
+  switch (reason) {
+    case kRejectUnknownEvent: return "unknown_event";
+    case kRejectBadMeasurementKey: return "bad_measurement_key";
+    case kRejectTooManyFields: return "too_many_fields";
+    case kRejectKeyTooLong: return "key_too_long";
+    case kRejectCorrelationIdTooLong: return "correlation_id_too_long";
+    case kRejectMalformed: return "malformed";
+    case kRejectLost: return "lost";
+    default: return "unknown_reason";
+  }
+}
+
+Status ValidateNamespace(std::string_view ns) {
+  if (ns.empty() || ns.size() > 48) {
+    return InvalidArgument("namespace \"" + std::string(ns) + "\" must be 1..48 bytes");
+  }
+  for (char c : ns) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return InvalidArgument("namespace \"" + std::string(ns) +
+                             "\" may contain only letters, digits, '.', '_' and '-'");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string SegmentPrefix(std::string_view ns) { return "pitlane." + std::string(ns) + "."; }
+std::string RegistryName(std::string_view ns) { return "/" + SegmentPrefix(ns) + "registry"; }
+std::string RingName(std::string_view ns, pid_t pid, uint32_t slot) {
+  return "/" + SegmentPrefix(ns) + "ring." + std::to_string(pid) + "." + std::to_string(slot);
+}
+
+uint64_t ProcessStartTime(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // The command name (field 2) may contain spaces and parentheses: skip to the last ')'.
+  const char* p = nullptr;
+  for (ssize_t i = n - 1; i >= 0; --i) {
+    if (buf[i] == ')') {
+      p = buf + i + 1;
+      break;
+    }
+  }
+  if (p == nullptr) return 0;
+  // After ')': field 3 (state) ... field 22 (starttime) = the 20th token.
+  int field = 2;
+  while (*p != '\0') {
+    while (*p == ' ') ++p;
+    ++field;
+    if (field == 22) return std::strtoull(p, nullptr, 10);
+    while (*p != ' ' && *p != '\0') ++p;
+  }
+  return 0;
+}
+
+bool ProcessAlive(pid_t pid, uint64_t start_time) {
+  return pid > 0 && start_time != 0 && ProcessStartTime(pid) == start_time;
+}
+
+uint64_t UnixNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// ─── Segment ─────────────────────────────────────────────────────────────────────────────────
+
+Segment::~Segment() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+}
+Segment::Segment(Segment&& o) noexcept
+    : base_(o.base_), size_(o.size_), name_(std::move(o.name_)) {
+  o.base_ = nullptr;
+  o.size_ = 0;
+}
+Segment& Segment::operator=(Segment&& o) noexcept {
+  if (this != &o) {
+    if (base_ != nullptr) ::munmap(base_, size_);
+    base_ = o.base_;
+    size_ = o.size_;
+    name_ = std::move(o.name_);
+    o.base_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+namespace {
+
+std::string Errno(int err) { return std::strerror(err); }
+
+std::string OwnerAndMode(int fd_or_minus1, const std::string& name) {
+  struct stat st;
+  int rc = -1;
+  if (fd_or_minus1 >= 0) {
+    rc = ::fstat(fd_or_minus1, &st);
+  } else {
+    rc = ::stat(("/dev/shm" + name).c_str(), &st);
+  }
+  if (rc != 0) return "owner and mode unknown";
+  std::ostringstream os;
+  const passwd* pw = ::getpwuid(st.st_uid);
+  os << "owner " << (pw ? pw->pw_name : "?") << " (uid " << st.st_uid << "), mode " << std::oct
+     << (st.st_mode & 07777);
+  return os.str();
+}
+
+}  // namespace
+
+Result<Segment> Segment::Create(const std::string& name, size_t bytes) {
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST) return Status(StatusCode::kAlreadyExists, "segment " + name + " exists");
+    if (err == EACCES) return PermissionDenied("cannot create segment " + name + ": " + Errno(err));
+    return Unavailable("cannot create segment " + name + ": " + Errno(err));
+  }
+  // shm_open applies the umask; the mode must be exactly 0600 whatever it is.
+  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::shm_unlink(name.c_str());
+    return ResourceExhausted("cannot size segment " + name + " to " + std::to_string(bytes) +
+                             " bytes: " + Errno(err));
+  }
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    ::shm_unlink(name.c_str());
+    return ResourceExhausted("cannot map segment " + name + ": " + Errno(err));
+  }
+  Segment s;
+  s.base_ = p;
+  s.size_ = bytes;
+  s.name_ = name;
+  return s;
+}
+
+Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool writable) {
+  const int fd = ::shm_open(name.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return NotFound("segment " + name + " does not exist");
+    if (err == EACCES) {
+      return PermissionDenied("cannot open segment " + name + (writable ? " read-write" : "") +
+                              " as uid " + std::to_string(::geteuid()) + ": " +
+                              OwnerAndMode(-1, name));
+    }
+    return Unavailable("cannot open segment " + name + ": " + Errno(err));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return Unavailable("cannot stat segment " + name + ": " + Errno(err));
+  }
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  if (bytes < min_bytes || bytes == 0) {
+    ::close(fd);
+    return DataLoss("segment " + name + " is " + std::to_string(bytes) +
+                    " bytes, smaller than the " + std::to_string(min_bytes) +
+                    " its layout needs (half-initialised or truncated)");
+  }
+  void* p = ::mmap(nullptr, bytes, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) return Unavailable("cannot map segment " + name + ": " + Errno(err));
+  Segment s;
+  s.base_ = p;
+  s.size_ = bytes;
+  s.name_ = name;
+  return s;
+}
+
+bool Segment::Unlink(const std::string& name) { return ::shm_unlink(name.c_str()) == 0; }
+
+// ─── Ring header ─────────────────────────────────────────────────────────────────────────────
+
+Status ValidateRingHeader(const RingHeader& h, size_t mapped_bytes, std::string_view name) {
+  const std::string n(name);
+  if (h.magic != kRingMagic) return DataLoss("segment " + n + " is not a pitlane ring (bad magic)");
+  if (h.layout_version != kLayoutVersion) {
+    return FailedPrecondition("segment " + n + " has layout version " +
+                              std::to_string(h.layout_version) + ", this build reads version " +
+                              std::to_string(kLayoutVersion));
+  }
+  const uint64_t d = h.data_bytes;
+  if (h.header_bytes != kRingHeaderBytes || d < kMinRingBytes || d > kMaxRingBytes ||
+      (d & (d - 1)) != 0) {
+    return DataLoss("segment " + n + " has an invalid header (header_bytes " +
+                    std::to_string(h.header_bytes) + ", data_bytes " + std::to_string(d) + ")");
+  }
+  if (h.max_record_bytes < kRecordHeaderBytes + 8 || h.max_record_bytes > d / 4 ||
+      (h.max_record_bytes & 7) != 0) {
+    return DataLoss("segment " + n + " has an invalid max_record_bytes " +
+                    std::to_string(h.max_record_bytes));
+  }
+  if (mapped_bytes < RingSegmentBytes(d)) {
+    return DataLoss("segment " + n + " is " + std::to_string(mapped_bytes) + " bytes, its header " +
+                    "claims " + std::to_string(RingSegmentBytes(d)));
+  }
+  return Status::Ok();
+}
+
+void InitRing(void* base, const RingInit& init) {
+  auto* h = static_cast<RingHeader*>(base);
+  h->layout_version = kLayoutVersion;
+  h->header_bytes = kRingHeaderBytes;
+  h->data_bytes = init.data_bytes;
+  uint64_t max_record = init.data_bytes / 4;
+  if (max_record > (64u << 10)) max_record = 64u << 10;
+  h->max_record_bytes = static_cast<uint32_t>(max_record);
+  h->ring_slot = init.ring_slot;
+  h->pid = static_cast<uint32_t>(init.pid);
+  h->worker_slot = init.worker_slot;
+  h->start_time = init.start_time;
+  h->generation = init.generation;
+  h->created_unix_ns = UnixNowNs();
+  std::memset(h->worker_id, 0, sizeof(h->worker_id));
+  std::memcpy(h->worker_id, init.worker_id.data(),
+              std::min<size_t>(init.worker_id.size(), kWorkerIdBytes - 1));
+  h->producer.store(init.initial_position, std::memory_order_relaxed);
+  h->consumer.store(init.initial_position, std::memory_order_relaxed);
+  // Release pairs with the host's acquire load of the magic in RingReader::Attach.
+  std::atomic_ref<uint64_t>(h->magic).store(kRingMagic, std::memory_order_release);
+}
+
+// ─── SIGBUS guard ────────────────────────────────────────────────────────────────────────────
+// A worker may ftruncate its segment while the host reads it (tmpfs segments cannot be sealed,
+// and whoever can open one read-write can resize it). Touching a page past the new end raises
+// SIGBUS. The host touches mappings only inside a guard: sigsetjmp(env, 0) (no syscall: the
+// signal mask is not saved) and a process-wide SIGBUS handler installed with SA_NODEFER that
+// siglongjmps back when the faulting thread has a guard armed, and otherwise restores the
+// default action and re-raises.
+
+namespace {
+
+thread_local sigjmp_buf* t_guard = nullptr;
+struct sigaction g_previous_sigbus;
+
+void OnSigbus(int sig, siginfo_t* info, void* ctx) {
+  if (t_guard != nullptr) {
+    sigjmp_buf* env = t_guard;
+    t_guard = nullptr;
+    siglongjmp(*env, 1);
+  }
+  if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+    if (g_previous_sigbus.sa_sigaction != nullptr) {
+      g_previous_sigbus.sa_sigaction(sig, info, ctx);
+      return;
+    }
+  } else if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN) {
+    g_previous_sigbus.sa_handler(sig);
+    return;
+  }
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+void InstallSigbusHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+}
+
+}  // namespace
+
+__attribute__((noinline)) bool RunGuarded(void (*fn)(void*), void* arg) {
+  InstallSigbusHandler();
+  sigjmp_buf env;
+  if (sigsetjmp(env, 0) != 0) return false;  // t_guard already cleared by the handler
+  t_guard = &env;
+  fn(arg);
+  t_guard = nullptr;
+  return true;
+}
+
+// ─── RingReader ──────────────────────────────────────────────────────────────────────────────
+
+Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::string name) {
+  if (mapped_bytes < sizeof(RingHeader)) {
+    return DataLoss("segment " + name + " is " + std::to_string(mapped_bytes) +
+                    " bytes, too small for a ring header");
+  }
+  RingReader r;
+  r.h_ = static_cast<RingHeader*>(base);
+  r.name_ = std::move(name);
+  struct Ctx {
+    RingReader* r;
+    RingHeader copy;
+    uint64_t consumer;
+    uint64_t expected;
+  };
+  Ctx ctx{&r, {}, 0, 0};
+  const bool ok = RunGuarded(
+      [](void* p) {
+        auto* c = static_cast<Ctx*>(p);
+        RingHeader* h = c->r->h_;
+        // Acquire pairs with the release store of the magic in InitRing.
+        c->copy.magic = std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire);
+        c->copy.layout_version = h->layout_version;
+        c->copy.header_bytes = h->header_bytes;
+        c->copy.data_bytes = h->data_bytes;
+        c->copy.max_record_bytes = h->max_record_bytes;
+        c->consumer = h->consumer.load(std::memory_order_acquire);
+        // A restarted host resumes where the previous one stopped: the sequence it expects
+        // next is the number of records already accounted for.
+        uint64_t seen = h->host.delivered.load(std::memory_order_relaxed);
+        for (auto& rj : h->host.rejected) seen += rj.load(std::memory_order_relaxed);
+        c->expected = seen;
+      },
+      &ctx);
+  if (!ok) return DataLoss("segment " + r.name_ + " was truncated while attaching");
+  if (Status s = ValidateRingHeader(ctx.copy, mapped_bytes, r.name_); !s.ok()) return s;
+  r.data_ = static_cast<const uint8_t*>(base) + kRingHeaderBytes;
+  r.capacity_ = ctx.copy.data_bytes;
+  r.mask_ = r.capacity_ - 1;
+  r.max_record_ = ctx.copy.max_record_bytes;
+  r.rpos_ = ctx.consumer;
+  r.expected_seq_ = static_cast<uint32_t>(ctx.expected);
+  if ((r.rpos_ & 7) != 0) {
+    return DataLoss("segment " + r.name_ + " has a misaligned consumer position " +
+                    std::to_string(r.rpos_));
+  }
+  r.buffer_.resize(r.max_record_);
+  return r;
+}
+
+void RingReader::Quarantine(State s, uint64_t offset, std::string why) {
+  state_ = s;
+  error_offset_ = offset;
+  error_ = std::move(why);
+}
+
+namespace {
+
+struct DrainCtx {
+  RingReader* self;
+  RingHeader* h;
+  const uint8_t* data;
+  uint64_t capacity, mask;
+  uint32_t max_record;
+  uint64_t* rpos;
+  uint32_t* expected_seq;
+  uint8_t* buffer;
+  size_t max_records;
+  RecordSink* sink;
+  RingReader::Counters* counters;
+  // results
+  size_t delivered = 0;
+  bool corrupt = false;
+  uint64_t corrupt_offset = 0;
+  const char* why = nullptr;
+};
+
+}  // namespace
+
+size_t RingReader::Drain(size_t max_records, RecordSink& sink) {
+  if (state_ != State::kOk) return 0;
+  DrainCtx c{this, h_, data_, capacity_, mask_, max_record_, &rpos_, &expected_seq_,
+             buffer_.data(), max_records, &sink, &counters_};
+  const bool ok = RunGuarded(
+      [](void* p) {
+        auto& c = *static_cast<DrainCtx*>(p);
+        // Acquire pairs with the worker's release store in RingWriter::Commit.
+        const uint64_t wp = c.h->producer.load(std::memory_order_acquire);
+        uint64_t rp = *c.rpos;
+        const uint64_t avail = wp - rp;
+        auto fail = [&](uint64_t at, const char* why) {
+          c.corrupt = true;
+          c.corrupt_offset = at & c.mask;
+          c.why = why;
+        };
+        if (avail > c.capacity) return fail(rp, "producer position is outside the ring");
+        if ((avail & 7) != 0) return fail(rp, "producer position is not 8-byte aligned");
+        size_t n = 0;
+        while (rp != wp && n < c.max_records) {
+          const uint64_t off = rp & c.mask;
+          RecordHeader hdr;
+          std::memcpy(&hdr, c.data + off, sizeof(hdr));  // copy once, never re-read
+          if (hdr.length == kSkipMarker) {
+            const uint64_t skip = c.capacity - off;
+            if (skip > wp - rp) return fail(rp, "skip marker runs past the producer position");
+            rp += skip;
+            continue;
+          }
+          const uint64_t rec = RecordBytes(hdr.length);
+          if (hdr.length == 0) return fail(rp, "record of length 0");
+          if (rec > c.max_record) return fail(rp, "record longer than max_record_bytes");
+          if (off + rec > c.capacity) return fail(rp, "record crosses the end of the data area");
+          if (rec > wp - rp) return fail(rp, "record runs past the producer position");
+          const uint32_t gap = hdr.seq - *c.expected_seq;
+          if (gap >= 0x80000000u) return fail(rp, "record sequence number went backwards");
+          std::memcpy(c.buffer, c.data + off + kRecordHeaderBytes, hdr.length);
+          rp += rec;
+          *c.rpos = rp;
+          *c.expected_seq = hdr.seq + 1;
+          if (gap != 0) {
+            c.counters->rejected[kRejectLost] += gap;
+            sigjmp_buf* guard = t_guard;
+            t_guard = nullptr;
+            c.sink->OnLost(gap);
+            t_guard = guard;
+          }
+          // The sink runs host code on a host-memory copy: disarm the guard meanwhile.
+          sigjmp_buf* guard = t_guard;
+          t_guard = nullptr;
+          c.sink->OnRecord(c.buffer, hdr.length, hdr.seq);
+          t_guard = guard;
+          ++n;
+        }
+        *c.rpos = rp;
+        c.delivered = n;
+      },
+      &c);
+  if (!ok) {
+    Quarantine(State::kBusError, rpos_ & mask_, "segment was truncated under the reader (SIGBUS)");
+    return 0;
+  }
+  if (c.corrupt) Quarantine(State::kCorrupt, c.corrupt_offset, c.why);
+  PublishCounters();
+  return c.delivered;
+}
+
+void RingReader::PublishCounters() {
+  struct Ctx {
+    RingReader* r;
+  } ctx{this};
+  const bool ok = RunGuarded(
+      [](void* p) {
+        RingReader* r = static_cast<Ctx*>(p)->r;
+        HostCounters& hc = r->h_->host;
+        hc.delivered.store(r->counters_.delivered, std::memory_order_relaxed);
+        hc.truncated.store(r->counters_.truncated, std::memory_order_relaxed);
+        for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+          hc.rejected[i].store(r->counters_.rejected[i], std::memory_order_relaxed);
+        }
+        if (r->state_ != State::kOk) {
+          hc.quarantine_offset.store(r->error_offset_, std::memory_order_relaxed);
+          hc.quarantined.store(1, std::memory_order_relaxed);
+        }
+        // Release pairs with the worker's acquire load of `consumer` in TryReserve: the bytes
+        // before rpos_ have been copied out and may be overwritten.
+        if (r->state_ == State::kOk) r->h_->consumer.store(r->rpos_, std::memory_order_release);
+      },
+      &ctx);
+  if (!ok && state_ == State::kOk) {
+    Quarantine(State::kBusError, rpos_ & mask_, "segment was truncated under the reader (SIGBUS)");
+  }
+}
+
+uint64_t RingReader::LoadProducerUntrusted() const {
+  struct Ctx {
+    const RingReader* r;
+    uint64_t v;
+  } ctx{this, rpos_};
+  RunGuarded(
+      [](void* p) {
+        auto* c = static_cast<Ctx*>(p);
+        c->v = c->r->h_->producer.load(std::memory_order_acquire);
+      },
+      &ctx);
+  return ctx.v;
+}
+
+bool RingReader::RetiredUntrusted() const {
+  struct Ctx {
+    const RingReader* r;
+    bool v;
+  } ctx{this, true};
+  RunGuarded(
+      [](void* p) {
+        auto* c = static_cast<Ctx*>(p);
+        c->v = c->r->h_->worker.retired.load(std::memory_order_acquire) != 0;
+      },
+      &ctx);
+  return ctx.v;
+}
+
+bool RingReader::HasUnreadUntrusted() const {
+  return state_ == State::kOk && LoadProducerUntrusted() != rpos_;
+}
+
+}  // namespace pitlane::shm

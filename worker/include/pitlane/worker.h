@@ -1,0 +1,138 @@
+// pitlane::Worker — what a worker process links to emit telemetry into shared memory.
+//
+// Threads and rings: every thread that emits gets its own SPSC ring (created on its first
+// emit while a host is attached), so no lock is shared between emitting threads. When the
+// thread exits its ring is retired: the host drains what is left, then unlinks it. At most
+// `max_rings` rings per worker are live; events of threads beyond the cap are dropped and
+// counted (dropped_no_ring). A ring the host quarantined is replaced by a fresh one at the
+// thread's next emit.
+//
+// fork(): the child never writes its parent's rings. An atfork handler detaches them in the
+// child; the child's first emit registers it as a worker of its own (id: the default id with
+// the child's pid, or "<explicit id>-<child pid>") with rings of its own.
+//
+// No host: Start() waits up to `attach_wait` for the namespace's host, then runs in drop mode
+// (every event counted as dropped_no_ring); a background thread keeps looking (every 50 ms)
+// and attaches when the host appears.
+//
+// Emit path: noexcept, no heap allocation, no syscall (it reads the TSC or the vDSO clock and,
+// only when the host has flagged itself asleep, makes one FUTEX_WAKE). It takes a thread's
+// ring from a thread_local cache; the first emit of a thread, and the first emit after a
+// control update, take a slow path that may allocate.
+//
+// Gate, in order: enabled → sampling → filter → encode → enqueue. Suppressed events (disabled,
+// sampled out, filtered) are counted per reason, apart from drops (ring full, record too large,
+// no ring). Per ring: emitted = suppressed + dropped + published.
+//
+// Thread safety: Emit and Stats from any thread. Start/destruction: one thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "pitlane/catalog.h"
+#include "pitlane/record.h"
+#include "pitlane/status.h"
+
+namespace pitlane {
+
+enum class EmitResult : uint8_t {
+  kOk = 0,
+  kDroppedFull,         // ring full: the newest event is dropped, never blocks
+  kDroppedTooLarge,     // record larger than the ring's max record size, or > 255 fields
+  kDroppedNoRing,       // no host attached yet, or the ring cap is reached
+  kSuppressedDisabled,  // telemetry toggled off
+  kSuppressedSampled,   // lost the sampling draw
+  kSuppressedFiltered,  // denied, or not in the allow list
+};
+std::string_view EmitResultName(EmitResult r);
+
+// An event resolved once against the worker's catalog. id 0: the catalog does not know the
+// name; such events still travel (by name) and the host counts them as unknown.
+struct EventHandle {
+  uint16_t id = 0;
+  std::string_view name;  // the catalog's wire name, or the name as given when unknown
+};
+
+struct WorkerOptions {
+  std::string ns;             // "" → PITLANE_NAMESPACE, else "default"
+  std::string worker_id;      // "" → PITLANE_WORKER_ID, else <hostname>-<pid>
+  uint64_t ring_bytes = 0;    // 0 → PITLANE_RING_BYTES, else 256 KiB (power of two)
+  uint32_t max_rings = 64;    // live rings (emitting threads) per worker, at most 1024
+  // How long Start() waits for a host before going on in drop mode.
+  std::chrono::milliseconds attach_wait{200};
+  // First producer position of every ring (tests start near 2^64 to force wrap-around).
+  uint64_t initial_position = 0;
+};
+
+struct WorkerStats {
+  uint64_t emitted = 0;
+  uint64_t published = 0;
+  uint64_t dropped_full = 0;
+  uint64_t dropped_too_large = 0;
+  uint64_t dropped_no_ring = 0;
+  uint64_t suppressed_disabled = 0;
+  uint64_t suppressed_sampled = 0;
+  uint64_t suppressed_filtered = 0;
+  uint32_t live_rings = 0;
+  bool attached = false;
+  uint64_t suppressed() const { return suppressed_disabled + suppressed_sampled + suppressed_filtered; }
+  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_no_ring; }
+};
+
+class Worker {
+ public:
+  static Result<std::unique_ptr<Worker>> Start(WorkerOptions options = {});
+  // Retires every ring (the host drains and reclaims them) and releases the worker slot.
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  EventHandle Event(std::string_view name) const;
+  MeasurementKey Measure(std::string_view key) const;
+  MetadataKey Meta(std::string_view key) const;
+
+  // Hot path. An empty correlation_id means "the current scoped id" (correlation.h).
+  EmitResult Emit(EventHandle event, std::span<const Measurement> measurements,
+                  std::span<const Metadata> metadata,
+                  std::string_view correlation_id = {}) noexcept;
+  EmitResult Emit(EventHandle event, std::initializer_list<Measurement> measurements = {},
+                  std::initializer_list<Metadata> metadata = {},
+                  std::string_view correlation_id = {}) noexcept {
+    return Emit(event, std::span<const Measurement>(measurements.begin(), measurements.size()),
+                std::span<const Metadata>(metadata.begin(), metadata.size()), correlation_id);
+  }
+  // Convenience: resolves `name` (a hash lookup) on every call.
+  EmitResult Emit(std::string_view name, std::initializer_list<Measurement> measurements = {},
+                  std::initializer_list<Metadata> metadata = {},
+                  std::string_view correlation_id = {}) noexcept {
+    return Emit(Event(name), measurements, metadata, correlation_id);
+  }
+  // Publishes an already-encoded record (a FlatBuffer of event.fbs, whose gate decision is made
+  // from `event`). The host verifies it like any other.
+  EmitResult EmitEncoded(EventHandle event, const uint8_t* record, size_t size) noexcept;
+
+  // Sums of all rings (live and retired) plus the events of ringless threads.
+  WorkerStats Stats() const;
+  bool attached() const;
+  const std::string& id() const;
+  const std::string& ns() const;
+  const Catalog& catalog() const;
+  // The control-block version this worker last applied (0: none received).
+  uint64_t applied_control_version() const;
+  // Blocks until attached to a host or `timeout` passes. Returns attached().
+  bool WaitAttached(std::chrono::milliseconds timeout) const;
+
+  class Impl;
+
+ private:
+  explicit Worker(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pitlane
