@@ -46,6 +46,20 @@ int64_t ClockNs(clockid_t id) {
 
 }  // namespace
 
+Folder::Folder(const Catalog& catalog)
+    : catalog_(catalog),
+      node_id_(catalog.MetadataKeyId("node")),
+      worker_id_id_(catalog.MetadataKeyId("worker_id")),
+      pool_name_id_(catalog.MetadataKeyId("pool_name")),
+      worker_pid_id_(catalog.MetadataKeyId("worker_pid")),
+      correlation_id_id_(catalog.MetadataKeyId("correlation_id")),
+      timestamp_ns_id_(catalog.MetadataKeyId("timestamp_ns")),
+      is_context_(catalog.metadata_key_count() + 1, 0) {
+  for (uint16_t id = 1; id <= catalog.metadata_key_count(); ++id) {
+    is_context_[id] = IsContextKey(catalog.MetadataKey(id)) ? 1 : 0;
+  }
+}
+
 FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView* out) {
   FoldOutcome r;
   const CatalogLimits& lim = catalog_.limits();
@@ -104,6 +118,7 @@ FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView*
       }
       kid = m.key_id;
       key = catalog_.MetadataKey(kid);
+      if (is_context_[kid]) continue;  // the host's context overrides the worker's value
     } else {
       if (m.key.size() > lim.max_key_bytes) {
         r.reject_reason = shm::kRejectKeyTooLong;
@@ -111,19 +126,20 @@ FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView*
       }
       key = m.key;
       kid = catalog_.MetadataKeyId(key);
+      if (kid != 0 ? is_context_[kid] != 0 : IsContextKey(key)) continue;
     }
-    if (IsContextKey(key)) continue;  // the host's context overrides the worker's value
     metadata_[nd++] = MetadataView{key, Truncate(m.value, lim.max_value_bytes, &r.truncated), kid};
   }
-  auto ctx_meta = [&](std::string_view key, std::string_view value) {
-    metadata_[nd++] = MetadataView{key, value, catalog_.MetadataKeyId(key)};
-  };
-  ctx_meta("node", ctx.node);
-  ctx_meta("worker_id", ctx.worker_id);
-  ctx_meta("pool_name", ctx.pool_name);
-  ctx_meta("worker_pid", ctx.worker_pid);
-  if (!raw.correlation_id.empty()) ctx_meta("correlation_id", raw.correlation_id);
-  ctx_meta("timestamp_ns", std::string_view(timestamp_, FormatInt(raw.timestamp_ns, timestamp_)));
+  metadata_[nd++] = MetadataView{"node", ctx.node, node_id_};
+  metadata_[nd++] = MetadataView{"worker_id", ctx.worker_id, worker_id_id_};
+  metadata_[nd++] = MetadataView{"pool_name", ctx.pool_name, pool_name_id_};
+  metadata_[nd++] = MetadataView{"worker_pid", ctx.worker_pid, worker_pid_id_};
+  if (!raw.correlation_id.empty()) {
+    metadata_[nd++] = MetadataView{"correlation_id", raw.correlation_id, correlation_id_id_};
+  }
+  metadata_[nd++] = MetadataView{
+      "timestamp_ns", std::string_view(timestamp_, FormatInt(raw.timestamp_ns, timestamp_)),
+      timestamp_ns_id_};
 
   out->event = &catalog_.event(id);
   out->timestamp_ns = raw.timestamp_ns;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "pitlane/catalog.h"
 #include "pitlane/host.h"
@@ -54,13 +55,18 @@ class Folder {
   static constexpr size_t kMaxFields = 256;
   static constexpr size_t kContextFields = 6;
 
-  explicit Folder(const Catalog& catalog) : catalog_(catalog) {}
+  explicit Folder(const Catalog& catalog);
   // `out` points into this Folder's scratch memory and `raw`'s memory; valid until the next
   // call. Allocates nothing.
   FoldOutcome Fold(const RawEvent& raw, const FoldContext& ctx, EventView* out);
 
  private:
   const Catalog& catalog_;
+  // Metadata key ids of the host context keys, and which known ids are context keys (so the
+  // per-event work is array lookups, not string hashing).
+  uint16_t node_id_, worker_id_id_, pool_name_id_, worker_pid_id_, correlation_id_id_,
+      timestamp_ns_id_;
+  std::vector<uint8_t> is_context_;
   MeasurementView measurements_[kMaxFields];
   MetadataView metadata_[kMaxFields + kContextFields];
   char timestamp_[24];

@@ -169,30 +169,34 @@ class Host::Impl : public shm::RecordSink {
     RawEvent raw;
     if (!decoder.Decode(payload, length, time, &raw)) {
       ++c.rejected[shm::kRejectMalformed];
-      rejected[shm::kRejectMalformed].fetch_add(1, std::memory_order_relaxed);
+      BumpLocal(rejected[shm::kRejectMalformed], 1);
       return;
     }
     EventView view;
     const internal::FoldOutcome out = folder.Fold(raw, current_ctx, &view);
     if (!out.delivered) {
       ++c.rejected[out.reject_reason];
-      rejected[out.reject_reason].fetch_add(1, std::memory_order_relaxed);
+      BumpLocal(rejected[out.reject_reason], 1);
       return;
     }
     ++c.delivered;
-    delivered.fetch_add(1, std::memory_order_relaxed);
+    BumpLocal(delivered, 1);
     if (out.truncated) {
       ++c.truncated;
-      truncated.fetch_add(1, std::memory_order_relaxed);
+      BumpLocal(truncated, 1);
     }
     Dispatch(view);
   }
 
-  void OnLost(uint64_t count) override {
-    rejected[shm::kRejectLost].fetch_add(count, std::memory_order_relaxed);
+  void OnLost(uint64_t count) override { BumpLocal(rejected[shm::kRejectLost], count); }
+
+  // Counters only the poll thread writes: a relaxed load and store, no locked instruction.
+  static void BumpLocal(std::atomic<uint64_t>& c, uint64_t n) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
 
   void Dispatch(const EventView& view) {
+    if (view.event->id >= handlers->by_event.size()) return;  // no handler attached yet
     const auto& list = handlers->by_event[view.event->id];
     for (const auto& [id, fn] : list) {
       try {
