@@ -199,6 +199,12 @@ class Host::Impl : public shm::RecordSink {
     if (view.event->id >= handlers->by_event.size()) return;  // no handler attached yet
     const auto& list = handlers->by_event[view.event->id];
     for (const auto& [id, fn] : list) {
+      // A handler that threw earlier in this pass is already detached: never call it again
+      // (the table copy we iterate is refreshed only at the next pass).
+      if (!to_detach.empty() &&
+          std::find(to_detach.begin(), to_detach.end(), id) != to_detach.end()) {
+        continue;
+      }
       try {
         (*fn)(view);
       } catch (const std::exception& e) {
@@ -326,8 +332,11 @@ class Host::Impl : public shm::RecordSink {
     // pidfd first, then the start time: if it matches, the pidfd is the right process.
     w->alive = w->pidfd >= 0 && shm::ProcessAlive(w->pid, w->start_time);
     seen_ids[w->id] = true;
+    // Always write the block: a slot never written holds zeros (enabled = 0, rate = 0), which a
+    // later BumpQuarantineEpoch would publish as "disabled"; a reused slot holds the previous
+    // worker's state.
     auto c = controls.find(w->id);
-    if (c != controls.end()) shm::WriteControl(&s->control, c->second);
+    shm::WriteControl(&s->control, c != controls.end() ? c->second : ControlState());
     workers[index] = std::move(w);
   }
 
@@ -432,7 +441,13 @@ class Host::Impl : public shm::RecordSink {
       for (int i = 0; i < 100000 && DrainRing(r) > 0; ++i) {
       }
     }
-    const bool planned = w->leaving && w->alive;
+    // Planned: the Worker object was destroyed (slot RETIRED) before the process went away. A
+    // process normally exits right after that, so whether it is still alive does not matter;
+    // the slot is re-read in case the process died before a rescan saw the RETIRED state.
+    const shm::WorkerSlot* ws = shm::WorkerSlotAt(registry.base(), w->slot);
+    const bool planned =
+        w->leaving || (ws->generation == w->generation &&
+                       ws->state.load(std::memory_order_acquire) == shm::kSlotRetired);
     std::vector<HostRing*> rs = w->rings;
     for (HostRing* r : rs) ReclaimRing(r);
     terminated.fetch_add(1, std::memory_order_relaxed);
@@ -450,8 +465,15 @@ class Host::Impl : public shm::RecordSink {
     if (w->pidfd >= 0) ::close(w->pidfd);
     std::lock_guard<std::mutex> lock(mu);
     shm::WorkerSlot* s = shm::WorkerSlotAt(registry.base(), w->slot);
-    // Free the slot only if it is still the claim we know (generation unchanged).
-    if (s->generation == w->generation) s->state.store(shm::kSlotFree, std::memory_order_release);
+    // Free the slot only if it is still the claim we know (generation unchanged). Reset its
+    // control block first: the next claimer (maybe another worker id) must not inherit this
+    // worker's toggle/sampling/filter; the host re-applies what it remembers for that id.
+    if (s->generation == w->generation) {
+      if (s->control.version.load(std::memory_order_relaxed) != 0) {
+        shm::WriteControl(&s->control, ControlState());
+      }
+      s->state.store(shm::kSlotFree, std::memory_order_release);
+    }
     workers.erase(w->slot);
   }
 
@@ -499,6 +521,16 @@ class Host::Impl : public shm::RecordSink {
 
   void ReclaimRing(HostRing* r) {
     RingStats final_stats = StatsOf(r);
+    // A writer killed between publishing a record and counting it leaves `published` short by
+    // that record; the host read it (with its sequence number), so it was published.
+    final_stats.published =
+        std::max(final_stats.published, final_stats.delivered + final_stats.rejected_total());
+    // Likewise a writer killed inside an emit has counted it as emitted and nothing else.
+    const uint64_t accounted =
+        final_stats.suppressed() + final_stats.dropped() + final_stats.published;
+    if (!r->worker->alive && final_stats.emitted > accounted) {
+      final_stats.dropped_in_flight = final_stats.emitted - accounted;
+    }
     if (final_stats.quarantined) {
       // Whatever the worker published that we never read is lost: count it, so the ring's
       // accounting still closes.

@@ -42,14 +42,36 @@ inline void Put16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
+// Copies n bytes with at most two overlapping loads/stores per size class, so the short keys
+// and values of a typical event never pay for a libc call. Reads stay inside [src, src + n).
+inline void CopySmall(uint8_t* dst, const char* src, size_t n) {
+  if (n >= 16) {
+    std::memcpy(dst, src, n);
+  } else if (n >= 8) {
+    uint64_t a, b;
+    std::memcpy(&a, src, 8);
+    std::memcpy(&b, src + n - 8, 8);
+    std::memcpy(dst, &a, 8);
+    std::memcpy(dst + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i]);
+  }
+}
+
 // Writes the string at `*cur`, returns its position and advances `*cur`.
 inline uint32_t PutString(uint8_t* base, size_t* cur, std::string_view s) {
   const size_t pos = *cur;
   const size_t bytes = StringBytes(s.size());
   Put32(base + pos, static_cast<uint32_t>(s.size()));
-  std::memcpy(base + pos + 4, s.data(), s.size());
-  // NUL terminator and padding: zero the last (up to 4) bytes of the slot.
-  std::memset(base + pos + 4 + s.size(), 0, bytes - 4 - s.size());
+  // Zero the slot's last word first (it holds the NUL terminator and the padding), then copy.
+  Put32(base + pos + bytes - 4, 0);
+  CopySmall(base + pos + 4, s.data(), s.size());
   *cur = pos + bytes;
   return static_cast<uint32_t>(pos);
 }

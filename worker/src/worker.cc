@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -390,6 +391,13 @@ class Worker::Impl {
     slot = nullptr;
     registry = shm::Segment();
     bg_running = false;  // the thread does not exist in the child
+    // The parent's background thread may have been waiting on bg_cv (or holding bg_mu) at
+    // fork(): the child's copies carry the state of a thread that does not exist here, and
+    // destroying or notifying bg_cv would wait for that waiter forever. Re-create both in
+    // place; the copies are never destroyed.
+    new (&bg_mu) std::mutex();
+    new (&bg_cv) std::condition_variable();
+    bg_stop = false;
     forked = true;
     retired = WorkerStats();
     for (auto* c : {&unringed.emitted, &unringed.dropped_no_ring, &unringed.suppressed_disabled,

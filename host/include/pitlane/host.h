@@ -104,13 +104,16 @@ struct RingStats {
   uint64_t used_bytes = 0;
   // Worker counters.
   uint64_t emitted = 0, published = 0, dropped_full = 0, dropped_too_large = 0;
+  // Set when a reclaimed ring's writer died inside an emit: the event it had counted as
+  // emitted but neither published nor dropped (at most one per ring).
+  uint64_t dropped_in_flight = 0;
   uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
   // Host counters.
   uint64_t delivered = 0, truncated = 0;
   uint64_t rejected[shm::kRejectReasonCount] = {};
 
   uint64_t suppressed() const { return suppressed_disabled + suppressed_sampled + suppressed_filtered; }
-  uint64_t dropped() const { return dropped_full + dropped_too_large; }
+  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_in_flight; }
   uint64_t rejected_total() const;
   // emitted == suppressed + dropped + published && published == delivered + rejected
   bool Conserved() const;

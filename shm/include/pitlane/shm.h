@@ -138,9 +138,12 @@ class RingWriter {
   void Commit() noexcept {
     const RecordHeader hdr{pending_len_, seq_++};
     std::memcpy(data_ + pending_off_, &hdr, sizeof(hdr));
-    Bump(h_->worker.published);
     // Release pairs with the host's acquire load of `producer`: the record is complete.
     h_->producer.store(pending_next_, std::memory_order_release);
+    // Counted after the store: a writer killed in between leaves `published` one short of what
+    // the host read, which the host reconciles (it holds the record's sequence number); counted
+    // before, a record that never became visible would look published and lost.
+    Bump(h_->worker.published);
     wpos_ = pending_next_;
   }
 
