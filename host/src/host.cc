@@ -348,8 +348,11 @@ class Host::Impl : public shm::RecordSink {
     const uint32_t worker_slot = s->worker_slot;
     const std::string prefix = "/" + shm::SegmentPrefix(opt.ns) + "ring.";
     auto w = workers.find(worker_slot);
-    if (seg_name.rfind(prefix, 0) != 0 || w == workers.end()) {
-      // Not a name of ours (or no worker): never open arbitrary segments a slot points to.
+    if (seg_name.rfind(prefix, 0) != 0 || w == workers.end() ||
+        w->second->generation != s->generation) {
+      // Not a name of ours, or not a ring of the worker now in that slot: never open arbitrary
+      // segments a slot points to. (A dead worker's unopened rings are picked up by
+      // ReclaimWorker; segments nobody refers to are removed as stale at the next host start.)
       return;
     }
     Result<shm::Segment> seg = shm::Segment::Open(seg_name, shm::kRingHeaderBytes);
@@ -437,6 +440,26 @@ class Host::Impl : public shm::RecordSink {
 
   // Drains everything the worker published, emits its terminated event, frees its slots.
   void ReclaimWorker(HostWorker* w) {
+    // Rings the worker registered that this host has not opened yet (it died before a rescan)
+    // still hold published records: open them now. Ring slots it claimed but never published
+    // (it died in between) are freed, with the segment it may have created.
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const bool slot_still_ours =
+          shm::WorkerSlotAt(registry.base(), w->slot)->generation == w->generation;
+      for (uint32_t i = 0; slot_still_ours && i < shm::kMaxRings; ++i) {
+        shm::RingSlot* s = shm::RingSlotAt(registry.base(), i);
+        const uint32_t state = s->state.load(std::memory_order_acquire);
+        if (s->worker_slot != w->slot) continue;
+        if ((state == shm::kSlotReady || state == shm::kSlotRetired) &&
+            s->generation == w->generation && rings.find(i) == rings.end()) {
+          AddRing(i, s);
+        } else if (state == shm::kSlotClaiming && !w->alive) {
+          shm::Segment::Unlink(shm::RingName(opt.ns, w->pid, i));
+          s->state.store(shm::kSlotFree, std::memory_order_release);
+        }
+      }
+    }
     for (HostRing* r : w->rings) {
       for (int i = 0; i < 100000 && DrainRing(r) > 0; ++i) {
       }
