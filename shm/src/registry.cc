@@ -77,7 +77,7 @@ Result<Segment> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_ha
       RegistryHeader* h = Header(*existing);
       const pid_t owner = static_cast<pid_t>(h->host_pid.load(std::memory_order_acquire));
       const uint64_t owner_start = h->host_start_time.load(std::memory_order_relaxed);
-      if (owner != 0 && owner != self && ProcessAlive(owner, owner_start)) {
+      if (owner != 0 && ProcessAlive(owner, owner_start)) {
         return Status(StatusCode::kAlreadyExists,
                       "namespace \"" + ns + "\" already has a running host (pid " +
                           std::to_string(owner) + ")");

@@ -82,7 +82,19 @@ uint64_t ProcessStartTime(pid_t pid) {
 }
 
 bool ProcessAlive(pid_t pid, uint64_t start_time) {
-  return pid > 0 && start_time != 0 && ProcessStartTime(pid) == start_time;
+  if (pid <= 0 || start_time == 0 || ProcessStartTime(pid) != start_time) return false;
+  // A killed process nobody has reaped yet (a zombie) is dead for our purposes.
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* paren = std::strrchr(buf, ')');
+  return paren != nullptr && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
 }
 
 uint64_t UnixNowNs() {
@@ -340,8 +352,14 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
         c->consumer = h->consumer.load(std::memory_order_acquire);
         // A restarted host resumes where the previous one stopped: the sequence it expects
         // next is the number of records already accounted for.
-        uint64_t seen = h->host.delivered.load(std::memory_order_relaxed);
-        for (auto& rj : h->host.rejected) seen += rj.load(std::memory_order_relaxed);
+        RingReader::Counters& k = c->r->counters_;
+        k.delivered = h->host.delivered.load(std::memory_order_relaxed);
+        k.truncated = h->host.truncated.load(std::memory_order_relaxed);
+        uint64_t seen = k.delivered;
+        for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+          k.rejected[i] = h->host.rejected[i].load(std::memory_order_relaxed);
+          seen += k.rejected[i];
+        }
         c->expected = seen;
       },
       &ctx);

@@ -1,0 +1,109 @@
+// The subcommands of the `pitlane` executable and the helpers they share.
+//
+// main.cc parses and validates the command line (CLI11) into the option structs below and calls
+// one Run* function; each returns the process exit code. Errors a user must read go to stderr
+// as one line, "pitlane <command>: <what>", naming the bad value.
+#pragma once
+
+#include <csignal>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/status.h"
+
+namespace pitlane::cli {
+
+struct DemoOptions {
+  std::string ns;
+  int workers = 4;
+  double duration_s = 8;
+  int64_t rate = 20000;  // events per second per worker
+};
+struct DemoWorkerOptions {
+  std::string ns;
+  std::string id;
+  double duration_s = 8;
+  int64_t rate = 20000;
+};
+struct HostCmdOptions {
+  std::string ns;
+  bool jsonl = false;
+  double interval_s = 2;
+  bool busy_poll = false;
+  double duration_s = 0;  // 0: until SIGINT/SIGTERM
+};
+struct StatOptions {
+  std::string ns;
+  bool json = false;
+};
+struct EmitOptions {
+  std::string ns;
+  std::string id;
+  std::string event;
+  std::vector<std::string> measurements;  // key=value
+  std::vector<std::string> metadata;      // key=value
+  std::string correlation_id;
+};
+
+int RunDemo(const DemoOptions& o);
+int RunDemoWorker(const DemoWorkerOptions& o);
+int RunHost(const HostCmdOptions& o);
+int RunStat(const StatOptions& o);
+int RunEmit(const EmitOptions& o);
+int RunCatalog();
+
+// ── shared helpers (util.cc) ──────────────────────────────────────────────────────────────────
+
+// Prints "pitlane <cmd>: <message>" to stderr.
+void Error(std::string_view cmd, std::string_view message);
+
+// Blocks SIGINT and SIGTERM in the calling thread (call before creating threads, so every
+// thread inherits the mask) and ignores SIGPIPE. The main thread then takes them with
+// WaitForSignal.
+void BlockStopSignals();
+// Waits up to `seconds` for SIGINT/SIGTERM (blocked by BlockStopSignals). Returns the signal
+// number, or 0 when the time passed.
+int WaitForSignal(double seconds);
+
+// Per-worker sums over the host's rings (live and reclaimed).
+struct WorkerTotals {
+  std::string id;
+  uint32_t pid = 0;
+  bool alive = false;
+  uint32_t rings = 0;       // rings of this worker seen (live + reclaimed)
+  uint32_t live_rings = 0;  // not yet reclaimed
+  uint64_t emitted = 0, published = 0;
+  uint64_t dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0;
+  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
+  uint64_t unringed_suppressed = 0;  // suppressed events of ringless threads (reason unknown)
+  uint64_t delivered = 0, truncated = 0;
+  uint64_t rejected[shm::kRejectReasonCount] = {};
+  uint64_t used_bytes = 0, capacity = 0;  // over live rings
+  double max_fill = 0;                    // highest fill ratio of a live ring
+  bool quarantined = false;
+
+  uint64_t suppressed() const {
+    return suppressed_disabled + suppressed_sampled + suppressed_filtered + unringed_suppressed;
+  }
+  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_no_ring; }
+  uint64_t rejected_total() const;
+};
+// Sums Host::Rings() per worker id, in first-seen order, adding the unringed counters of
+// Host::Workers() (from `unringed`, a per-id high-water record the caller keeps across calls
+// because a reclaimed worker disappears from Workers()).
+struct Unringed {
+  uint64_t emitted = 0, dropped = 0, suppressed = 0;
+};
+std::vector<WorkerTotals> Aggregate(const std::vector<RingStats>& rings,
+                                    const std::vector<WorkerInfo>& workers,
+                                    std::vector<std::pair<std::string, Unringed>>* unringed);
+
+// "12.3k", "4.56M": compact counts for the live tables.
+std::string Compact(uint64_t n);
+// The namespace to use: `ns`, else PITLANE_NAMESPACE, else "default"; validated.
+Result<std::string> ResolveNamespace(const std::string& ns);
+
+}  // namespace pitlane::cli

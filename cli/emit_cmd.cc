@@ -1,0 +1,143 @@
+// `pitlane emit`: emits one event from the shell through a short-lived Worker.
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "pitlane/worker.h"
+
+namespace pitlane::cli {
+namespace {
+
+// "key=value" → key, value. Empty key or no '=' is an error naming the argument.
+bool SplitPair(const std::string& arg, std::string* key, std::string* value) {
+  const size_t eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0) return false;
+  *key = arg.substr(0, eq);
+  *value = arg.substr(eq + 1);
+  return true;
+}
+
+// int64 if the whole text is one, else a finite double, else the string itself.
+Value ParseValue(const std::string& text) {
+  int64_t i = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, i);
+  if (ec == std::errc() && p == end && !text.empty()) return Value(i);
+  if (!text.empty()) {
+    char* stop = nullptr;
+    const double d = std::strtod(text.c_str(), &stop);
+    if (stop == text.c_str() + text.size() && std::isfinite(d) &&
+        text.find_first_of("xXpP") == std::string::npos) {  // no hex floats, plain decimals
+      return Value(d);
+    }
+  }
+  return Value(std::string_view(text));
+}
+
+std::string Describe(const Value& v) {
+  switch (v.kind) {
+    case Value::Kind::kInt:
+      return std::to_string(v.i) + " (int64)";
+    case Value::Kind::kDouble: {
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "%.17g (double)", v.d);
+      return buf;
+    }
+    case Value::Kind::kString:
+      return "\"" + std::string(v.s) + "\" (string)";
+  }
+  return "?";
+}
+
+}  // namespace
+
+int RunEmit(const EmitOptions& o) {
+  auto ns_or = ResolveNamespace(o.ns);
+  if (!ns_or.ok()) {
+    Error("emit", ns_or.status().message());
+    return 2;
+  }
+  const std::string ns = ns_or.value();
+  if (o.event.empty()) {
+    Error("emit", "the event name is empty");
+    return 2;
+  }
+
+  // Own the strings the Measurement/Metadata views point into (deque: stable addresses).
+  std::deque<std::string> store;
+  std::vector<Measurement> measurements;
+  std::vector<Metadata> metadata;
+  for (const std::string& arg : o.measurements) {
+    std::string k, v;
+    if (!SplitPair(arg, &k, &v)) {
+      Error("emit", "measurement \"" + arg + "\" is not key=value");
+      return 2;
+    }
+    const std::string& key = store.emplace_back(std::move(k));
+    const std::string& val = store.emplace_back(std::move(v));
+    measurements.emplace_back(std::string_view(key), ParseValue(val));
+  }
+  for (const std::string& arg : o.metadata) {
+    std::string k, v;
+    if (!SplitPair(arg, &k, &v)) {
+      Error("emit", "metadata \"" + arg + "\" is not key=value");
+      return 2;
+    }
+    const std::string& key = store.emplace_back(std::move(k));
+    const std::string& val = store.emplace_back(std::move(v));
+    metadata.emplace_back(std::string_view(key), std::string_view(val));
+  }
+
+  WorkerOptions wo;
+  wo.ns = ns;
+  wo.worker_id = o.id;
+  wo.attach_wait = std::chrono::milliseconds(0);  // WaitAttached below bounds the wait
+  auto started = Worker::Start(wo);
+  if (!started.ok()) {
+    Error("emit", started.status().ToString());
+    return 1;
+  }
+  Worker& w = **started;
+  const bool attached = w.WaitAttached(std::chrono::milliseconds(1000));
+
+  const EventHandle ev = w.Event(o.event);
+  if (ev.id == 0) {
+    std::fprintf(stderr,
+                 "pitlane emit: note: \"%s\" is not in the catalog; the host will reject it "
+                 "(unknown_event)\n",
+                 o.event.c_str());
+  }
+  for (const Measurement& m : measurements) {
+    if (w.Measure(m.key).id == 0) {
+      std::fprintf(stderr,
+                   "pitlane emit: note: measurement key \"%.*s\" is not in the catalog; the host "
+                   "will reject the whole event (bad_measurement_key)\n",
+                   static_cast<int>(m.key.size()), m.key.data());
+    }
+  }
+
+  const EmitResult r =
+      w.Emit(ev, std::span<const Measurement>(measurements.data(), measurements.size()),
+             std::span<const Metadata>(metadata.data(), metadata.size()), o.correlation_id);
+  std::printf("%s: %s (worker %s, namespace \"%s\")\n", o.event.c_str(),
+              std::string(EmitResultName(r)).c_str(), w.id().c_str(), ns.c_str());
+  for (const Measurement& m : measurements) {
+    std::printf("  measurement %.*s = %s\n", static_cast<int>(m.key.size()), m.key.data(),
+                Describe(m.value).c_str());
+  }
+  if (r == EmitResult::kOk) return 0;
+  if (r == EmitResult::kDroppedNoRing) {
+    Error("emit", attached ? "the worker has no ring (ring cap reached)"
+                           : "no host is running for namespace \"" + ns + "\"");
+  } else {
+    Error("emit", "event not published: " + std::string(EmitResultName(r)));
+  }
+  return 1;
+}
+
+}  // namespace pitlane::cli

@@ -1,0 +1,75 @@
+// A host that stops (or dies) while workers keep writing, and a new host that adopts the
+// namespace: the rings are re-attached, counting resumes where the previous host stopped and
+// the conservation law holds over the whole run.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::unique_ptr<Host> StartHost(const std::string& ns) {
+  HostOptions o;
+  o.ns = ns;
+  o.log = [](std::string_view) {};
+  Result<std::unique_ptr<Host>> h = Host::Start(o);
+  EXPECT_TRUE(h.ok()) << h.status().ToString();
+  return h.ok() ? std::move(h).value() : nullptr;
+}
+
+TEST(HostRestartTest, NewHostAdoptsRingsAndKeepsThePreviousHostsCounts) {
+  testing::ScopedNamespace ns;
+  auto host = StartHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "survivor";
+  wo.ring_bytes = 1 << 20;
+  auto worker = std::move(Worker::Start(wo)).value();
+  ASSERT_TRUE(worker->attached());
+  const EventHandle ev = worker->Event("python.call.stop");
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(worker->Emit(ev, {{"duration", i}}), EmitResult::kOk);
+  (void)worker->Emit("inference.start");  // one rejection, so rejected counts survive too
+  for (int i = 0; i < 20; ++i) host->PollOnce();
+  ASSERT_EQ(host->Stats().delivered, 1000u);
+  host.reset();  // the worker is alive: the registry stays for the next host
+
+  // Written while no host runs: published, not yet delivered.
+  for (int i = 0; i < 500; ++i) ASSERT_EQ(worker->Emit(ev, {{"duration", i}}), EmitResult::kOk);
+
+  auto next = StartHost(ns.name());
+  ASSERT_NE(next, nullptr);
+  for (int i = 0; i < 20; ++i) next->PollOnce();
+  EXPECT_EQ(next->Stats().delivered, 500u);  // only what it delivered itself
+  const std::vector<RingStats> rings = next->Rings();
+  ASSERT_EQ(rings.size(), 1u);
+  EXPECT_EQ(rings[0].delivered, 1500u);
+  EXPECT_EQ(rings[0].rejected[shm::kRejectUnknownEvent], 1u);
+  EXPECT_EQ(rings[0].rejected[shm::kRejectLost], 0u);
+  EXPECT_EQ(rings[0].published, 1501u);
+  EXPECT_TRUE(rings[0].Conserved());
+  worker.reset();
+  ASSERT_TRUE(next->DrainAll(5s));
+}
+
+TEST(HostRestartTest, SecondHostForALiveNamespaceIsRefused) {
+  testing::ScopedNamespace ns;
+  auto host = StartHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  HostOptions o;
+  o.ns = ns.name();
+  Result<std::unique_ptr<Host>> second = Host::Start(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(second.status().message().find("already has a running host"), std::string::npos)
+      << second.status().message();
+}
+
+}  // namespace
+}  // namespace pitlane
