@@ -91,8 +91,10 @@ Result<Segment> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_ha
         h->host_generation.fetch_add(1, std::memory_order_relaxed);
         h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
         if (log) {
-          *log += "adopted registry " + name + " of a previous host (pid " +
-                  std::to_string(owner) + ")\n";
+          *log += "adopted registry " + name +
+                  (owner == 0 ? std::string(" left by a host that exited with workers attached")
+                              : " of a dead host (pid " + std::to_string(owner) + ")") +
+                  "\n";
         }
         return existing;
       }

@@ -147,7 +147,7 @@ std::string OwnerAndMode(int fd_or_minus1, const std::string& name) {
 
 }  // namespace
 
-Result<Segment> Segment::Create(const std::string& name, size_t bytes) {
+Result<Segment> Segment::Create(const std::string& name, size_t bytes, bool populate) {
   const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     const int err = errno;
@@ -163,7 +163,8 @@ Result<Segment> Segment::Create(const std::string& name, size_t bytes) {
     return ResourceExhausted("cannot size segment " + name + " to " + std::to_string(bytes) +
                              " bytes: " + Errno(err));
   }
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   ::close(fd);
   if (p == MAP_FAILED) {
@@ -177,7 +178,8 @@ Result<Segment> Segment::Create(const std::string& name, size_t bytes) {
   return s;
 }
 
-Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool writable) {
+Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool writable,
+                              bool populate) {
   const int fd = ::shm_open(name.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
   if (fd < 0) {
     const int err = errno;
@@ -202,7 +204,8 @@ Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool wr
                     " bytes, smaller than the " + std::to_string(min_bytes) +
                     " its layout needs (half-initialised or truncated)");
   }
-  void* p = ::mmap(nullptr, bytes, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | (writable ? PROT_WRITE : 0),
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   ::close(fd);
   if (p == MAP_FAILED) return Unavailable("cannot map segment " + name + ": " + Errno(err));

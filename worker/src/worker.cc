@@ -219,11 +219,11 @@ class Worker::Impl {
     const int32_t ring_slot = shm::ClaimRingSlot(registry, static_cast<uint32_t>(worker_slot_index));
     if (ring_slot < 0) return nullptr;
     const std::string name = shm::RingName(ns, pid, static_cast<uint32_t>(ring_slot));
-    Result<shm::Segment> seg = shm::Segment::Create(name, shm::RingSegmentBytes(ring_bytes));
+    Result<shm::Segment> seg = shm::Segment::Create(name, shm::RingSegmentBytes(ring_bytes), /*populate=*/true);
     if (!seg.ok() && seg.status().code() == StatusCode::kAlreadyExists) {
       // Left by a dead process that had our pid: it is stale by construction.
       shm::Segment::Unlink(name);
-      seg = shm::Segment::Create(name, shm::RingSegmentBytes(ring_bytes));
+      seg = shm::Segment::Create(name, shm::RingSegmentBytes(ring_bytes), /*populate=*/true);
     }
     if (!seg.ok()) {
       shm::RingSlotAt(registry.base(), static_cast<uint32_t>(ring_slot))

@@ -48,10 +48,13 @@ class Segment {
   Segment& operator=(const Segment&) = delete;
 
   // Creates `name` exclusively with mode 0600 (whatever the umask) and `bytes` of zeros.
-  static Result<Segment> Create(const std::string& name, size_t bytes);
+  // `populate` maps every page up front (MAP_POPULATE), so the first lap of a ring takes no
+  // page fault on the emit or read path; the sparse registry is not populated.
+  static Result<Segment> Create(const std::string& name, size_t bytes, bool populate = false);
   // Maps an existing segment read-write (or read-only). Errors name the segment, its owner
   // uid and mode when permission is denied, and its size when it is smaller than `min_bytes`.
-  static Result<Segment> Open(const std::string& name, size_t min_bytes, bool writable = true);
+  static Result<Segment> Open(const std::string& name, size_t min_bytes, bool writable = true,
+                              bool populate = false);
   static bool Unlink(const std::string& name);
 
   void* base() const { return base_; }
