@@ -257,6 +257,9 @@ class Worker::Impl {
   // The control block changed since this ring last looked. Returns the ring to use: the same,
   // or a fresh one when the host quarantined it.
   ThreadRing* OnControlChange(ThreadRing* r, uint64_t version) noexcept {
+    // The host is mid-write: keep the current gate and look again at the next emit, rather
+    // than wait inside the emit path.
+    if (version & 1) return r;
     try {
       std::lock_guard<std::mutex> lock(mu);
       const Gate* g = gate.load(std::memory_order_acquire);

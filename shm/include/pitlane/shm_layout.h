@@ -19,8 +19,8 @@
 // 12            4      header_bytes              host     sizeof(RegistryHeader) = 256
 // 16            4      max_workers               host     kMaxWorkers
 // 20            4      max_rings                 host     kMaxRings
-// 24            4      worker_slot_bytes         host     sizeof(WorkerSlot)
-// 28            4      ring_slot_bytes           host     sizeof(RingSlot)
+// 24            4      worker_slot_bytes         host     kWorkerSlotBytes = 16384
+// 28            4      ring_slot_bytes           host     sizeof(RingSlot) = 128
 // 32            8      catalog_hash              host     Catalog::hash() of the host's catalog
 // 40            24     reserved (0)
 // 64            4      host_pid                  host     atomic; 0 = no host attached
