@@ -561,10 +561,11 @@ Worker::~Worker() {
   }
 }
 
-EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurements,
-                        std::span<const Metadata> metadata,
-                        std::string_view correlation_id) noexcept {
-  Impl& w = *impl_;
+namespace {
+
+// The part of every emit before encoding: the thread's ring, a control refresh when the host
+// changed it, the emitted count and the gate. kOk with *out set means "encode and publish".
+inline EmitResult Admit(Worker::Impl& w, EventHandle ev, ThreadRing** out) noexcept {
   TlsEntry& t = t_rings[w.tls_index];
   ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
   if (r == nullptr) [[unlikely]] {
@@ -578,13 +579,44 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
   }
   shm::WorkerCounters& c = r->writer.counters();
   Bump(c.emitted);
-  const EmitResult gated = Impl::Decide(r->gate, ev);
+  const EmitResult gated = Worker::Impl::Decide(r->gate, ev);
   if (gated != EmitResult::kOk) [[unlikely]] {
     Bump(gated == EmitResult::kSuppressedDisabled  ? c.suppressed_disabled
          : gated == EmitResult::kSuppressedSampled ? c.suppressed_sampled
                                                    : c.suppressed_filtered);
     return gated;
   }
+  *out = r;
+  return EmitResult::kOk;
+}
+
+// A reservation that failed: count it by reason.
+inline EmitResult CountDrop(ThreadRing* r, RingWriter::Reserve why) noexcept {
+  shm::WorkerCounters& c = r->writer.counters();
+  if (why == RingWriter::Reserve::kFull) {
+    Bump(c.dropped_full);
+    return EmitResult::kDroppedFull;
+  }
+  Bump(c.dropped_too_large);
+  return EmitResult::kDroppedTooLarge;
+}
+
+// After a publish: one FUTEX_WAKE if the host flagged itself asleep.
+inline void WakeHostIfAsleep(Worker::Impl& w) noexcept {
+  if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
+          std::memory_order_relaxed) != 0) [[unlikely]] {
+    w.WakeHost();
+  }
+}
+
+}  // namespace
+
+EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurements,
+                        std::span<const Metadata> metadata,
+                        std::string_view correlation_id) noexcept {
+  Impl& w = *impl_;
+  ThreadRing* r = nullptr;
+  if (const EmitResult admitted = Admit(w, ev, &r); admitted != EmitResult::kOk) return admitted;
 
   const internal::Stamp stamp = internal::ReadStamp(w.tsc);
   RecordFields f;
@@ -601,63 +633,25 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
   PrepareRecord(f, w.catalog.get(), w.use_ids, &p);
   RingWriter::Reserve why = RingWriter::Reserve::kTooLarge;
   uint8_t* at = p.size != 0 ? r->writer.TryReserve(static_cast<uint32_t>(p.size), &why) : nullptr;
-  if (at == nullptr) [[unlikely]] {
-    if (why == RingWriter::Reserve::kFull) {
-      Bump(c.dropped_full);
-      return EmitResult::kDroppedFull;
-    }
-    Bump(c.dropped_too_large);
-    return EmitResult::kDroppedTooLarge;
-  }
+  if (at == nullptr) [[unlikely]] return CountDrop(r, why);
   EncodeRecord(f, p, at);
   r->writer.Commit();
-  if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
-          std::memory_order_relaxed) != 0) [[unlikely]] {
-    w.WakeHost();
-  }
+  WakeHostIfAsleep(w);
   return EmitResult::kOk;
 }
 
 EmitResult Worker::EmitEncoded(EventHandle ev, const uint8_t* record, size_t size) noexcept {
   Impl& w = *impl_;
-  TlsEntry& t = t_rings[w.tls_index];
-  ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
-  if (r == nullptr) [[unlikely]] {
-    r = w.AcquireRing();
-    if (r == nullptr) return w.EmitUnringed(ev);
-  }
-  const uint64_t version = r->control_version->load(std::memory_order_relaxed);
-  if (version != r->seen_version) [[unlikely]] {
-    r = w.OnControlChange(r, version);
-    if (r == nullptr) return w.EmitUnringed(ev);
-  }
-  shm::WorkerCounters& c = r->writer.counters();
-  Bump(c.emitted);
-  const EmitResult gated = Impl::Decide(r->gate, ev);
-  if (gated != EmitResult::kOk) [[unlikely]] {
-    Bump(gated == EmitResult::kSuppressedDisabled  ? c.suppressed_disabled
-         : gated == EmitResult::kSuppressedSampled ? c.suppressed_sampled
-                                                   : c.suppressed_filtered);
-    return gated;
-  }
+  ThreadRing* r = nullptr;
+  if (const EmitResult admitted = Admit(w, ev, &r); admitted != EmitResult::kOk) return admitted;
   RingWriter::Reserve why = RingWriter::Reserve::kTooLarge;
   uint8_t* at = size != 0 && size < 0xFFFFFFF0u
                     ? r->writer.TryReserve(static_cast<uint32_t>(size), &why)
                     : nullptr;
-  if (at == nullptr) [[unlikely]] {
-    if (why == RingWriter::Reserve::kFull) {
-      Bump(c.dropped_full);
-      return EmitResult::kDroppedFull;
-    }
-    Bump(c.dropped_too_large);
-    return EmitResult::kDroppedTooLarge;
-  }
+  if (at == nullptr) [[unlikely]] return CountDrop(r, why);
   std::memcpy(at, record, size);
   r->writer.Commit();
-  if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
-          std::memory_order_relaxed) != 0) [[unlikely]] {
-    w.WakeHost();
-  }
+  WakeHostIfAsleep(w);
   return EmitResult::kOk;
 }
 
