@@ -115,8 +115,8 @@ class Host::Impl : public shm::RecordSink {
   shm::Segment registry;
   shm::RegistryHeader* header = nullptr;
   internal::TimeConverter time;
-  Folder folder{Catalog::Default() ? *Catalog::Default() : *Catalog::Default()};
-  internal::RecordDecoder decoder{*Catalog::Default()};
+  Folder folder;
+  internal::RecordDecoder decoder;
 
   // Poll-thread state. Other threads read it only under `mu`; the poll thread mutates the
   // containers only under `mu`.
