@@ -2,6 +2,8 @@
 # pitlane's one entry point (README "Quick start"):
 #   ./build.sh demo [pitlane demo flags...]   install missing packages, build, run the demo
 #   ./build.sh test                           install missing packages, build, run every test
+#                                             (ASan/UBSan suite in build-asan first, then the
+#                                             main suite with the short fuzz run; README "Testing")
 # Idempotent: packages already installed are not touched, the build is incremental.
 set -euo pipefail
 
@@ -27,6 +29,7 @@ packages=(
   build-essential cmake pkg-config libboost-dev libflatbuffers-dev flatbuffers-compiler
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libbenchmark-dev
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  clang libclang-rt-14-dev prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -56,6 +59,23 @@ cmake --build build -j"$(nproc)"
 # ── (c) run ───────────────────────────────────────────────────────────────────────────────────
 case "$command" in
   demo) exec ./build/cli/pitlane demo "$@" ;;
-  # ctest's summary is the last thing printed; its exit code is ours.
-  test) exec ctest --test-dir build --output-on-failure -j2 --timeout 600 ;;
+  test)
+    # First the shm, worker and host tests again under AddressSanitizer + UndefinedBehavior-
+    # Sanitizer, in a second build dir (Debug: ~2x faster to build than -O2 with sanitizers,
+    # and the suite is not CPU-bound). Not there: the CLI and benchmark tests (not built), the
+    # fuzz run (it has its own ASan/UBSan build), install_consumer_builds (packaging; it needs
+    # the CLI).
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPITLANE_SANITIZE=address,undefined \
+      -DPITLANE_BUILD_CLI=OFF -DPITLANE_BUILD_TESTS=ON -DPITLANE_BUILD_BENCHMARKS=OFF
+    cmake --build build-asan -j"$(nproc)"
+    echo "build.sh: running the ASan/UBSan suite (build-asan)"
+    if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        ctest --test-dir build-asan --output-on-failure -j2 --timeout 600 \
+          -E '^install_consumer_builds$'; then
+      echo "build.sh: the ASan/UBSan suite failed (build-asan); see above" >&2
+      exit 1
+    fi
+    # Then the main suite: ctest's summary is the last thing printed; its exit code is ours.
+    exec ctest --test-dir build --output-on-failure -j2 --timeout 900
+    ;;
 esac

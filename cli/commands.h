@@ -38,6 +38,13 @@ struct HostCmdOptions {
 struct StatOptions {
   std::string ns;
   bool json = false;
+  bool watch = false;  // refresh every `interval_s` until SIGINT/SIGTERM, with rates
+  double interval_s = 1;
+};
+struct CleanupOptions {
+  std::string ns;
+  bool all = false;      // every namespace found in /dev/shm
+  bool dry_run = false;  // only say what would be removed
 };
 struct EmitOptions {
   std::string ns;
@@ -52,6 +59,7 @@ int RunDemo(const DemoOptions& o);
 int RunDemoWorker(const DemoWorkerOptions& o);
 int RunHost(const HostCmdOptions& o);
 int RunStat(const StatOptions& o);
+int RunCleanup(const CleanupOptions& o);
 int RunEmit(const EmitOptions& o);
 int RunCatalog();
 

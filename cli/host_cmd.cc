@@ -1,29 +1,32 @@
 // `pitlane host`: runs a host for a namespace until SIGINT/SIGTERM or --duration.
 //
-// --jsonl: every delivered event becomes one JSON object per line on stdout. The handler runs
-// on the poll thread, so it only copies the event into a bounded queue (kQueueCapacity
-// entries); a printer thread formats and writes. When the queue is full the event is counted
-// as overflow (reported on stderr every interval and at exit), never waited for.
-// --summary (default): per-worker totals every interval on stdout.
+// Exporters (host/include/pitlane/*_exporter.h) each run on a thread of their own behind a
+// bounded queue (kQueueCapacity entries): the poll thread only copies each event into it, and
+// an event that finds the queue full is counted as that exporter's overflow (reported every
+// interval and at exit), never waited for.
+//   --jsonl               one JSON object per delivered event on stdout (status → stderr)
+//   --jsonl-file PATH     the same, appended to PATH
+//   --statsd HOST:PORT    StatsD lines over UDP (--statsd-prefix, --statsd-tags k1,k2)
+// --summary (default, and alongside --jsonl-file/--statsd): per-worker totals every interval.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cinttypes>
-#include <condition_variable>
 #include <csignal>
 #include <cstdio>
-#include <deque>
-#include <mutex>
-#include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "commands.h"
+#include "host_exporters.h"
+#include "pitlane/prometheus.h"
 #include "pitlane/host.h"
+#include "pitlane/jsonl_exporter.h"
+#include "pitlane/statsd_exporter.h"
 
 namespace pitlane::cli {
 namespace {
@@ -31,135 +34,47 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kQueueCapacity = 65536;
 
-struct OwnedValue {
-  Value::Kind kind;
-  int64_t i;
-  double d;
-  std::string s;
-};
+// The exporters a run has, for the status lines.
+struct Exporters {
+  std::unique_ptr<JsonLinesExporter> stdout_jsonl;
+  std::unique_ptr<JsonLinesExporter> file_jsonl;
+  std::unique_ptr<StatsdExporter> statsd;
 
-// A delivered event copied out of the handler's non-owning view.
-struct OwnedEvent {
-  std::string name;
-  int64_t timestamp_ns = 0;
-  std::string correlation_id;
-  std::vector<std::pair<std::string, OwnedValue>> measurements;
-  std::vector<std::pair<std::string, std::string>> metadata;
-  std::string worker_id;
-  uint32_t worker_pid = 0;
-  Transport transport = Transport::kShm;
-
-  explicit OwnedEvent(const EventView& e)
-      : name(e.name()),
-        timestamp_ns(e.timestamp_ns),
-        correlation_id(e.correlation_id),
-        worker_id(e.worker_id),
-        worker_pid(e.worker_pid),
-        transport(e.transport) {
-    measurements.reserve(e.measurements.size());
-    for (const MeasurementView& m : e.measurements) {
-      measurements.push_back({std::string(m.key), OwnedValue{m.value.kind, m.value.i, m.value.d,
-                                                             std::string(m.value.s)}});
-    }
-    metadata.reserve(e.metadata.size());
-    for (const MetadataView& m : e.metadata) {
-      metadata.emplace_back(std::string(m.key), std::string(m.value));
-    }
+  void StopAll() {
+    for (AsyncExporter* e : all()) e->Stop();
   }
-
-  nlohmann::ordered_json ToJson() const {
-    nlohmann::ordered_json m = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : measurements) {
-      switch (v.kind) {
-        case Value::Kind::kInt:
-          m[k] = v.i;
-          break;
-        case Value::Kind::kDouble:
-          m[k] = v.d;
-          break;
-        case Value::Kind::kString:
-          m[k] = v.s;
-          break;
-      }
+  std::vector<AsyncExporter*> all() const {
+    std::vector<AsyncExporter*> v;
+    for (AsyncExporter* e : {static_cast<AsyncExporter*>(stdout_jsonl.get()),
+                             static_cast<AsyncExporter*>(file_jsonl.get()),
+                             static_cast<AsyncExporter*>(statsd.get())}) {
+      if (e != nullptr) v.push_back(e);
     }
-    nlohmann::ordered_json md = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : metadata) md[k] = v;  // host context comes last and wins
-    nlohmann::ordered_json j;
-    j["name"] = name;
-    j["timestamp_ns"] = timestamp_ns;
-    j["correlation_id"] = correlation_id;
-    j["measurements"] = std::move(m);
-    j["metadata"] = std::move(md);
-    j["worker_id"] = worker_id;
-    j["worker_pid"] = worker_pid;
-    j["transport"] = std::string(TransportName(transport));
-    return j;
+    return v;
+  }
+  // Appends each exporter's counters to the status line.
+  void Print(FILE* f) const {
+    const char* sep = ", ";
+    if (stdout_jsonl) {
+      std::fprintf(f, "%sprinted %" PRIu64 ", queue overflow %" PRIu64, sep,
+                   stdout_jsonl->lines_written(), stdout_jsonl->overflow());
+      sep = "; ";
+    }
+    if (file_jsonl) {
+      std::fprintf(f, "%sjsonl file: written %" PRIu64 ", queue overflow %" PRIu64
+                   ", write errors %" PRIu64, sep, file_jsonl->lines_written(),
+                   file_jsonl->overflow(), file_jsonl->write_errors());
+      sep = "; ";
+    }
+    if (statsd) {
+      std::fprintf(f, "%sstatsd: datagrams %" PRIu64 ", queue overflow %" PRIu64
+                   ", send errors %" PRIu64, sep, statsd->datagrams_sent(),
+                   statsd->overflow(), statsd->send_errors());
+    }
   }
 };
 
-// Bounded queue from the poll thread (producer) to the printer thread (consumer); counts
-// the events it had no room for.
-class EventQueue {
- public:
-  void Push(const EventView& e) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (q_.size() >= kQueueCapacity) {
-        ++overflow_;
-        return;
-      }
-      q_.emplace_back(e);
-    }
-    cv_.notify_one();
-  }
-  // Waits up to 100 ms for events; moves them all into `out`. False once closed and empty.
-  bool PopAll(std::deque<OwnedEvent>* out) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return !q_.empty() || closed_; });
-    out->swap(q_);
-    return !(closed_ && out->empty());
-  }
-  void Close() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      closed_ = true;
-    }
-    cv_.notify_one();
-  }
-  uint64_t overflow() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return overflow_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<OwnedEvent> q_;
-  uint64_t overflow_ = 0;
-  bool closed_ = false;
-};
-
-void Printer(EventQueue* queue, std::atomic<uint64_t>* printed, std::atomic<bool>* broken) {
-  std::deque<OwnedEvent> batch;
-  std::string out;
-  while (queue->PopAll(&batch)) {
-    out.clear();
-    for (const OwnedEvent& e : batch) {
-      out += e.ToJson().dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-      out += '\n';
-    }
-    const size_t n = batch.size();
-    batch.clear();
-    if (n == 0 || broken->load()) continue;
-    if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size() || std::fflush(stdout) != 0) {
-      broken->store(true);  // stdout closed (e.g. `| head`): keep draining, stop writing
-      continue;
-    }
-    printed->fetch_add(n, std::memory_order_relaxed);
-  }
-}
-
-void PrintSummary(FILE* f, Host& host, double t, uint64_t overflow, bool jsonl, uint64_t printed,
+void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, bool jsonl,
                   std::vector<std::pair<std::string, Unringed>>* unringed) {
   const HostStats hs = host.Stats();
   uint64_t rej = 0;
@@ -170,7 +85,7 @@ void PrintSummary(FILE* f, Host& host, double t, uint64_t overflow, bool jsonl, 
                ", quarantined rings %" PRIu64,
                t, host.ns().c_str(), hs.delivered, rej, hs.truncated, hs.workers_terminated,
                hs.quarantined_rings);
-  if (jsonl) std::fprintf(f, ", printed %" PRIu64 ", queue overflow %" PRIu64, printed, overflow);
+  exporters.Print(f);
   std::fprintf(f, "\n");
   if (jsonl) return;
   const auto totals = Aggregate(host.Rings(), host.Workers(), unringed);
@@ -193,11 +108,81 @@ void PrintSummary(FILE* f, Host& host, double t, uint64_t overflow, bool jsonl, 
 
 }  // namespace
 
-int RunHost(const HostCmdOptions& o) {
+void AddHostExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
+  host_cmd
+      ->add_option("--jsonl-file", o->jsonl_file,
+                   "Append every delivered event as one JSON line to this file")
+      ->type_name("PATH");
+  auto* statsd = host_cmd->add_option("--statsd", o->statsd,
+                                      "Send StatsD lines over UDP to HOST:PORT (IPv4, [IPv6] or "
+                                      "localhost)")
+                    ->type_name("HOST:PORT");
+  host_cmd->add_option("--statsd-prefix", o->statsd_prefix, "Prefix of every StatsD metric name")
+      ->type_name("PREFIX")
+      ->capture_default_str()
+      ->needs(statsd);
+  host_cmd
+      ->add_option("--statsd-tags", o->statsd_tags,
+                   "Metadata keys sent as DogStatsD tags, e.g. worker_id,command")
+      ->type_name("KEY,...")
+      ->delimiter(',')
+      ->needs(statsd);
+  auto* metrics = host_cmd
+                      ->add_option("--metrics", o->metrics,
+                                   "Serve Prometheus /metrics on ADDR (e.g. 127.0.0.1:9464)")
+                      ->type_name("ADDR");
+  host_cmd
+      ->add_option("--metric", o->metric_specs,
+                   "An event metric to export, e.g. "
+                   "'summary(snakepit.python.call.stop.duration, tags: [worker_id, command])' "
+                   "(repeatable)")
+      ->type_name("SPEC")
+      ->needs(metrics);
+}
+
+int RunHost(const HostCmdOptions& o) { return RunHost(o, HostExporterOptions{}); }
+
+int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   auto ns_or = ResolveNamespace(o.ns);
   if (!ns_or.ok()) {
     Error("host", ns_or.status().message());
     return 2;
+  }
+  // Exporters are created before any thread: a bad path or address fails fast.
+  Exporters exporters;
+  if (o.jsonl) exporters.stdout_jsonl = std::make_unique<JsonLinesExporter>(stdout, kQueueCapacity);
+  if (!x.jsonl_file.empty()) {
+    auto f = JsonLinesExporter::OpenFile(x.jsonl_file, kQueueCapacity);
+    if (!f.ok()) {
+      Error("host", f.status().message());
+      return 2;
+    }
+    exporters.file_jsonl = std::move(f).value();
+  }
+  if (!x.statsd.empty()) {
+    StatsdOptions so;
+    so.address = x.statsd;
+    so.prefix = x.statsd_prefix;
+    so.tag_keys = x.statsd_tags;
+    so.capacity = kQueueCapacity;
+    auto s = StatsdExporter::Create(std::move(so));
+    if (!s.ok()) {
+      Error("host", s.status().message());
+      return 2;
+    }
+    exporters.statsd = std::move(s).value();
+  }
+  PrometheusOptions prometheus;
+  if (!x.metrics.empty()) {
+    prometheus.listen = x.metrics;
+    for (const std::string& text : x.metric_specs) {
+      Result<MetricSpec> spec = MetricSpec::Parse(text);
+      if (!spec.ok()) {
+        Error("host", spec.status().message());
+        return 2;
+      }
+      prometheus.specs.push_back(std::move(spec).value());
+    }
   }
   BlockStopSignals();  // before any thread: the main thread takes SIGINT/SIGTERM
 
@@ -212,23 +197,39 @@ int RunHost(const HostCmdOptions& o) {
   }
   Host& host = *host_or.value();
 
-  EventQueue queue;
-  std::atomic<uint64_t> printed{0};
-  std::atomic<bool> broken{false};
-  std::thread printer;
-  if (o.jsonl) {
-    Status s =
-        host.Attach("pitlane.cli.jsonl", "*", [&queue](const EventView& e) { queue.Push(e); });
-    if (!s.ok()) {
+  const std::pair<AsyncExporter*, const char*> attach[] = {
+      {exporters.stdout_jsonl.get(), "pitlane.cli.jsonl"},
+      {exporters.file_jsonl.get(), "pitlane.cli.jsonl_file"},
+      {exporters.statsd.get(), "pitlane.cli.statsd"}};
+  for (const auto& [exporter, id] : attach) {
+    if (exporter == nullptr) continue;
+    exporter->Start();
+    if (Status s = exporter->AttachTo(host, id); !s.ok()) {
       Error("host", s.ToString());
+      exporters.StopAll();
       return 1;
     }
-    printer = std::thread(Printer, &queue, &printed, &broken);
+  }
+  // Destroyed before the host (declared after it): it reads the host at every scrape.
+  std::unique_ptr<PrometheusExporter> metrics;
+  if (!x.metrics.empty()) {
+    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, prometheus);
+    if (!m.ok()) {
+      Error("host", m.status().message());
+      exporters.StopAll();
+      return 2;
+    }
+    metrics = std::move(m).value();
   }
   // In --jsonl mode stdout carries only events; status goes to stderr.
   FILE* status_out = o.jsonl ? stderr : stdout;
   std::fprintf(status_out, "pitlane host: namespace \"%s\", pid %d%s; Ctrl-C stops\n",
                ho.ns.c_str(), static_cast<int>(getpid()), o.busy_poll ? ", busy-poll" : "");
+  if (metrics) {
+    std::fprintf(status_out, "pitlane host: Prometheus metrics on http://%s:%u/metrics\n",
+                 x.metrics.substr(0, x.metrics.rfind(':')).c_str(),
+                 static_cast<unsigned>(metrics->port()));
+  }
   std::fflush(status_out);
   host.RunInBackground();
 
@@ -250,8 +251,8 @@ int RunHost(const HostCmdOptions& o) {
     const auto now = Clock::now();
     if (now >= end) break;  // the final summary follows
     if (now >= next) {
-      PrintSummary(status_out, host, std::chrono::duration<double>(now - t0).count(),
-                   queue.overflow(), o.jsonl, printed.load(), &unringed);
+      PrintSummary(status_out, host, std::chrono::duration<double>(now - t0).count(), exporters,
+                   o.jsonl, &unringed);
       std::fflush(status_out);
       next +=
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.interval_s));
@@ -259,17 +260,15 @@ int RunHost(const HostCmdOptions& o) {
     }
   }
   host.Stop();
-  if (printer.joinable()) {
-    queue.Close();
-    printer.join();
-  }
+  exporters.StopAll();  // each drains its queue first
   PrintSummary(status_out, host, std::chrono::duration<double>(Clock::now() - t0).count(),
-               queue.overflow(), o.jsonl, printed.load(), &unringed);
-  if (o.jsonl && queue.overflow() > 0) {
+               exporters, o.jsonl, &unringed);
+  for (const AsyncExporter* e : exporters.all()) {
+    if (e->overflow() == 0) continue;
     std::fprintf(stderr,
                  "pitlane host: %" PRIu64
-                 " events were not printed because the output queue (%zu entries) was full\n",
-                 queue.overflow(), kQueueCapacity);
+                 " events were not exported because an exporter queue (%zu entries) was full\n",
+                 e->overflow(), e->capacity());
   }
   std::fflush(status_out);
   return 0;

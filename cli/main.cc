@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.h"
+#include "host_exporters.h"
 #include "pitlane/correlation.h"
 
 namespace {
@@ -78,13 +79,32 @@ int main(int argc, char** argv) {
       ->add_option("--duration", host.duration_s,
                    "Stop after this many seconds (default: until SIGINT/SIGTERM)")
       ->check(PositiveSeconds(31'536'000));
+  HostExporterOptions host_exporters;
+  AddHostExporterFlags(host_cmd, &host_exporters);
 
   StatOptions stat;
   auto* stat_cmd = app.add_subcommand(
       "stat",
       "Show the rings of a namespace read-only from outside the host (works when it is down)");
   stat_cmd->add_option("--ns", stat.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
-  stat_cmd->add_flag("--json", stat.json, "Print one JSON document");
+  stat_cmd->add_flag("--json", stat.json,
+                     "Print one JSON document (with --watch: one per refresh, one per line)");
+  auto* watch_flag =
+      stat_cmd->add_flag("--watch", stat.watch,
+                         "Refresh until SIGINT, with per-ring rates since the previous refresh");
+  stat_cmd->add_option("--interval", stat.interval_s, "Refresh interval of --watch (seconds)")
+      ->check(PositiveSeconds(3600))
+      ->capture_default_str()
+      ->needs(watch_flag);
+
+  CleanupOptions cleanup;
+  auto* cleanup_cmd = app.add_subcommand(
+      "cleanup", "Remove stale shared-memory segments of dead processes and say why");
+  auto* cleanup_ns = cleanup_cmd->add_option(
+      "--ns", cleanup.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  cleanup_cmd->add_flag("--all", cleanup.all, "Every pitlane namespace in /dev/shm")
+      ->excludes(cleanup_ns);
+  cleanup_cmd->add_flag("--dry-run", cleanup.dry_run, "Only say what would be removed");
 
   EmitOptions emit;
   auto* emit_cmd = app.add_subcommand("emit", "Emit one event from the shell");
@@ -134,8 +154,9 @@ int main(int argc, char** argv) {
 
   if (*demo_cmd) return RunDemo(demo);
   if (*dw_cmd) return RunDemoWorker(dw);
-  if (*host_cmd) return RunHost(host);
+  if (*host_cmd) return RunHost(host, host_exporters);
   if (*stat_cmd) return RunStat(stat);
+  if (*cleanup_cmd) return RunCleanup(cleanup);
   if (*emit_cmd) return RunEmit(emit);
   return RunCatalog();
 }

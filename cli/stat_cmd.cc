@@ -10,10 +10,18 @@
 // last. The writers bump `emitted` before an outcome and `published` before the host can count
 // the record delivered, so this order never shows more outcomes than events (in-flight events
 // appear as a positive difference, never a negative one).
+//
+// --watch re-reads everything every --interval seconds until SIGINT/SIGTERM and adds per-ring
+// rates (events/s emitted, delivered, dropped) computed from the previous refresh; a ring is
+// matched across refreshes by segment name, pid and process start time.
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -74,7 +82,7 @@ struct RingRow {
 };
 
 struct RegistryCopy {
-  const shm::Segment* seg;
+  const shm::Segment* seg = nullptr;
   uint64_t magic = 0;
   uint32_t version = 0;
   uint32_t host_pid = 0;
@@ -120,7 +128,7 @@ void CopyRegistry(void* arg) {
 }
 
 struct RingCopy {
-  const shm::Segment* seg;
+  const shm::Segment* seg = nullptr;
   alignas(64) unsigned char header[sizeof(shm::RingHeader)];
   RingRow* row;
 };
@@ -181,8 +189,16 @@ void ReadRing(const std::string& ns, RingRow& r) {
   r.alive = shm::ProcessAlive(static_cast<pid_t>(r.pid), r.start_time);
 }
 
-void PrintJson(const std::string& ns, const RegistryCopy& reg, bool host_alive) {
-  using json = nlohmann::ordered_json;
+// Per-ring rates since the previous refresh of --watch (parallel to RegistryCopy::rings).
+struct Rate {
+  bool known = false;  // false: first sight of this ring (or it was unreadable)
+  double emitted = 0, delivered = 0, dropped = 0;  // per second
+};
+
+using json = nlohmann::ordered_json;
+
+json JsonDoc(const std::string& ns, const RegistryCopy& reg, bool host_alive,
+             const std::vector<Rate>* rates) {
   json doc;
   doc["namespace"] = ns;
   doc["registry"] = shm::RegistryName(ns);
@@ -201,7 +217,8 @@ void PrintJson(const std::string& ns, const RegistryCopy& reg, bool host_alive) 
   }
   doc["workers"] = workers;
   json rings = json::array();
-  for (const RingRow& r : reg.rings) {
+  for (size_t ri = 0; ri < reg.rings.size(); ++ri) {
+    const RingRow& r = reg.rings[ri];
     json j;
     j["segment"] = r.segment;
     j["ring_slot"] = r.slot;
@@ -235,13 +252,24 @@ void PrintJson(const std::string& ns, const RegistryCopy& reg, bool host_alive) 
     j["unread"] = r.unread();
     j["conserved"] = r.conserved();
     j["settled"] = r.settled();
+    if (rates != nullptr) {
+      const Rate& rt = (*rates)[ri];
+      if (rt.known) {
+        j["rates"] = {{"emitted_per_s", rt.emitted},
+                      {"delivered_per_s", rt.delivered},
+                      {"dropped_per_s", rt.dropped}};
+      } else {
+        j["rates"] = nullptr;  // first refresh that saw this ring
+      }
+    }
     rings.push_back(j);
   }
   doc["rings"] = rings;
-  std::printf("%s\n", doc.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  return doc;
 }
 
-void PrintText(const std::string& ns, const RegistryCopy& reg, bool host_alive) {
+void PrintText(const std::string& ns, const RegistryCopy& reg, bool host_alive,
+               const std::vector<Rate>* rates) {
   std::printf(
       "namespace \"%s\" (%s): host %s, %zu workers, %zu rings\n", ns.c_str(),
       shm::RegistryName(ns).c_str(),
@@ -259,7 +287,8 @@ void PrintText(const std::string& ns, const RegistryCopy& reg, bool host_alive) 
     }
     std::printf("\n");
   }
-  for (const RingRow& r : reg.rings) {
+  for (size_t ri = 0; ri < reg.rings.size(); ++ri) {
+    const RingRow& r = reg.rings[ri];
     std::printf("\n%s (slot %u)\n", r.segment.c_str(), r.slot);
     if (!r.error.empty()) {
       std::printf("  unreadable: %s\n", r.error.c_str());
@@ -296,6 +325,135 @@ void PrintText(const std::string& ns, const RegistryCopy& reg, bool host_alive) 
                 : r.settled()  ? "holds"
                                : "holds (records in flight: unread = published - delivered - "
                                  "rejected)");
+    if (rates != nullptr) {
+      const Rate& rt = (*rates)[ri];
+      if (rt.known) {
+        std::printf("  rate: emitted %s/s, delivered %s/s, dropped %s/s\n",
+                    Compact(static_cast<uint64_t>(rt.emitted + 0.5)).c_str(),
+                    Compact(static_cast<uint64_t>(rt.delivered + 0.5)).c_str(),
+                    Compact(static_cast<uint64_t>(rt.dropped + 0.5)).c_str());
+      } else {
+        std::printf("  rate: (new ring, shown from the next refresh)\n");
+      }
+    }
+  }
+}
+
+// Reads the registry of `ns` and every ring it names. Returns an error message, or "" when
+// `reg` and `host_alive` are filled in.
+std::string Read(const std::string& ns, RegistryCopy* reg, bool* host_alive) {
+  const std::string name = shm::RegistryName(ns);
+  auto seg = shm::Segment::Open(name, 0, /*writable=*/false);
+  if (!seg.ok()) {
+    if (seg.status().code() == StatusCode::kNotFound) {
+      return "no pitlane namespace \"" + ns + "\": segment " + name + " does not exist";
+    }
+    return seg.status().ToString();
+  }
+  if (seg->size() < shm::kRegistryBytes) {
+    return "segment " + name + " is " + std::to_string(seg->size()) +
+           " bytes, smaller than a registry (" + std::to_string(shm::kRegistryBytes) +
+           "): not a pitlane registry, or still being created";
+  }
+  reg->seg = &seg.value();
+  if (!shm::RunGuarded(CopyRegistry, reg)) {
+    return "segment " + name + " was truncated while being read (SIGBUS)";
+  }
+  reg->seg = nullptr;
+  if (reg->magic != shm::kRegistryMagic) {
+    return "segment " + name + " is not a pitlane registry (bad magic; maybe still being created)";
+  }
+  if (reg->version != shm::kLayoutVersion) {
+    return "segment " + name + " has layout version " + std::to_string(reg->version) +
+           ", this build reads version " + std::to_string(shm::kLayoutVersion);
+  }
+  *host_alive = reg->host_pid != 0 &&
+                shm::ProcessAlive(static_cast<pid_t>(reg->host_pid), reg->host_start_time);
+  for (WorkerRow& w : reg->workers) {
+    w.alive = shm::ProcessAlive(static_cast<pid_t>(w.pid), w.start_time);
+  }
+  for (RingRow& r : reg->rings) ReadRing(ns, r);
+  return {};
+}
+
+// Rates of `cur` against `prev` over `dt` seconds; a ring absent from `prev`, or whose counters
+// went back (a new ring under a reused name), has no rate yet.
+std::vector<Rate> Rates(const RegistryCopy& cur, const RegistryCopy* prev, double dt) {
+  std::vector<Rate> out(cur.rings.size());
+  if (prev == nullptr || dt <= 0) return out;
+  for (size_t i = 0; i < cur.rings.size(); ++i) {
+    const RingRow& r = cur.rings[i];
+    if (!r.error.empty()) continue;
+    for (const RingRow& p : prev->rings) {
+      if (!p.error.empty() || p.segment != r.segment || p.pid != r.pid ||
+          p.start_time != r.start_time) {
+        continue;
+      }
+      if (r.emitted < p.emitted || r.delivered < p.delivered || r.dropped() < p.dropped()) break;
+      out[i].known = true;
+      out[i].emitted = static_cast<double>(r.emitted - p.emitted) / dt;
+      out[i].delivered = static_cast<double>(r.delivered - p.delivered) / dt;
+      out[i].dropped = static_cast<double>(r.dropped() - p.dropped()) / dt;
+      break;
+    }
+  }
+  return out;
+}
+
+int Watch(const std::string& ns, const StatOptions& o) {
+  BlockStopSignals();  // SIGINT/SIGTERM end the loop (WaitForSignal) instead of the process
+  const bool tty = !o.json && ::isatty(STDOUT_FILENO) == 1;
+  RegistryCopy prev;
+  bool have_prev = false;
+  auto prev_at = std::chrono::steady_clock::now();
+  for (bool first = true;; first = false) {
+    RegistryCopy reg;
+    bool host_alive = false;
+    const std::string err = Read(ns, &reg, &host_alive);
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - prev_at).count();
+    const auto unix_ns = static_cast<int64_t>(shm::UnixNowNs());
+    if (o.json) {
+      json doc;
+      if (!err.empty()) {
+        doc["namespace"] = ns;
+        doc["error"] = err;
+      } else {
+        const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
+        doc = JsonDoc(ns, reg, host_alive, &rates);
+      }
+      doc["time_unix_ns"] = unix_ns;
+      doc["interval_s"] = first ? 0.0 : dt;  // seconds since the previous refresh
+      std::printf("%s\n", doc.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+    } else {
+      if (tty) {
+        std::printf("\033[H\033[2J");  // cursor home, clear screen
+      } else if (!first) {
+        std::printf("\n");
+      }
+      const time_t t = static_cast<time_t>(unix_ns / 1'000'000'000);
+      char when[32];
+      tm local{};
+      ::localtime_r(&t, &local);
+      std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &local);
+      std::printf("── pitlane stat --watch  %s  every %gs (Ctrl-C to stop) ──\n", when,
+                  o.interval_s);
+      if (!err.empty()) {
+        std::printf("%s\n", err.c_str());
+      } else {
+        const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
+        PrintText(ns, reg, host_alive, &rates);
+      }
+    }
+    std::fflush(stdout);
+    if (err.empty()) {
+      prev = std::move(reg);
+      have_prev = true;
+    } else {
+      have_prev = false;
+    }
+    prev_at = now;
+    if (WaitForSignal(o.interval_s) != 0) return 0;
   }
 }
 
@@ -308,49 +466,20 @@ int RunStat(const StatOptions& o) {
     return 2;
   }
   const std::string ns = ns_or.value();
-  const std::string name = shm::RegistryName(ns);
-  auto seg = shm::Segment::Open(name, 0, /*writable=*/false);
-  if (!seg.ok()) {
-    if (seg.status().code() == StatusCode::kNotFound) {
-      Error("stat", "no pitlane namespace \"" + ns + "\": segment " + name + " does not exist");
-    } else {
-      Error("stat", seg.status().ToString());
-    }
-    return 1;
-  }
-  if (seg->size() < shm::kRegistryBytes) {
-    Error("stat", "segment " + name + " is " + std::to_string(seg->size()) +
-                      " bytes, smaller than a registry (" + std::to_string(shm::kRegistryBytes) +
-                      "): not a pitlane registry, or still being created");
-    return 1;
-  }
+  if (o.watch) return Watch(ns, o);
   RegistryCopy reg;
-  reg.seg = &seg.value();
-  if (!shm::RunGuarded(CopyRegistry, &reg)) {
-    Error("stat", "segment " + name + " was truncated while being read (SIGBUS)");
+  bool host_alive = false;
+  const std::string err = Read(ns, &reg, &host_alive);
+  if (!err.empty()) {
+    Error("stat", err);
     return 1;
   }
-  if (reg.magic != shm::kRegistryMagic) {
-    Error("stat",
-          "segment " + name + " is not a pitlane registry (bad magic; maybe still being created)");
-    return 1;
-  }
-  if (reg.version != shm::kLayoutVersion) {
-    Error("stat", "segment " + name + " has layout version " + std::to_string(reg.version) +
-                      ", this build reads version " + std::to_string(shm::kLayoutVersion));
-    return 1;
-  }
-  const bool host_alive =
-      reg.host_pid != 0 && shm::ProcessAlive(static_cast<pid_t>(reg.host_pid), reg.host_start_time);
-  for (WorkerRow& w : reg.workers) {
-    w.alive = shm::ProcessAlive(static_cast<pid_t>(w.pid), w.start_time);
-  }
-  for (RingRow& r : reg.rings) ReadRing(ns, r);
-
   if (o.json) {
-    PrintJson(ns, reg, host_alive);
+    std::printf("%s\n", JsonDoc(ns, reg, host_alive, nullptr)
+                            .dump(2, ' ', false, json::error_handler_t::replace)
+                            .c_str());
   } else {
-    PrintText(ns, reg, host_alive);
+    PrintText(ns, reg, host_alive, nullptr);
   }
   return 0;
 }

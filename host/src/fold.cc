@@ -201,6 +201,13 @@ bool RecordDecoder::Decode(const uint8_t* payload, uint32_t length, const TimeCo
   flatbuffers::Verifier verifier(payload, length, /*max_depth=*/8, /*max_tables=*/1024);
   if (!fb::VerifyEventBuffer(verifier)) return false;
   const fb::Event* e = fb::GetEvent(payload);
+  // flatbuffers 2.0's Verifier checks a struct vector's length field for 4-byte alignment but
+  // not its 8-aligned struct elements; reading a misaligned IntMeasure/FloatMeasure is UB.
+  // (`payload` is the reader's 8-aligned copy, so the address is the buffer offset mod 8.)
+  auto aligned = [](const auto* v) {
+    return v == nullptr || reinterpret_cast<uintptr_t>(v->Data()) % 8 == 0;
+  };
+  if (!aligned(e->ints()) || !aligned(e->floats())) return false;
   out->event_id = e->event_id();
   out->name = e->name() ? std::string_view(e->name()->c_str(), e->name()->size()) : "";
   out->timestamp_ns = time.ToUnixNs(static_cast<uint8_t>(e->clock()), e->timestamp());

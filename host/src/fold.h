@@ -92,12 +92,10 @@ class TimeConverter {
 // Verifies a ring record (FlatBuffers Verifier + file identifier) and exposes it as a RawEvent.
 class RecordDecoder {
  public:
-  explicit RecordDecoder(const Catalog& catalog) : catalog_(catalog) {}
   // false: malformed (the Verifier refused it). `out` valid until the next call.
   bool Decode(const uint8_t* payload, uint32_t length, const TimeConverter& time, RawEvent* out);
 
  private:
-  const Catalog& catalog_;
   RawMeasurement measurements_[Folder::kMaxFields];
   RawMeta metadata_[Folder::kMaxFields];
 };

@@ -153,7 +153,7 @@ class Host::Impl : public shm::RecordSink {
   std::atomic<bool> loop_stop{false};
 
   explicit Impl(std::shared_ptr<const Catalog> cat)
-      : catalog(std::move(cat)), folder(*catalog), decoder(*catalog) {}
+      : catalog(std::move(cat)), folder(*catalog) {}
 
   void Log(const std::string& line) {
     if (opt.log) {

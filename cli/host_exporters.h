@@ -1,0 +1,31 @@
+// The exporter flags of `pitlane host` (--jsonl-file, --statsd, --statsd-prefix, --statsd-tags,
+// --metrics, --metric),
+// kept beside host_cmd.cc, which implements both functions.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "commands.h"
+
+namespace CLI {
+class App;
+}
+
+namespace pitlane::cli {
+
+struct HostExporterOptions {
+  std::string jsonl_file;             // "" → none; else append JSON lines to this file
+  std::string statsd;                 // "" → none; else HOST:PORT
+  std::string statsd_prefix = "pitlane";
+  std::vector<std::string> statsd_tags;  // metadata keys sent as DogStatsD tags
+  std::string metrics;                   // "" → none; else serve Prometheus /metrics on ADDR
+  std::vector<std::string> metric_specs;  // event metrics, e.g. summary(...duration, tags: [...])
+};
+
+// Registers the exporter flags on the `host` subcommand.
+void AddHostExporterFlags(CLI::App* host_cmd, HostExporterOptions* o);
+// RunHost (commands.h) with exporters; RunHost(o) is RunHost(o, {}).
+int RunHost(const HostCmdOptions& o, const HostExporterOptions& exporters);
+
+}  // namespace pitlane::cli

@@ -1,0 +1,800 @@
+#include "pitlane/prometheus.h"
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
+#include <utility>
+
+#include "pitlane/exporter.h"
+
+namespace pitlane {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+std::string_view MetricKindName(MetricKind kind) {
+  switch (kind) {
+    case MetricKind::kCounter: return "counter";
+    case MetricKind::kLastValue: return "last_value";
+    case MetricKind::kSum: return "sum";
+    case MetricKind::kSummary: return "summary";
+    case MetricKind::kHistogram: return "histogram";
+  }
+  return "unknown";
+}
+
+namespace {
+
+bool IsNameStart(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+bool IsNameChar(char c) { return IsNameStart(c) || (c >= '0' && c <= '9'); }
+
+// Label names: [a-zA-Z_][a-zA-Z0-9_]* (no colon).
+std::string SanitizeLabelName(std::string_view name) {
+  std::string out = SanitizeMetricName(name);
+  std::replace(out.begin(), out.end(), ':', '_');
+  return out;
+}
+
+// Replaces every invalid UTF-8 sequence with U+FFFD: Prometheus rejects a scrape whose label
+// values are not UTF-8.
+std::string ValidUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 4, cp = c & 0x07;
+    }
+    bool ok = n != 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) ok = false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
+    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+               (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)) {
+      ok = false;
+    }
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+// Label value: backslash, double quote and line feed escaped (exposition format 0.0.4).
+void AppendLabelValue(std::string& out, std::string_view raw) {
+  for (char c : ValidUtf8(raw)) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out.push_back(c);
+    }
+  }
+}
+
+// HELP text: backslash and line feed escaped.
+std::string EscapeHelp(std::string_view raw) {
+  std::string out;
+  for (char c : ValidUtf8(raw)) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string FormatDouble(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// Writes one family at a time: HELP and TYPE, then its samples.
+class Writer {
+ public:
+  void Family(std::string_view name, std::string_view type, std::string_view help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += EscapeHelp(help);
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  void Sample(std::string_view name, const Labels& labels, std::string_view value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += '{';
+      for (size_t i = 0; i < labels.size(); ++i) {
+        if (i) out_ += ',';
+        out_ += labels[i].first;
+        out_ += "=\"";
+        AppendLabelValue(out_, labels[i].second);
+        out_ += '"';
+      }
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += value;
+    out_ += '\n';
+  }
+  void Sample(std::string_view name, const Labels& labels, uint64_t v) {
+    Sample(name, labels, std::to_string(v));
+  }
+  void Sample(std::string_view name, const Labels& labels, double v) {
+    Sample(name, labels, FormatDouble(v));
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// ---- MetricSpec text form ----
+
+class SpecParser {
+ public:
+  explicit SpecParser(std::string_view text) : s_(text) {}
+
+  Result<MetricSpec> Parse() {
+    MetricSpec spec;
+    const std::string kind = Ident();
+    if (kind == "counter") spec.kind = MetricKind::kCounter;
+    else if (kind == "last_value") spec.kind = MetricKind::kLastValue;
+    else if (kind == "sum") spec.kind = MetricKind::kSum;
+    else if (kind == "summary") spec.kind = MetricKind::kSummary;
+    else if (kind == "histogram") spec.kind = MetricKind::kHistogram;
+    else return Error("expected counter, last_value, sum, summary or histogram, found \"" + kind + "\"");
+    if (!Eat('(')) return Error("expected '(' after " + kind);
+    Result<std::string> full = NameOrString();
+    if (!full.ok()) return full.status();
+    const size_t dot = full->rfind('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == full->size()) {
+      return Error("metric name \"" + *full +
+                   "\" must be <event>.<measurement>, e.g. snakepit.python.call.stop.duration");
+    }
+    spec.event = full->substr(0, dot);
+    spec.measurement = full->substr(dot + 1);
+    while (Eat(',')) {
+      const std::string key = Ident();
+      if (!Eat(':')) return Error("expected ':' after option \"" + key + "\"");
+      if (key == "tags") {
+        if (!Eat('[')) return Error("expected '[' after tags:");
+        if (!Eat(']')) {
+          do {
+            Eat(':');  // Elixir atom syntax
+            std::string tag = Ident();
+            if (tag.empty()) return Error("expected a tag name");
+            spec.tags.push_back(std::move(tag));
+          } while (Eat(','));
+          if (!Eat(']')) return Error("expected ']' after the tags");
+        }
+      } else if (key == "buckets") {
+        if (!Eat('[')) return Error("expected '[' after buckets:");
+        do {
+          Skip();
+          const char* begin = s_.data() + pos_;
+          double v = 0;
+          const auto [end, ec] = std::from_chars(begin, s_.data() + s_.size(), v);
+          if (ec != std::errc() || !std::isfinite(v)) return Error("expected a bucket bound");
+          pos_ += static_cast<size_t>(end - begin);
+          spec.buckets.push_back(v);
+        } while (Eat(','));
+        if (!Eat(']')) return Error("expected ']' after the buckets");
+      } else if (key == "help") {
+        Result<std::string> h = QuotedString();
+        if (!h.ok()) return h.status();
+        spec.help = std::move(*h);
+      } else if (key == "name") {
+        Result<std::string> n = NameOrString();
+        if (!n.ok()) return n.status();
+        spec.name = std::move(*n);
+      } else {
+        return Error("unknown option \"" + key + "\" (tags, buckets, help, name)");
+      }
+    }
+    if (!Eat(')')) return Error("expected ',' or ')'");
+    Skip();
+    if (pos_ != s_.size()) return Error("unexpected text after ')'");
+    return spec;
+  }
+
+ private:
+  void Skip() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t')) ++pos_;
+  }
+  bool Eat(char c) {
+    Skip();
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  std::string Ident() {
+    Skip();
+    const size_t b = pos_;
+    while (pos_ < s_.size() && (IsNameChar(s_[pos_]) && s_[pos_] != ':')) ++pos_;
+    return std::string(s_.substr(b, pos_ - b));
+  }
+  Result<std::string> QuotedString() {
+    if (!Eat('"')) return Error("expected a double-quoted string");
+    std::string out;
+    while (pos_ < s_.size() && s_[pos_] != '"') {
+      if (s_[pos_] == '\\' && pos_ + 1 < s_.size()) ++pos_;
+      out.push_back(s_[pos_++]);
+    }
+    if (pos_ >= s_.size()) return Error("unterminated string");
+    ++pos_;
+    return out;
+  }
+  Result<std::string> NameOrString() {
+    Skip();
+    if (pos_ < s_.size() && s_[pos_] == '"') return QuotedString();
+    const size_t b = pos_;
+    while (pos_ < s_.size() && (IsNameChar(s_[pos_]) || s_[pos_] == '.' || s_[pos_] == '-')) {
+      ++pos_;
+    }
+    if (b == pos_) return Error("expected a metric name");
+    return std::string(s_.substr(b, pos_ - b));
+  }
+  Status Error(const std::string& what) const {
+    return InvalidArgument("metric spec \"" + std::string(s_) + "\" at column " +
+                           std::to_string(pos_ + 1) + ": " + what);
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+};
+
+const std::vector<double> kDefaultBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+
+}  // namespace
+
+std::string SanitizeMetricName(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 1);
+  if (name.empty() || !IsNameStart(name[0])) out.push_back('_');
+  for (char c : name) out.push_back(IsNameChar(c) ? c : '_');
+  return out;
+}
+
+Result<MetricSpec> MetricSpec::Parse(std::string_view text) { return SpecParser(text).Parse(); }
+
+std::string MetricSpec::MetricName() const {
+  return SanitizeMetricName(name.empty() ? event + "." + measurement : name);
+}
+
+// ---- Aggregation of event-derived metrics (exporter thread) ----
+
+namespace {
+
+struct Series {
+  uint64_t count = 0;
+  double sum = 0;
+  double last = 0;
+  std::vector<uint64_t> buckets;  // per bound, not cumulative
+};
+
+struct Metric {
+  MetricSpec spec;
+  std::string name;
+  std::vector<std::string> label_names;
+  std::map<std::vector<std::string>, Series> series;
+  uint64_t series_overflow = 0;
+};
+
+class Aggregator final : public AsyncExporter {
+ public:
+  Aggregator(std::vector<Metric> metrics, size_t max_series, size_t capacity)
+      : AsyncExporter(capacity), metrics_(std::move(metrics)), max_series_(max_series) {
+    for (size_t i = 0; i < metrics_.size(); ++i) by_event_[metrics_[i].spec.event].push_back(i);
+  }
+  ~Aggregator() override { Stop(); }
+
+  // Appends every metric family; takes the lock against the exporter thread.
+  void Render(Writer& w) {
+    std::lock_guard<std::mutex> lock(mu_);
+    w.Family("pitlane_metric_series_overflow_total", "counter",
+             "Events not aggregated because their metric already had max_series_per_metric "
+             "label sets.");
+    for (const Metric& m : metrics_) {
+      w.Sample("pitlane_metric_series_overflow_total", {{"metric", m.name}}, m.series_overflow);
+    }
+    for (const Metric& m : metrics_) RenderMetric(w, m);
+  }
+
+ protected:
+  void Export(const OwnedEvent& e) override {
+    auto it = by_event_.find(e.name);
+    if (it == by_event_.end()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t index : it->second) Apply(metrics_[index], e);
+  }
+
+ private:
+  void Apply(Metric& m, const OwnedEvent& e) {
+    double value = 0;
+    if (m.spec.kind != MetricKind::kCounter) {
+      const OwnedEvent::Measurement* x = e.measurement(m.spec.measurement);
+      if (x == nullptr || x->kind == Value::Kind::kString) return;
+      value = x->kind == Value::Kind::kInt ? static_cast<double>(x->i) : x->d;
+    }
+    std::vector<std::string> key;
+    key.reserve(m.spec.tags.size());
+    for (const std::string& tag : m.spec.tags) {
+      const std::string* v = e.meta(tag);
+      key.push_back(v ? *v : tag == "worker_id" ? e.worker_id : std::string());
+    }
+    auto it = m.series.find(key);
+    if (it == m.series.end()) {
+      if (m.series.size() >= max_series_) {
+        ++m.series_overflow;
+        return;
+      }
+      Series s;
+      if (m.spec.kind == MetricKind::kHistogram) s.buckets.assign(m.spec.buckets.size(), 0);
+      it = m.series.emplace(std::move(key), std::move(s)).first;
+    }
+    Series& s = it->second;
+    ++s.count;
+    s.sum += value;
+    s.last = value;
+    if (m.spec.kind == MetricKind::kHistogram) {
+      for (size_t b = 0; b < m.spec.buckets.size(); ++b) {
+        if (value <= m.spec.buckets[b]) {
+          ++s.buckets[b];
+          break;
+        }
+      }
+    }
+  }
+
+  static void RenderMetric(Writer& w, const Metric& m) {
+    std::string help = m.spec.help;
+    if (help.empty()) {
+      help = std::string(MetricKindName(m.spec.kind)) + " of " + m.spec.event +
+             (m.spec.kind == MetricKind::kCounter ? std::string(" events")
+                                                  : " measurement " + m.spec.measurement);
+    }
+    static constexpr std::string_view kTypes[] = {"counter", "gauge", "counter", "summary",
+                                                  "histogram"};
+    w.Family(m.name, kTypes[static_cast<size_t>(m.spec.kind)], help);
+    for (const auto& [key, s] : m.series) {
+      Labels labels;
+      for (size_t i = 0; i < key.size(); ++i) labels.emplace_back(m.label_names[i], key[i]);
+      switch (m.spec.kind) {
+        case MetricKind::kCounter: w.Sample(m.name, labels, s.count); break;
+        case MetricKind::kLastValue: w.Sample(m.name, labels, s.last); break;
+        case MetricKind::kSum: w.Sample(m.name, labels, s.sum); break;
+        case MetricKind::kHistogram: {
+          uint64_t cumulative = 0;
+          for (size_t b = 0; b < s.buckets.size(); ++b) {
+            cumulative += s.buckets[b];
+            Labels with_le = labels;
+            with_le.emplace_back("le", FormatDouble(m.spec.buckets[b]));
+            w.Sample(m.name + "_bucket", with_le, cumulative);
+          }
+          Labels inf = labels;
+          inf.emplace_back("le", "+Inf");
+          w.Sample(m.name + "_bucket", inf, s.count);
+          [[fallthrough]];
+        }
+        case MetricKind::kSummary:
+          w.Sample(m.name + "_sum", labels, s.sum);
+          w.Sample(m.name + "_count", labels, s.count);
+          break;
+      }
+    }
+  }
+
+  std::mutex mu_;  // guards metrics_' series against Render on the HTTP thread
+  std::vector<Metric> metrics_;
+  std::map<std::string, std::vector<size_t>, std::less<>> by_event_;  // immutable after ctor
+  const size_t max_series_;
+};
+
+// ---- Transport counters (scrape time) ----
+
+struct WorkerTotals {
+  uint64_t emitted = 0, published = 0, delivered = 0, truncated = 0;
+  uint64_t dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0, dropped_in_flight = 0;
+  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
+  uint64_t suppressed_unringed = 0;
+  uint64_t rejected[shm::kRejectReasonCount] = {};
+
+  void AddRing(const RingStats& r) {
+    emitted += r.emitted;
+    published += r.published;
+    delivered += r.delivered;
+    truncated += r.truncated;
+    dropped_full += r.dropped_full;
+    dropped_too_large += r.dropped_too_large;
+    dropped_in_flight += r.dropped_in_flight;
+    suppressed_disabled += r.suppressed_disabled;
+    suppressed_sampled += r.suppressed_sampled;
+    suppressed_filtered += r.suppressed_filtered;
+    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rejected[i] += r.rejected[i];
+  }
+};
+
+struct Unringed {
+  uint64_t emitted = 0, dropped = 0, suppressed = 0;
+};
+
+}  // namespace
+
+// ---- HTTP ----
+
+class PrometheusExporter::Impl {
+ public:
+  Impl(Host& host, PrometheusOptions options) : host_(host), options_(std::move(options)) {}
+
+  ~Impl() {
+    if (!handler_id_.empty()) host_.Detach(handler_id_);
+    if (aggregator_) aggregator_->Stop();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Status Init() {
+    std::vector<Metric> metrics;
+    std::set<std::string> names;
+    std::vector<std::string> events;
+    for (const MetricSpec& spec : options_.specs) {
+      Metric m;
+      m.spec = spec;
+      m.name = spec.MetricName();
+      const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
+                               spec.measurement + ")";
+      if (host_.catalog().FindHostEvent(spec.event) == 0) {
+        return InvalidArgument("metric " + what + ": no event \"" + spec.event +
+                               "\" in the catalog (the name is <event>.<measurement>; a counter "
+                               "ends with a segment such as .count)");
+      }
+      if (spec.kind != MetricKind::kCounter &&
+          host_.catalog().MeasurementKeyId(spec.measurement) == 0) {
+        return InvalidArgument("metric " + what + ": no measurement key \"" + spec.measurement +
+                               "\" in the catalog");
+      }
+      if (!names.insert(m.name).second || m.name.rfind("pitlane_", 0) == 0) {
+        return InvalidArgument("metric " + what + ": name \"" + m.name +
+                               "\" is used twice or collides with pitlane_* series");
+      }
+      if (spec.kind == MetricKind::kHistogram) {
+        if (m.spec.buckets.empty()) m.spec.buckets = kDefaultBuckets;
+        std::sort(m.spec.buckets.begin(), m.spec.buckets.end());
+        m.spec.buckets.erase(std::unique(m.spec.buckets.begin(), m.spec.buckets.end()),
+                             m.spec.buckets.end());
+      }
+      std::set<std::string> label_set;
+      for (const std::string& tag : spec.tags) {
+        std::string label = SanitizeLabelName(tag);
+        if (label == "le" || label.rfind("__", 0) == 0 || !label_set.insert(label).second) {
+          return InvalidArgument("metric " + what + ": tag \"" + tag +
+                                 "\" is repeated or a reserved label name");
+        }
+        m.label_names.push_back(std::move(label));
+      }
+      events.push_back(spec.event);
+      metrics.push_back(std::move(m));
+    }
+
+    // Listen address.
+    const std::string& listen = options_.listen;
+    const size_t colon = listen.rfind(':');
+    if (colon == std::string::npos) {
+      return InvalidArgument("listen address \"" + listen + "\" is not host:port");
+    }
+    std::string host_part = listen.substr(0, colon);
+    if (host_part.size() >= 2 && host_part.front() == '[' && host_part.back() == ']') {
+      host_part = host_part.substr(1, host_part.size() - 2);
+    }
+    unsigned port = 0;
+    const std::string port_part = listen.substr(colon + 1);
+    const auto [p, ec] =
+        std::from_chars(port_part.data(), port_part.data() + port_part.size(), port);
+    if (ec != std::errc() || p != port_part.data() + port_part.size() || port > 65535) {
+      return InvalidArgument("listen address \"" + listen + "\" has no valid port");
+    }
+    beast::error_code err;
+    const asio::ip::address addr =
+        asio::ip::make_address(host_part.empty() ? "0.0.0.0" : host_part, err);
+    if (err) {
+      return InvalidArgument("listen address \"" + listen + "\": " + err.message());
+    }
+    const tcp::endpoint endpoint(addr, static_cast<uint16_t>(port));
+    acceptor_.open(endpoint.protocol(), err);
+    if (!err) acceptor_.set_option(asio::socket_base::reuse_address(true), err);
+    if (!err) acceptor_.bind(endpoint, err);
+    if (!err) acceptor_.listen(asio::socket_base::max_listen_connections, err);
+    if (err) return Unavailable("cannot listen on " + listen + ": " + err.message());
+    port_ = acceptor_.local_endpoint().port();
+
+    if (!metrics.empty()) {
+      aggregator_ = std::make_shared<Aggregator>(std::move(metrics),
+                                                 options_.max_series_per_metric,
+                                                 options_.queue_capacity);
+      aggregator_->Start();
+      static std::atomic<uint64_t> next_id{0};
+      handler_id_ = "prometheus#" + std::to_string(next_id.fetch_add(1));
+      // The host may call a handler snapshot briefly after Detach: the closure owns the
+      // aggregator so it outlives that call.
+      Handler push = aggregator_->handler();
+      Status s = host_.AttachMany(
+          handler_id_, events, [agg = aggregator_, push](const EventView& v) { push(v); });
+      if (!s.ok()) {
+        handler_id_.clear();
+        return s;
+      }
+    }
+
+    Accept();
+    thread_ = std::thread([this] { io_.run(); });
+    return Status::Ok();
+  }
+
+  std::string Render() {
+    Writer w;
+    RenderTransport(w);
+    if (aggregator_) aggregator_->Render(w);
+    return w.Take();
+  }
+
+  uint16_t port() const { return port_; }
+  uint64_t exported() const { return aggregator_ ? aggregator_->exported() : 0; }
+  uint64_t overflow() const { return aggregator_ ? aggregator_->overflow() : 0; }
+
+ private:
+  class Session : public std::enable_shared_from_this<Session> {
+   public:
+    Session(tcp::socket socket, Impl& impl) : stream_(std::move(socket)), impl_(impl) {}
+
+    void Read() {
+      request_ = {};
+      stream_.expires_after(std::chrono::seconds(30));
+      http::async_read(stream_, buffer_, request_,
+                       [self = shared_from_this()](beast::error_code ec, size_t) {
+                         self->OnRead(ec);
+                       });
+    }
+
+   private:
+    void OnRead(beast::error_code ec) {
+      if (ec) {
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        return;
+      }
+      response_ = {};
+      response_.version(request_.version());
+      response_.keep_alive(request_.keep_alive());
+      response_.set(http::field::server, "pitlane");
+      const beast::string_view target = request_.target();
+      const beast::string_view path = target.substr(0, target.find('?'));
+      const bool head = request_.method() == http::verb::head;
+      if (request_.method() != http::verb::get && !head) {
+        response_.result(http::status::method_not_allowed);
+        response_.set(http::field::allow, "GET, HEAD");
+        response_.set(http::field::content_type, "text/plain; charset=utf-8");
+        response_.body() = "method not allowed\n";
+      } else if (path != "/metrics") {
+        response_.result(http::status::not_found);
+        response_.set(http::field::content_type, "text/plain; charset=utf-8");
+        response_.body() = "not found; metrics are at /metrics\n";
+      } else {
+        response_.result(http::status::ok);
+        response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+        response_.body() = impl_.Render();
+      }
+      response_.prepare_payload();
+      if (head) response_.body().clear();  // Content-Length stays that of the GET body
+      stream_.expires_after(std::chrono::seconds(30));
+      http::async_write(stream_, response_,
+                        [self = shared_from_this()](beast::error_code wec, size_t) {
+                          if (wec) return;
+                          if (!self->response_.keep_alive()) {
+                            self->stream_.socket().shutdown(tcp::socket::shutdown_send, wec);
+                            return;
+                          }
+                          self->Read();
+                        });
+    }
+
+    beast::tcp_stream stream_;
+    Impl& impl_;
+    beast::flat_buffer buffer_;
+    http::request<http::string_body> request_;
+    http::response<http::string_body> response_;
+  };
+
+  void Accept() {
+    acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec,
+                                                          tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) std::make_shared<Session>(std::move(socket), *this)->Read();
+      Accept();
+    });
+  }
+
+  void RenderTransport(Writer& w) {
+    const std::vector<RingStats> rings = host_.Rings();
+    const std::vector<WorkerInfo> workers = host_.Workers();
+    const HostStats stats = host_.Stats();
+
+    std::map<std::string, WorkerTotals> totals;
+    std::vector<const RingStats*> live;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Reclaimed rings: folded into reclaimed_ once; only keys still in the host's history
+      // are remembered, so the set stays as small as that history.
+      std::set<std::tuple<std::string, uint32_t, uint32_t>> still;
+      for (const RingStats& r : rings) {
+        if (!r.reclaimed) continue;
+        auto key = std::make_tuple(r.segment, r.pid, r.ring_slot);
+        if (!folded_.count(key)) reclaimed_[r.worker_id].AddRing(r);
+        still.insert(std::move(key));
+      }
+      folded_ = std::move(still);
+      for (const WorkerInfo& wi : workers) unringed_[{wi.id, wi.pid}] =
+          {wi.unringed_emitted, wi.unringed_dropped, wi.unringed_suppressed};
+      totals = reclaimed_;
+      for (const auto& [key, u] : unringed_) {
+        WorkerTotals& t = totals[key.first];
+        t.emitted += u.emitted;
+        t.dropped_no_ring += u.dropped;
+        t.suppressed_unringed += u.suppressed;
+      }
+    }
+    for (const RingStats& r : rings) {
+      if (r.reclaimed) continue;
+      totals[r.worker_id].AddRing(r);
+      live.push_back(&r);
+    }
+
+    auto per_worker = [&](std::string_view name, std::string_view help, auto field) {
+      w.Family(name, "counter", help);
+      for (const auto& [id, t] : totals) w.Sample(name, {{"worker_id", id}}, field(t));
+    };
+    per_worker("pitlane_events_total",
+               "Events the worker emitted (published + dropped + suppressed).",
+               [](const WorkerTotals& t) { return t.emitted; });
+    per_worker("pitlane_published_total", "Events the worker wrote into a ring.",
+               [](const WorkerTotals& t) { return t.published; });
+    per_worker("pitlane_delivered_total", "Events the host validated and handed to handlers.",
+               [](const WorkerTotals& t) { return t.delivered; });
+    per_worker("pitlane_truncated_total", "Delivered events with a value cut to max_value_bytes.",
+               [](const WorkerTotals& t) { return t.truncated; });
+
+    w.Family("pitlane_dropped_total", "counter", "Events the worker dropped, by reason.");
+    for (const auto& [id, t] : totals) {
+      const std::pair<const char*, uint64_t> reasons[] = {{"full", t.dropped_full},
+                                                          {"too_large", t.dropped_too_large},
+                                                          {"no_ring", t.dropped_no_ring},
+                                                          {"in_flight", t.dropped_in_flight}};
+      for (const auto& [reason, v] : reasons) {
+        w.Sample("pitlane_dropped_total", {{"worker_id", id}, {"reason", reason}}, v);
+      }
+    }
+    w.Family("pitlane_suppressed_total", "counter",
+             "Events the worker's gate suppressed, by reason (unringed: by a thread without a "
+             "ring, reason not recorded).");
+    for (const auto& [id, t] : totals) {
+      const std::pair<const char*, uint64_t> reasons[] = {
+          {"disabled", t.suppressed_disabled},
+          {"sampled", t.suppressed_sampled},
+          {"filtered", t.suppressed_filtered},
+          {"unringed", t.suppressed_unringed}};
+      for (const auto& [reason, v] : reasons) {
+        w.Sample("pitlane_suppressed_total", {{"worker_id", id}, {"reason", reason}}, v);
+      }
+    }
+    w.Family("pitlane_rejected_total", "counter",
+             "Published events the host rejected, by reason.");
+    for (const auto& [id, t] : totals) {
+      for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+        w.Sample("pitlane_rejected_total",
+                 {{"worker_id", id}, {"reason", shm::RejectReasonName(i)}}, t.rejected[i]);
+      }
+    }
+    w.Family("pitlane_ring_fill_ratio", "gauge", "Used fraction of each live ring.");
+    for (const RingStats* r : live) {
+      const double ratio = r->capacity == 0 ? 0.0
+                                            : static_cast<double>(r->used_bytes) /
+                                                  static_cast<double>(r->capacity);
+      w.Sample("pitlane_ring_fill_ratio", {{"worker_id", r->worker_id}, {"segment", r->segment}},
+               ratio);
+    }
+    uint64_t alive = 0;
+    for (const WorkerInfo& wi : workers) alive += wi.alive ? 1 : 0;
+    w.Family("pitlane_workers_alive", "gauge", "Worker processes attached and alive.");
+    w.Sample("pitlane_workers_alive", {}, alive);
+
+    auto host_total = [&](std::string_view name, std::string_view help, uint64_t v) {
+      w.Family(name, "counter", help);
+      w.Sample(name, {}, v);
+    };
+    host_total("pitlane_host_events_total", "Events the host emitted itself.", stats.host_events);
+    host_total("pitlane_handler_errors_total", "Handlers detached because they threw.",
+               stats.handler_errors);
+    host_total("pitlane_quarantined_rings_total", "Rings the host stopped reading as corrupt.",
+               stats.quarantined_rings);
+    host_total("pitlane_workers_terminated_total", "Worker processes seen to die.",
+               stats.workers_terminated);
+    host_total("pitlane_exporter_overflow_total",
+               "Events the Prometheus exporter dropped because its queue was full.", overflow());
+  }
+
+  Host& host_;
+  PrometheusOptions options_;
+  std::shared_ptr<Aggregator> aggregator_;
+  std::string handler_id_;
+
+  std::mutex mu_;  // guards the scrape-time state below (Render may run on any thread)
+  std::set<std::tuple<std::string, uint32_t, uint32_t>> folded_;
+  std::map<std::string, WorkerTotals> reclaimed_;
+  std::map<std::pair<std::string, uint32_t>, Unringed> unringed_;
+
+  asio::io_context io_{1};
+  tcp::acceptor acceptor_{io_};
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+Result<std::unique_ptr<PrometheusExporter>> PrometheusExporter::Start(Host& host,
+                                                                      PrometheusOptions options) {
+  auto impl = std::make_unique<Impl>(host, std::move(options));
+  if (Status s = impl->Init(); !s.ok()) return s;
+  return std::unique_ptr<PrometheusExporter>(new PrometheusExporter(std::move(impl)));
+}
+
+PrometheusExporter::PrometheusExporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PrometheusExporter::~PrometheusExporter() = default;
+
+std::string PrometheusExporter::Render() { return impl_->Render(); }
+uint16_t PrometheusExporter::port() const { return impl_->port(); }
+uint64_t PrometheusExporter::exported() const { return impl_->exported(); }
+uint64_t PrometheusExporter::overflow() const { return impl_->overflow(); }
+
+}  // namespace pitlane

@@ -1,0 +1,179 @@
+// `pitlane cleanup`: stale segments of dead processes go (and --dry-run only lists them); the
+// segments of live processes stay. Runs the built CLI ($PITLANE_CLI, else ../cli/pitlane next
+// to this test binary) against fake segments made with the shm API.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "pitlane/registry.h"
+#include "pitlane/shm.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+std::string CliPath() {
+  if (const char* env = std::getenv("PITLANE_CLI")) return env;
+  std::array<char, 4096> self{};
+  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+  if (n <= 0) return {};
+  std::string dir(self.data(), static_cast<size_t>(n));
+  dir.resize(dir.rfind('/'));
+  return dir + "/../cli/pitlane";
+}
+
+// Runs `pitlane <args>`; returns stdout+stderr and sets *code to the exit status.
+std::string RunCli(const std::string& args, int* code) {
+  const std::string cmd = CliPath() + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+
+// A pid that was just used by a process that exited and was reaped.
+pid_t DeadPid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  return child;
+}
+
+// Creates a ring segment stamped with `pid`/`start_time`, as a worker would.
+void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const char* id) {
+  auto seg = shm::Segment::Create(name, shm::RingSegmentBytes(shm::kMinRingBytes));
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  shm::RingInit init;
+  init.data_bytes = shm::kMinRingBytes;
+  init.pid = pid;
+  init.start_time = start_time;
+  init.worker_id = id;
+  shm::InitRing(seg->base(), init);
+}
+
+class CleanupCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access(CliPath().c_str(), X_OK) != 0) GTEST_SKIP() << "no pitlane CLI at " << CliPath();
+  }
+  testing::ScopedNamespace ns_;
+  const pid_t self_ = ::getpid();
+  const uint64_t self_start_ = shm::ProcessStartTime(::getpid());
+};
+
+TEST_F(CleanupCli, RemovesDeadRingsAndRegistryKeepsLiveRing) {
+  const pid_t dead = DeadPid();
+  const std::string stale_ring = shm::RingName(ns_.name(), dead, 0);
+  const std::string live_ring = shm::RingName(ns_.name(), self_, 1);
+  MakeRing(stale_ring, dead, 4242, "gone-worker");
+  MakeRing(live_ring, self_, self_start_, "live-worker");
+  // A registry whose host died, with no worker registered.
+  std::string log;
+  auto reg = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);
+  ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+  shm::Header(*reg)->host_pid.store(static_cast<uint32_t>(dead));
+  shm::Header(*reg)->host_start_time.store(4242);
+  const std::string registry = shm::RegistryName(ns_.name());
+
+  int code = -1;
+  std::string out = RunCli("cleanup --dry-run --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("would remove " + stale_ring + ": worker \"gone-worker\" pid " +
+                     std::to_string(dead) + " is dead"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(
+      out.find("would remove " + registry + ": host pid " + std::to_string(dead) + " is dead"),
+      std::string::npos)
+      << out;
+  EXPECT_NE(out.find("kept " + live_ring + ": worker \"live-worker\" pid " + std::to_string(self_) +
+                     " is running"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(Exists(stale_ring));
+  EXPECT_TRUE(Exists(registry));
+  EXPECT_TRUE(Exists(live_ring));
+
+  out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("removed " + stale_ring + ": "), std::string::npos) << out;
+  EXPECT_NE(out.find("removed " + registry + ": "), std::string::npos) << out;
+  EXPECT_NE(out.find("removed 2 stale segments"), std::string::npos) << out;
+  EXPECT_FALSE(Exists(stale_ring));
+  EXPECT_FALSE(Exists(registry));
+  EXPECT_TRUE(Exists(live_ring));
+
+  // Nothing stale is left: a second run removes nothing.
+  out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("removed 0 stale segments"), std::string::npos) << out;
+  EXPECT_TRUE(Exists(live_ring));
+}
+
+TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
+  std::string log;
+  auto reg = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);
+  ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+  const std::string registry = shm::RegistryName(ns_.name());
+  int code = -1;
+
+  // The host (this process) is alive.
+  std::string out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("kept " + registry + ": host pid " + std::to_string(self_) + " is running"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(Exists(registry));
+
+  // The host is dead but a live worker is registered: a new host adopts the registry.
+  const pid_t dead = DeadPid();
+  shm::Header(*reg)->host_pid.store(static_cast<uint32_t>(dead));
+  shm::Header(*reg)->host_start_time.store(4242);
+  ASSERT_GE(shm::ClaimWorkerSlot(*reg, self_, self_start_, "live-worker"), 0);
+  out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("kept " + registry + ": 1 live worker (pid " + std::to_string(self_)),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(Exists(registry));
+}
+
+TEST_F(CleanupCli, RingWithUnreadableHeaderGoesOnlyWhenPidFromNameIsDead) {
+  const pid_t dead = DeadPid();
+  const std::string garbage_dead = shm::RingName(ns_.name(), dead, 0);
+  const std::string garbage_live = shm::RingName(ns_.name(), self_, 1);
+  ASSERT_TRUE(shm::Segment::Create(garbage_dead, 100).ok());  // too small, no magic
+  ASSERT_TRUE(shm::Segment::Create(garbage_live, 100).ok());
+  int code = -1;
+  const std::string out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("removed " + garbage_dead + ": header unusable"), std::string::npos) << out;
+  EXPECT_NE(out.find("kept " + garbage_live + ": header unusable"), std::string::npos) << out;
+  EXPECT_FALSE(Exists(garbage_dead));
+  EXPECT_TRUE(Exists(garbage_live));
+}
+
+TEST_F(CleanupCli, EmptyNamespaceAndConflictingFlags) {
+  int code = -1;
+  std::string out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("no pitlane segments"), std::string::npos) << out;
+  out = RunCli("cleanup --all --ns " + ns_.name(), &code);
+  EXPECT_EQ(code, 2) << out;
+}
+
+}  // namespace
+}  // namespace pitlane

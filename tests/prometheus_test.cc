@@ -1,0 +1,471 @@
+// The Prometheus exporter, end to end: a real Host and Worker in this process, /metrics fetched
+// over loopback HTTP, every line checked against the text exposition grammar, and a real
+// Prometheus server (Debian package `prometheus`) scraping the exporter and answering queries.
+#include "pitlane/prometheus.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct HttpResponse {
+  int status = 0;
+  std::string headers;  // raw, lower-cased
+  std::string body;
+};
+
+// A one-shot HTTP/1.0 GET (or other method) over loopback; every read is bounded by a timeout.
+HttpResponse Fetch(uint16_t port, const std::string& target, const std::string& method = "GET") {
+  HttpResponse r;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return r;
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return r;
+  }
+  const std::string req = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return r;
+  }
+  std::string raw;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  const size_t split = raw.find("\r\n\r\n");
+  if (split == std::string::npos || raw.size() < 12) return r;
+  r.status = std::atoi(raw.c_str() + 9);  // "HTTP/1.x NNN"
+  r.headers = raw.substr(0, split);
+  for (char& c : r.headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  r.body = raw.substr(split + 4);
+  return r;
+}
+
+// Checks every line of a text exposition 0.0.4 body; returns the offending lines.
+std::vector<std::string> InvalidExpositionLines(const std::string& body) {
+  static const std::regex kHelp(R"(# HELP [a-zA-Z_:][a-zA-Z0-9_:]* ([^\\]|\\[\\n])*)");
+  static const std::regex kType(
+      R"(# TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|summary|histogram|untyped))");
+  static const std::regex kSample(
+      R"([a-zA-Z_:][a-zA-Z0-9_:]*)"
+      R"((\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*"(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*")*,?)?\})?)"
+      R"( ([-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|[-+]Inf|NaN)( -?[0-9]+)?)");
+  std::vector<std::string> bad;
+  if (!body.empty() && body.back() != '\n') bad.push_back("<no final newline>");
+  std::istringstream in(body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("# HELP ", 0) == 0 ? !std::regex_match(line, kHelp)
+        : line.rfind("# TYPE ", 0) == 0 ? !std::regex_match(line, kType)
+                                        : !std::regex_match(line, kSample)) {
+      bad.push_back(line);
+    }
+  }
+  return bad;
+}
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+class PrometheusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HostOptions ho;
+    ho.ns = ns_.name();
+    ho.log = [](std::string_view) {};
+    host_ = std::move(Host::Start(ho)).value();
+  }
+
+  void StartWorker(const std::string& id) {
+    WorkerOptions wo;
+    wo.ns = ns_.name();
+    wo.worker_id = id;
+    auto w = Worker::Start(wo);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    worker_ = std::move(w).value();
+    ASSERT_TRUE(worker_->attached());
+    Drain();
+  }
+
+  void StartExporter(std::vector<MetricSpec> specs = {}, size_t max_series = 1000) {
+    PrometheusOptions po;
+    po.listen = "127.0.0.1:0";
+    po.specs = std::move(specs);
+    po.max_series_per_metric = max_series;
+    auto e = PrometheusExporter::Start(*host_, po);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    exporter_ = std::move(e).value();
+    ASSERT_NE(exporter_->port(), 0);
+  }
+
+  void Drain() {
+    for (int i = 0; i < 20; ++i) host_->PollOnce();
+  }
+
+  // Waits (bounded) until the exporter thread has aggregated `n` events.
+  void WaitExported(uint64_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (exporter_->exported() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_GE(exporter_->exported(), n);
+  }
+
+  std::string Scrape() {
+    HttpResponse r = Fetch(exporter_->port(), "/metrics");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(InvalidExpositionLines(r.body), std::vector<std::string>());
+    return r.body;
+  }
+
+  static MetricSpec Spec(const std::string& text) {
+    auto s = MetricSpec::Parse(text);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? s.value() : MetricSpec();
+  }
+
+  testing::ScopedNamespace ns_;
+  std::unique_ptr<Host> host_;
+  std::unique_ptr<Worker> worker_;
+  std::unique_ptr<PrometheusExporter> exporter_;
+};
+
+TEST_F(PrometheusTest, ServesExpositionFormatWithItsContentType) {
+  StartExporter();
+  const HttpResponse r = Fetch(exporter_->port(), "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_TRUE(Contains(r.headers, "content-type: text/plain; version=0.0.4; charset=utf-8"))
+      << r.headers;
+  EXPECT_EQ(InvalidExpositionLines(r.body), std::vector<std::string>());
+  EXPECT_TRUE(Contains(r.body, "\npitlane_workers_alive 0\n")) << r.body;
+  EXPECT_TRUE(Contains(r.body, "# TYPE pitlane_dropped_total counter\n"));
+}
+
+TEST_F(PrometheusTest, UnknownPathIs404AndPostIs405) {
+  StartExporter();
+  EXPECT_EQ(Fetch(exporter_->port(), "/").status, 404);
+  EXPECT_EQ(Fetch(exporter_->port(), "/metricsx").status, 404);
+  EXPECT_EQ(Fetch(exporter_->port(), "/metrics?x=1").status, 200);
+  EXPECT_EQ(Fetch(exporter_->port(), "/metrics", "POST").status, 405);
+}
+
+TEST_F(PrometheusTest, EveryReasonIsExportedAtZeroBeforeAnyEvent) {
+  StartWorker("w0");
+  StartExporter();
+  const std::string body = Scrape();
+  for (const char* reason : {"full", "too_large", "no_ring", "in_flight"}) {
+    EXPECT_TRUE(Contains(body, std::string("pitlane_dropped_total{worker_id=\"w0\",reason=\"") +
+                                   reason + "\"} 0\n"))
+        << reason;
+  }
+  for (const char* reason : {"disabled", "sampled", "filtered"}) {
+    EXPECT_TRUE(Contains(body, std::string("pitlane_suppressed_total{worker_id=\"w0\",reason=\"") +
+                                   reason + "\"} 0\n"))
+        << reason;
+  }
+  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+    EXPECT_TRUE(Contains(body, std::string("pitlane_rejected_total{worker_id=\"w0\",reason=\"") +
+                                   shm::RejectReasonName(i) + "\"} 0\n"))
+        << shm::RejectReasonName(i);
+  }
+  EXPECT_TRUE(Contains(body, "pitlane_events_total{worker_id=\"w0\"} 0\n")) << body;
+  EXPECT_TRUE(Contains(body, "\npitlane_workers_alive 1\n"));
+  EXPECT_TRUE(Contains(body, "\npitlane_exporter_overflow_total 0\n"));
+}
+
+TEST_F(PrometheusTest, CountsEmittedDeliveredAndRejectedPerWorker) {
+  StartWorker("w1");
+  StartExporter();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("no.such.event"), EmitResult::kOk);
+  Drain();
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "pitlane_events_total{worker_id=\"w1\"} 4\n")) << body;
+  EXPECT_TRUE(Contains(body, "pitlane_published_total{worker_id=\"w1\"} 4\n"));
+  EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"w1\"} 3\n"));
+  EXPECT_TRUE(
+      Contains(body, "pitlane_rejected_total{worker_id=\"w1\",reason=\"unknown_event\"} 1\n"));
+  EXPECT_TRUE(Contains(body, "pitlane_ring_fill_ratio{worker_id=\"w1\",segment=\""));
+}
+
+TEST_F(PrometheusTest, CountersStayMonotonicWhenTheWorkerGoesAway) {
+  StartWorker("w2");
+  StartExporter();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+  Drain();
+  EXPECT_TRUE(Contains(Scrape(), "pitlane_delivered_total{worker_id=\"w2\"} 5\n"));
+  worker_.reset();  // retires its rings; the host reclaims them
+  EXPECT_TRUE(host_->DrainAll(5s));
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"w2\"} 5\n")) << body;
+  EXPECT_TRUE(Contains(body, "pitlane_events_total{worker_id=\"w2\"} 5\n"));
+  EXPECT_FALSE(Contains(body, "pitlane_ring_fill_ratio{worker_id=\"w2\""));
+}
+
+TEST_F(PrometheusTest, EventMetricsFollowTheirSpecs) {
+  StartWorker("w3");
+  StartExporter({Spec("counter(snakepit.python.call.stop.count, tags: [:command])"),
+                 Spec("summary(\"snakepit.python.call.stop.duration\", tags: [worker_id])"),
+                 Spec("histogram(snakepit.python.call.stop.duration, buckets: [10, 100], "
+                      "name: \"call_duration\", help: \"Call time.\")"),
+                 Spec("last_value(snakepit.python.call.stop.duration, name: call_last)"),
+                 Spec("sum(snakepit.python.call.stop.duration, name: call_sum)")});
+  for (int d : {5, 50, 500}) {
+    ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", d}}, {{"command", "predict"}}),
+              EmitResult::kOk);
+  }
+  Drain();
+  WaitExported(3);
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{command=\"predict\"} 3\n")) << body;
+  EXPECT_TRUE(Contains(body, "# TYPE snakepit_python_call_stop_duration summary\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_duration_count{worker_id=\"w3\"} 3\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_duration_sum{worker_id=\"w3\"} 555\n"));
+  EXPECT_TRUE(Contains(body, "# HELP call_duration Call time.\n"));
+  EXPECT_TRUE(Contains(body, "call_duration_bucket{le=\"10\"} 1\n"));
+  EXPECT_TRUE(Contains(body, "call_duration_bucket{le=\"100\"} 2\n"));
+  EXPECT_TRUE(Contains(body, "call_duration_bucket{le=\"+Inf\"} 3\n"));
+  EXPECT_TRUE(Contains(body, "call_duration_count 3\n"));
+  EXPECT_TRUE(Contains(body, "# TYPE call_last gauge\ncall_last 500\n"));
+  EXPECT_TRUE(Contains(body, "# TYPE call_sum counter\ncall_sum 555\n"));
+  EXPECT_TRUE(Contains(body, "pitlane_metric_series_overflow_total{metric=\"call_duration\"} 0\n"));
+}
+
+TEST_F(PrometheusTest, HostileLabelValuesAreEscaped) {
+  const std::string hostile = "a\"b\\c\nd";
+  StartWorker("evil" + hostile);
+  StartExporter({Spec("counter(snakepit.python.call.stop.count, tags: [worker_id, command])")});
+  ASSERT_EQ(worker_->Emit("python.call.stop", {}, {{"command", hostile + "\xff"}}),
+            EmitResult::kOk);
+  Drain();
+  WaitExported(1);
+  const std::string body = Scrape();  // checks every line against the grammar
+  const std::string escaped = R"(a\"b\\c\nd)";
+  EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"evil" + escaped + "\"} 1\n"))
+      << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{worker_id=\"evil" + escaped +
+                                 "\",command=\"" + escaped + "\xEF\xBF\xBD\"} 1\n"))
+      << body;
+}
+
+TEST_F(PrometheusTest, NewLabelSetsBeyondTheCapAreCountedNotCreated) {
+  StartWorker("w4");
+  StartExporter({Spec("counter(snakepit.python.call.stop.count, tags: [command])")}, 2);
+  for (const char* c : {"a", "b", "c", "d", "a"}) {
+    ASSERT_EQ(worker_->Emit("python.call.stop", {}, {{"command", c}}), EmitResult::kOk);
+  }
+  Drain();
+  WaitExported(5);
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{command=\"a\"} 2\n")) << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{command=\"b\"} 1\n"));
+  EXPECT_FALSE(Contains(body, "command=\"c\""));
+  EXPECT_FALSE(Contains(body, "command=\"d\""));
+  EXPECT_TRUE(Contains(
+      body, "pitlane_metric_series_overflow_total{metric=\"snakepit_python_call_stop_count\"} 2\n"));
+}
+
+TEST(ExpositionValidatorTest, RejectsUnescapedLabelValues) {
+  EXPECT_TRUE(InvalidExpositionLines("# HELP a b\\nc\n# TYPE a counter\na{x=\"1\\\"\"} 1\n").empty());
+  EXPECT_EQ(InvalidExpositionLines("a{x=\"1\"\"} 1\n").size(), 1u);
+  EXPECT_EQ(InvalidExpositionLines("a{x=\"1\\q\"} 1\n").size(), 1u);
+  EXPECT_EQ(InvalidExpositionLines("a{x=\"1\n\"} 1\n").size(), 2u);
+  EXPECT_EQ(InvalidExpositionLines("a.b 1\n").size(), 1u);
+}
+
+TEST(MetricSpecTest, ParsesTheTelemetryMetricsForm) {
+  auto s = MetricSpec::Parse("summary(\"snakepit.python.call.stop.duration\", tags: [worker_id, command])");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->kind, MetricKind::kSummary);
+  EXPECT_EQ(s->event, "snakepit.python.call.stop");
+  EXPECT_EQ(s->measurement, "duration");
+  EXPECT_EQ(s->tags, (std::vector<std::string>{"worker_id", "command"}));
+  EXPECT_EQ(s->MetricName(), "snakepit_python_call_stop_duration");
+  auto h = MetricSpec::Parse("histogram(a.b.c, buckets: [1, 2.5, 1e3])");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->buckets, (std::vector<double>{1, 2.5, 1000}));
+}
+
+TEST(MetricSpecTest, RejectsMalformedTextNamingTheProblem) {
+  for (const char* bad : {"gauge(a.b)", "summary(a.b", "summary(nodot)", "sum(a.b, colour: [x])",
+                          "histogram(a.b, buckets: [x])", "counter(a.b) trailing"}) {
+    auto s = MetricSpec::Parse(bad);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_TRUE(Contains(s.status().message(), bad)) << s.status().message();
+  }
+}
+
+TEST(MetricNameTest, SanitizesToThePrometheusAlphabet) {
+  EXPECT_EQ(SanitizeMetricName("snakepit.pool.status.queue_depth"),
+            "snakepit_pool_status_queue_depth");
+  EXPECT_EQ(SanitizeMetricName("9lives-x:y"), "_9lives_x:y");
+}
+
+TEST_F(PrometheusTest, StartRejectsUnknownEventsAndBadAddresses) {
+  PrometheusOptions po;
+  po.listen = "127.0.0.1:0";
+  po.specs = {Spec("summary(snakepit.no.such.event.duration)")};
+  auto e = PrometheusExporter::Start(*host_, po);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(Contains(e.status().message(), "snakepit.no.such.event")) << e.status().message();
+  po.specs.clear();
+  po.listen = "not-an-address";
+  EXPECT_FALSE(PrometheusExporter::Start(*host_, po).ok());
+  po.listen = "127.0.0.1:99999";
+  EXPECT_FALSE(PrometheusExporter::Start(*host_, po).ok());
+}
+
+// ---- A real Prometheus server scraping the exporter ----
+
+uint16_t FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+class RealPrometheusTest : public PrometheusTest {
+ protected:
+  static constexpr const char* kBinary = "/usr/bin/prometheus";
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int status = 0;
+      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (::waitpid(pid_, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          ::kill(pid_, SIGKILL);
+          ::waitpid(pid_, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    if (!dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
+  }
+
+  std::string Log() const {
+    std::ifstream in(dir_ / "prometheus.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  pid_t pid_ = -1;
+  std::filesystem::path dir_;
+};
+
+TEST_F(RealPrometheusTest, ScrapesTheExporterAndQueriesReturnTheCounters) {
+  if (::access(kBinary, X_OK) != 0) GTEST_SKIP() << kBinary << " is not installed";
+  StartWorker("prom-worker");
+  // A metadata value Prometheus would refuse unless escaped and made valid UTF-8.
+  StartExporter({Spec("counter(snakepit.python.call.stop.count, tags: [command])")});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(worker_->Emit("python.call.stop", {}, {{"command", "q\"\\\n\xff"}}),
+              EmitResult::kOk);
+  }
+  Drain();
+  WaitExported(3);
+
+  char tmpl[] = "/tmp/pitlane-prom-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  dir_ = tmpl;
+  const uint16_t web_port = FreeLoopbackPort();
+  ASSERT_NE(web_port, 0);
+  {
+    std::ofstream cfg(dir_ / "prometheus.yml");
+    cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        << "scrape_configs:\n  - job_name: pitlane\n    static_configs:\n"
+        << "      - targets: ['127.0.0.1:" << exporter_->port() << "']\n";
+  }
+  const std::string config = "--config.file=" + (dir_ / "prometheus.yml").string();
+  const std::string storage = "--storage.tsdb.path=" + (dir_ / "data").string();
+  const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(web_port);
+  const std::string log = (dir_ / "prometheus.log").string();
+  pid_ = ::fork();
+  ASSERT_GE(pid_, 0);
+  if (pid_ == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    ::execl(kBinary, kBinary, config.c_str(), storage.c_str(), listen.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+
+  // pitlane_delivered_total{worker_id="prom-worker"}
+  const std::string query =
+      "/api/v1/query?query=pitlane_delivered_total%7Bworker_id%3D%22prom-worker%22%7D";
+  const std::string escaped_query =
+      "/api/v1/query?query=snakepit_python_call_stop_count";
+  std::string last;
+  bool delivered_ok = false, escaped_ok = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline && !(delivered_ok && escaped_ok)) {
+    const HttpResponse r = Fetch(web_port, query);
+    last = r.body;
+    delivered_ok = r.status == 200 && Contains(r.body, "\"status\":\"success\"") &&
+                   Contains(r.body, "\"worker_id\":\"prom-worker\"") &&
+                   Contains(r.body, ",\"3\"]");
+    if (delivered_ok) {
+      const HttpResponse e = Fetch(web_port, escaped_query);
+      last = e.body;
+      // JSON of the label value q"\<LF><U+FFFD>.
+      escaped_ok = Contains(e.body, R"("command":"q\"\\\n)") &&
+                   Contains(e.body, ",\"3\"]");
+    }
+    if (!(delivered_ok && escaped_ok)) std::this_thread::sleep_for(250ms);
+  }
+  EXPECT_TRUE(delivered_ok) << "last answer: " << last << "\nprometheus log:\n" << Log();
+  EXPECT_TRUE(escaped_ok) << "last answer: " << last << "\nprometheus log:\n" << Log();
+}
+
+}  // namespace
+}  // namespace pitlane

@@ -1,0 +1,248 @@
+// StatsdExporter end to end: a real host and worker in one process, the exporter pointed at a
+// UDP socket the test binds on 127.0.0.1:0; the datagrams received are split into lines and
+// checked (names, values, |c, |ms, |g, |@rate, tags, sanitising, batching).
+#include "pitlane/statsd_exporter.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+using namespace std::chrono_literals;
+
+class StatsdExporterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HostOptions ho;
+    ho.ns = ns_.name();
+    ho.log = [](std::string_view) {};
+    host_ = std::move(Host::Start(ho)).value();
+    WorkerOptions wo;
+    wo.ns = ns_.name();
+    wo.worker_id = "statsd-worker";
+    worker_ = std::move(Worker::Start(wo)).value();
+    ASSERT_TRUE(worker_->attached());
+
+    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd_, 0);
+    const int rcvbuf = 4 << 20;
+    setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    socklen_t len = sizeof(addr);
+    ASSERT_EQ(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    address_ = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  }
+  void TearDown() override {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  std::unique_ptr<StatsdExporter> Make(StatsdOptions o) {
+    o.address = address_;
+    auto r = StatsdExporter::Create(std::move(o));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    auto e = std::move(r).value();
+    e->Start();
+    EXPECT_TRUE(e->AttachTo(*host_, "statsd").ok());
+    return e;
+  }
+
+  // Receives datagrams until `want` of them arrived or the deadline passed.
+  std::vector<std::string> ReceiveDatagrams(uint64_t want) {
+    std::vector<std::string> out;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (out.size() < want && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[65536];
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n > 0) out.emplace_back(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+  static std::vector<std::string> SplitLines(const std::vector<std::string>& datagrams) {
+    std::vector<std::string> lines;
+    for (const std::string& d : datagrams) {
+      size_t start = 0;
+      while (start <= d.size()) {
+        const size_t nl = std::min(d.find('\n', start), d.size());
+        lines.push_back(d.substr(start, nl - start));
+        start = nl + 1;
+      }
+    }
+    return lines;
+  }
+
+  // Stops the exporter (sending what is queued) and returns every line it sent.
+  std::vector<std::string> StopAndCollect(StatsdExporter& e) {
+    EXPECT_TRUE(host_->DrainAll(5s));
+    e.Stop();
+    EXPECT_EQ(e.send_errors(), 0u);
+    return SplitLines(ReceiveDatagrams(e.datagrams_sent()));
+  }
+
+  testing::ScopedNamespace ns_;
+  std::unique_ptr<Host> host_;
+  std::unique_ptr<Worker> worker_;
+  int fd_ = -1;
+  std::string address_;
+};
+
+TEST_F(StatsdExporterTest, CounterTimingsGaugesAndTagsPerEvent) {
+  StatsdOptions o;
+  o.prefix = "app";
+  o.tag_keys = {"worker_id", "command", "absent"};
+  auto exporter = Make(o);
+  ASSERT_EQ(worker_->Emit("python.call.stop",
+                          {{"duration", int64_t{2'500'000}},  // ns
+                           {"latency_ms", 7.5},               // already ms
+                           {"queue_depth", int64_t{4}},
+                           {"cpu_percent", 12.25},
+                           {"bytes", int64_t{-3}},
+                           {"count", "not a number"}},
+                          {{"command", "predict"}}),
+            EmitResult::kOk);
+  const std::vector<std::string> lines = StopAndCollect(*exporter);
+  const std::string tags = "|#worker_id:statsd-worker,command:predict";
+  const std::string base = "app.snakepit.python.call.stop";
+  const std::vector<std::string> want = {
+      base + ":1|c" + tags,
+      base + ".duration:2.5|ms" + tags,
+      base + ".latency_ms:7.5|ms" + tags,
+      base + ".queue_depth:4|g" + tags,
+      base + ".cpu_percent:12.25|g" + tags,
+      base + ".bytes:0|g" + tags,  // a negative gauge is set to 0 first ...
+      base + ".bytes:-3|g" + tags, // ... then changed by -3
+  };
+  // The counter comes first; measurements follow in the order the host delivers them.
+  ASSERT_EQ(lines.size(), want.size());
+  EXPECT_EQ(lines[0], want[0]);
+  std::vector<std::string> sorted_lines = lines, sorted_want = want;
+  std::sort(sorted_lines.begin(), sorted_lines.end());
+  std::sort(sorted_want.begin(), sorted_want.end());
+  EXPECT_EQ(sorted_lines, sorted_want);
+  const auto zero = std::find(lines.begin(), lines.end(), want[5]);
+  const auto negative = std::find(lines.begin(), lines.end(), want[6]);
+  EXPECT_EQ(negative - zero, 1);
+  EXPECT_EQ(exporter->lines_sent(), want.size());
+  EXPECT_EQ(exporter->datagrams_sent(), 1u);
+}
+
+TEST_F(StatsdExporterTest, HostileMetadataIsSanitisedInTags) {
+  StatsdOptions o;
+  o.tag_keys = {"command", "transport"};
+  auto exporter = Make(o);
+  ASSERT_EQ(worker_->Emit("python.call.start", {}, {{"command", "a:b|c@d#e,f\ng h\xFF"}}),
+            EmitResult::kOk);
+  const std::vector<std::string> lines = StopAndCollect(*exporter);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "pitlane.snakepit.python.call.start:1|c|#command:a_b_c_d_e_f_g_h_,transport:shm");
+  EXPECT_EQ(StatsdExporter::Sanitize("ok.name-1_x"), "ok.name-1_x");
+  EXPECT_EQ(StatsdExporter::Sanitize("x:|@#,\n\r\t y"), "x_________y");
+}
+
+TEST_F(StatsdExporterTest, SampleRateBelowOneSamplesAndMarksTheLines) {
+  constexpr uint64_t kEvents = 400;
+  StatsdOptions o;
+  o.sample_rate = 0.25;
+  o.seed = 42;
+  auto exporter = Make(o);
+  for (uint64_t i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(worker_->Emit("python.call.stop",
+                            {{"duration", int64_t{1'000'000}}, {"queue_depth", int64_t{1}}}),
+              EmitResult::kOk);
+  }
+  const std::vector<std::string> lines = StopAndCollect(*exporter);
+  EXPECT_EQ(exporter->exported(), kEvents);
+  const uint64_t kept = kEvents - exporter->sampled_out();
+  EXPECT_GT(kept, kEvents / 8);  // expected 100; far outside these bounds is a broken sampler
+  EXPECT_LT(kept, kEvents / 2);
+  ASSERT_EQ(lines.size(), 3 * kept);
+  for (size_t i = 0; i < lines.size(); i += 3) {
+    EXPECT_EQ(lines[i], "pitlane.snakepit.python.call.stop:1|c|@0.25");
+    EXPECT_EQ(lines[i + 1], "pitlane.snakepit.python.call.stop.duration:1|ms|@0.25");
+    EXPECT_EQ(lines[i + 2], "pitlane.snakepit.python.call.stop.queue_depth:1|g");  // no rate
+  }
+}
+
+TEST_F(StatsdExporterTest, LinesAreBatchedIntoDatagramsUpToTheLimit) {
+  constexpr uint64_t kEvents = 300;
+  StatsdOptions o;
+  o.max_datagram_bytes = 512;
+  auto exporter = Make(o);
+  for (uint64_t i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(worker_->Emit("python.call.start", {{"system_time", static_cast<int64_t>(i)}}),
+              EmitResult::kOk);
+  }
+  ASSERT_TRUE(host_->DrainAll(5s));
+  exporter->Stop();
+  const std::vector<std::string> datagrams = ReceiveDatagrams(exporter->datagrams_sent());
+  ASSERT_EQ(datagrams.size(), exporter->datagrams_sent());
+  EXPECT_LT(datagrams.size(), kEvents);  // several events per datagram
+  for (const std::string& d : datagrams) {
+    EXPECT_LE(d.size(), 512u);
+    EXPECT_NE(d.back(), '\n');
+  }
+  const std::vector<std::string> lines = SplitLines(datagrams);
+  EXPECT_EQ(lines.size(), 2 * kEvents);
+  EXPECT_EQ(exporter->lines_sent(), 2 * kEvents);
+  EXPECT_EQ(lines[1], "pitlane.snakepit.python.call.start.system_time:0|g");
+  EXPECT_EQ(lines.back(), "pitlane.snakepit.python.call.start.system_time:299|g");
+}
+
+TEST(StatsdCreateTest, BadAddressesAndOptionsAreRejectedWithTheReason) {
+  for (const std::string bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                                "127.0.0.1:12x", "::1:8125", "[::1:8125", "[::1]8125",
+                                "statsd.example.com:8125", "999.1.1.1:8125", "1.2.3:8125",
+                                ":8125"}) {
+    StatsdOptions o;
+    o.address = bad;
+    auto r = StatsdExporter::Create(o);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("\"" + bad + "\""), std::string::npos)
+        << r.status().message();
+  }
+  for (double rate : {0.0, -0.5, 1.5}) {
+    StatsdOptions o;
+    o.sample_rate = rate;
+    EXPECT_FALSE(StatsdExporter::Create(o).ok()) << rate;
+  }
+}
+
+TEST(StatsdCreateTest, LiteralsAndLocalhostResolve) {
+  for (const std::string good : {"127.0.0.1:8125", "localhost:8125"}) {
+    StatsdOptions o;
+    o.address = good;
+    auto r = StatsdExporter::Create(o);
+    EXPECT_TRUE(r.ok()) << good << ": " << r.status().ToString();
+  }
+  const int v6 = socket(AF_INET6, SOCK_DGRAM, 0);
+  if (v6 < 0) GTEST_SKIP() << "no IPv6 sockets here";
+  close(v6);
+  StatsdOptions o;
+  o.address = "[::1]:8125";
+  auto r = StatsdExporter::Create(o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+}
+
+}  // namespace
+}  // namespace pitlane
