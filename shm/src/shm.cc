@@ -198,7 +198,11 @@ Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool wr
     return Unavailable("cannot stat segment " + name + ": " + Errno(err));
   }
   const size_t bytes = static_cast<size_t>(st.st_size);
-  if (bytes < min_bytes || bytes == 0) {
+  if (bytes == 0) {
+    ::close(fd);
+    return DataLoss("segment " + name + " is empty (0 bytes): half-initialised or truncated");
+  }
+  if (bytes < min_bytes) {
     ::close(fd);
     return DataLoss("segment " + name + " is " + std::to_string(bytes) +
                     " bytes, smaller than the " + std::to_string(min_bytes) +
