@@ -43,59 +43,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kStopEvent[] = "snakepit.python.call.stop";
 
-// Child processes of one test: SIGKILLed and reaped on destruction.
-class Children {
- public:
-  ~Children() {
-    for (pid_t p : pids_) {
-      if (p > 0) {
-        ::kill(p, SIGKILL);
-        ::waitpid(p, nullptr, 0);
-      }
-    }
-  }
-
-  pid_t Spawn(const std::function<int()>& body) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      int code = 100;
-      try {
-        code = body();
-      } catch (...) {
-        code = 101;
-      }
-      ::_exit(code);
-    }
-    pids_.push_back(pid);
-    return pid;
-  }
-
-  bool TryReap(pid_t pid, int* status) {
-    for (pid_t& p : pids_) {
-      if (p != pid) continue;
-      if (::waitpid(pid, status, WNOHANG) == pid) {
-        p = -1;
-        return true;
-      }
-      return false;
-    }
-    return false;
-  }
-
-  int Reap(pid_t pid) {
-    int status = -1;
-    for (pid_t& p : pids_) {
-      if (p == pid) {
-        ::waitpid(pid, &status, 0);
-        p = -1;
-      }
-    }
-    return status;
-  }
-
- private:
-  std::vector<pid_t> pids_;
-};
+using testing::Children;
 
 bool PollUntil(Host& host, const std::function<bool()>& done, Clock::duration timeout) {
   const auto deadline = Clock::now() + timeout;

@@ -47,64 +47,7 @@ constexpr auto kLivenessBound = seconds(3);
 
 std::string WorkerIdOf(int index) { return "mp-" + std::to_string(index); }
 
-// Child processes of one test: SIGKILLed and reaped on destruction.
-class Children {
- public:
-  ~Children() {
-    for (pid_t p : pids_) {
-      if (p > 0) {
-        ::kill(p, SIGKILL);
-        ::waitpid(p, nullptr, 0);
-      }
-    }
-  }
-
-  // Runs `body` in a child process and _exit()s with its result (never returns into gtest).
-  pid_t Spawn(const std::function<int()>& body) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      int code = 100;
-      try {
-        code = body();
-      } catch (...) {
-        code = 101;
-      }
-      ::_exit(code);
-    }
-    pids_.push_back(pid);
-    return pid;
-  }
-
-  void Kill(pid_t pid) { ASSERT_EQ(::kill(pid, SIGKILL), 0); }
-
-  // Reaps `pid` if it has exited; returns true with its wait status then.
-  bool TryReap(pid_t pid, int* status) {
-    for (pid_t& p : pids_) {
-      if (p != pid) continue;
-      if (::waitpid(pid, status, WNOHANG) == pid) {
-        p = -1;
-        return true;
-      }
-      return false;
-    }
-    return false;
-  }
-
-  // Reaps `pid` (blocking).
-  int Reap(pid_t pid) {
-    int status = -1;
-    for (pid_t& p : pids_) {
-      if (p == pid) {
-        ::waitpid(pid, &status, 0);
-        p = -1;
-      }
-    }
-    return status;
-  }
-
- private:
-  std::vector<pid_t> pids_;
-};
+using testing::Children;
 
 struct EmitterOptions {
   std::string ns;

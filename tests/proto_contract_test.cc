@@ -61,7 +61,7 @@ TEST(ProtoContractTest, CompatServiceIsReachableAtSnakepitMethodPath) {
   EXPECT_EQ("/" + svc->full_name() + "/" + m->name(), "/snakepit.bridge.BridgeService/StreamTelemetry");
   EXPECT_TRUE(m->client_streaming());
   EXPECT_TRUE(m->server_streaming());
-  // The generated stub uses the same path.
+  // The generated service class carries the same name.
   EXPECT_EQ(std::string(snakepit::bridge::BridgeService::service_full_name()),
             "snakepit.bridge.BridgeService");
 }

@@ -1,7 +1,10 @@
 #include "testing.h"
 
 #include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +27,60 @@ ScopedNamespace::~ScopedNamespace() {
     }
     closedir(d);
   }
+}
+
+pid_t ForkChild(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 100;
+    try {
+      code = body();
+    } catch (...) {
+      code = 101;
+    }
+    ::_exit(code);
+  }
+  return pid;
+}
+
+Children::~Children() {
+  for (pid_t p : pids_) {
+    if (p > 0) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+}
+
+pid_t Children::Spawn(const std::function<int()>& body) {
+  const pid_t pid = ForkChild(body);
+  pids_.push_back(pid);
+  return pid;
+}
+
+void Children::Kill(pid_t pid) { ASSERT_EQ(::kill(pid, SIGKILL), 0); }
+
+bool Children::TryReap(pid_t pid, int* status) {
+  for (pid_t& p : pids_) {
+    if (p != pid) continue;
+    if (::waitpid(pid, status, WNOHANG) == pid) {
+      p = -1;
+      return true;
+    }
+    return false;
+  }
+  return false;
+}
+
+int Children::Reap(pid_t pid) {
+  int status = -1;
+  for (pid_t& p : pids_) {
+    if (p == pid) {
+      ::waitpid(pid, &status, 0);
+      p = -1;
+    }
+  }
+  return status;
 }
 
 }  // namespace pitlane::testing

@@ -1,7 +1,11 @@
 // Helpers shared by the test binaries.
 #pragma once
 
+#include <sys/types.h>
+
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace pitlane::testing {
 
@@ -17,6 +21,29 @@ class ScopedNamespace {
 
  private:
   std::string name_;
+};
+
+// Runs `body` in a fork()ed child and _exit()s with its result (100 if it returned nothing
+// useful, 101 if it threw); never returns into gtest in the child.
+pid_t ForkChild(const std::function<int()>& body);
+
+// Child processes of a test: SIGKILLed and reaped at destruction, whatever the test's outcome.
+class Children {
+ public:
+  Children() = default;
+  ~Children();
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+
+  pid_t Spawn(const std::function<int()>& body);
+  void Kill(pid_t pid);
+  // Reaps `pid` if it has exited; returns true with its wait status then.
+  bool TryReap(pid_t pid, int* status);
+  // Reaps `pid` (blocking); returns its wait status.
+  int Reap(pid_t pid);
+
+ private:
+  std::vector<pid_t> pids_;
 };
 
 }  // namespace pitlane::testing

@@ -424,20 +424,7 @@ TEST(ThreadsTest, NoHostMeansDropModeThenAttach) {
   EXPECT_EQ(rings[0].delivered, static_cast<uint64_t>(kEvents));
 }
 
-// Runs `body` in a fork()ed child and _exit()s with its result; never returns into gtest.
-pid_t ForkChild(const std::function<int()>& body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 100;
-    try {
-      code = body();
-    } catch (...) {
-      code = 101;
-    }
-    ::_exit(code);
-  }
-  return pid;
-}
+using testing::ForkChild;
 
 // Reaps `pid` on scope exit (after a SIGKILL if it still runs).
 struct ChildGuard {
