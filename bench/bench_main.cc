@@ -145,6 +145,16 @@ struct Fixture {
     wo.ring_bytes = ring_bytes;
     worker = std::move(Worker::Start(wo)).value();
   }
+  // The calling thread (the emitter) on core 0, the host's poll loop on core 1.
+  void DrainOnOtherCore() {
+    PinTo(0);
+    // The loop thread inherits the affinity of the thread that starts it.
+    std::thread starter([this] {
+      PinTo(1);
+      host->RunInBackground();
+    });
+    starter.join();
+  }
   ~Fixture() {
     worker.reset();
     host->DrainAll(std::chrono::seconds(5));
@@ -154,12 +164,7 @@ struct Fixture {
 
 void BM_Emit_Shm(benchmark::State& state) {
   Fixture fx(/*busy_poll=*/true);
-  PinTo(0);
-  std::thread poller([&] {
-    PinTo(1);
-    fx.host->RunInBackground();
-  });
-  poller.join();
+  fx.DrainOnOtherCore();
   Worker& w = *fx.worker;
   const EventHandle ev = w.Event("python.call.stop");
   const MeasurementKey kd = w.Measure("duration"), kr = w.Measure("response_size"),
@@ -189,12 +194,7 @@ BENCHMARK(BM_Emit_Shm)->Arg(0)->Arg(500)->ArgName("gap_ns");
 
 void BM_Emit_PreEncoded(benchmark::State& state) {
   Fixture fx(/*busy_poll=*/true);
-  PinTo(0);
-  std::thread poller([&] {
-    PinTo(1);
-    fx.host->RunInBackground();
-  });
-  poller.join();
+  fx.DrainOnOtherCore();
   Worker& w = *fx.worker;
   const EventHandle ev = w.Event("python.call.stop");
   const auto& catalog = w.catalog();
