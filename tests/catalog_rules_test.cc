@@ -107,14 +107,8 @@ class CatalogRulesTest : public ::testing::Test {
     ASSERT_TRUE(host_->Attach("t", "*", [this](const EventView& v) {
                   if (v.transport != Transport::kHost) seen_.push_back(Copy(v));
                 }).ok());
-    WorkerOptions wo;
-    wo.ns = ns_.name();
-    wo.worker_id = kWorkerId;
-    wo.attach_wait = 5s;
-    Result<std::unique_ptr<Worker>> worker = Worker::Start(wo);
-    ASSERT_TRUE(worker.ok()) << worker.status().ToString();
-    worker_ = std::move(worker).value();
-    ASSERT_TRUE(worker_->attached());
+    worker_ = testing::StartWorker(ns_.name(), kWorkerId);
+    ASSERT_NE(worker_, nullptr);
   }
 
   void TearDown() override {

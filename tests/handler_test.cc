@@ -25,20 +25,11 @@ constexpr const char* kWorkerId = "handler-worker";
 class HandlerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    HostOptions ho;
-    ho.ns = ns_.name();
-    ho.log = [this](std::string_view line) { log_.emplace_back(line); };
-    Result<std::unique_ptr<Host>> host = Host::Start(ho);
-    ASSERT_TRUE(host.ok()) << host.status().ToString();
-    host_ = std::move(host).value();
-    WorkerOptions wo;
-    wo.ns = ns_.name();
-    wo.worker_id = kWorkerId;
-    wo.attach_wait = 5s;
-    Result<std::unique_ptr<Worker>> worker = Worker::Start(wo);
-    ASSERT_TRUE(worker.ok()) << worker.status().ToString();
-    worker_ = std::move(worker).value();
-    ASSERT_TRUE(worker_->attached());
+    host_ = testing::StartHost(ns_.name(),
+                               [this](std::string_view line) { log_.emplace_back(line); });
+    ASSERT_NE(host_, nullptr);
+    worker_ = testing::StartWorker(ns_.name(), kWorkerId);
+    ASSERT_NE(worker_, nullptr);
   }
 
   void TearDown() override {

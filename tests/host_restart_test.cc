@@ -14,14 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unique_ptr<Host> StartHost(const std::string& ns) {
-  HostOptions o;
-  o.ns = ns;
-  o.log = [](std::string_view) {};
-  Result<std::unique_ptr<Host>> h = Host::Start(o);
-  EXPECT_TRUE(h.ok()) << h.status().ToString();
-  return h.ok() ? std::move(h).value() : nullptr;
-}
+using testing::StartHost;
 
 TEST(HostRestartTest, NewHostAdoptsRingsAndKeepsThePreviousHostsCounts) {
   testing::ScopedNamespace ns;

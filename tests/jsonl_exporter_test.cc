@@ -49,15 +49,10 @@ std::vector<std::string> ReadLines(FILE* f) {
 class JsonLinesExporterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    HostOptions ho;
-    ho.ns = ns_.name();
-    ho.log = [](std::string_view) {};
-    host_ = std::move(Host::Start(ho)).value();
-    WorkerOptions wo;
-    wo.ns = ns_.name();
-    wo.worker_id = "jsonl-worker";
-    worker_ = std::move(Worker::Start(wo)).value();
-    ASSERT_TRUE(worker_->attached());
+    host_ = testing::StartHost(ns_.name());
+    ASSERT_NE(host_, nullptr);
+    worker_ = testing::StartWorker(ns_.name(), "jsonl-worker");
+    ASSERT_NE(worker_, nullptr);
     out_ = std::tmpfile();
     ASSERT_NE(out_, nullptr);
   }

@@ -31,10 +31,8 @@ struct Got {
 class SpanTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    HostOptions ho;
-    ho.ns = ns_.name();
-    ho.log = [](std::string_view) {};
-    host_ = std::move(Host::Start(ho)).value();
+    host_ = testing::StartHost(ns_.name());
+    ASSERT_NE(host_, nullptr);
     ASSERT_TRUE(host_->Attach("collect", "*", [this](const EventView& v) {
                         Got g;
                         g.name = std::string(v.name());
@@ -47,11 +45,8 @@ class SpanTest : public ::testing::Test {
                         }
                         got_.push_back(std::move(g));
                       }).ok());
-    WorkerOptions wo;
-    wo.ns = ns_.name();
-    wo.worker_id = "span-worker";
-    worker_ = std::move(Worker::Start(wo)).value();
-    ASSERT_TRUE(worker_->attached());
+    worker_ = testing::StartWorker(ns_.name(), "span-worker");
+    ASSERT_NE(worker_, nullptr);
   }
 
   void Drain() {

@@ -28,15 +28,10 @@ using namespace std::chrono_literals;
 class StatsdExporterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    HostOptions ho;
-    ho.ns = ns_.name();
-    ho.log = [](std::string_view) {};
-    host_ = std::move(Host::Start(ho)).value();
-    WorkerOptions wo;
-    wo.ns = ns_.name();
-    wo.worker_id = "statsd-worker";
-    worker_ = std::move(Worker::Start(wo)).value();
-    ASSERT_TRUE(worker_->attached());
+    host_ = testing::StartHost(ns_.name());
+    ASSERT_NE(host_, nullptr);
+    worker_ = testing::StartWorker(ns_.name(), "statsd-worker");
+    ASSERT_NE(worker_, nullptr);
 
     fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ASSERT_GE(fd_, 0);

@@ -29,6 +29,28 @@ ScopedNamespace::~ScopedNamespace() {
   }
 }
 
+std::unique_ptr<Host> StartHost(const std::string& ns,
+                                std::function<void(std::string_view)> log) {
+  HostOptions o;
+  o.ns = ns;
+  o.log = log ? std::move(log) : [](std::string_view) {};
+  Result<std::unique_ptr<Host>> host = Host::Start(std::move(o));
+  EXPECT_TRUE(host.ok()) << host.status().ToString();
+  return host.ok() ? std::move(host).value() : nullptr;
+}
+
+std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id) {
+  WorkerOptions o;
+  o.ns = ns;
+  o.worker_id = id;
+  o.attach_wait = std::chrono::seconds(5);
+  Result<std::unique_ptr<Worker>> worker = Worker::Start(std::move(o));
+  EXPECT_TRUE(worker.ok()) << worker.status().ToString();
+  if (!worker.ok()) return nullptr;
+  EXPECT_TRUE((*worker)->attached()) << "worker " << id << " did not attach to " << ns;
+  return std::move(worker).value();
+}
+
 pid_t ForkChild(const std::function<int()>& body) {
   const pid_t pid = ::fork();
   if (pid == 0) {

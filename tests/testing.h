@@ -4,8 +4,13 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
 
 namespace pitlane::testing {
 
@@ -22,6 +27,14 @@ class ScopedNamespace {
  private:
   std::string name_;
 };
+
+// A host for namespace `ns`; its log lines go to `log` (default: dropped). Records a test
+// failure and returns null when it cannot start.
+std::unique_ptr<Host> StartHost(const std::string& ns,
+                                std::function<void(std::string_view)> log = {});
+// A worker `id` in namespace `ns` that waits up to 5 s for the host and must attach. Records a
+// test failure and returns null otherwise.
+std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id);
 
 // Runs `body` in a fork()ed child and _exit()s with its result (100 if it returned nothing
 // useful, 101 if it threw); never returns into gtest in the child.
