@@ -30,6 +30,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libbenchmark-dev
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   clang libclang-rt-14-dev prometheus
+  python3-dev pybind11-dev python3-grpcio python3-protobuf python3-matplotlib iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "fold.h"
+#include "remote_hub.h"
 #include "pitlane/defaults.h"
 #include "pitlane/registry.h"
 #include "pitlane/shm.h"
@@ -151,6 +152,11 @@ class Host::Impl : public shm::RecordSink {
 
   std::thread loop;
   std::atomic<bool> loop_stop{false};
+
+  // gRPC: remote workers (null when neither grpc_listen nor grpc_dial is set).
+  std::unique_ptr<internal::RemoteHub> hub;
+  internal::RemoteHub::Sink hub_sink;
+  FoldContext remote_ctx;
 
   explicit Impl(std::shared_ptr<const Catalog> cat)
       : catalog(std::move(cat)), folder(*catalog) {}
@@ -610,11 +616,38 @@ class Host::Impl : public shm::RecordSink {
     }
   }
 
+  void WakeLoop() {
+    if (header->host_sleeping.exchange(0, std::memory_order_acq_rel) == 1) {
+      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header->host_sleeping), FUTEX_WAKE, 1,
+              nullptr, nullptr, 0);
+    }
+  }
+
+  // What the poll thread does with remote events: the same counters and dispatch as rings.
+  void PrepareHubSink() {
+    hub_sink.event = [this](const internal::FoldOutcome& out, const EventView& view) {
+      if (!out.delivered) {
+        BumpLocal(rejected[out.reject_reason], 1);
+        return;
+      }
+      BumpLocal(delivered, 1);
+      if (out.truncated) BumpLocal(truncated, 1);
+      Dispatch(view);
+    };
+    hub_sink.host_event = [this](std::string_view canonical, std::span<const MeasurementView> m,
+                                 std::span<const MetadataView> md, std::string_view worker_id,
+                                 uint32_t pid) { EmitHostEvent(canonical, m, md, worker_id, pid); };
+    remote_ctx.node = opt.node;
+    remote_ctx.pool_name = opt.pool_name;
+    remote_ctx.transport = Transport::kGrpc;
+  }
+
   size_t PollOnce() {
     polls.fetch_add(1, std::memory_order_relaxed);
     RefreshHandlers();
     Discover();
-    const size_t n = DrainPass();
+    size_t n = DrainPass();
+    if (hub) n += hub->Drain(folder, remote_ctx, hub_sink);
     const auto now = std::chrono::steady_clock::now();
     if (now >= next_housekeeping) {
       next_housekeeping = now + std::chrono::milliseconds(100);
@@ -656,7 +689,7 @@ class Host::Impl : public shm::RecordSink {
       // Flag ourselves asleep, then look once more so a record published before the flag
       // became visible is not left waiting for the timeout.
       header->host_sleeping.store(1, std::memory_order_seq_cst);
-      if (AnyUnread() ||
+      if (AnyUnread() || (hub && hub->Pending()) ||
           header->registry_epoch.load(std::memory_order_seq_cst) != seen_epoch) {
         header->host_sleeping.store(0, std::memory_order_relaxed);
         continue;
@@ -700,6 +733,22 @@ Result<std::unique_ptr<Host>> Host::Start(HostOptions options) {
     impl->Discover();
     impl->CleanStale();
   }
+  if (!impl->opt.grpc_listen.empty() || !impl->opt.grpc_dial.empty()) {
+    impl->PrepareHubSink();
+    internal::RemoteHub::Hooks hooks;
+    Host::Impl* raw = impl.get();
+    hooks.wake = [raw] { raw->WakeLoop(); };
+    hooks.log = [raw](std::string_view line) { raw->Log(std::string(line)); };
+    hooks.control_of = [raw](const std::string& id) {
+      std::lock_guard<std::mutex> lock(raw->mu);
+      auto it = raw->controls.find(id);
+      return it == raw->controls.end() ? ControlState() : it->second;
+    };
+    Result<std::unique_ptr<internal::RemoteHub>> hub =
+        internal::RemoteHub::Start(impl->opt, *impl->catalog, std::move(hooks));
+    if (!hub.ok()) return hub.status();
+    impl->hub = std::move(hub).value();
+  }
   return std::unique_ptr<Host>(new Host(std::move(impl)));
 }
 
@@ -708,6 +757,7 @@ Host::Host(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Host::~Host() {
   Stop();
   Impl& h = *impl_;
+  h.hub.reset();  // closes remote streams before the rest goes
   h.header->host_pid.store(0, std::memory_order_release);
   bool any = false;
   for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
@@ -753,6 +803,7 @@ bool Host::DrainAll(std::chrono::milliseconds timeout) {
     bool pending = impl_->AnyUnread();
     for (const auto& [slot, w] : impl_->workers) pending |= !w->alive || w->leaving;
     for (HostRing* r : impl_->ring_list) pending |= r->retired;
+    if (impl_->hub) pending |= !impl_->hub->Settled();
     if (!pending) {
       done = true;
       break;
@@ -817,9 +868,10 @@ namespace {
 Status ApplyControl(Host::Impl& h, const std::string& worker_id,
                     const std::function<void(ControlState&)>& change) {
   std::lock_guard<std::mutex> lock(h.mu);
-  if (h.seen_ids.find(worker_id) == h.seen_ids.end()) {
+  const bool remote = h.hub && h.hub->Knows(worker_id);
+  if (h.seen_ids.find(worker_id) == h.seen_ids.end() && !remote) {
     return NotFound("no worker with id \"" + worker_id + "\" has attached to namespace \"" +
-                    h.opt.ns + "\"");
+                    h.opt.ns + "\"" + (h.hub ? " or connected over gRPC" : ""));
   }
   ControlState next = h.controls.count(worker_id) ? h.controls[worker_id] : ControlState();
   change(next);
@@ -830,6 +882,7 @@ Status ApplyControl(Host::Impl& h, const std::string& worker_id,
       shm::WriteControl(&shm::WorkerSlotAt(h.registry.base(), slot)->control, next);
     }
   }
+  if (remote) h.hub->PushControl(worker_id, next);
   return Status::Ok();
 }
 
@@ -857,7 +910,8 @@ Status Host::UpdateFilter(const std::string& worker_id, const std::vector<std::s
 
 Result<ControlState> Host::Control(const std::string& worker_id) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->seen_ids.find(worker_id) == impl_->seen_ids.end()) {
+  if (impl_->seen_ids.find(worker_id) == impl_->seen_ids.end() &&
+      !(impl_->hub && impl_->hub->Knows(worker_id))) {
     return NotFound("no worker with id \"" + worker_id + "\" has attached");
   }
   auto it = impl_->controls.find(worker_id);
@@ -865,13 +919,27 @@ Result<ControlState> Host::Control(const std::string& worker_id) const {
 }
 
 std::vector<RingStats> Host::Rings() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  std::vector<RingStats> out(impl_->history.begin(), impl_->history.end());
-  for (const HostRing* r : impl_->ring_list) out.push_back(impl_->StatsOf(r));
+  std::vector<RingStats> out;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    out.assign(impl_->history.begin(), impl_->history.end());
+    for (const HostRing* r : impl_->ring_list) out.push_back(impl_->StatsOf(r));
+  }
+  if (impl_->hub) {
+    for (RingStats& r : impl_->hub->Rings()) out.push_back(std::move(r));
+  }
   return out;
 }
 
 std::vector<WorkerInfo> Host::Workers() const {
+  std::vector<WorkerInfo> out = ShmWorkers();
+  if (impl_->hub) {
+    for (WorkerInfo& w : impl_->hub->Workers()) out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::vector<WorkerInfo> Host::ShmWorkers() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<WorkerInfo> out;
   for (const auto& [slot, w] : impl_->workers) {
@@ -912,5 +980,6 @@ HostStats Host::Stats() const {
 
 const Catalog& Host::catalog() const { return *impl_->catalog; }
 const std::string& Host::ns() const { return impl_->opt.ns; }
+int Host::grpc_port() const { return impl_->hub ? impl_->hub->port() : 0; }
 
 }  // namespace pitlane

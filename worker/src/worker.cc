@@ -15,12 +15,22 @@
 
 #include "clock.h"
 #include "pitlane/control.h"
+#include "remote.h"
 #include "pitlane/correlation.h"
 #include "pitlane/defaults.h"
 #include "pitlane/registry.h"
 #include "pitlane/shm.h"
 
 namespace pitlane {
+
+std::string_view WorkerTransportName(WorkerTransport t) {
+  switch (t) {
+    case WorkerTransport::kAuto: return "auto";
+    case WorkerTransport::kShm: return "shm";
+    case WorkerTransport::kGrpc: return "grpc";
+  }
+  return "?";
+}
 
 std::string_view EmitResultName(EmitResult r) {
   switch (r) {
@@ -124,6 +134,11 @@ class Worker::Impl {
   std::atomic<uint64_t> retire_count{0};
   WorkerStats retired;  // counters of rings that are gone
   Unringed unringed;
+
+  // ── gRPC mode (rqueue set): the queue the transport drains; the transport itself ──
+  std::unique_ptr<internal::RemoteQueue> rqueue;
+  std::unique_ptr<internal::RemoteTransport> rtransport;
+  std::atomic<bool> remote_orphaned{false};  // a forked child: no transport of its own
 
   // ── background thread (attach, mirror counters) ──
   pthread_t bg{};
@@ -387,6 +402,19 @@ class Worker::Impl {
 
   // Called in the child of fork() (single-threaded): forget the parent's rings and slot.
   void ForgetParentInChild() {
+    if (rqueue) {
+      // The transport's threads and connection belong to the parent: never touch them (not
+      // even to destroy them) in the child, whose events are counted as dropped_no_ring.
+      (void)rtransport.release();
+      remote_orphaned.store(true, std::memory_order_relaxed);
+      internal::RemoteCounters& c = rqueue->counters;
+      for (auto* x : {&c.emitted, &c.sent, &c.dropped_full, &c.dropped_too_large,
+                      &c.dropped_no_ring, &c.suppressed_disabled, &c.suppressed_sampled,
+                      &c.suppressed_filtered}) {
+        x->store(0, std::memory_order_relaxed);
+      }
+      return;
+    }
     for (auto& r : rings) r.reset();  // unmaps; never retires: the parent still writes them
     rings.clear();
     attached.store(false, std::memory_order_relaxed);
@@ -423,6 +451,8 @@ class Worker::Impl {
   }
 
   void ArmThreadExit();
+  void Unregister();
+  Status StartRemote(const WorkerOptions& o);
 };
 
 namespace {
@@ -475,6 +505,109 @@ void AtforkChild() {
 }  // namespace
 
 void Worker::Impl::ArmThreadExit() { t_exit_hook.armed = true; }
+
+void Worker::Impl::Unregister() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_workers[tls_index] == this) g_workers[tls_index] = nullptr;
+}
+
+namespace {
+
+std::string EnvOr(const std::string& value, const char* env) {
+  if (!value.empty()) return value;
+  const char* e = std::getenv(env);
+  return e ? std::string(e) : std::string();
+}
+
+// README "Defaults": PITLANE_TRANSPORT = auto | shm | grpc.
+Result<WorkerTransport> ChooseTransport(WorkerOptions& o, const std::string& ns) {
+  WorkerTransport t = o.transport;
+  if (t == WorkerTransport::kAuto) {
+    const std::string env = EnvOr("", defaults::kTransportEnv);
+    if (env == "shm") {
+      t = WorkerTransport::kShm;
+    } else if (env == "grpc") {
+      t = WorkerTransport::kGrpc;
+    } else if (!env.empty() && env != "auto") {
+      return InvalidArgument(std::string(defaults::kTransportEnv) + "=\"" + env +
+                             "\" is not one of auto, shm, grpc");
+    }
+  }
+  o.grpc_target = EnvOr(o.grpc_target, defaults::kGrpcTargetEnv);
+  o.grpc_listen = EnvOr(o.grpc_listen, defaults::kGrpcListenEnv);
+  o.grpc_token = EnvOr(o.grpc_token, defaults::kGrpcTokenEnv);
+  o.grpc_tls_ca = EnvOr(o.grpc_tls_ca, defaults::kGrpcTlsCaEnv);
+  const bool remote_configured = !o.grpc_target.empty() || !o.grpc_listen.empty();
+  if (t == WorkerTransport::kAuto) {
+    // Shared memory when this machine runs the namespace's host; gRPC when a remote host is
+    // configured and it does not; otherwise shared memory in drop mode until the host appears.
+    const bool local_host = shm::OpenRegistry(ns).ok();
+    t = !local_host && remote_configured ? WorkerTransport::kGrpc : WorkerTransport::kShm;
+  }
+  if (t == WorkerTransport::kGrpc) {
+    if (!remote_configured) {
+      return InvalidArgument(
+          "transport grpc needs a host address: set PITLANE_GRPC_TARGET (the host's dial-in "
+          "address) or PITLANE_GRPC_LISTEN (an address for the host to dial)");
+    }
+    if (internal::RegisteredRemoteTransport() == nullptr) {
+      return FailedPrecondition(
+          "transport grpc is selected but this program links only pitlane::worker; link "
+          "pitlane::worker_grpc for the gRPC transport");
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+Status Worker::Impl::StartRemote(const WorkerOptions& o) {
+  uint64_t qbytes = o.grpc_queue_bytes;
+  if (qbytes == 0) {
+    const std::string env = EnvOr("", defaults::kGrpcQueueBytesEnv);
+    qbytes = uint64_t{4} << 20;
+    if (!env.empty()) {
+      char* end = nullptr;
+      qbytes = std::strtoull(env.c_str(), &end, 10);
+      if (end == env.c_str() || *end != '\0') qbytes = 0;
+    }
+  }
+  if (qbytes < (uint64_t{64} << 10) || qbytes > (uint64_t{1} << 30) || (qbytes & (qbytes - 1))) {
+    return InvalidArgument("gRPC queue size " + std::to_string(qbytes) +
+                           " is not a power of two between 65536 and 1073741824 (" +
+                           defaults::kGrpcQueueBytesEnv + ")");
+  }
+  tsc = false;  // events leave the machine: stamp them with CLOCK_REALTIME
+  use_ids = true;
+  rqueue = std::make_unique<internal::RemoteQueue>(static_cast<size_t>(qbytes));
+  internal::RemoteConfig c;
+  c.target = o.grpc_target;
+  c.listen = o.grpc_listen;
+  c.token = o.grpc_token;
+  c.tls_ca = o.grpc_tls_ca;
+  c.worker_id = id;
+  c.node = defaults::Hostname();
+  c.pid = static_cast<uint32_t>(pid);
+  c.catalog = catalog;
+  c.queue = rqueue.get();
+  c.flush_timeout = o.flush_timeout;
+  c.apply_control = [this](const ControlState& state) {
+    std::lock_guard<std::mutex> lock(mu);
+    InstallGate(state, gate.load(std::memory_order_relaxed)->version + 1, 0);
+  };
+  c.log = [](std::string_view line) {
+    std::fprintf(stderr, "pitlane worker: %.*s\n", static_cast<int>(line.size()), line.data());
+  };
+  Result<std::unique_ptr<internal::RemoteTransport>> t =
+      internal::RegisteredRemoteTransport()(std::move(c));
+  if (!t.ok()) return t.status();
+  rtransport = std::move(t).value();
+  return Status::Ok();
+}
+
+namespace {
+Result<WorkerTransport> ChooseTransport(WorkerOptions& o, const std::string& ns);
+}  // namespace
 
 Result<std::unique_ptr<Worker>> Worker::Start(WorkerOptions options) {
   auto impl = std::make_unique<Impl>();
@@ -535,6 +668,19 @@ Result<std::unique_ptr<Worker>> Worker::Start(WorkerOptions options) {
     g_workers[index] = impl.get();
   }
 
+  Result<WorkerTransport> mode = ChooseTransport(options, impl->ns);
+  if (!mode.ok()) {
+    impl->Unregister();
+    return mode.status();
+  }
+  if (*mode == WorkerTransport::kGrpc) {
+    if (Status st = impl->StartRemote(options); !st.ok()) {
+      impl->Unregister();
+      return st;
+    }
+    return std::unique_ptr<Worker>(new Worker(std::move(impl)));
+  }
+
   const auto deadline = std::chrono::steady_clock::now() + options.attach_wait;
   while (!impl->TryAttach() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -547,6 +693,8 @@ Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Worker::~Worker() {
   Impl& w = *impl_;
+  // gRPC: flush what is queued (bounded by flush_timeout) and close the stream.
+  w.rtransport.reset();
   w.StopBackground();
   std::lock_guard<std::mutex> lock(g_mu);
   g_workers[w.tls_index] = nullptr;
@@ -609,12 +757,67 @@ inline void WakeHostIfAsleep(Worker::Impl& w) noexcept {
   }
 }
 
+// gRPC mode: the same gate and counters, then the record goes into the transport's queue.
+inline EmitResult AdmitRemote(Worker::Impl& w, EventHandle ev) noexcept {
+  internal::RemoteCounters& c = w.rqueue->counters;
+  c.emitted.fetch_add(1, std::memory_order_relaxed);
+  const EmitResult gated = Worker::Impl::Decide(w.gate.load(std::memory_order_acquire), ev);
+  if (gated != EmitResult::kOk) [[unlikely]] {
+    (gated == EmitResult::kSuppressedDisabled  ? c.suppressed_disabled
+     : gated == EmitResult::kSuppressedSampled ? c.suppressed_sampled
+                                               : c.suppressed_filtered)
+        .fetch_add(1, std::memory_order_relaxed);
+    return gated;
+  }
+  if (w.remote_orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
+    c.dropped_no_ring.fetch_add(1, std::memory_order_relaxed);
+    return EmitResult::kDroppedNoRing;
+  }
+  return EmitResult::kOk;
+}
+
+inline uint8_t* ReserveRemote(Worker::Impl& w, size_t size, EmitResult* drop) noexcept {
+  bool too_large = false;
+  uint8_t* at = size != 0 && size <= 0xFFFFFFF0u
+                    ? w.rqueue->Reserve(static_cast<uint32_t>(size), &too_large)
+                    : (too_large = true, nullptr);
+  if (at == nullptr) {
+    internal::RemoteCounters& c = w.rqueue->counters;
+    (too_large ? c.dropped_too_large : c.dropped_full).fetch_add(1, std::memory_order_relaxed);
+    *drop = too_large ? EmitResult::kDroppedTooLarge : EmitResult::kDroppedFull;
+  }
+  return at;
+}
+
 }  // namespace
 
 EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurements,
                         std::span<const Metadata> metadata,
                         std::string_view correlation_id) noexcept {
   Impl& w = *impl_;
+  if (w.rqueue) [[unlikely]] {
+    if (const EmitResult admitted = AdmitRemote(w, ev); admitted != EmitResult::kOk) {
+      return admitted;
+    }
+    RecordFields f;
+    f.event_id = ev.id;
+    f.name = ev.name;
+    f.timestamp = internal::RealtimeNs();
+    f.clock = internal::kClockUnixNs;
+    f.correlation_id = correlation_id.empty() ? CurrentCorrelationId() : correlation_id;
+    f.measurements = measurements.data();
+    f.measurement_count = measurements.size();
+    f.metadata = metadata.data();
+    f.metadata_count = metadata.size();
+    PreparedRecord p;
+    PrepareRecord(f, w.catalog.get(), true, &p);
+    EmitResult drop = EmitResult::kOk;
+    uint8_t* at = ReserveRemote(w, p.size, &drop);
+    if (at == nullptr) return drop;
+    EncodeRecord(f, p, at);
+    w.rqueue->Commit();
+    return EmitResult::kOk;
+  }
   ThreadRing* r = nullptr;
   if (const EmitResult admitted = Admit(w, ev, &r); admitted != EmitResult::kOk) return admitted;
 
@@ -642,6 +845,17 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
 
 EmitResult Worker::EmitEncoded(EventHandle ev, const uint8_t* record, size_t size) noexcept {
   Impl& w = *impl_;
+  if (w.rqueue) [[unlikely]] {
+    if (const EmitResult admitted = AdmitRemote(w, ev); admitted != EmitResult::kOk) {
+      return admitted;
+    }
+    EmitResult drop = EmitResult::kOk;
+    uint8_t* at = ReserveRemote(w, size, &drop);
+    if (at == nullptr) return drop;
+    std::memcpy(at, record, size);
+    w.rqueue->Commit();
+    return EmitResult::kOk;
+  }
   ThreadRing* r = nullptr;
   if (const EmitResult admitted = Admit(w, ev, &r); admitted != EmitResult::kOk) return admitted;
   RingWriter::Reserve why = RingWriter::Reserve::kTooLarge;
@@ -674,6 +888,20 @@ MetadataKey Worker::Meta(std::string_view key) const {
 
 WorkerStats Worker::Stats() const {
   const Impl& w = *impl_;
+  if (w.rqueue) {
+    const internal::RemoteCounters& c = w.rqueue->counters;
+    WorkerStats s;
+    s.emitted = c.emitted.load(std::memory_order_relaxed);
+    s.published = c.sent.load(std::memory_order_relaxed);
+    s.dropped_full = c.dropped_full.load(std::memory_order_relaxed);
+    s.dropped_too_large = c.dropped_too_large.load(std::memory_order_relaxed);
+    s.dropped_no_ring = c.dropped_no_ring.load(std::memory_order_relaxed);
+    s.suppressed_disabled = c.suppressed_disabled.load(std::memory_order_relaxed);
+    s.suppressed_sampled = c.suppressed_sampled.load(std::memory_order_relaxed);
+    s.suppressed_filtered = c.suppressed_filtered.load(std::memory_order_relaxed);
+    s.attached = attached();
+    return s;
+  }
   std::lock_guard<std::mutex> lock(w.mu);
   WorkerStats s = w.retired;
   for (const auto& r : w.rings) {
@@ -696,7 +924,21 @@ WorkerStats Worker::Stats() const {
   return s;
 }
 
-bool Worker::attached() const { return impl_->attached.load(std::memory_order_acquire); }
+bool Worker::attached() const {
+  if (impl_->rqueue) {
+    return impl_->rtransport && !impl_->remote_orphaned.load(std::memory_order_relaxed) &&
+           impl_->rtransport->connected();
+  }
+  return impl_->attached.load(std::memory_order_acquire);
+}
+WorkerTransport Worker::transport() const {
+  return impl_->rqueue ? WorkerTransport::kGrpc : WorkerTransport::kShm;
+}
+int Worker::grpc_listen_port() const {
+  return impl_->rtransport && !impl_->remote_orphaned.load(std::memory_order_relaxed)
+             ? impl_->rtransport->listen_port()
+             : 0;
+}
 const std::string& Worker::id() const { return impl_->id; }
 const std::string& Worker::ns() const { return impl_->ns; }
 const Catalog& Worker::catalog() const { return *impl_->catalog; }

@@ -17,6 +17,9 @@
 // pid reuse cannot fake it alive) at most 100 ms apart. A dead worker's published records are
 // drained, one `pool.worker.terminated` is emitted for it, and its segments are reclaimed.
 //
+// Remote workers (gRPC): a dial-in server and/or dial-out clients feed the same fold, handlers
+// and control API; each remote worker appears in Rings() and Workers() with transport kGrpc.
+//
 // Thread safety: PollOnce/Run on one thread (the poll thread); handlers run on it and must not
 // block. Every other method may be called from any thread.
 #pragma once
@@ -82,6 +85,18 @@ struct HostOptions {
   size_t batch = 256;                       // records per ring per pass
   // Receives log lines (stale segments removed, quarantines, handler errors). Default: stderr.
   std::function<void(std::string_view)> log;
+
+  // ── gRPC: remote workers (README "gRPC fallback") ──
+  // Dial-in server address ("0.0.0.0:7070", "127.0.0.1:0" for any free port; "" = none).
+  std::string grpc_listen;
+  // Workers to dial (they serve StreamTelemetry): "HOST:PORT" or "ID=HOST:PORT".
+  std::vector<std::string> grpc_dial;
+  // Bearer token required from dial-in workers and sent when dialing ("" = none).
+  std::string grpc_token;
+  // PEM files: serve dial-in over TLS (both or neither).
+  std::string grpc_tls_cert, grpc_tls_key;
+  // Larger messages are refused with RESOURCE_EXHAUSTED.
+  size_t grpc_max_message_bytes = 4u << 20;
 };
 
 struct HandlerInfo {
@@ -91,7 +106,8 @@ struct HandlerInfo {
 
 // One ring as the host sees it (live, or reclaimed and kept in the history).
 struct RingStats {
-  std::string segment;
+  std::string segment;  // shm segment name, or "grpc:<peer>" for a remote worker
+  Transport transport = Transport::kShm;
   std::string worker_id;
   uint32_t pid = 0;
   uint32_t ring_slot = 0;
@@ -121,6 +137,7 @@ struct RingStats {
 
 struct WorkerInfo {
   std::string id;
+  Transport transport = Transport::kShm;
   uint32_t pid = 0;
   bool alive = false;
   uint32_t rings = 0;
@@ -181,11 +198,14 @@ class Host {
   HostStats Stats() const;
   const Catalog& catalog() const;
   const std::string& ns() const;
+  // The dial-in server's bound port (HostOptions::grpc_listen), 0 when not serving.
+  int grpc_port() const;
 
   class Impl;
 
  private:
   explicit Host(std::unique_ptr<Impl> impl);
+  std::vector<WorkerInfo> ShmWorkers() const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -7,6 +7,10 @@
 // | worker id                  | PITLANE_WORKER_ID     | <hostname>-<pid>                 |
 // | transport                  | PITLANE_TRANSPORT     | auto                             |
 // | remote host address        | PITLANE_GRPC_TARGET   | unset                            |
+// | serve for a dialing host   | PITLANE_GRPC_LISTEN   | unset                            |
+// | gRPC bearer token          | PITLANE_GRPC_TOKEN    | unset                            |
+// | gRPC TLS CA (worker side)  | PITLANE_GRPC_TLS_CA   | unset (plaintext)                |
+// | gRPC queue size (bytes)    | PITLANE_GRPC_QUEUE_BYTES | 4194304 (4 MiB)               |
 // | ring data size (bytes)     | PITLANE_RING_BYTES    | 262144 (256 KiB)                 |
 // | node / pool_name context   | PITLANE_NODE / PITLANE_POOL_NAME (host) | hostname / default |
 #pragma once
@@ -22,6 +26,10 @@ inline constexpr const char* kNamespaceEnv = "PITLANE_NAMESPACE";
 inline constexpr const char* kWorkerIdEnv = "PITLANE_WORKER_ID";
 inline constexpr const char* kTransportEnv = "PITLANE_TRANSPORT";
 inline constexpr const char* kGrpcTargetEnv = "PITLANE_GRPC_TARGET";
+inline constexpr const char* kGrpcListenEnv = "PITLANE_GRPC_LISTEN";
+inline constexpr const char* kGrpcTokenEnv = "PITLANE_GRPC_TOKEN";
+inline constexpr const char* kGrpcTlsCaEnv = "PITLANE_GRPC_TLS_CA";
+inline constexpr const char* kGrpcQueueBytesEnv = "PITLANE_GRPC_QUEUE_BYTES";
 inline constexpr const char* kRingBytesEnv = "PITLANE_RING_BYTES";
 inline constexpr const char* kNodeEnv = "PITLANE_NODE";
 inline constexpr const char* kPoolNameEnv = "PITLANE_POOL_NAME";

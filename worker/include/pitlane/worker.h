@@ -24,6 +24,16 @@
 // sampled out, filtered) are counted per reason, apart from drops (ring full, record too large,
 // no ring). Per ring: emitted = suppressed + dropped + published.
 //
+// Transport (README "Defaults"): `auto` uses shared memory when the namespace's host exists on
+// this machine; otherwise gRPC when a host address is configured (PITLANE_GRPC_TARGET, or
+// PITLANE_GRPC_LISTEN for a host that dials the worker); otherwise shared memory in drop mode
+// until the host appears. gRPC needs the program to link pitlane::worker_grpc (the shm-only
+// library carries no gRPC code). On gRPC the emit code, the gate and the counters are the same;
+// events go into a bounded in-process queue (full: the newest is dropped and counted as
+// dropped_full) that a transport thread streams to the host in batches, reconnecting with
+// backoff. A forked child of a gRPC worker does not inherit the connection: its events are
+// counted as dropped_no_ring.
+//
 // Thread safety: Emit and Stats from any thread. Start/destruction: one thread.
 #pragma once
 
@@ -59,6 +69,9 @@ struct EventHandle {
   std::string_view name;  // the catalog's wire name, or the name as given when unknown
 };
 
+enum class WorkerTransport : uint8_t { kAuto = 0, kShm = 1, kGrpc = 2 };
+std::string_view WorkerTransportName(WorkerTransport t);
+
 struct WorkerOptions {
   std::string ns;             // "" → PITLANE_NAMESPACE, else "default"
   std::string worker_id;      // "" → PITLANE_WORKER_ID, else <hostname>-<pid>
@@ -68,11 +81,21 @@ struct WorkerOptions {
   std::chrono::milliseconds attach_wait{200};
   // First producer position of every ring (tests start near 2^64 to force wrap-around).
   uint64_t initial_position = 0;
+
+  // ── transport ──
+  WorkerTransport transport = WorkerTransport::kAuto;  // kAuto → PITLANE_TRANSPORT, else auto
+  std::string grpc_target;  // "" → PITLANE_GRPC_TARGET: the host's dial-in address
+  std::string grpc_listen;  // "" → PITLANE_GRPC_LISTEN: serve StreamTelemetry for a host to dial
+  std::string grpc_token;   // "" → PITLANE_GRPC_TOKEN: bearer token
+  std::string grpc_tls_ca;  // "" → PITLANE_GRPC_TLS_CA: PEM CA file; dial with TLS
+  uint64_t grpc_queue_bytes = 0;  // 0 → PITLANE_GRPC_QUEUE_BYTES, else 4 MiB (power of two)
+  // How long destruction waits for queued events to reach the host.
+  std::chrono::milliseconds flush_timeout{2000};
 };
 
 struct WorkerStats {
   uint64_t emitted = 0;
-  uint64_t published = 0;
+  uint64_t published = 0;  // shm: in a ring; gRPC: handed to the stream
   uint64_t dropped_full = 0;
   uint64_t dropped_too_large = 0;
   uint64_t dropped_no_ring = 0;
@@ -125,7 +148,12 @@ class Worker {
   const Catalog& catalog() const;
   // The control-block version this worker last applied (0: none received).
   uint64_t applied_control_version() const;
-  // Blocks until attached to a host or `timeout` passes. Returns attached().
+  // kShm or kGrpc: what Start() chose.
+  WorkerTransport transport() const;
+  // The bound port when serving StreamTelemetry (grpc_listen), else 0.
+  int grpc_listen_port() const;
+  // Blocks until attached to a host (gRPC: connected and its control state received) or
+  // `timeout` passes. Returns attached().
   bool WaitAttached(std::chrono::milliseconds timeout) const;
 
   class Impl;

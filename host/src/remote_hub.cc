@@ -1,0 +1,743 @@
+#include "remote_hub.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "snakepit_compat.grpc.pb.h"
+#include "telemetry.grpc.pb.h"
+
+namespace pitlane::internal {
+
+namespace pb = ::pitlane::v1;
+
+namespace {
+
+constexpr size_t kInboxEvents = 65536;      // stream threads wait beyond this
+constexpr size_t kMaxWorkerIdBytes = 63;
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+
+enum class Direction : uint8_t { kDialIn, kDialOut };
+std::string_view DirectionName(Direction d) { return d == Direction::kDialIn ? "dial_in" : "dial_out"; }
+
+struct Counters {
+  uint64_t emitted = 0, sent = 0, dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0,
+           suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
+  bool known = false;  // the worker reported counters (pitlane workers do, Snakepit's do not)
+  static Counters From(const pb::WorkerCounters& c) {
+    return {c.emitted(),           c.sent(),
+            c.dropped_full(),      c.dropped_too_large(),
+            c.dropped_no_ring(),   c.suppressed_disabled(),
+            c.suppressed_sampled(), c.suppressed_filtered(),
+            true};
+  }
+};
+
+// A remote worker by id: what it reported, what the host did with its events.
+struct RemoteWorker {
+  std::string id;
+  uint32_t pid = 0;
+  std::string pid_str;
+  std::string node;
+  std::string peer;
+  Direction direction = Direction::kDialIn;
+  int open_streams = 0;
+  uint64_t streams_opened = 0;
+  std::chrono::steady_clock::time_point lost_at{};
+  // Poll thread (under RemoteHub::Impl::mu for readers).
+  uint64_t expected = 0;  // next sequence number the host has not seen
+  uint64_t received = 0, lost = 0, delivered = 0, truncated = 0;
+  uint64_t rejected[shm::kRejectReasonCount] = {};
+  Counters counters;
+  std::atomic<uint64_t> acked{0};  // events with a smaller sequence are folded
+};
+
+// An open stream to which control messages can be written (any thread, under write_mu).
+struct StreamHandle {
+  std::mutex write_mu;
+  bool closed = false;
+  std::function<bool(const ControlState&, bool initial)> send_control;
+  std::function<bool(uint64_t)> send_ack;  // dial-in only
+  uint64_t ack_sent = 0;
+  std::shared_ptr<RemoteWorker> worker;
+};
+
+struct Item {
+  enum Kind : uint8_t { kEvents, kOpened, kClosed } kind = kEvents;
+  std::shared_ptr<RemoteWorker> worker;
+  // kEvents
+  std::unique_ptr<pb::TelemetryUpstream> batch;           // dial-in
+  std::vector<pb::TelemetryEvent> events;                 // dial-out
+  std::unique_ptr<pb::WorkerCounters> counters;           // dial-out counters-only message
+  bool sequenced = false;
+  // kOpened / kClosed
+  bool reconnect = false;
+  bool lost = false;
+  std::string reason;
+  uint64_t downtime_ms = 0;
+  uint64_t messages = 0;
+  std::string stream_id;
+};
+
+void FullControl(const ControlState& s, pb::TelemetryControl out[3]) {
+  out[0].mutable_toggle()->set_enabled(s.enabled);
+  out[1].mutable_sampling()->set_sampling_rate(s.sampling_rate);
+  for (const auto& p : s.sampling_patterns) out[1].mutable_sampling()->add_event_patterns(p);
+  pb::TelemetryEventFilter* f = out[2].mutable_filter();  // empty lists: allow everything
+  for (const auto& p : s.allow) f->add_allow(p);
+  for (const auto& p : s.deny) f->add_deny(p);
+}
+
+std::string ReadFile(const std::string& path, Status* st) {
+  std::ifstream in(path);
+  if (!in) {
+    *st = NotFound("cannot read " + path);
+    return {};
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
+ public:
+  HostOptions opt;
+  const Catalog* catalog = nullptr;
+  Hooks hooks;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> next_stream_id{1};
+
+  // Workers and open streams.
+  mutable std::mutex mu;
+  std::map<std::string, std::shared_ptr<RemoteWorker>> workers;
+  std::multimap<std::string, std::shared_ptr<StreamHandle>> streams;
+
+  // Inbox: stream threads → poll thread.
+  mutable std::mutex inbox_mu;
+  std::condition_variable inbox_space;
+  std::deque<Item> inbox;
+  size_t inbox_events = 0;
+
+  // Acks: the poll thread flags work, the ack thread writes.
+  std::mutex ack_mu;
+  std::condition_variable ack_cv;
+  bool ack_pending = false;
+  std::thread ack_thread;
+
+  // Dial-out.
+  struct Dialer {
+    std::string id, address;
+    std::thread thread;
+    std::mutex ctx_mu;
+    grpc::ClientContext* ctx = nullptr;
+  };
+  std::vector<std::unique_ptr<Dialer>> dialers;
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+
+  // Poll-thread scratch (reused, so steady state allocates little).
+  std::string name;
+  std::vector<RawMeasurement> raw_m;
+  std::vector<RawMeta> raw_md;
+
+  void Log(const std::string& s) { hooks.log(s); }
+
+  std::shared_ptr<RemoteWorker> WorkerFor(const std::string& id, Direction d) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& w = workers[id];
+    if (!w) {
+      w = std::make_shared<RemoteWorker>();
+      w->id = id;
+      w->direction = d;
+    }
+    return w;
+  }
+
+  void Push(Item item, size_t events) {
+    {
+      std::unique_lock<std::mutex> lock(inbox_mu);
+      inbox_space.wait(lock, [&] { return inbox_events < kInboxEvents || stopping.load(); });
+      inbox_events += events;
+      inbox.push_back(std::move(item));
+    }
+    hooks.wake();
+  }
+
+  // Registers an open stream; returns its handle and whether this id connected before.
+  std::shared_ptr<StreamHandle> Open(const std::shared_ptr<RemoteWorker>& w, Direction d,
+                                     const std::string& peer, const std::string& stream_id) {
+    auto h = std::make_shared<StreamHandle>();
+    h->worker = w;
+    Item it;
+    it.kind = Item::kOpened;
+    it.worker = w;
+    it.stream_id = stream_id;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      it.reconnect = w->streams_opened > 0;
+      if (it.reconnect && w->open_streams == 0) {
+        it.downtime_ms = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - w->lost_at)
+                .count());
+      }
+      ++w->streams_opened;
+      ++w->open_streams;
+      w->peer = peer;
+      w->direction = d;
+      streams.emplace(w->id, h);
+    }
+    Push(std::move(it), 0);
+    return h;
+  }
+
+  void Close(const std::shared_ptr<StreamHandle>& h, bool lost, std::string reason,
+             uint64_t messages, const std::string& stream_id) {
+    {
+      std::lock_guard<std::mutex> wl(h->write_mu);
+      h->closed = true;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto it = streams.begin(); it != streams.end(); ++it) {
+        if (it->second == h) {
+          streams.erase(it);
+          break;
+        }
+      }
+      --h->worker->open_streams;
+      h->worker->lost_at = std::chrono::steady_clock::now();
+    }
+    Item it;
+    it.kind = Item::kClosed;
+    it.worker = h->worker;
+    it.lost = lost;
+    it.reason = std::move(reason);
+    it.messages = messages;
+    it.stream_id = stream_id;
+    Push(std::move(it), 0);
+  }
+
+  // The full control state, first thing on a new stream. A concurrent update either lands
+  // before (and is then part of control_of) or is written after, under the same write lock.
+  bool SendInitialControl(const std::shared_ptr<StreamHandle>& h) {
+    const ControlState s = hooks.control_of(h->worker->id);
+    std::lock_guard<std::mutex> wl(h->write_mu);
+    if (h->closed) return false;
+    return h->send_control(s, true);
+  }
+
+  // ── dial-in ────────────────────────────────────────────────────────────────────────────
+  grpc::Status StreamTelemetry(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>* stream) override {
+    if (!opt.grpc_token.empty()) {
+      const auto& md = ctx->client_metadata();
+      auto it = md.find("authorization");
+      if (it == md.end() ||
+          std::string_view(it->second.data(), it->second.size()) != "Bearer " + opt.grpc_token) {
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                            it == md.end() ? "missing bearer token" : "wrong bearer token");
+      }
+    }
+    auto first = std::make_unique<pb::TelemetryUpstream>();
+    if (!stream->Read(first.get())) return grpc::Status::OK;
+    if (!first->has_hello() || first->hello().worker_id().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first message of a stream must carry WorkerHello.worker_id");
+    }
+    const std::string id = first->hello().worker_id();
+    if (id.size() > kMaxWorkerIdBytes) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "worker id is longer than " + std::to_string(kMaxWorkerIdBytes) +
+                              " bytes");
+    }
+    std::shared_ptr<RemoteWorker> w = WorkerFor(id, Direction::kDialIn);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      w->pid = first->hello().pid();
+      w->pid_str = std::to_string(w->pid);
+      w->node = first->hello().node();
+    }
+    const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
+    std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
+    h->send_control = [stream](const ControlState& s, bool initial) {
+      pb::TelemetryControl c[3];
+      FullControl(s, c);
+      for (int i = 0; i < 3; ++i) {
+        pb::TelemetryDownstream d;
+        *d.mutable_control() = c[i];
+        d.set_initial_state_complete(initial && i == 2);
+        if (!stream->Write(d)) return false;
+      }
+      return true;
+    };
+    h->send_ack = [stream](uint64_t seq) {
+      pb::TelemetryDownstream d;
+      d.set_acked_sequence(seq);
+      return stream->Write(d);
+    };
+    SendInitialControl(h);
+    uint64_t messages = 1;
+    size_t n = static_cast<size_t>(first->events_size());
+    Push(Item{Item::kEvents, w, std::move(first), {}, nullptr, true}, n);
+    auto msg = std::make_unique<pb::TelemetryUpstream>();
+    while (!stopping.load() && stream->Read(msg.get())) {
+      ++messages;
+      n = static_cast<size_t>(msg->events_size());
+      Push(Item{Item::kEvents, w, std::move(msg), {}, nullptr, true}, n);
+      msg = std::make_unique<pb::TelemetryUpstream>();
+    }
+    const bool lost = ctx->IsCancelled();
+    if (!lost) {
+      // The worker closed its side: give the poll thread a moment to fold what it sent, so the
+      // last ack reaches the worker before the stream ends.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (std::chrono::steady_clock::now() < until && !stopping.load()) {
+        {
+          std::lock_guard<std::mutex> lock(inbox_mu);
+          if (std::none_of(inbox.begin(), inbox.end(),
+                           [&](const Item& i) { return i.worker == w; })) {
+            break;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::lock_guard<std::mutex> wl(h->write_mu);
+      const uint64_t acked = w->acked.load(std::memory_order_acquire);
+      if (acked > h->ack_sent) {
+        h->send_ack(acked);
+        h->ack_sent = acked;
+      }
+    }
+    Close(h, lost, lost ? "cancelled or connection broken" : "closed by the worker", messages,
+          stream_id);
+    return grpc::Status::OK;
+  }
+
+  void AckLoop() {
+    std::unique_lock<std::mutex> lock(ack_mu);
+    while (!stopping.load()) {
+      ack_cv.wait_for(lock, std::chrono::milliseconds(200),
+                      [&] { return ack_pending || stopping.load(); });
+      ack_pending = false;
+      lock.unlock();
+      std::vector<std::shared_ptr<StreamHandle>> open;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        for (auto& [id, h] : streams) {
+          if (h->send_ack) open.push_back(h);
+        }
+      }
+      for (auto& h : open) {
+        std::lock_guard<std::mutex> wl(h->write_mu);
+        const uint64_t acked = h->worker->acked.load(std::memory_order_acquire);
+        if (!h->closed && acked > h->ack_sent) {
+          h->send_ack(acked);
+          h->ack_sent = acked;
+        }
+      }
+      lock.lock();
+    }
+  }
+
+  // ── dial-out (Snakepit's direction: the host dials a worker) ────────────────────────────
+  void Dial(Dialer* d) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    args.SetMaxReceiveMessageSize(static_cast<int>(opt.grpc_max_message_bytes));
+    auto channel = grpc::CreateCustomChannel(d->address, grpc::InsecureChannelCredentials(), args);
+    auto stub = ::snakepit::bridge::BridgeService::NewStub(channel);
+    std::shared_ptr<RemoteWorker> w = WorkerFor(d->id, Direction::kDialOut);
+    std::mt19937_64 rng(std::random_device{}());
+    auto backoff = kMinBackoff;
+    bool logged = false;
+    while (!stopping.load()) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("x-pitlane-host", "1");
+      if (!opt.grpc_token.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.grpc_token);
+      {
+        std::lock_guard<std::mutex> lock(d->ctx_mu);
+        if (stopping.load()) break;
+        d->ctx = &ctx;
+      }
+      auto stream = stub->StreamTelemetry(&ctx);
+      const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
+      std::shared_ptr<StreamHandle> h;
+      uint64_t messages = 0;
+      pb::TelemetryEvent ev;
+      const auto opened = std::chrono::steady_clock::now();
+      auto send_control = [&stream](const ControlState& s, bool) {
+        pb::TelemetryControl c[3];
+        FullControl(s, c);
+        for (auto& m : c) {
+          if (!stream->Write(m)) return false;
+        }
+        return true;
+      };
+      // The control state goes first; a write that fails means no worker is there.
+      bool open = false;
+      if (send_control(hooks.control_of(d->id), true)) {
+        h = Open(w, Direction::kDialOut, d->address, stream_id);
+        open = true;
+        h->send_control = send_control;
+        SendInitialControl(h);  // again: an update may have raced the first send
+        while (stream->Read(&ev)) {
+          if (messages++ == 0) {
+            const auto& md = ctx.GetServerInitialMetadata();
+            if (auto it = md.find("x-pitlane-pid"); it != md.end()) {
+              std::lock_guard<std::mutex> lock(mu);
+              w->pid_str.assign(it->second.data(), it->second.size());
+              w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
+            }
+          }
+          Item it;
+          it.kind = Item::kEvents;
+          it.worker = w;
+          size_t n = 0;
+          if (ev.has_pitlane_counters() && ev.event_parts_size() == 0) {
+            it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
+          } else {
+            it.events.push_back(std::move(ev));
+            n = 1;
+          }
+          Push(std::move(it), n);
+          ev.Clear();
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(d->ctx_mu);
+        d->ctx = nullptr;
+      }
+      const grpc::Status st = stream->Finish();
+      if (open) {
+        Close(h, !stopping.load(),
+              st.ok() ? "closed by the worker"
+                      : std::to_string(static_cast<int>(st.error_code())) + ": " +
+                            st.error_message(),
+              messages, stream_id);
+      }
+      if (stopping.load()) break;
+      if (!logged || st.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+        Log("stream to worker " + d->id + " at " + d->address + " ended (" +
+            std::to_string(static_cast<int>(st.error_code())) + ": " + st.error_message() +
+            "); redialing with backoff");
+        logged = true;
+      }
+      if (std::chrono::steady_clock::now() - opened > std::chrono::seconds(2)) {
+        backoff = kMinBackoff;
+      }
+      std::uniform_real_distribution<double> jitter(0.8, 1.2);
+      std::unique_lock<std::mutex> lock(stop_mu);
+      stop_cv.wait_for(lock,
+                       std::chrono::milliseconds(static_cast<int64_t>(
+                           static_cast<double>(backoff.count()) * jitter(rng))),
+                       [&] { return stopping.load(); });
+      backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+  }
+
+  // ── poll thread ──────────────────────────────────────────────────────────────────────────
+  void FoldOne(const pb::TelemetryEvent& e, RemoteWorker& w, Folder& folder,
+               const FoldContext& base, const Sink& sink) {
+    name.clear();
+    for (int i = 0; i < e.event_parts_size(); ++i) {
+      if (i) name.push_back('.');
+      name += e.event_parts(i);
+    }
+    raw_m.clear();
+    for (const auto& [k, v] : e.measurements()) {
+      RawMeasurement m;
+      m.key = k;
+      switch (v.value_case()) {
+        case pb::TelemetryValue::kIntValue: m.value = Value(v.int_value()); break;
+        case pb::TelemetryValue::kFloatValue: m.value = Value(v.float_value()); break;
+        case pb::TelemetryValue::kStringValue: m.value = Value(std::string_view(v.string_value())); break;
+        default: m.value = Value(std::string_view()); break;
+      }
+      raw_m.push_back(m);
+    }
+    raw_md.clear();
+    for (const auto& [k, v] : e.metadata()) raw_md.push_back(RawMeta{0, k, v});
+    RawEvent raw;
+    raw.name = name;
+    raw.timestamp_ns = e.timestamp_ns();
+    raw.correlation_id = e.correlation_id();
+    raw.measurements = raw_m;
+    raw.metadata = raw_md;
+    FoldContext ctx = base;
+    ctx.worker_id = w.id;
+    ctx.worker_pid = w.pid_str;
+    ctx.pid = w.pid;
+    ctx.transport = Transport::kGrpc;
+    EventView view;
+    const FoldOutcome out = folder.Fold(raw, ctx, &view);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++w.received;
+      if (out.delivered) {
+        ++w.delivered;
+        if (out.truncated) ++w.truncated;
+      } else {
+        ++w.rejected[out.reject_reason];
+      }
+    }
+    sink.event(out, view);
+  }
+
+  void Transition(const Item& it, const Sink& sink) {
+    RemoteWorker& w = *it.worker;
+    const std::string dir(DirectionName(w.direction));
+    if (it.kind == Item::kOpened) {
+      MetadataView md[2] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0}};
+      sink.host_event("grpc.stream.opened", {}, md, w.id, w.pid);
+      if (it.reconnect) {
+        MeasurementView m[1] = {{"downtime", Value(static_cast<int64_t>(it.downtime_ms))}};
+        sink.host_event("grpc.connection.reconnected", m, md, w.id, w.pid);
+      } else {
+        sink.host_event("grpc.connection.established", {}, md, w.id, w.pid);
+      }
+    } else {
+      MeasurementView m[1] = {{"message_count", Value(static_cast<int64_t>(it.messages))}};
+      MetadataView md[3] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0},
+                            {"reason", it.reason, 0}};
+      sink.host_event("grpc.stream.closed", m, md, w.id, w.pid);
+      if (it.lost) sink.host_event("grpc.connection.lost", {}, md, w.id, w.pid);
+    }
+  }
+
+  size_t Drain(Folder& folder, const FoldContext& base, const Sink& sink) {
+    std::deque<Item> items;
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu);
+      if (inbox.empty()) return 0;
+      items.swap(inbox);
+      inbox_events = 0;
+    }
+    inbox_space.notify_all();
+    size_t n = 0;
+    for (Item& it : items) {
+      RemoteWorker& w = *it.worker;
+      if (it.kind != Item::kEvents) {
+        Transition(it, sink);
+        continue;
+      }
+      if (it.batch) {
+        const pb::TelemetryUpstream& b = *it.batch;
+        uint64_t seq = b.first_sequence();
+        int skip = 0;
+        if (seq < w.expected) {
+          // Re-sent after a reconnect: the host has seen these.
+          skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, b.events_size()));
+        } else if (seq > w.expected) {
+          std::lock_guard<std::mutex> lock(mu);
+          w.lost += seq - w.expected;  // sent, never received (a broken connection)
+        }
+        for (int i = skip; i < b.events_size(); ++i) {
+          FoldOne(b.events(i), w, folder, base, sink);
+          ++n;
+        }
+        w.expected = std::max<uint64_t>(w.expected, seq + b.events_size());
+        if (b.has_counters()) {
+          std::lock_guard<std::mutex> lock(mu);
+          w.counters = Counters::From(b.counters());
+        }
+        w.acked.store(w.expected, std::memory_order_release);
+      } else if (it.counters) {
+        std::lock_guard<std::mutex> lock(mu);
+        w.counters = Counters::From(*it.counters);
+      } else {
+        for (const auto& e : it.events) {
+          FoldOne(e, w, folder, base, sink);
+          ++n;
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(ack_mu);
+      ack_pending = true;
+    }
+    ack_cv.notify_one();
+    return n;
+  }
+
+  RingStats StatsOf(const RemoteWorker& w) const {
+    RingStats r;
+    r.segment = "grpc:" + w.peer;
+    r.worker_id = w.id;
+    r.pid = w.pid;
+    r.transport = Transport::kGrpc;
+    r.worker_alive = w.open_streams > 0;
+    if (w.counters.known) {
+      r.emitted = w.counters.emitted;
+      r.dropped_full = w.counters.dropped_full;
+      r.dropped_too_large = w.counters.dropped_too_large + w.counters.dropped_no_ring;
+      r.suppressed_disabled = w.counters.suppressed_disabled;
+      r.suppressed_sampled = w.counters.suppressed_sampled;
+      r.suppressed_filtered = w.counters.suppressed_filtered;
+      // Sent but never received: lost in transit (counted, not silent).
+      r.dropped_in_flight = w.lost;
+      r.published = w.counters.sent >= w.lost ? w.counters.sent - w.lost : 0;
+    } else {
+      // A worker that reports no counters (Snakepit's): what arrived is what was published.
+      r.emitted = w.received;
+      r.published = w.received;
+    }
+    r.delivered = w.delivered;
+    r.truncated = w.truncated;
+    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) r.rejected[i] = w.rejected[i];
+    return r;
+  }
+};
+
+Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
+                                                    const Catalog& catalog, Hooks hooks) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  impl->catalog = &catalog;
+  impl->hooks = std::move(hooks);
+  if (!options.grpc_listen.empty()) {
+    grpc::ServerBuilder b;
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!options.grpc_tls_cert.empty() || !options.grpc_tls_key.empty()) {
+      Status st;
+      grpc::SslServerCredentialsOptions o;
+      o.pem_key_cert_pairs.push_back(
+          {ReadFile(options.grpc_tls_key, &st), ReadFile(options.grpc_tls_cert, &st)});
+      if (!st.ok()) return st;
+      creds = grpc::SslServerCredentials(o);
+    }
+    b.AddListeningPort(options.grpc_listen, creds, &impl->port);
+    // Workers ping every 30 s while a stream is open; allow every 10 s, never too_many_pings.
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    b.SetMaxReceiveMessageSize(static_cast<int>(options.grpc_max_message_bytes));
+    b.RegisterService(impl.get());
+    impl->server = b.BuildAndStart();
+    if (!impl->server || impl->port == 0) {
+      return Unavailable("cannot serve gRPC on " + options.grpc_listen +
+                         " (address in use or invalid)");
+    }
+  }
+  for (const std::string& spec : options.grpc_dial) {
+    auto d = std::make_unique<Impl::Dialer>();
+    const size_t eq = spec.find('=');
+    d->address = eq == std::string::npos ? spec : spec.substr(eq + 1);
+    d->id = eq == std::string::npos ? spec : spec.substr(0, eq);
+    if (d->address.empty() || d->id.empty() || d->id.size() > kMaxWorkerIdBytes) {
+      return InvalidArgument("bad worker endpoint \"" + spec +
+                             "\" (expected HOST:PORT or ID=HOST:PORT, id ≤ 63 bytes)");
+    }
+    impl->WorkerFor(d->id, Direction::kDialOut);
+    impl->dialers.push_back(std::move(d));
+  }
+  Impl* raw = impl.get();
+  for (auto& d : impl->dialers) {
+    Impl::Dialer* dp = d.get();
+    d->thread = std::thread([raw, dp] { raw->Dial(dp); });
+  }
+  impl->ack_thread = std::thread([raw] { raw->AckLoop(); });
+  return std::unique_ptr<RemoteHub>(new RemoteHub(std::move(impl)));
+}
+
+RemoteHub::RemoteHub(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+RemoteHub::~RemoteHub() {
+  Impl& h = *impl_;
+  h.stopping.store(true);
+  h.inbox_space.notify_all();
+  h.stop_cv.notify_all();
+  h.ack_cv.notify_all();
+  for (auto& d : h.dialers) {
+    std::lock_guard<std::mutex> lock(d->ctx_mu);
+    if (d->ctx) d->ctx->TryCancel();
+  }
+  if (h.server) {
+    h.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    h.server->Wait();
+  }
+  for (auto& d : h.dialers) d->thread.join();
+  h.ack_thread.join();
+}
+
+int RemoteHub::port() const { return impl_->port; }
+
+size_t RemoteHub::Drain(Folder& folder, const FoldContext& base, const Sink& sink) {
+  return impl_->Drain(folder, base, sink);
+}
+
+bool RemoteHub::Pending() const {
+  std::lock_guard<std::mutex> lock(impl_->inbox_mu);
+  return !impl_->inbox.empty();
+}
+
+bool RemoteHub::Knows(const std::string& worker_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->workers.count(worker_id) != 0;
+}
+
+void RemoteHub::PushControl(const std::string& worker_id, const ControlState& state) {
+  std::vector<std::shared_ptr<StreamHandle>> open;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto [b, e] = impl_->streams.equal_range(worker_id);
+    for (auto it = b; it != e; ++it) open.push_back(it->second);
+  }
+  for (auto& h : open) {
+    std::lock_guard<std::mutex> wl(h->write_mu);
+    if (!h->closed) h->send_control(state, false);
+  }
+}
+
+std::vector<RingStats> RemoteHub::Rings() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<RingStats> out;
+  for (const auto& [id, w] : impl_->workers) {
+    if (w->streams_opened > 0) out.push_back(impl_->StatsOf(*w));
+  }
+  return out;
+}
+
+std::vector<WorkerInfo> RemoteHub::Workers() const {
+  std::vector<WorkerInfo> out;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (const auto& [id, w] : impl_->workers) {
+      WorkerInfo i;
+      i.id = id;
+      i.pid = w->pid;
+      i.alive = w->open_streams > 0;
+      i.transport = Transport::kGrpc;
+      out.push_back(std::move(i));
+    }
+  }
+  // Outside the hub's lock: control_of takes the host's (lock order: host, then hub).
+  for (WorkerInfo& i : out) i.control = impl_->hooks.control_of(i.id);
+  return out;
+}
+
+bool RemoteHub::Settled() const {
+  if (Pending()) return false;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& [id, w] : impl_->workers) {
+    if (w->counters.known && w->received + w->lost < w->counters.sent) return false;
+  }
+  return true;
+}
+
+}  // namespace pitlane::internal

@@ -1,0 +1,960 @@
+// The gRPC transport: parity with shared memory (one table of events, typed over both
+// transports), control parity, reconnects, refusals (token, size, malformed, bad control),
+// back-pressure from a stalled host, transport events, transport selection.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pitlane/defaults.h"
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
+#include "snakepit_compat.grpc.pb.h"
+#include "telemetry.grpc.pb.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+namespace pb = ::pitlane::v1;
+using std::chrono::milliseconds;
+using testing::ScopedNamespace;
+
+bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(10000)) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return true;
+}
+
+// What a handler saw, in a form both transports must agree on (timestamps and the order of
+// map entries are transport details).
+struct Seen {
+  std::string name, correlation_id, worker_id;
+  std::vector<std::string> measurements, metadata;
+  Transport transport;
+  bool operator==(const Seen& o) const {
+    return name == o.name && correlation_id == o.correlation_id && worker_id == o.worker_id &&
+           measurements == o.measurements && metadata == o.metadata;
+  }
+};
+
+std::string Show(const Value& v) {
+  switch (v.kind) {
+    case Value::Kind::kInt: return "i:" + std::to_string(v.i);
+    case Value::Kind::kDouble: return "d:" + std::to_string(v.d);
+    default: return "s:" + std::string(v.s);
+  }
+}
+
+Seen Capture(const EventView& e) {
+  Seen s;
+  s.name = std::string(e.name());
+  s.correlation_id = std::string(e.correlation_id);
+  s.worker_id = std::string(e.worker_id);
+  s.transport = e.transport;
+  for (const auto& m : e.measurements) s.measurements.push_back(std::string(m.key) + "=" + Show(m.value));
+  for (const auto& m : e.metadata) {
+    if (m.key == "timestamp_ns") continue;
+    s.metadata.push_back(std::string(m.key) + "=" + std::string(m.value));
+  }
+  std::sort(s.measurements.begin(), s.measurements.end());
+  std::sort(s.metadata.begin(), s.metadata.end());
+  return s;
+}
+
+// Collects every event a host delivers (poll thread) for the test thread.
+struct Collector {
+  std::mutex mu;
+  std::vector<Seen> seen;
+  void Attach(Host& h, const std::string& id = "collector") {
+    ASSERT_TRUE(h.Attach(id, "*", [this](const EventView& e) {
+                   std::lock_guard<std::mutex> l(mu);
+                   seen.push_back(Capture(e));
+                 }).ok());
+  }
+  std::vector<Seen> Of(Transport t) {
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<Seen> out;
+    for (const auto& s : seen) {
+      if (s.transport == t) out.push_back(s);
+    }
+    return out;
+  }
+  size_t Count(const std::string& name) {
+    std::lock_guard<std::mutex> l(mu);
+    return static_cast<size_t>(
+        std::count_if(seen.begin(), seen.end(), [&](const Seen& s) { return s.name == name; }));
+  }
+};
+
+uint64_t Folded(const HostStats& s) {
+  uint64_t n = s.delivered;
+  for (uint64_t r : s.rejected) n += r;
+  return n;
+}
+
+// ── the two transports, as typed-test parameters ────────────────────────────────────────────
+struct Shm {
+  static constexpr Transport kTransport = Transport::kShm;
+  static std::unique_ptr<Host> StartHost(const std::string& ns) {
+    HostOptions o;
+    o.ns = ns;
+    o.log = [](std::string_view) {};
+    auto h = Host::Start(o);
+    return h.ok() ? std::move(h).value() : nullptr;
+  }
+  static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
+                                             const Host&) {
+    WorkerOptions o;
+    o.ns = ns;
+    o.worker_id = id;
+    o.transport = WorkerTransport::kShm;
+    auto w = Worker::Start(o);
+    return w.ok() ? std::move(w).value() : nullptr;
+  }
+};
+
+struct Grpc {
+  static constexpr Transport kTransport = Transport::kGrpc;
+  static std::unique_ptr<Host> StartHost(const std::string& ns) {
+    HostOptions o;
+    o.ns = ns;
+    o.grpc_listen = "127.0.0.1:0";
+    o.log = [](std::string_view) {};
+    auto h = Host::Start(o);
+    return h.ok() ? std::move(h).value() : nullptr;
+  }
+  static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
+                                             const Host& host) {
+    WorkerOptions o;
+    o.ns = ns;
+    o.worker_id = id;
+    o.transport = WorkerTransport::kGrpc;
+    o.grpc_target = "127.0.0.1:" + std::to_string(host.grpc_port());
+    auto w = Worker::Start(o);
+    return w.ok() ? std::move(w).value() : nullptr;
+  }
+};
+
+// One table of test events. Each row: what the worker emits, and what the host must make of it.
+struct Row {
+  std::string what;
+  std::function<EmitResult(Worker&)> emit;
+  bool delivered;
+  int reject_reason = -1;  // shm::RejectReason when !delivered
+  bool truncated = false;
+};
+
+std::vector<Row> Table() {
+  static const std::string long_value(2000, 'v');
+  static const std::string long_key(70, 'k');
+  static const std::string long_correlation(200, 'c');
+  std::vector<Row> t;
+  t.push_back({"valid typical event",
+               [](Worker& w) {
+                 return w.Emit("python.call.stop",
+                               {{"duration", 1200}, {"response_size", 512}, {"cpu_percent", 3.5}},
+                               {{"command", "predict"}, {"result", "ok"}, {"session_id", "s1"}},
+                               "corr-000000000000000000001");
+               },
+               true});
+  t.push_back({"canonical alias name",
+               [](Worker& w) {
+                 return w.Emit("python.tool.execution.stop", {{"duration", 5}}, {{"tool", "grep"}});
+               },
+               true});
+  t.push_back({"unknown name",
+               [](Worker& w) { return w.Emit("inference.start", {{"duration", 1}}); }, false,
+               shm::kRejectUnknownEvent});
+  t.push_back({"case variant of a known name",
+               [](Worker& w) { return w.Emit("Python.call.start", {{"system_time", 1}}); }, false,
+               shm::kRejectUnknownEvent});
+  t.push_back({"bad measurement key",
+               [](Worker& w) { return w.Emit("python.call.start", {{"bogus_key", 1}}); }, false,
+               shm::kRejectBadMeasurementKey});
+  t.push_back({"unknown metadata key kept as a string",
+               [](Worker& w) {
+                 return w.Emit("python.cpu.sampled", {{"cpu_percent", 12.5}},
+                               {{"my_custom_key", "x"}});
+               },
+               true});
+  t.push_back({"empty correlation id",
+               [](Worker& w) { return w.Emit("python.memory.sampled", {{"rss_bytes", 1000}}, {}, ""); },
+               true});
+  t.push_back({"string measurement value",
+               [](Worker& w) { return w.Emit("python.call.stop", {{"duration", "slow"}}); }, true});
+  t.push_back({"too many measurements",
+               [](Worker& w) {
+                 static const char* keys[] = {
+                     "duration", "duration_ms", "bytes", "system_time", "queue_depth",
+                     "queue_time", "available_workers", "busy_workers", "total_workers",
+                     "worker_count", "lifetime", "total_commands", "command_count", "downtime",
+                     "restart_count", "retry_count", "request_size", "response_size",
+                     "message_size", "sequence_number", "message_count", "network_time",
+                     "uptime", "call_count", "affinity_duration", "commands_with_affinity",
+                     "rss_bytes", "vms_bytes", "cpu_percent", "collected", "generation",
+                     "latency_ms", "count"};
+                 std::vector<Measurement> m;
+                 for (const char* k : keys) m.emplace_back(k, 1);
+                 return w.Emit(w.Event("python.gc.completed"), m, {});
+               },
+               false, shm::kRejectTooManyFields});
+  t.push_back({"key over the limit",
+               [](Worker& w) { return w.Emit("python.call.stop", {{"duration", 1}}, {{long_key, "x"}}); },
+               false, shm::kRejectKeyTooLong});
+  t.push_back({"correlation id over the limit",
+               [](Worker& w) {
+                 return w.Emit("python.call.stop", {{"duration", 1}}, {}, long_correlation);
+               },
+               false, shm::kRejectCorrelationIdTooLong});
+  t.push_back({"value over the limit is truncated",
+               [](Worker& w) {
+                 return w.Emit("python.error.occurred", {{"count", 1}},
+                               {{"error_type", "ValueError"}, {"traceback", long_value}});
+               },
+               true, -1, true});
+  return t;
+}
+
+template <typename T>
+class TransportParityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host_ = T::StartHost(ns_.name());
+    ASSERT_NE(host_, nullptr);
+    collector_.Attach(*host_);
+    host_->RunInBackground();
+    worker_ = T::StartWorker(ns_.name(), "parity-worker", *host_);
+    ASSERT_NE(worker_, nullptr);
+    ASSERT_TRUE(worker_->WaitAttached(milliseconds(10000)));
+    // The host has seen the worker (shm: its poll thread discovered the slot).
+    ASSERT_TRUE(WaitFor([&] { return host_->Control("parity-worker").ok(); }));
+    ASSERT_EQ(worker_->transport(),
+              T::kTransport == Transport::kShm ? WorkerTransport::kShm : WorkerTransport::kGrpc);
+  }
+  void TearDown() override {
+    worker_.reset();
+    host_.reset();
+  }
+
+  ScopedNamespace ns_;
+  Collector collector_;
+  std::unique_ptr<Host> host_;
+  std::unique_ptr<Worker> worker_;
+};
+
+using Transports = ::testing::Types<Shm, Grpc>;
+TYPED_TEST_SUITE(TransportParityTest, Transports);
+
+TYPED_TEST(TransportParityTest, EveryTableRowMeansTheSameOnThisTransport) {
+  const std::vector<Row> table = Table();
+  for (const Row& r : table) EXPECT_EQ(r.emit(*this->worker_), EmitResult::kOk) << r.what;
+  ASSERT_TRUE(WaitFor([&] { return Folded(this->host_->Stats()) >= table.size(); }));
+
+  const HostStats s = this->host_->Stats();
+  uint64_t want_delivered = 0, want_truncated = 0;
+  uint64_t want_rejected[shm::kRejectReasonCount] = {};
+  for (const Row& r : table) {
+    if (r.delivered) ++want_delivered;
+    else ++want_rejected[r.reject_reason];
+    if (r.truncated) ++want_truncated;
+  }
+  EXPECT_EQ(s.delivered, want_delivered);
+  EXPECT_EQ(s.truncated, want_truncated);
+  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+    EXPECT_EQ(s.rejected[i], want_rejected[i]) << "reason " << i;
+  }
+
+  const std::vector<Seen> seen = this->collector_.Of(TypeParam::kTransport);
+  ASSERT_EQ(seen.size(), want_delivered);
+  EXPECT_EQ(seen[0].name, "snakepit.python.call.stop");
+  EXPECT_EQ(seen[0].correlation_id, "corr-000000000000000000001");
+  EXPECT_EQ(seen[0].measurements,
+            (std::vector<std::string>{"cpu_percent=d:3.500000", "duration=i:1200",
+                                      "response_size=i:512"}));
+  EXPECT_NE(std::find(seen[0].metadata.begin(), seen[0].metadata.end(), "worker_id=parity-worker"),
+            seen[0].metadata.end());
+  EXPECT_NE(std::find(seen[0].metadata.begin(), seen[0].metadata.end(),
+                      "worker_pid=" + std::to_string(getpid())),
+            seen[0].metadata.end());
+  EXPECT_EQ(seen[1].name, "snakepit.python.tool.execution.stop");
+  EXPECT_NE(std::find(seen[2].metadata.begin(), seen[2].metadata.end(), "my_custom_key=x"),
+            seen[2].metadata.end());
+  EXPECT_EQ(seen[3].correlation_id, "");
+  EXPECT_EQ(seen[4].measurements, std::vector<std::string>{"duration=s:slow"});
+  const auto tb = std::find_if(seen[5].metadata.begin(), seen[5].metadata.end(),
+                               [](const std::string& m) { return m.rfind("traceback=", 0) == 0; });
+  ASSERT_NE(tb, seen[5].metadata.end());
+  EXPECT_EQ(tb->size(), std::string("traceback=").size() + 1024);
+
+  // Worker side: every event published; per ring/stream the conservation law holds.
+  ASSERT_TRUE(this->host_->DrainAll(milliseconds(5000)));
+  const WorkerStats ws = this->worker_->Stats();
+  EXPECT_EQ(ws.emitted, table.size());
+  EXPECT_EQ(ws.published, table.size());
+  ASSERT_TRUE(WaitFor([&] {
+    for (const RingStats& r : this->host_->Rings()) {
+      if (r.worker_id == "parity-worker" && r.transport == TypeParam::kTransport &&
+          r.emitted == table.size() && r.Conserved()) {
+        return true;
+      }
+    }
+    return false;
+  }));
+}
+
+TEST(TransportParity, BothTransportsDeliverIdenticalEvents) {
+  auto run = [](auto tag) {
+    using T = decltype(tag);
+    ScopedNamespace ns;
+    Collector c;
+    auto host = T::StartHost(ns.name());
+    EXPECT_NE(host, nullptr);
+    c.Attach(*host);
+    host->RunInBackground();
+    auto worker = T::StartWorker(ns.name(), "same-id", *host);
+    EXPECT_TRUE(worker->WaitAttached(milliseconds(10000)));
+    const std::vector<Row> table = Table();
+    for (const Row& r : table) r.emit(*worker);
+    EXPECT_TRUE(WaitFor([&] { return Folded(host->Stats()) >= table.size(); }));
+    HostStats s = host->Stats();
+    worker.reset();
+    return std::make_pair(c.Of(T::kTransport), s);
+  };
+  const auto [shm_seen, shm_stats] = run(Shm{});
+  const auto [grpc_seen, grpc_stats] = run(Grpc{});
+  EXPECT_EQ(shm_seen, grpc_seen);
+  EXPECT_EQ(shm_stats.delivered, grpc_stats.delivered);
+  EXPECT_EQ(shm_stats.truncated, grpc_stats.truncated);
+  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+    EXPECT_EQ(shm_stats.rejected[i], grpc_stats.rejected[i]) << "reason " << i;
+  }
+}
+
+// ── control parity ───────────────────────────────────────────────────────────────────────────
+template <typename T>
+class ControlParityTest : public TransportParityTest<T> {};
+TYPED_TEST_SUITE(ControlParityTest, Transports);
+
+// Emits `name` until the gate answers `want` (control reaches the worker asynchronously on
+// both transports). Returns false on timeout.
+bool EmitUntil(Worker& w, const char* name, EmitResult want) {
+  return WaitFor([&] { return w.Emit(name, {{"cpu_percent", 1.0}}) == want; });
+}
+
+TYPED_TEST(ControlParityTest, ToggleSamplingAndFiltersApplyIdentically) {
+  Host& h = *this->host_;
+  Worker& w = *this->worker_;
+  const std::string id = "parity-worker";
+
+  ASSERT_TRUE(h.UpdateFilter(id, {}, {"python.memory.*"}).ok());
+  ASSERT_TRUE(EmitUntil(w, "python.memory.sampled", EmitResult::kSuppressedFiltered));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(w.Emit("python.memory.sampled", {{"rss_bytes", 1}}), EmitResult::kSuppressedFiltered);
+    EXPECT_EQ(w.Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kOk);
+  }
+
+  // Sampling replaces sampling only (the filter stays); rate 0 and 1 are exact.
+  ASSERT_TRUE(h.UpdateSampling(id, 0.0, {"python.cpu.*"}).ok());
+  ASSERT_TRUE(EmitUntil(w, "python.cpu.sampled", EmitResult::kSuppressedSampled));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(w.Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kSuppressedSampled);
+    EXPECT_EQ(w.Emit("python.memory.sampled", {{"rss_bytes", 1}}), EmitResult::kSuppressedFiltered);
+    EXPECT_EQ(w.Emit("python.gc.completed", {{"collected", 1}}), EmitResult::kOk);
+  }
+
+  ASSERT_TRUE(h.Toggle(id, false).ok());
+  ASSERT_TRUE(EmitUntil(w, "python.gc.completed", EmitResult::kSuppressedDisabled));
+  EXPECT_EQ(w.Emit("python.call.stop", {{"duration", 1}}), EmitResult::kSuppressedDisabled);
+
+  ASSERT_TRUE(h.Toggle(id, true).ok());
+  ASSERT_TRUE(h.UpdateFilter(id, {"python.call.*"}, {}).ok());
+  ASSERT_TRUE(h.UpdateSampling(id, 1.0, {}).ok());
+  ASSERT_TRUE(EmitUntil(w, "python.cpu.sampled", EmitResult::kSuppressedFiltered));
+  EXPECT_EQ(w.Emit("python.call.stop", {{"duration", 1}}), EmitResult::kOk);
+
+  // Invalid control changes nothing on either transport.
+  EXPECT_EQ(h.UpdateSampling(id, 7.0, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(h.UpdateFilter(id, {"["}, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(h.Toggle("no-such-worker", false).code(), StatusCode::kNotFound);
+  const Result<ControlState> state = h.Control(id);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->sampling_rate, 1.0);
+  EXPECT_EQ(state->allow, std::vector<std::string>{"python.call.*"});
+  EXPECT_EQ(w.Emit("python.call.stop", {{"duration", 1}}), EmitResult::kOk);
+}
+
+// ── a TCP proxy the test can cut, to break a live stream without stopping the host ────────────
+class Proxy {
+ public:
+  explicit Proxy(int upstream_port) : upstream_(upstream_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    listen(listen_fd_, 16);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~Proxy() {
+    stop_ = true;
+    thread_.join();
+    CutAll();
+    close(listen_fd_);
+  }
+  int port() const { return port_; }
+  // Closes every proxied connection (both directions), as a crashed peer would.
+  void CutAll() {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [a, b] : pairs_) {
+      shutdown(a, SHUT_RDWR);
+      shutdown(b, SHUT_RDWR);
+      close(a);
+      close(b);
+    }
+    pairs_.clear();
+    ++cuts_;
+  }
+  // While paused, new connections are refused (accepted and closed at once).
+  void Pause(bool on) { paused_ = on; }
+
+ private:
+  void Loop() {
+    std::vector<char> buf(1 << 16);
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        for (auto& [a, b] : pairs_) {
+          fds.push_back({a, POLLIN, 0});
+          fds.push_back({b, POLLIN, 0});
+        }
+      }
+      if (poll(fds.data(), fds.size(), 20) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        int c = accept(listen_fd_, nullptr, nullptr);
+        if (c >= 0 && paused_) {
+          close(c);
+        } else if (c >= 0) {
+          int u = socket(AF_INET, SOCK_STREAM, 0);
+          sockaddr_in a{};
+          a.sin_family = AF_INET;
+          a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          a.sin_port = htons(static_cast<uint16_t>(upstream_));
+          if (connect(u, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+            std::lock_guard<std::mutex> l(mu_);
+            pairs_.emplace_back(c, u);
+          } else {
+            close(c);
+            close(u);
+          }
+        }
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        const size_t p = (i - 1) / 2;
+        if (p >= pairs_.size()) continue;
+        const int from = fds[i].fd;
+        const int to = from == pairs_[p].first ? pairs_[p].second : pairs_[p].first;
+        const ssize_t n = read(from, buf.data(), buf.size());
+        if (n <= 0 || write(to, buf.data(), static_cast<size_t>(n)) != n) {
+          close(pairs_[p].first);
+          close(pairs_[p].second);
+          pairs_.erase(pairs_.begin() + static_cast<long>(p));
+          break;  // indices shifted: poll again
+        }
+      }
+    }
+  }
+
+  int upstream_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false}, paused_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::pair<int, int>> pairs_;
+  int cuts_ = 0;
+};
+
+std::unique_ptr<Host> StartGrpcHost(const std::string& ns, HostOptions o = {},
+                                    std::vector<std::string>* log = nullptr,
+                                    std::mutex* log_mu = nullptr) {
+  o.ns = ns;
+  if (o.grpc_listen.empty() && o.grpc_dial.empty()) o.grpc_listen = "127.0.0.1:0";
+  o.log = [log, log_mu](std::string_view l) {
+    if (log) {
+      std::lock_guard<std::mutex> g(*log_mu);
+      log->emplace_back(l);
+    }
+  };
+  auto h = Host::Start(o);
+  EXPECT_TRUE(h.ok()) << h.status().message();
+  return h.ok() ? std::move(h).value() : nullptr;
+}
+
+std::unique_ptr<Worker> StartGrpcWorker(const std::string& ns, const std::string& id,
+                                        const std::string& target, WorkerOptions o = {}) {
+  o.ns = ns;
+  o.worker_id = id;
+  o.transport = WorkerTransport::kGrpc;
+  o.grpc_target = target;
+  auto w = Worker::Start(o);
+  EXPECT_TRUE(w.ok()) << w.status().message();
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
+RingStats RemoteRing(Host& h, const std::string& id) {
+  for (const RingStats& r : h.Rings()) {
+    if (r.worker_id == id && r.transport == Transport::kGrpc) return r;
+  }
+  return {};
+}
+
+TEST(GrpcReconnect, CutStreamsReconnectWithControlReappliedAndNothingLost) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  Collector c;
+  c.Attach(*host);
+  host->RunInBackground();
+  Proxy proxy(host->grpc_port());
+  auto w = StartGrpcWorker(ns.name(), "flaky", "127.0.0.1:" + std::to_string(proxy.port()));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  ASSERT_TRUE(host->UpdateFilter("flaky", {}, {"python.memory.*"}).ok());
+  ASSERT_TRUE(EmitUntil(*w, "python.memory.sampled", EmitResult::kSuppressedFiltered));
+
+  constexpr int kEvents = 20000;
+  int sent = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < kEvents / 4; ++i, ++sent) {
+      ASSERT_EQ(w->Emit("python.call.stop", {{"duration", 1}, {"sequence_number", sent}}),
+                EmitResult::kOk);
+    }
+    proxy.Pause(true);
+    proxy.CutAll();  // mid-stream: some batches are in flight
+    ASSERT_TRUE(WaitFor([&] { return !w->attached(); }));
+    // While disconnected the worker keeps queueing (its pre-connect buffer).
+    EXPECT_EQ(w->Emit("python.call.stop", {{"duration", 1}, {"sequence_number", sent++}}),
+              EmitResult::kOk);
+    proxy.Pause(false);
+    ASSERT_TRUE(w->WaitAttached(milliseconds(15000))) << "round " << round;
+    // The host re-sent the worker's full control state on reconnect.
+    EXPECT_EQ(w->Emit("python.memory.sampled", {{"rss_bytes", 1}}), EmitResult::kSuppressedFiltered);
+  }
+  ASSERT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") >= static_cast<size_t>(sent); }, milliseconds(20000)));
+  w.reset();  // flushes, sends its final counters
+  ASSERT_TRUE(host->DrainAll(milliseconds(5000)));
+  // Exactly once: re-sent batches the host had already folded are skipped by sequence number.
+  EXPECT_EQ(c.Count("snakepit.python.call.stop"), static_cast<size_t>(sent));
+  const RingStats r = RemoteRing(*host, "flaky");
+  EXPECT_EQ(r.dropped_in_flight, 0u);
+  EXPECT_TRUE(r.Conserved()) << "emitted " << r.emitted << " published " << r.published
+                             << " delivered " << r.delivered;
+  EXPECT_EQ(c.Count("snakepit.grpc.connection.reconnected"), 4u);
+  EXPECT_GE(c.Count("snakepit.grpc.connection.lost"), 4u);
+  EXPECT_EQ(c.Count("snakepit.grpc.connection.established"), 1u);
+}
+
+TEST(GrpcReconnect, HostReplacedOnTheSamePortReceivesWhatTheOldOneNeverAcknowledged) {
+  ScopedNamespace ns;
+  std::mutex mu;
+  std::set<int64_t> seqs;
+  auto record = [&](Host& h) {
+    ASSERT_TRUE(h.Attach("seq", "snakepit.python.call.stop", [&](const EventView& e) {
+                   std::lock_guard<std::mutex> l(mu);
+                   seqs.insert(e.measurement("sequence_number")->i);
+                 }).ok());
+  };
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  record(*host);
+  host->RunInBackground();
+  const int port = host->grpc_port();
+  auto w = StartGrpcWorker(ns.name(), "survivor", "127.0.0.1:" + std::to_string(port));
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  constexpr int kEvents = 30000;
+  for (int i = 0; i < kEvents / 2; ++i) w->Emit("python.call.stop", {{"sequence_number", i}});
+  host.reset();  // the host goes away mid-stream
+  for (int i = kEvents / 2; i < kEvents; ++i) w->Emit("python.call.stop", {{"sequence_number", i}});
+  HostOptions o;
+  o.grpc_listen = "127.0.0.1:" + std::to_string(port);
+  host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  record(*host);
+  host->RunInBackground();
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> l(mu);
+    return seqs.size() == static_cast<size_t>(kEvents);
+  }, milliseconds(30000))) << seqs.size();
+  const WorkerStats ws = w->Stats();
+  EXPECT_EQ(ws.emitted, static_cast<uint64_t>(kEvents));
+  EXPECT_EQ(ws.dropped(), 0u);
+}
+
+// ── refusals ────────────────────────────────────────────────────────────────────────────────
+std::unique_ptr<pb::TelemetryIngest::Stub> IngestStub(int port) {
+  return pb::TelemetryIngest::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+}
+
+grpc::Status OneShot(pb::TelemetryIngest::Stub& stub, const pb::TelemetryUpstream& msg,
+                     const std::string& token = "") {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  auto s = stub.StreamTelemetry(&ctx);
+  s->Write(msg);
+  s->WritesDone();
+  pb::TelemetryDownstream d;
+  while (s->Read(&d)) {
+  }
+  return s->Finish();
+}
+
+pb::TelemetryUpstream Hello(const std::string& id) {
+  pb::TelemetryUpstream m;
+  m.mutable_hello()->set_worker_id(id);
+  m.mutable_hello()->set_pid(1);
+  return m;
+}
+
+TEST(GrpcRefusals, MissingOrWrongTokenIsUnauthenticatedAndChangesNothing) {
+  ScopedNamespace ns;
+  HostOptions o;
+  o.grpc_token = "s3cret";
+  auto host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto stub = IngestStub(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("intruder");
+  auto* e = m.add_events();
+  e->add_event_parts("python");
+  e->add_event_parts("call");
+  e->add_event_parts("stop");
+  EXPECT_EQ(OneShot(*stub, m).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(OneShot(*stub, m, "wrong").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(host->Toggle("intruder", false).code(), StatusCode::kNotFound);
+  EXPECT_EQ(Folded(host->Stats()), 0u);
+
+  // A worker with the wrong token never attaches; with the right one it does.
+  WorkerOptions wo;
+  wo.grpc_token = "wrong";
+  wo.flush_timeout = milliseconds(100);
+  auto bad = StartGrpcWorker(ns.name(), "bad-token", "127.0.0.1:" + std::to_string(host->grpc_port()), wo);
+  EXPECT_FALSE(bad->WaitAttached(milliseconds(500)));
+  wo.grpc_token = "s3cret";
+  auto good = StartGrpcWorker(ns.name(), "good-token", "127.0.0.1:" + std::to_string(host->grpc_port()), wo);
+  EXPECT_TRUE(good->WaitAttached(milliseconds(10000)));
+  EXPECT_EQ(OneShot(*stub, m, "s3cret").error_code(), grpc::StatusCode::OK);
+}
+
+TEST(GrpcRefusals, OversizedMessageIsResourceExhausted) {
+  ScopedNamespace ns;
+  HostOptions o;
+  o.grpc_max_message_bytes = 64 * 1024;
+  auto host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto stub = IngestStub(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("big");
+  auto* e = m.add_events();
+  e->add_event_parts("python");
+  (*e->mutable_metadata())["traceback"] = std::string(100 * 1024, 'x');
+  EXPECT_EQ(OneShot(*stub, m).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Folded(host->Stats()), 0u);
+}
+
+TEST(GrpcRefusals, StreamWithoutHelloIsInvalidArgument) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto stub = IngestStub(host->grpc_port());
+  pb::TelemetryUpstream m;
+  m.add_events()->add_event_parts("python");
+  const grpc::Status st = OneShot(*stub, m);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("WorkerHello"), std::string::npos);
+  EXPECT_EQ(OneShot(*stub, Hello(std::string(100, 'x'))).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(host->Workers().empty());
+}
+
+TEST(GrpcRefusals, GarbageEventsAreCountedNotFatal) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto stub = IngestStub(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("garbage");
+  m.add_events();                                           // no name at all
+  m.add_events()->add_event_parts("");                      // empty name
+  auto* e = m.add_events();                                 // a value with no oneof set
+  e->add_event_parts("python");
+  e->add_event_parts("call");
+  e->add_event_parts("stop");
+  (*e->mutable_measurements())["duration"];
+  EXPECT_TRUE(OneShot(*stub, m).ok());
+  ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 3; }));
+  EXPECT_EQ(host->Stats().rejected[shm::kRejectUnknownEvent], 2u);
+}
+
+// ── back-pressure ───────────────────────────────────────────────────────────────────────────
+TEST(GrpcBackpressure, StalledHostKeepsWorkerMemoryBoundedAndCountsOverflow) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  // The host polls once (the worker attaches), then stalls: nothing drains its inbox.
+  WorkerOptions o;
+  o.grpc_queue_bytes = 1 << 20;
+  o.flush_timeout = milliseconds(20000);
+  auto w = StartGrpcWorker(ns.name(), "stalled", "127.0.0.1:" + std::to_string(host->grpc_port()), o);
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  constexpr uint64_t kEvents = 400000;
+  for (uint64_t i = 0; i < kEvents; ++i) w->Emit("python.call.stop", {{"duration", 1}});
+  const WorkerStats stalled = w->Stats();
+  EXPECT_GT(stalled.dropped_full, 0u) << "a 1 MiB queue cannot hold 400k events";
+  EXPECT_EQ(stalled.emitted, kEvents);
+  // The host resumes: everything not dropped arrives, and the books balance.
+  Collector c;
+  c.Attach(*host);
+  host->RunInBackground();
+  ASSERT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") == kEvents - w->Stats().dropped_full; },
+                      milliseconds(60000)));
+  w.reset();
+  ASSERT_TRUE(host->DrainAll(milliseconds(5000)));
+  const RingStats r = RemoteRing(*host, "stalled");
+  EXPECT_EQ(r.emitted, kEvents);
+  EXPECT_EQ(r.dropped_full, stalled.dropped_full);
+  EXPECT_TRUE(r.Conserved());
+}
+
+// ── the host dials the worker (Snakepit's direction) ─────────────────────────────────────────
+TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
+  ScopedNamespace ns;
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "served";
+  wo.transport = WorkerTransport::kGrpc;
+  wo.grpc_listen = "127.0.0.1:0";
+  auto w = Worker::Start(wo);
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const int port = (*w)->grpc_listen_port();
+  ASSERT_GT(port, 0);
+
+  HostOptions ho;
+  ho.grpc_dial = {"served=127.0.0.1:" + std::to_string(port)};
+  auto host = StartGrpcHost(ns.name(), ho);
+  ASSERT_NE(host, nullptr);
+  Collector c;
+  c.Attach(*host);
+  host->RunInBackground();
+  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  for (int i = 0; i < 100; ++i) (*w)->Emit("python.call.stop", {{"duration", i}});
+  ASSERT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") == 100; }));
+  ASSERT_TRUE(host->Toggle("served", false).ok());
+  ASSERT_TRUE(EmitUntil(**w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
+  const auto seen = c.Of(Transport::kGrpc);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen[0].worker_id, "served");
+  // The worker reports its counters to a pitlane host.
+  ASSERT_TRUE(WaitFor([&] {
+    const RingStats r = RemoteRing(*host, "served");
+    return r.suppressed_disabled > 0 && r.emitted >= 101;
+  })) << "suppressed " << RemoteRing(*host, "served").suppressed_disabled << " emitted "
+      << RemoteRing(*host, "served").emitted << " worker emitted " << (*w)->Stats().emitted;
+  EXPECT_GE(c.Count("snakepit.grpc.connection.established"), 1u);
+}
+
+TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) {
+  ScopedNamespace ns;
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "strict";
+  wo.transport = WorkerTransport::kGrpc;
+  wo.grpc_listen = "127.0.0.1:0";
+  auto w = Worker::Start(wo);
+  ASSERT_TRUE(w.ok());
+  auto stub = ::snakepit::bridge::BridgeService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*w)->grpc_listen_port()), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    auto s = stub->StreamTelemetry(&ctx);
+    pb::TelemetryControl off;
+    off.mutable_toggle()->set_enabled(false);
+    ASSERT_TRUE(s->Write(off));
+    ASSERT_TRUE(EmitUntil(**w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
+    pb::TelemetryControl bad;
+    bad.mutable_sampling()->set_sampling_rate(7.0);
+    s->Write(bad);
+    s->WritesDone();
+    pb::TelemetryEvent e;
+    while (s->Read(&e)) {
+    }
+    const grpc::Status st = s->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("7"), std::string::npos) << st.error_message();
+  }
+  // Still disabled (the refused message changed nothing).
+  EXPECT_EQ((*w)->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kSuppressedDisabled);
+}
+
+TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
+  ScopedNamespace ns;
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "single";
+  wo.transport = WorkerTransport::kGrpc;
+  wo.grpc_listen = "127.0.0.1:0";
+  auto w = Worker::Start(wo);
+  ASSERT_TRUE(w.ok());
+  auto chan = grpc::CreateChannel("127.0.0.1:" + std::to_string((*w)->grpc_listen_port()),
+                                  grpc::InsecureChannelCredentials());
+  auto stub = pb::TelemetryService::NewStub(chan);
+  grpc::ClientContext first;
+  auto s1 = stub->StreamTelemetry(&first);
+  pb::TelemetryControl on;
+  on.mutable_toggle()->set_enabled(true);
+  ASSERT_TRUE(s1->Write(on));
+  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  grpc::ClientContext second;
+  auto s2 = stub->StreamTelemetry(&second);
+  s2->WritesDone();
+  pb::TelemetryEvent e;
+  while (s2->Read(&e)) {
+  }
+  EXPECT_EQ(s2->Finish().error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  first.TryCancel();
+}
+
+// ── transport selection (README "Defaults") ─────────────────────────────────────────────────
+class EnvGuard {
+ public:
+  EnvGuard(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~EnvGuard() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(GrpcTransportSelection, AutoPrefersALocalHostAndFallsBackToGrpc) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  const std::string target = "127.0.0.1:" + std::to_string(host->grpc_port());
+  EnvGuard t(defaults::kGrpcTargetEnv, target.c_str());
+  EnvGuard m(defaults::kTransportEnv, "auto");
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "local";
+  auto local = Worker::Start(o);
+  ASSERT_TRUE(local.ok());
+  EXPECT_EQ((*local)->transport(), WorkerTransport::kShm);
+
+  ScopedNamespace elsewhere;  // no host on this machine for this namespace
+  o.ns = elsewhere.name();
+  o.worker_id = "remote";
+  auto remote = Worker::Start(o);
+  ASSERT_TRUE(remote.ok());
+  EXPECT_EQ((*remote)->transport(), WorkerTransport::kGrpc);
+  EXPECT_TRUE((*remote)->WaitAttached(milliseconds(10000)));
+}
+
+TEST(GrpcTransportSelection, BadOrIncompleteSettingsAreClearErrors) {
+  ScopedNamespace ns;
+  {
+    EnvGuard m(defaults::kTransportEnv, "carrier-pigeon");
+    WorkerOptions o;
+    o.ns = ns.name();
+    auto w = Worker::Start(o);
+    ASSERT_FALSE(w.ok());
+    EXPECT_NE(w.status().message().find("carrier-pigeon"), std::string::npos);
+  }
+  {
+    EnvGuard t(defaults::kGrpcTargetEnv, nullptr);
+    EnvGuard l(defaults::kGrpcListenEnv, nullptr);
+    WorkerOptions o;
+    o.ns = ns.name();
+    o.transport = WorkerTransport::kGrpc;
+    auto w = Worker::Start(o);
+    ASSERT_FALSE(w.ok());
+    EXPECT_NE(w.status().message().find("PITLANE_GRPC_TARGET"), std::string::npos);
+  }
+  {
+    WorkerOptions o;
+    o.ns = ns.name();
+    o.transport = WorkerTransport::kGrpc;
+    o.grpc_target = "127.0.0.1:1";
+    o.grpc_queue_bytes = 1000;
+    auto w = Worker::Start(o);
+    ASSERT_FALSE(w.ok());
+    EXPECT_NE(w.status().message().find("power of two"), std::string::npos);
+  }
+  {
+    HostOptions o;
+    o.ns = ns.name();
+    o.grpc_dial = {"=127.0.0.1:5"};
+    auto h = Host::Start(o);
+    EXPECT_FALSE(h.ok());
+  }
+}
+
+TEST(GrpcTransportSelection, WorkerWithoutAHostQueuesThenDeliversWhenItAppears) {
+  ScopedNamespace ns;
+  // Reserve a port, then free it for the host that comes later.
+  auto probe = StartGrpcHost(ns.name());
+  const int port = probe->grpc_port();
+  probe.reset();
+  WorkerOptions o;
+  o.flush_timeout = milliseconds(10000);
+  auto w = StartGrpcWorker(ns.name(), "early", "127.0.0.1:" + std::to_string(port), o);
+  ASSERT_NE(w, nullptr);
+  EXPECT_FALSE(w->attached());
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(w->Emit("python.call.stop", {{"duration", i}}), EmitResult::kOk);
+  HostOptions ho;
+  ho.grpc_listen = "127.0.0.1:" + std::to_string(port);
+  auto host = StartGrpcHost(ns.name(), ho);
+  ASSERT_NE(host, nullptr);
+  Collector c;
+  c.Attach(*host);
+  host->RunInBackground();
+  ASSERT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") == 1000; }, milliseconds(20000)));
+}
+
+}  // namespace
+}  // namespace pitlane

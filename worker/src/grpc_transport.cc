@@ -1,0 +1,540 @@
+// pitlane::worker_grpc — the worker's gRPC transport (remote.h): drains the RemoteQueue onto a
+// stream, applies the host's control messages through the worker's gate.
+//
+// Two ways to reach a host, usable together:
+// - dial-in (config.target): the worker dials the host's TelemetryIngest/StreamTelemetry and
+//   streams batches (TelemetryUpstream); the host answers with its control state and acks.
+//   Sent batches are kept until acked and re-sent after a reconnect (the host drops what it has
+//   already seen by sequence number), so a dropped connection loses nothing the worker still
+//   holds; reconnects back off exponentially (100 ms → 5 s, ±20 % jitter).
+// - serving (config.listen): the worker serves StreamTelemetry at pitlane's path and at
+//   Snakepit's (/snakepit.bridge.BridgeService/StreamTelemetry) for a host that dials it; one
+//   TelemetryEvent per message, as Snakepit does. A pitlane host announces itself (metadata
+//   "x-pitlane-host") and then also receives the worker's counters.
+//
+// Keepalive: the client pings every 30 s only while a call is open; the host's server accepts
+// pings every 10 s, so a healthy stream never ends with too_many_pings.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "pitlane/fb/event_generated.h"
+#include "pitlane/defaults.h"
+#include "remote.h"
+#include "snakepit_compat.grpc.pb.h"
+#include "telemetry.grpc.pb.h"
+
+namespace pitlane::internal {
+
+namespace {
+
+namespace pb = ::pitlane::v1;
+
+constexpr size_t kBatchEvents = 512;
+constexpr size_t kBatchBytes = 1 << 20;
+constexpr size_t kMaxUnackedEvents = 65536;
+constexpr auto kHeartbeat = std::chrono::milliseconds(500);
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+
+// A record this process encoded (event.fbs) as the seed's TelemetryEvent. false: not a valid
+// record (EmitEncoded was handed garbage); `out` then carries no event name, which the host
+// counts as an unknown event.
+bool RecordToProto(const uint8_t* data, uint32_t size, const Catalog& cat,
+                   pb::TelemetryEvent* out) {
+  flatbuffers::Verifier v(data, size, 16, 4096);
+  if (!fb::VerifyEventBuffer(v)) return false;
+  const fb::Event* e = fb::GetEvent(data);
+  std::string_view name;
+  if (e->event_id() != 0 && e->event_id() <= cat.event_count()) {
+    const CatalogEvent& ev = cat.event(e->event_id());
+    name = ev.wire_names.empty() ? std::string_view(ev.canonical) : ev.wire_names.front();
+  } else if (e->name() != nullptr) {
+    name = e->name()->string_view();
+  }
+  for (size_t pos = 0; pos <= name.size();) {
+    const size_t dot = std::min(name.find('.', pos), name.size());
+    out->add_event_parts(std::string(name.substr(pos, dot - pos)));
+    pos = dot + 1;
+  }
+  out->set_timestamp_ns(e->clock() == fb::Clock::UnixNs ? static_cast<int64_t>(e->timestamp())
+                                                        : 0);
+  if (e->correlation_id() != nullptr) out->set_correlation_id(e->correlation_id()->str());
+  auto key_of = [&](uint16_t id) {
+    return id != 0 && id <= cat.measurement_key_count() ? std::string(cat.MeasurementKey(id))
+                                                        : "#" + std::to_string(id);
+  };
+  auto* m = out->mutable_measurements();
+  if (e->ints() != nullptr) {
+    for (const fb::IntMeasure* x : *e->ints()) (*m)[key_of(x->key())].set_int_value(x->value());
+  }
+  if (e->floats() != nullptr) {
+    for (const fb::FloatMeasure* x : *e->floats()) {
+      (*m)[key_of(x->key())].set_float_value(x->value());
+    }
+  }
+  if (e->measures() != nullptr) {
+    for (const fb::Measure* x : *e->measures()) {
+      const std::string key = x->key_id() != 0 ? key_of(x->key_id())
+                              : x->key()      ? x->key()->str()
+                                              : std::string();
+      pb::TelemetryValue& val = (*m)[key];
+      switch (x->type()) {
+        case fb::ValueType::Int: val.set_int_value(x->int_value()); break;
+        case fb::ValueType::Float: val.set_float_value(x->float_value()); break;
+        default: val.set_string_value(x->string_value() ? x->string_value()->str() : ""); break;
+      }
+    }
+  }
+  if (e->meta() != nullptr) {
+    auto* md = out->mutable_metadata();
+    for (const fb::Meta* x : *e->meta()) {
+      std::string key;
+      if (x->key_id() != 0 && x->key_id() <= cat.metadata_key_count()) {
+        key = std::string(cat.MetadataKey(x->key_id()));
+      } else if (x->key() != nullptr) {
+        key = x->key()->str();
+      }
+      (*md)[key] = x->value() ? x->value()->str() : "";
+    }
+  }
+  return true;
+}
+
+void FillCounters(const RemoteCounters& c, pb::WorkerCounters* out) {
+  out->set_emitted(c.emitted.load(std::memory_order_relaxed));
+  out->set_sent(c.sent.load(std::memory_order_relaxed));
+  out->set_dropped_full(c.dropped_full.load(std::memory_order_relaxed));
+  out->set_dropped_too_large(c.dropped_too_large.load(std::memory_order_relaxed));
+  out->set_dropped_no_ring(c.dropped_no_ring.load(std::memory_order_relaxed));
+  out->set_suppressed_disabled(c.suppressed_disabled.load(std::memory_order_relaxed));
+  out->set_suppressed_sampled(c.suppressed_sampled.load(std::memory_order_relaxed));
+  out->set_suppressed_filtered(c.suppressed_filtered.load(std::memory_order_relaxed));
+}
+
+// Each control message replaces the state of its kind (ARCHITECTURE.md "Control").
+Status MergeControl(const pb::TelemetryControl& msg, ControlState* state) {
+  ControlState next = *state;
+  switch (msg.control_case()) {
+    case pb::TelemetryControl::kToggle: next.enabled = msg.toggle().enabled(); break;
+    case pb::TelemetryControl::kSampling:
+      next.sampling_rate = msg.sampling().sampling_rate();
+      next.sampling_patterns.assign(msg.sampling().event_patterns().begin(),
+                                    msg.sampling().event_patterns().end());
+      break;
+    case pb::TelemetryControl::kFilter:
+      next.allow.assign(msg.filter().allow().begin(), msg.filter().allow().end());
+      next.deny.assign(msg.filter().deny().begin(), msg.filter().deny().end());
+      break;
+    default: return InvalidArgument("control message sets no toggle, sampling or filter");
+  }
+  if (Status s = next.Validate(); !s.ok()) return s;
+  *state = std::move(next);
+  return Status::Ok();
+}
+
+std::string ReadFile(const std::string& path, Status* status) {
+  std::ifstream in(path);
+  if (!in) {
+    *status = NotFound("cannot read " + path);
+    return {};
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool BearerMatches(const grpc::ServerContext& ctx, const std::string& token) {
+  if (token.empty()) return true;
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  return it != md.end() && std::string_view(it->second.data(), it->second.size()) ==
+                               "Bearer " + token;
+}
+
+class GrpcTransport;
+
+// The worker's StreamTelemetry, served at pitlane's and at Snakepit's method path.
+template <typename Base>
+class ServedStream final : public Base::Service {
+ public:
+  explicit ServedStream(GrpcTransport* t) : t_(t) {}
+  grpc::Status StreamTelemetry(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) override;
+
+ private:
+  GrpcTransport* t_;
+};
+
+class GrpcTransport final : public RemoteTransport {
+ public:
+  explicit GrpcTransport(RemoteConfig c) : cfg_(std::move(c)), rng_(std::random_device{}()) {}
+
+  Status Start() {
+    if (!cfg_.listen.empty()) {
+      grpc::ServerBuilder b;
+      b.AddListeningPort(cfg_.listen, grpc::InsecureServerCredentials(), &port_);
+      b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+      b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+      b.RegisterService(&pitlane_service_);
+      b.RegisterService(&snakepit_service_);
+      server_ = b.BuildAndStart();
+      if (!server_ || port_ == 0) {
+        return Unavailable("cannot serve StreamTelemetry on " + cfg_.listen +
+                           " (address in use or invalid)");
+      }
+    }
+    if (!cfg_.target.empty()) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+      args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+      if (!cfg_.tls_ca.empty()) {
+        Status st;
+        grpc::SslCredentialsOptions o;
+        o.pem_root_certs = ReadFile(cfg_.tls_ca, &st);
+        if (!st.ok()) return st;
+        creds = grpc::SslCredentials(o);
+      }
+      channel_ = grpc::CreateCustomChannel(cfg_.target, creds, args);
+      stub_ = pb::TelemetryIngest::NewStub(channel_);
+      pump_ = std::thread([this] { Pump(); });
+    }
+    return Status::Ok();
+  }
+
+  ~GrpcTransport() override {
+    flush_deadline_ = std::chrono::steady_clock::now() + cfg_.flush_timeout;
+    stopping_.store(true);
+    if (pump_.joinable()) pump_.join();
+    if (server_) {
+      // Served streams flush on their own until the deadline, then the server cancels them.
+      server_->Shutdown(std::chrono::system_clock::now() + cfg_.flush_timeout +
+                        std::chrono::milliseconds(200));
+      server_->Wait();
+    }
+  }
+
+  bool connected() const override {
+    return dial_connected_.load(std::memory_order_acquire) ||
+           served_streams_.load(std::memory_order_acquire) > 0;
+  }
+  int listen_port() const override { return port_; }
+
+  // ── serving (Snakepit's direction) ─────────────────────────────────────────────────────────
+  grpc::Status Serve(grpc::ServerContext* ctx,
+                     grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) {
+    if (!BearerMatches(*ctx, cfg_.token)) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong bearer token");
+    }
+    std::unique_lock<std::mutex> consumer(consumer_mu_, std::try_to_lock);
+    if (!consumer.owns_lock()) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          "another host is already streaming from worker " + cfg_.worker_id);
+    }
+    const bool pitlane_host = ctx->client_metadata().count("x-pitlane-host") != 0;
+    ctx->AddInitialMetadata("x-pitlane-worker-id", cfg_.worker_id);
+    ctx->AddInitialMetadata("x-pitlane-pid", std::to_string(cfg_.pid));
+    stream->SendInitialMetadata();
+
+    std::mutex mu;
+    bool reader_done = false;
+    std::string refusal;
+    std::thread reader([&] {
+      pb::TelemetryControl msg;
+      while (stream->Read(&msg)) {
+        std::lock_guard<std::mutex> lock(control_mu_);
+        if (Status s = MergeControl(msg, &control_); !s.ok()) {
+          std::lock_guard<std::mutex> l(mu);
+          refusal = s.message();
+          break;  // previous state kept; the stream ends with INVALID_ARGUMENT
+        }
+        cfg_.apply_control(control_);
+      }
+      std::lock_guard<std::mutex> l(mu);
+      reader_done = true;
+    });
+    served_streams_.fetch_add(1);
+
+    grpc::Status result = grpc::Status::OK;
+    std::vector<uint8_t> data;
+    std::vector<std::pair<uint32_t, uint32_t>> recs;
+    auto last_counters = std::chrono::steady_clock::now();
+    while (true) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (!refusal.empty()) {
+          result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, refusal);
+          break;
+        }
+        if (reader_done) break;  // the host closed its side
+      }
+      if (ctx->IsCancelled()) break;
+      const bool stopping = stopping_.load();
+      if (stopping && (cfg_.queue->Empty() || std::chrono::steady_clock::now() > flush_deadline_)) {
+        break;
+      }
+      cfg_.queue->Wait(std::chrono::milliseconds(stopping ? 5 : 50));
+      data.clear();
+      recs.clear();
+      const size_t n = cfg_.queue->Pop(&data, &recs, kBatchEvents, kBatchBytes);
+      bool ok = true;
+      for (size_t i = 0; i < n && ok; ++i) {
+        pb::TelemetryEvent ev;
+        RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog, &ev);
+        cfg_.queue->counters.sent.fetch_add(1, std::memory_order_relaxed);
+        grpc::WriteOptions wo;
+        if (i + 1 < n) wo.set_buffer_hint();
+        ok = stream->Write(ev, wo);
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (ok && pitlane_host && (n > 0 || now - last_counters >= kHeartbeat)) {
+        pb::TelemetryEvent c;
+        FillCounters(cfg_.queue->counters, c.mutable_pitlane_counters());
+        ok = stream->Write(c);
+        last_counters = now;
+      }
+      if (!ok) break;  // the host went away
+    }
+    served_streams_.fetch_sub(1);
+    bool done;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      done = reader_done || !refusal.empty();
+    }
+    if (!done) ctx->TryCancel();  // unblocks the reader's Read
+    reader.join();
+    return result;
+  }
+
+ private:
+  // ── dial-in (the worker dials the host) ───────────────────────────────────────────────────
+  struct Sent {
+    uint64_t first = 0;
+    uint64_t count = 0;
+    pb::TelemetryUpstream msg;
+  };
+
+  void Pump() {
+    auto backoff = kMinBackoff;
+    bool logged = false;
+    while (true) {
+      if (stopping_.load() && Drained()) break;
+      if (stopping_.load() && std::chrono::steady_clock::now() > flush_deadline_) break;
+      const auto opened = std::chrono::steady_clock::now();
+      const grpc::Status st = RunStream();
+      if (stopping_.load()) break;
+      if (std::chrono::steady_clock::now() - opened > std::chrono::seconds(2)) {
+        backoff = kMinBackoff;
+      }
+      if (!logged || st.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+        cfg_.log("stream to host " + cfg_.target + " ended (" +
+                 std::to_string(static_cast<int>(st.error_code())) + ": " + st.error_message() +
+                 "); reconnecting with backoff");
+        logged = true;
+      }
+      // Exponential backoff with ±20 % jitter, interruptible by shutdown.
+      std::uniform_real_distribution<double> jitter(0.8, 1.2);
+      const auto wait = std::chrono::milliseconds(
+          static_cast<int64_t>(static_cast<double>(backoff.count()) * jitter(rng_)));
+      const auto until = std::chrono::steady_clock::now() + wait;
+      while (std::chrono::steady_clock::now() < until && !stopping_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+  }
+
+  bool Drained() {
+    std::lock_guard<std::mutex> lock(ack_mu_);
+    return cfg_.queue->Empty() && unacked_.empty();
+  }
+
+  // One stream's lifetime. Returns its final status.
+  grpc::Status RunStream() {
+    std::unique_lock<std::mutex> consumer(consumer_mu_);
+    grpc::ClientContext ctx;
+    if (!cfg_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg_.token);
+    std::unique_ptr<grpc::ClientReaderWriter<pb::TelemetryUpstream, pb::TelemetryDownstream>>
+        stream = stub_->StreamTelemetry(&ctx);
+
+    std::atomic<bool> reader_done{false};
+    std::thread reader([&] {
+      pb::TelemetryDownstream msg;
+      ControlState pending;
+      {
+        std::lock_guard<std::mutex> lock(control_mu_);
+        pending = control_;
+      }
+      while (stream->Read(&msg)) {
+        if (msg.has_control()) {
+          std::lock_guard<std::mutex> lock(control_mu_);
+          if (Status s = MergeControl(msg.control(), &control_); s.ok()) {
+            cfg_.apply_control(control_);
+          } else {
+            cfg_.log("ignored a control message from the host: " + s.message());
+          }
+        }
+        if (msg.acked_sequence() != 0) {
+          std::lock_guard<std::mutex> lock(ack_mu_);
+          acked_ = std::max<uint64_t>(acked_, msg.acked_sequence());
+          while (!unacked_.empty() && unacked_.front().first + unacked_.front().count <= acked_) {
+            unacked_events_ -= unacked_.front().count;
+            unacked_.pop_front();
+          }
+        }
+        if (msg.initial_state_complete()) dial_connected_.store(true, std::memory_order_release);
+      }
+      reader_done.store(true);
+    });
+
+    bool ok = true;
+    {
+      pb::TelemetryUpstream hello;
+      pb::WorkerHello* h = hello.mutable_hello();
+      h->set_worker_id(cfg_.worker_id);
+      h->set_pid(cfg_.pid);
+      h->set_node(cfg_.node);
+      h->set_catalog_hash(cfg_.catalog->hash());
+      FillCounters(cfg_.queue->counters, hello.mutable_counters());
+      ok = stream->Write(hello);
+    }
+    // Re-send what the previous stream sent but the host never acknowledged.
+    if (ok) {
+      std::vector<pb::TelemetryUpstream> again;
+      {
+        std::lock_guard<std::mutex> lock(ack_mu_);
+        for (const Sent& s : unacked_) again.push_back(s.msg);
+      }
+      for (const auto& m : again) {
+        if (!(ok = stream->Write(m))) break;
+      }
+    }
+
+    std::vector<uint8_t> data;
+    std::vector<std::pair<uint32_t, uint32_t>> recs;
+    auto last_write = std::chrono::steady_clock::now();
+    while (ok && !reader_done.load()) {
+      if (stopping_.load()) {
+        if (Drained() || std::chrono::steady_clock::now() > flush_deadline_) break;
+      }
+      size_t room;
+      {
+        std::lock_guard<std::mutex> lock(ack_mu_);
+        room = unacked_events_ < kMaxUnackedEvents ? kMaxUnackedEvents - unacked_events_ : 0;
+      }
+      size_t n = 0;
+      if (room == 0) {
+        // The host is behind: stop taking from the queue (it fills, and drops are counted).
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      } else {
+        cfg_.queue->Wait(std::chrono::milliseconds(stopping_.load() ? 2 : 50));
+        data.clear();
+        recs.clear();
+        n = cfg_.queue->Pop(&data, &recs, std::min(room, kBatchEvents), kBatchBytes);
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (n == 0 && now - last_write < kHeartbeat) continue;
+      Sent s;
+      s.first = next_sequence_;
+      s.count = n;
+      s.msg.set_first_sequence(next_sequence_);
+      for (size_t i = 0; i < n; ++i) {
+        RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
+                      s.msg.add_events());
+      }
+      next_sequence_ += n;
+      cfg_.queue->counters.sent.fetch_add(n, std::memory_order_relaxed);
+      FillCounters(cfg_.queue->counters, s.msg.mutable_counters());
+      if (n > 0) {
+        std::lock_guard<std::mutex> lock(ack_mu_);
+        unacked_.push_back(s);
+        unacked_events_ += n;
+      }
+      ok = stream->Write(s.msg);
+      last_write = now;
+    }
+    if (ok && !reader_done.load()) {
+      stream->WritesDone();
+      // Wait briefly for the host to close its side (its last acks arrive on the way).
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+      while (!reader_done.load() && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    if (!reader_done.load()) ctx.TryCancel();
+    reader.join();
+    dial_connected_.store(false, std::memory_order_release);
+    return stream->Finish();
+  }
+
+  friend class ServedStream<pb::TelemetryService>;
+  friend class ServedStream<::snakepit::bridge::BridgeService>;
+
+  RemoteConfig cfg_;
+  std::mt19937_64 rng_;
+  std::atomic<bool> stopping_{false};
+  std::chrono::steady_clock::time_point flush_deadline_{};
+  std::mutex consumer_mu_;  // one consumer of the queue at a time
+  std::mutex control_mu_;
+  ControlState control_;
+
+  // dial-in
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::TelemetryIngest::Stub> stub_;
+  std::thread pump_;
+  std::atomic<bool> dial_connected_{false};
+  uint64_t next_sequence_ = 0;  // consumer only
+  std::mutex ack_mu_;
+  std::deque<Sent> unacked_;
+  uint64_t unacked_events_ = 0;
+  uint64_t acked_ = 0;
+
+  // serving
+  ServedStream<pb::TelemetryService> pitlane_service_{this};
+  ServedStream<::snakepit::bridge::BridgeService> snakepit_service_{this};
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::atomic<int> served_streams_{0};
+};
+
+template <typename Base>
+grpc::Status ServedStream<Base>::StreamTelemetry(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) {
+  return t_->Serve(ctx, stream);
+}
+
+Result<std::unique_ptr<RemoteTransport>> MakeGrpcTransport(RemoteConfig config) {
+  auto t = std::make_unique<GrpcTransport>(std::move(config));
+  if (Status s = t->Start(); !s.ok()) return s;
+  return std::unique_ptr<RemoteTransport>(std::move(t));
+}
+
+}  // namespace
+
+}  // namespace pitlane::internal
+
+// Linking pitlane::worker_grpc makes the gRPC transport available to pitlane::Worker: the
+// library's link interface forces this object in (-Wl,--undefined=pitlane_worker_grpc_anchor),
+// and its static initialiser registers the factory.
+extern "C" {
+int pitlane_worker_grpc_anchor = 0;
+}
+namespace {
+const bool registered = [] {
+  pitlane::internal::RegisterRemoteTransport(&pitlane::internal::MakeGrpcTransport);
+  return true;
+}();
+}  // namespace
