@@ -958,3 +958,63 @@ TEST(GrpcTransportSelection, WorkerWithoutAHostQueuesThenDeliversWhenItAppears) 
 
 }  // namespace
 }  // namespace pitlane
+
+namespace pitlane {
+namespace {
+
+// ── TLS ────────────────────────────────────────────────────────────────────────────────────
+TEST(GrpcTls, WorkerTrustingTheHostsCaStreamsOverTlsAndAPlaintextOneCannot) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "openssl is not installed (needed to make a test certificate)";
+  }
+  char dir_template[] = "/tmp/pitlane-tls-XXXXXX";
+  const char* dir = mkdtemp(dir_template);
+  ASSERT_NE(dir, nullptr);
+  const std::string cert = std::string(dir) + "/cert.pem", key = std::string(dir) + "/key.pem";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+                          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+                          key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  ScopedNamespace ns;
+  HostOptions o;
+  o.grpc_tls_cert = cert;
+  o.grpc_tls_key = key;
+  auto host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  Collector c;
+  c.Attach(*host);
+  host->RunInBackground();
+  const std::string target = "localhost:" + std::to_string(host->grpc_port());
+
+  WorkerOptions wo;
+  wo.grpc_tls_ca = cert;
+  auto w = StartGrpcWorker(ns.name(), "tls-worker", target, wo);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  for (int i = 0; i < 10; ++i) w->Emit("python.call.stop", {{"duration", i}});
+  EXPECT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") == 10; }));
+
+  WorkerOptions plain;
+  plain.flush_timeout = milliseconds(100);
+  auto p = StartGrpcWorker(ns.name(), "plain-worker", target, plain);
+  ASSERT_NE(p, nullptr);
+  EXPECT_FALSE(p->WaitAttached(milliseconds(1000)));
+
+  WorkerOptions missing;
+  missing.grpc_tls_ca = std::string(dir) + "/no-such-ca.pem";
+  WorkerOptions mo = missing;
+  mo.ns = ns.name();
+  mo.worker_id = "no-ca";
+  mo.transport = WorkerTransport::kGrpc;
+  mo.grpc_target = target;
+  auto m = Worker::Start(mo);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("no-such-ca.pem"), std::string::npos);
+  w.reset();
+  p.reset();
+  host.reset();
+  std::system(("rm -rf " + std::string(dir)).c_str());
+}
+
+}  // namespace
+}  // namespace pitlane

@@ -47,7 +47,8 @@ class RemoteQueue {
   void Commit() noexcept;
 
   // Consumer: appends up to `max_records` records (at most `max_bytes` in all, but always at
-  // least one if any is queued) to `out`, each as (offset into `data`, size). Returns the count.
+  // least one if any is queued) to `data`, each at an 8-byte aligned offset, and (offset, size)
+  // to `out`. Returns the count.
   size_t Pop(std::vector<uint8_t>* data, std::vector<std::pair<uint32_t, uint32_t>>* out,
              size_t max_records, size_t max_bytes);
   // Consumer: waits until a record is queued or `timeout` passes (futex; producers wake it

@@ -121,6 +121,8 @@ size_t RemoteQueue::Pop(std::vector<uint8_t>* data,
       continue;
     }
     if (n > 0 && bytes + size > max_bytes) break;
+    // Records keep the 8-byte alignment FlatBuffers' 8-byte structs need.
+    data->resize(Padded(data->size()));
     const size_t offset = data->size();
     data->insert(data->end(), rec + kHeader, rec + kHeader + size);
     out->emplace_back(static_cast<uint32_t>(offset), size);
