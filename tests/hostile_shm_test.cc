@@ -502,3 +502,123 @@ TEST_F(HostileShmTest, SegmentTruncatedToZeroWhileTheHostRunsIsQuarantinedWithAR
 
 }  // namespace
 }  // namespace pitlane
+
+namespace pitlane {
+namespace {
+
+// ─── (e) one counter per kind of malicious record header ─────────────────────────────────────
+
+struct HeaderAttack {
+  const char* label;
+  shm::QuarantineReason want;
+  // Corrupts `r` whose next record would go at position `p` with sequence `seq`; returns the
+  // producer position to publish.
+  std::function<uint64_t(HandRing& r, uint64_t p, uint32_t seq)> apply;
+};
+
+void PutHeader(HandRing& r, uint64_t pos, uint32_t length, uint32_t seq) {
+  const shm::RecordHeader h{length, seq};
+  std::memcpy(r.data() + (pos & (r.capacity() - 1)), &h, sizeof h);
+}
+
+TEST_F(HostileShmTest, EachMaliciousHeaderIsQuarantinedUnderItsOwnReasonAndOtherRingsReadOn) {
+  const std::vector<HeaderAttack> attacks = {
+      {"length 0", shm::kQuarantineZeroLength,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, 0, seq);
+         return p + 16;
+       }},
+      {"larger than the ring", shm::kQuarantineTooLong,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, 1u << 20, seq);
+         return p + 16;
+       }},
+      {"length that overflows", shm::kQuarantineTooLong,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, 0xFFFFFFF9u, seq);
+         return p + 16;
+       }},
+      {"crossing the wrap", shm::kQuarantineCrossesEnd,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         // Valid records up to the last 64 bytes, then one claiming 200 bytes from there.
+         while ((p & (r.capacity() - 1)) < r.capacity() - 64) {
+           const auto ev = HandRing::ValidEvent(0);
+           const uint64_t rec = shm::RecordBytes(static_cast<uint32_t>(ev.size()));
+           if ((p & (r.capacity() - 1)) + rec > r.capacity() - 64) break;
+           EXPECT_TRUE(r.Write(ev));
+           p += rec;
+           ++seq;
+         }
+         PutHeader(r, p, 200, seq);
+         return p + shm::RecordBytes(200);
+       }},
+      {"misaligned producer", shm::kQuarantineProducerMisaligned,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, 8, seq);
+         return p + 12;
+       }},
+      {"runs past the producer", shm::kQuarantinePastProducer,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, 64, seq);
+         return p + 16;
+       }},
+      {"sequence going backwards", shm::kQuarantineSequenceBackwards,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         const auto ev = HandRing::ValidEvent(7);
+         PutHeader(r, p, static_cast<uint32_t>(ev.size()), seq - 2);
+         std::memcpy(r.data() + (p & (r.capacity() - 1)) + 8, ev.data(), ev.size());
+         return p + shm::RecordBytes(static_cast<uint32_t>(ev.size()));
+       }},
+      {"producer beyond the ring", shm::kQuarantineProducerOutside,
+       [](HandRing& r, uint64_t p, uint32_t) { return p + r.capacity() + 8; }},
+      {"skip marker past the producer", shm::kQuarantineSkipPastProducer,
+       [](HandRing& r, uint64_t p, uint32_t seq) {
+         PutHeader(r, p, shm::kSkipMarker, seq);
+         return p + 8;
+       }},
+  };
+  HandRing healthy(ns_.name(), "healthy");
+  std::vector<std::unique_ptr<HandRing>> rings;
+  for (size_t i = 0; i < attacks.size(); ++i) {
+    rings.push_back(std::make_unique<HandRing>(ns_.name(), "attacked-" + std::to_string(i)));
+  }
+  // Three good records each, delivered.
+  for (auto& r : rings) {
+    for (int v = 0; v < 3; ++v) ASSERT_TRUE(r->WriteValue(v));
+  }
+  for (int v = 0; v < 3; ++v) ASSERT_TRUE(healthy.WriteValue(v));
+  while (host_->PollOnce() > 0) {
+  }
+  for (size_t i = 0; i < attacks.size(); ++i) {
+    HandRing& r = *rings[i];
+    const uint64_t p = r.header()->producer.load();
+    const uint64_t publish = attacks[i].apply(r, p, r.header()->worker.published.load());
+    r.header()->producer.store(publish, std::memory_order_release);
+  }
+  for (int v = 3; v < 6; ++v) ASSERT_TRUE(healthy.WriteValue(v));
+  for (int pass = 0; pass < 10; ++pass) host_->PollOnce();
+
+  const HostStats s = host_->Stats();
+  uint64_t want[shm::kQuarantineReasonCount] = {};
+  for (const HeaderAttack& a : attacks) ++want[a.want];
+  for (uint32_t k = 0; k < shm::kQuarantineReasonCount; ++k) {
+    EXPECT_EQ(s.quarantined_by_reason[k], want[k]) << shm::QuarantineReasonName(k);
+  }
+  EXPECT_EQ(s.quarantined_rings, attacks.size());
+  for (size_t i = 0; i < attacks.size(); ++i) {
+    SCOPED_TRACE(attacks[i].label);
+    const RingStats rs = StatsOf(*host_, rings[i]->name());
+    EXPECT_TRUE(rs.quarantined);
+    EXPECT_EQ(rs.quarantine_kind, attacks[i].want)
+        << shm::QuarantineReasonName(rs.quarantine_kind) << ": " << rs.quarantine_reason;
+    // What came before the attack was delivered, once, in order; nothing after it.
+    const std::vector<int64_t> got = delivered_.Of("attacked-" + std::to_string(i));
+    ASSERT_GE(got.size(), 3u);
+    EXPECT_EQ(std::vector<int64_t>(got.begin(), got.begin() + 3), Iota(3));
+  }
+  EXPECT_EQ(delivered_.Of("healthy"), Iota(6));
+  EXPECT_FALSE(StatsOf(*host_, healthy.name()).quarantined);
+}
+
+}  // namespace
+}  // namespace pitlane

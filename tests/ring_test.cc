@@ -355,6 +355,7 @@ struct CorruptCase {
   // Writes the corruption; returns the producer position to publish.
   std::function<uint64_t(const TestRing&)> corrupt;
   const char* error_contains;
+  QuarantineReason want = kQuarantineNone;
 };
 
 void ExpectQuarantined(const CorruptCase& c) {
@@ -365,6 +366,7 @@ void ExpectQuarantined(const CorruptCase& c) {
   RawSink sink;
   r.Drain(256, sink);
   EXPECT_EQ(r.state(), RingReader::State::kCorrupt);
+  EXPECT_EQ(r.quarantine_reason(), c.want) << QuarantineReasonName(r.quarantine_reason());
   EXPECT_NE(r.error().find(c.error_contains), std::string::npos)
       << "error \"" << r.error() << "\" does not mention \"" << c.error_contains << "\"";
   EXPECT_TRUE(sink.payloads.empty());
@@ -383,49 +385,49 @@ TEST(RingTest, ReaderQuarantinesOnCorruptHeaders) {
          t.PutHeader(0, 0, 0);
          return uint64_t{16};
        },
-       "length 0"},
+       "length 0", kQuarantineZeroLength},
       {"length beyond max_record", 0,
        [](const TestRing& t) {
          t.PutHeader(0, t.max_record(), 0);  // header + payload > max_record
          return uint64_t{16};
        },
-       "max_record_bytes"},
+       "max_record_bytes", kQuarantineTooLong},
       {"huge length", 0,
        [](const TestRing& t) {
          t.PutHeader(0, 0xFFFFFFF0u, 0);
          return uint64_t{16};
        },
-       "max_record_bytes"},
+       "max_record_bytes", kQuarantineTooLong},
       {"record crossing the end", 4096 - 16,
        [](const TestRing& t) {
          t.PutHeader(4096 - 16, 64, 0);
          return uint64_t{4096 - 16 + 72};
        },
-       "crosses the end"},
+       "crosses the end", kQuarantineCrossesEnd},
       {"record past the producer", 0,
        [](const TestRing& t) {
          t.PutHeader(0, 64, 0);
          return uint64_t{16};
        },
-       "past the producer"},
+       "past the producer", kQuarantinePastProducer},
       {"skip marker past the producer", 0,
        [](const TestRing& t) {
          t.PutHeader(0, kSkipMarker, 0);
          return uint64_t{8};
        },
-       "skip marker"},
+       "skip marker", kQuarantineSkipPastProducer},
       {"producer beyond capacity", 0, [](const TestRing&) { return uint64_t{4096 + 8}; },
-       "outside the ring"},
+       "outside the ring", kQuarantineProducerOutside},
       {"producer behind the consumer", 4096, [](const TestRing&) { return uint64_t{4096 - 8}; },
-       "outside the ring"},
+       "outside the ring", kQuarantineProducerOutside},
       {"misaligned producer", 0,
        [](const TestRing& t) {
          t.PutHeader(0, 8, 0);
          return uint64_t{12};
        },
-       "aligned"},
+       "aligned", kQuarantineProducerMisaligned},
       {"producer near 2^64 beyond capacity", uint64_t{0} - 64,
-       [](const TestRing&) { return uint64_t{8192}; }, "outside the ring"},
+       [](const TestRing&) { return uint64_t{8192}; }, "outside the ring", kQuarantineProducerOutside},
   };
   for (const CorruptCase& c : cases) ExpectQuarantined(c);
 }
@@ -445,6 +447,7 @@ TEST(RingTest, SequenceGoingBackwardsQuarantines) {
   EXPECT_EQ(r.Drain(10, sink), 0u);
   EXPECT_EQ(r.state(), RingReader::State::kCorrupt);
   EXPECT_NE(r.error().find("backwards"), std::string::npos) << r.error();
+  EXPECT_EQ(r.quarantine_reason(), kQuarantineSequenceBackwards);
   EXPECT_EQ(sink.payloads.size(), 2u);
   EXPECT_EQ(ring.header()->consumer.load(), pos);
 }

@@ -136,6 +136,7 @@ class Host::Impl : public shm::RecordSink {
   std::atomic<uint64_t> delivered{0}, truncated{0}, host_events{0}, handler_errors{0},
       quarantined{0}, terminated{0}, polls{0}, sleeps{0};
   std::atomic<uint64_t> rejected[shm::kRejectReasonCount] = {};
+  std::atomic<uint64_t> quarantined_by_reason[shm::kQuarantineReasonCount] = {};
 
   // Handlers.
   mutable std::mutex handlers_mu;
@@ -397,6 +398,7 @@ class Host::Impl : public shm::RecordSink {
     if (r->reader->state() != shm::RingReader::State::kOk && !r->quarantine_reported) {
       r->quarantine_reported = true;
       quarantined.fetch_add(1, std::memory_order_relaxed);
+      quarantined_by_reason[r->reader->quarantine_reason()].fetch_add(1, std::memory_order_relaxed);
       Log("quarantined ring " + r->reader->name() + " of worker " + r->worker->id + " at offset " +
           std::to_string(r->reader->error_offset()) + ": " + r->reader->error());
       // Tell the worker (through its control block) to replace the ring.
@@ -517,6 +519,7 @@ class Host::Impl : public shm::RecordSink {
     s.retired = r->retired;
     s.quarantined = r->reader->state() != shm::RingReader::State::kOk;
     s.quarantine_reason = r->reader->error();
+    s.quarantine_kind = r->reader->quarantine_reason();
     s.capacity = r->reader->capacity();
     struct Ctx {
       const HostRing* r;
@@ -972,6 +975,9 @@ HostStats Host::Stats() const {
   s.host_events = h.host_events.load(std::memory_order_relaxed);
   s.handler_errors = h.handler_errors.load(std::memory_order_relaxed);
   s.quarantined_rings = h.quarantined.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < shm::kQuarantineReasonCount; ++i) {
+    s.quarantined_by_reason[i] = h.quarantined_by_reason[i].load(std::memory_order_relaxed);
+  }
   s.workers_terminated = h.terminated.load(std::memory_order_relaxed);
   s.polls = h.polls.load(std::memory_order_relaxed);
   s.sleeps = h.sleeps.load(std::memory_order_relaxed);

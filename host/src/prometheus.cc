@@ -762,6 +762,12 @@ class PrometheusExporter::Impl {
                stats.quarantined_rings);
     host_total("pitlane_workers_terminated_total", "Worker processes seen to die.",
                stats.workers_terminated);
+    w.Family("pitlane_quarantined_by_reason_total", "counter",
+             "Rings the host stopped reading as corrupt, by what was wrong.");
+    for (uint32_t i = 1; i < shm::kQuarantineReasonCount; ++i) {
+      w.Sample("pitlane_quarantined_by_reason_total", {{"reason", shm::QuarantineReasonName(i)}},
+               stats.quarantined_by_reason[i]);
+    }
     host_total("pitlane_exporter_overflow_total",
                "Events the Prometheus exporter dropped because its queue was full.", overflow());
   }

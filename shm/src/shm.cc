@@ -30,6 +30,22 @@ const char* RejectReasonName(uint32_t reason) {
   }
 }
 
+const char* QuarantineReasonName(uint32_t reason) {
+  switch (reason) {
+    case kQuarantineNone: return "none";
+    case kQuarantineProducerOutside: return "producer_outside_ring";
+    case kQuarantineProducerMisaligned: return "producer_misaligned";
+    case kQuarantineSkipPastProducer: return "skip_past_producer";
+    case kQuarantineZeroLength: return "zero_length";
+    case kQuarantineTooLong: return "too_long";
+    case kQuarantineCrossesEnd: return "crosses_end";
+    case kQuarantinePastProducer: return "past_producer";
+    case kQuarantineSequenceBackwards: return "sequence_backwards";
+    case kQuarantineTruncated: return "truncated";
+    default: return "unknown_reason";
+  }
+}
+
 Status ValidateNamespace(std::string_view ns) {
   if (ns.empty() || ns.size() > 48) {
     return InvalidArgument("namespace \"" + std::string(ns) + "\" must be 1..48 bytes");
@@ -386,8 +402,9 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   return r;
 }
 
-void RingReader::Quarantine(State s, uint64_t offset, std::string why) {
+void RingReader::Quarantine(State s, QuarantineReason reason, uint64_t offset, std::string why) {
   state_ = s;
+  reason_ = reason;
   error_offset_ = offset;
   error_ = std::move(why);
 }
@@ -410,6 +427,7 @@ struct DrainCtx {
   size_t delivered = 0;
   bool corrupt = false;
   uint64_t corrupt_offset = 0;
+  QuarantineReason reason = kQuarantineNone;
   const char* why = nullptr;
 };
 
@@ -426,13 +444,14 @@ size_t RingReader::Drain(size_t max_records, RecordSink& sink) {
         const uint64_t wp = c.h->producer.load(std::memory_order_acquire);
         uint64_t rp = *c.rpos;
         const uint64_t avail = wp - rp;
-        auto fail = [&](uint64_t at, const char* why) {
+        auto fail = [&](uint64_t at, QuarantineReason reason, const char* why) {
           c.corrupt = true;
           c.corrupt_offset = at & c.mask;
+          c.reason = reason;
           c.why = why;
         };
-        if (avail > c.capacity) return fail(rp, "producer position is outside the ring");
-        if ((avail & 7) != 0) return fail(rp, "producer position is not 8-byte aligned");
+        if (avail > c.capacity) return fail(rp, kQuarantineProducerOutside, "producer position is outside the ring");
+        if ((avail & 7) != 0) return fail(rp, kQuarantineProducerMisaligned, "producer position is not 8-byte aligned");
         size_t n = 0;
         while (rp != wp && n < c.max_records) {
           const uint64_t off = rp & c.mask;
@@ -440,17 +459,17 @@ size_t RingReader::Drain(size_t max_records, RecordSink& sink) {
           std::memcpy(&hdr, c.data + off, sizeof(hdr));  // copy once, never re-read
           if (hdr.length == kSkipMarker) {
             const uint64_t skip = c.capacity - off;
-            if (skip > wp - rp) return fail(rp, "skip marker runs past the producer position");
+            if (skip > wp - rp) return fail(rp, kQuarantineSkipPastProducer, "skip marker runs past the producer position");
             rp += skip;
             continue;
           }
           const uint64_t rec = RecordBytes(hdr.length);
-          if (hdr.length == 0) return fail(rp, "record of length 0");
-          if (rec > c.max_record) return fail(rp, "record longer than max_record_bytes");
-          if (off + rec > c.capacity) return fail(rp, "record crosses the end of the data area");
-          if (rec > wp - rp) return fail(rp, "record runs past the producer position");
+          if (hdr.length == 0) return fail(rp, kQuarantineZeroLength, "record of length 0");
+          if (rec > c.max_record) return fail(rp, kQuarantineTooLong, "record longer than max_record_bytes");
+          if (off + rec > c.capacity) return fail(rp, kQuarantineCrossesEnd, "record crosses the end of the data area");
+          if (rec > wp - rp) return fail(rp, kQuarantinePastProducer, "record runs past the producer position");
           const uint32_t gap = hdr.seq - *c.expected_seq;
-          if (gap >= 0x80000000u) return fail(rp, "record sequence number went backwards");
+          if (gap >= 0x80000000u) return fail(rp, kQuarantineSequenceBackwards, "record sequence number went backwards");
           std::memcpy(c.buffer, c.data + off + kRecordHeaderBytes, hdr.length);
           rp += rec;
           *c.rpos = rp;
@@ -474,10 +493,11 @@ size_t RingReader::Drain(size_t max_records, RecordSink& sink) {
       },
       &c);
   if (!ok) {
-    Quarantine(State::kBusError, rpos_ & mask_, "segment was truncated under the reader (SIGBUS)");
+    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
+               "segment was truncated under the reader (SIGBUS)");
     return 0;
   }
-  if (c.corrupt) Quarantine(State::kCorrupt, c.corrupt_offset, c.why);
+  if (c.corrupt) Quarantine(State::kCorrupt, c.reason, c.corrupt_offset, c.why);
   PublishCounters();
   return c.delivered;
 }
@@ -505,7 +525,8 @@ void RingReader::PublishCounters() {
       },
       &ctx);
   if (!ok && state_ == State::kOk) {
-    Quarantine(State::kBusError, rpos_ & mask_, "segment was truncated under the reader (SIGBUS)");
+    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
+               "segment was truncated under the reader (SIGBUS)");
   }
 }
 

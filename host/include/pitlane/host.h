@@ -115,7 +115,8 @@ struct RingStats {
   bool retired = false;      // writer thread exited
   bool reclaimed = false;    // segment unlinked; final numbers
   bool quarantined = false;
-  std::string quarantine_reason;
+  std::string quarantine_reason;  // the reader's message (what, and where)
+  shm::QuarantineReason quarantine_kind = shm::kQuarantineNone;
   uint64_t capacity = 0;
   uint64_t used_bytes = 0;
   // Worker counters.
@@ -153,6 +154,7 @@ struct HostStats {
   uint64_t host_events = 0;       // events the host emitted itself (terminated, ...)
   uint64_t handler_errors = 0;    // handlers detached because they threw
   uint64_t quarantined_rings = 0;
+  uint64_t quarantined_by_reason[shm::kQuarantineReasonCount] = {};  // shm::QuarantineReason
   uint64_t workers_terminated = 0;
   uint64_t polls = 0, sleeps = 0;
 };

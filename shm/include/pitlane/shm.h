@@ -198,6 +198,7 @@ class RingReader {
   size_t Drain(size_t max_records, RecordSink& sink);
 
   State state() const { return state_; }
+  QuarantineReason quarantine_reason() const { return reason_; }
   const std::string& error() const { return error_; }
   uint64_t error_offset() const { return error_offset_; }
   const std::string& name() const { return name_; }
@@ -222,7 +223,7 @@ class RingReader {
 
  private:
   RingReader() = default;
-  void Quarantine(State s, uint64_t offset, std::string why);
+  void Quarantine(State s, QuarantineReason reason, uint64_t offset, std::string why);
 
   RingHeader* h_ = nullptr;
   const uint8_t* data_ = nullptr;
@@ -233,6 +234,7 @@ class RingReader {
   uint64_t rpos_ = 0;
   uint32_t expected_seq_ = 0;
   State state_ = State::kOk;
+  QuarantineReason reason_ = kQuarantineNone;
   std::string error_;
   uint64_t error_offset_ = 0;
   Counters counters_;

@@ -259,6 +259,23 @@ enum RejectReason : uint32_t {
 };
 const char* RejectReasonName(uint32_t reason);
 
+// Why the host stopped reading a ring (host memory only, never in the segment): one counter per
+// reason in HostStats, so each kind of malicious or broken record header is told apart.
+enum QuarantineReason : uint8_t {
+  kQuarantineNone = 0,
+  kQuarantineProducerOutside,    // producer position outside [consumer, consumer + capacity]
+  kQuarantineProducerMisaligned, // producer position not 8-byte aligned
+  kQuarantineSkipPastProducer,   // a skip marker runs past the producer position
+  kQuarantineZeroLength,         // record length 0
+  kQuarantineTooLong,            // record longer than max_record_bytes (or overflowing)
+  kQuarantineCrossesEnd,         // record crosses the end of the data area
+  kQuarantinePastProducer,       // record runs past the producer position
+  kQuarantineSequenceBackwards,  // record sequence number went backwards
+  kQuarantineTruncated,          // the segment was truncated under the reader (SIGBUS)
+  kQuarantineReasonCount,
+};
+const char* QuarantineReasonName(uint32_t reason);
+
 struct HostCounters {
   std::atomic<uint64_t> delivered;
   std::atomic<uint64_t> truncated;  // delivered events with a value cut to max_value_bytes
