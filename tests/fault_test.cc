@@ -98,6 +98,7 @@ struct EmitterOptions {
   bool graceful = false;
   int ready_fd = -1;
   bool seq_counts_ok = true;  // false: sequence_number = the emit counter
+  int64_t pause_every = 0;    // > 0: sleep 1 ms after every this many emits
 };
 
 int RunEmitter(const EmitterOptions& o) {
@@ -116,6 +117,9 @@ int RunEmitter(const EmitterOptions& o) {
   for (int64_t i = 0; o.count < 0 || i < o.count; ++i) {
     const int64_t n = o.seq_counts_ok ? ok : i;
     if (w->Emit(ev, {{seq, n}}) == EmitResult::kOk) ++ok;
+    if (o.pause_every > 0 && (i + 1) % o.pause_every == 0) {
+      std::this_thread::sleep_for(milliseconds(1));
+    }
   }
   if (o.ready_fd >= 0) {
     const char b = 1;
@@ -529,6 +533,167 @@ TEST(FaultTest, RingFullConservationUnderASlowHost) {
     const std::vector<int64_t>& s = c.seqs[static_cast<uint32_t>(pids[i])];
     for (size_t k = 1; k < s.size(); ++k) ASSERT_GT(s[k], s[k - 1]) << "at " << k;
   }
+}
+
+// ─── 5. The host process killed while workers write, then restarted ─────────────────────────
+
+// Child body: a host for `ns` polling on its own thread; writes one byte to `ready_fd` once it
+// runs, then waits to be killed.
+int RunHostChild(const std::string& ns, int ready_fd) {
+  HostOptions o;
+  o.ns = ns;
+  o.log = [](std::string_view) {};
+  Result<std::unique_ptr<Host>> h = Host::Start(o);
+  if (!h.ok()) return 2;
+  (*h)->RunInBackground();
+  const char b = 1;
+  if (::write(ready_fd, &b, 1) != 1) return 3;
+  for (;;) ::pause();
+}
+
+pid_t SpawnHostAndWait(Children& children, const std::string& ns) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t pid = children.Spawn([&] { return RunHostChild(ns, fds[1]); });
+  ::close(fds[1]);
+  char b = 0;
+  const bool ready = ::read(fds[0], &b, 1) == 1;
+  ::close(fds[0]);
+  return ready ? pid : -1;
+}
+
+TEST(FaultTest, HostKilledWhileWorkersWriteThenRestartedKeepsTheBooksBalanced) {
+  constexpr int kWorkers = 3;
+  constexpr int64_t kEvents = 300'000;
+  testing::ScopedNamespace ns;
+  Children children;
+  const pid_t first_host = SpawnHostAndWait(children, ns.name());
+  ASSERT_GT(first_host, 0) << "the first host did not start";
+  std::vector<pid_t> workers;
+  for (int i = 0; i < kWorkers; ++i) {
+    workers.push_back(children.Spawn([&, i] {
+      EmitterOptions o;
+      o.ns = ns.name();
+      o.worker_id = "writer-" + std::to_string(i);
+      o.count = kEvents;
+      o.ring_bytes = 64 << 10;
+      o.seq_counts_ok = false;
+      o.pause_every = 1000;  // ~300 ms of writing: the host dies and returns meanwhile
+      o.graceful = true;
+      return RunEmitter(o);
+    }));
+  }
+  std::this_thread::sleep_for(milliseconds(60));
+  ASSERT_EQ(::kill(first_host, SIGKILL), 0);
+  const int host_status = children.Reap(first_host);
+  ASSERT_TRUE(WIFSIGNALED(host_status)) << host_status;
+  // No host: the workers go on (never blocking); their rings fill and drops are counted.
+  std::this_thread::sleep_for(milliseconds(120));
+  for (pid_t w : workers) {
+    int status = 0;
+    EXPECT_FALSE(children.TryReap(w, &status)) << "a worker ended while the host was down";
+  }
+
+  PidCollector c;
+  std::unique_ptr<Host> host = StartHost(ns.name());  // adopts the namespace and its rings
+  ASSERT_NE(host, nullptr);
+  c.AttachTo(*host);
+  std::vector<bool> exited(kWorkers, false);
+  ASSERT_TRUE(PollUntil(
+      *host,
+      [&] {
+        bool all = true;
+        for (int i = 0; i < kWorkers; ++i) {
+          int status = 0;
+          if (!exited[i] && children.TryReap(workers[i], &status)) {
+            exited[i] = true;
+            EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                << "worker " << i << " status " << status;
+          }
+          all &= exited[i];
+        }
+        return all;
+      },
+      seconds(60)));
+  ASSERT_TRUE(host->DrainAll(seconds(10)));
+  for (int i = 0; i < kWorkers; ++i) {
+    const std::string id = "writer-" + std::to_string(i);
+    SCOPED_TRACE(id);
+    RingStats sum;
+    for (const RingStats& r : host->Rings()) {
+      if (r.worker_id != id) continue;
+      EXPECT_TRUE(r.reclaimed) << r.segment;
+      EXPECT_FALSE(r.quarantined) << r.quarantine_reason;
+      sum.emitted += r.emitted;
+      sum.published += r.published;
+      sum.dropped_full += r.dropped_full;
+      sum.dropped_too_large += r.dropped_too_large;
+      sum.dropped_in_flight += r.dropped_in_flight;
+      sum.delivered += r.delivered;
+      for (size_t k = 0; k < shm::kRejectReasonCount; ++k) sum.rejected[k] += r.rejected[k];
+    }
+    // Over the whole run, across both hosts: nothing unaccounted for.
+    EXPECT_EQ(sum.emitted, static_cast<uint64_t>(kEvents));
+    EXPECT_EQ(sum.emitted, sum.dropped() + sum.published);
+    EXPECT_EQ(sum.published, sum.delivered + sum.rejected_total())
+        << "published " << sum.published << " delivered " << sum.delivered;
+    EXPECT_GT(sum.dropped_full, 0u) << "the rings never filled while the host was down";
+    EXPECT_EQ(sum.rejected_total(), 0u);
+  }
+  EXPECT_EQ(c.missing_sequence, 0u);
+}
+
+TEST(FaultTest, CrashLoopOfHostAndWorkersLeavesNoSegmentsBehind) {
+  int iterations = 20;
+  if (const char* e = std::getenv("PITLANE_CRASH_LOOP"); e != nullptr && *e != '\0') {
+    iterations = std::atoi(e);
+  }
+  testing::ScopedNamespace ns;
+  size_t most = 0;
+  for (int i = 0; i < iterations; ++i) {
+    SCOPED_TRACE("iteration " + std::to_string(i));
+    Children children;
+    const pid_t host = SpawnHostAndWait(children, ns.name());
+    ASSERT_GT(host, 0);
+    // A fresh host drains and reclaims what the previous round's dead workers left (at its
+    // first housekeeping pass, once its handlers can see their last events): only its registry
+    // remains.
+    const auto until = Clock::now() + seconds(5);
+    while (ShmEntriesOf(ns.name()).size() > 1 && Clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    const std::vector<std::string> at_start = ShmEntriesOf(ns.name());
+    EXPECT_EQ(at_start.size(), 1u) << Joined(at_start);
+    std::vector<pid_t> workers;
+    for (int k = 0; k < 2; ++k) {
+      workers.push_back(children.Spawn([&, k] {
+        EmitterOptions o;
+        o.ns = ns.name();
+        o.worker_id = "looped-" + std::to_string(k);
+        o.ring_bytes = 64 << 10;
+        o.pause_every = 1000;
+        return RunEmitter(o);  // forever
+      }));
+    }
+    std::this_thread::sleep_for(milliseconds(30 + 10 * (i % 5)));
+    most = std::max(most, ShmEntriesOf(ns.name()).size());
+    // Kill in a varying order: host first, workers first, or interleaved.
+    std::vector<pid_t> order = {host, workers[0], workers[1]};
+    std::rotate(order.begin(), order.begin() + (i % 3), order.end());
+    for (pid_t p : order) ::kill(p, SIGKILL);
+    for (pid_t p : order) children.Reap(p);
+  }
+  // The last round's leftovers go with the next host's start, and that host's registry goes
+  // with the host when no worker is left.
+  {
+    std::unique_ptr<Host> host = StartHost(ns.name());
+    ASSERT_NE(host, nullptr);
+    PollUntil(*host, [&] { return ShmEntriesOf(ns.name()).size() <= 1; }, seconds(5));
+    const std::vector<std::string> left = ShmEntriesOf(ns.name());
+    EXPECT_EQ(left.size(), 1u) << Joined(left);
+  }
+  EXPECT_TRUE(ShmEntriesOf(ns.name()).empty()) << Joined(ShmEntriesOf(ns.name()));
+  EXPECT_LE(most, 3u) << "more segments than one registry and a ring per live worker";
 }
 
 }  // namespace

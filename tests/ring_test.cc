@@ -473,6 +473,70 @@ TEST(RingTest, SequenceGapIsReportedAsLostAndCounted) {
   EXPECT_EQ(ring.header()->host.rejected[kRejectLost].load(), 2u);
 }
 
+// A host killed after its snapshot but before its consumer store: the successor resumes from
+// the snapshot, counts nothing twice and sees no sequence going backwards.
+TEST(RingTest, SuccessorResumesFromTheLastCompleteHostSnapshot) {
+  TestRing ring(4096);
+  RingWriter w(ring.segment().base());
+  for (uint32_t i = 0; i < 10; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
+  RingReader first = ring.Reader();
+  RawSink sink;
+  sink.on_record = [&] { ++first.counters().delivered; };  // what the host's sink does
+  ASSERT_EQ(first.Drain(5, sink), 5u);
+  const uint64_t after_five = ring.header()->consumer.load();
+  ASSERT_EQ(first.Drain(5, sink), 5u);
+  // The consumer store of the second batch never happened.
+  ring.header()->consumer.store(after_five);
+  for (uint32_t i = 10; i < 12; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
+
+  RingReader next = ring.Reader();
+  RawSink more;
+  more.on_record = [&] { ++next.counters().delivered; };
+  EXPECT_EQ(next.Drain(100, more), 2u);
+  EXPECT_EQ(next.state(), RingReader::State::kOk) << next.error();
+  EXPECT_EQ(more.seqs, (std::vector<uint32_t>{10, 11}));
+  EXPECT_EQ(next.counters().delivered, 12u);
+  EXPECT_EQ(next.counters().rejected[kRejectLost], 0u);
+}
+
+// Killed while writing a snapshot (the count not yet stored): the successor resumes from the
+// previous complete one and reads the batch again; its counters stay exact.
+TEST(RingTest, HalfWrittenSnapshotIsIgnoredAndTheBatchIsReadAgain) {
+  TestRing ring(4096);
+  RingWriter w(ring.segment().base());
+  for (uint32_t i = 0; i < 10; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
+  RingReader first = ring.Reader();
+  RawSink sink;
+  sink.on_record = [&] { ++first.counters().delivered; };
+  ASSERT_EQ(first.Drain(5, sink), 5u);
+  const uint64_t count = ring.header()->snapshot_count.load();
+  const uint64_t consumer = ring.header()->consumer.load();
+  ASSERT_EQ(first.Drain(5, sink), 5u);
+  ring.header()->snapshot_count.store(count);  // the flip never happened...
+  ring.header()->consumer.store(consumer);     // ...so neither did the consumer store
+
+  RingReader next = ring.Reader();
+  RawSink again;
+  again.on_record = [&] { ++next.counters().delivered; };
+  EXPECT_EQ(next.Drain(100, again), 5u);
+  EXPECT_EQ(again.seqs, (std::vector<uint32_t>{5, 6, 7, 8, 9}));
+  EXPECT_EQ(next.counters().delivered, 10u);
+  EXPECT_EQ(next.state(), RingReader::State::kOk) << next.error();
+}
+
+// A snapshot position outside [consumer, producer] is garbage: the ring is refused.
+TEST(RingTest, SnapshotOutsideTheRingIsRefusedAtAttach) {
+  TestRing ring(4096);
+  RingWriter w(ring.segment().base());
+  ASSERT_EQ(WriteRecord(w, 0, 32), RingWriter::Reserve::kOk);
+  ring.header()->snapshots[0].counted_through.store(1 << 20);
+  ring.header()->snapshot_count.store(1);
+  Result<RingReader> r = RingReader::Attach(ring.segment().base(), ring.segment().size(),
+                                            ring.name());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("snapshot"), std::string::npos) << r.status().ToString();
+}
+
 // Whatever garbage sits in the data area and the producer position, the reader never crashes,
 // never hands over more than max_record bytes, and either reads on or quarantines.
 TEST(RingTest, GarbageInTheDataAreaNeverCrashesTheReader) {
@@ -491,6 +555,7 @@ TEST(RingTest, GarbageInTheDataAreaNeverCrashesTheReader) {
     for (auto& c : h->host.rejected) c.store(0);
     h->host.delivered.store(0);
     h->host.quarantined.store(0);
+    h->snapshot_count.store(0);  // a fresh ring: no previous host's snapshot
     Result<RingReader> r = RingReader::Attach(ring.segment().base(), ring.segment().size(),
                                               ring.name());
     ASSERT_TRUE(r.ok()) << r.status().ToString();

@@ -360,6 +360,10 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
     RingHeader copy;
     uint64_t consumer;
     uint64_t expected;
+    uint64_t producer = 0;
+    uint64_t snapshot_position = 0;
+    uint64_t snapshot_count = 0;
+    bool has_snapshot = false;
   };
   Ctx ctx{&r, {}, 0, 0};
   const bool ok = RunGuarded(
@@ -373,16 +377,25 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
         c->copy.data_bytes = h->data_bytes;
         c->copy.max_record_bytes = h->max_record_bytes;
         c->consumer = h->consumer.load(std::memory_order_acquire);
-        // A restarted host resumes where the previous one stopped: the sequence it expects
-        // next is the number of records already accounted for.
+        // A restarted host resumes where the previous one stopped, from its last complete
+        // snapshot (shm_layout.h): the position and the counts that go with it. The sequence it
+        // expects next is the number of records accounted for.
         RingReader::Counters& k = c->r->counters_;
-        k.delivered = h->host.delivered.load(std::memory_order_relaxed);
-        k.truncated = h->host.truncated.load(std::memory_order_relaxed);
-        uint64_t seen = k.delivered;
-        for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
-          k.rejected[i] = h->host.rejected[i].load(std::memory_order_relaxed);
-          seen += k.rejected[i];
+        const uint64_t n = h->snapshot_count.load(std::memory_order_acquire);
+        c->snapshot_count = n;
+        if (n != 0) {
+          const HostSnapshot& s = h->snapshots[(n - 1) & 1];
+          c->snapshot_position = s.counted_through.load(std::memory_order_relaxed);
+          c->has_snapshot = true;
+          k.delivered = s.delivered.load(std::memory_order_relaxed);
+          k.truncated = s.truncated.load(std::memory_order_relaxed);
+          for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+            k.rejected[i] = s.rejected[i].load(std::memory_order_relaxed);
+          }
         }
+        c->producer = h->producer.load(std::memory_order_acquire);
+        uint64_t seen = k.delivered;
+        for (uint32_t i = 0; i < kRejectReasonCount; ++i) seen += k.rejected[i];
         c->expected = seen;
       },
       &ctx);
@@ -393,6 +406,20 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   r.mask_ = r.capacity_ - 1;
   r.max_record_ = ctx.copy.max_record_bytes;
   r.rpos_ = ctx.consumer;
+  if (ctx.has_snapshot) {
+    // Untrusted like everything in the segment: the snapshot's position must lie between the
+    // consumer and the producer (it is ahead of the consumer only when the previous host died
+    // between the two stores).
+    const uint64_t ahead = ctx.snapshot_position - ctx.consumer;
+    if (ahead > ctx.producer - ctx.consumer || ahead > r.capacity_ || (ahead & 7) != 0) {
+      return DataLoss("segment " + r.name_ + " has a host snapshot at position " +
+                      std::to_string(ctx.snapshot_position) + " outside [consumer " +
+                      std::to_string(ctx.consumer) + ", producer " +
+                      std::to_string(ctx.producer) + "]");
+    }
+    r.rpos_ = ctx.snapshot_position;
+  }
+  r.snapshot_count_ = ctx.snapshot_count;
   r.expected_seq_ = static_cast<uint32_t>(ctx.expected);
   if ((r.rpos_ & 7) != 0) {
     return DataLoss("segment " + r.name_ + " has a misaligned consumer position " +
@@ -509,6 +536,19 @@ void RingReader::PublishCounters() {
   const bool ok = RunGuarded(
       [](void* p) {
         RingReader* r = static_cast<Ctx*>(p)->r;
+        if (r->state_ == State::kOk) {
+          // The snapshot a successor resumes from: the slot not written last, then the count.
+          const uint64_t n = r->snapshot_count_;
+          HostSnapshot& s = r->h_->snapshots[n & 1];
+          s.counted_through.store(r->rpos_, std::memory_order_relaxed);
+          s.delivered.store(r->counters_.delivered, std::memory_order_relaxed);
+          s.truncated.store(r->counters_.truncated, std::memory_order_relaxed);
+          for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+            s.rejected[i].store(r->counters_.rejected[i], std::memory_order_relaxed);
+          }
+          r->h_->snapshot_count.store(n + 1, std::memory_order_release);
+          r->snapshot_count_ = n + 1;
+        }
         HostCounters& hc = r->h_->host;
         hc.delivered.store(r->counters_.delivered, std::memory_order_relaxed);
         hc.truncated.store(r->counters_.truncated, std::memory_order_relaxed);

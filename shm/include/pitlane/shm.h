@@ -233,6 +233,7 @@ class RingReader {
   uint32_t max_record_ = 0;
   uint64_t rpos_ = 0;
   uint32_t expected_seq_ = 0;
+  uint64_t snapshot_count_ = 0;  // HostSnapshots written (ours and our predecessors')
   State state_ = State::kOk;
   QuarantineReason reason_ = kQuarantineNone;
   std::string error_;

@@ -81,7 +81,9 @@
 // 192     128   HostCounters               host     relaxed stores by the poll thread
 // 320     8     producer position          worker   release store after the record is complete
 // 384     8     consumer position          host     release store once per drained batch
-// 448     3648  reserved (0)
+// 448     8     snapshot_count             host     release store after a HostSnapshot is complete
+// 512     2x128 HostSnapshot[2]            host     written alternately, see below
+// 768     3328  reserved (0)
 // 4096    data_bytes  data area
 //
 // Positions are monotonically increasing uint64 byte counts (they may start anywhere, even near
@@ -91,6 +93,15 @@
 // the host after the load. The host's release store of the consumer position pairs with the
 // worker's acquire load of it (done only when the ring looks full): bytes the host has finished
 // copying may then be overwritten.
+//
+// A host that dies between storing its counters and the consumer position must not leave a
+// successor with counters that disagree with the position (the successor would count records
+// twice, or see sequence numbers "go backwards"). So after each drained batch the host also
+// writes a HostSnapshot {position counted through, delivered, truncated, rejected[]} into the
+// slot it did not write last (snapshot_count & 1) and then release-stores snapshot_count + 1.
+// A successor resumes from snapshots[(snapshot_count - 1) & 1]: complete by construction,
+// position and counters consistent. The records after that position are read again (handlers
+// may see an event twice across a host crash; the counters never do).
 //
 // Records are 8-byte aligned and never cross the end of the data area:
 //   +0  uint32 length   payload bytes (not counting this header or padding), or kSkipMarker
@@ -114,7 +125,7 @@
 namespace pitlane::shm {
 
 inline constexpr size_t kCacheLineBytes = 64;
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint64_t kRegistryMagic = 0x314745524C544950ull;  // "PITLREG1" little-endian
 inline constexpr uint64_t kRingMagic = 0x31474E524C544950ull;      // "PITLRNG1" little-endian
 inline constexpr uint32_t kMaxWorkers = 256;
@@ -286,6 +297,15 @@ struct HostCounters {
 };
 static_assert(sizeof(HostCounters) == 128);
 
+struct HostSnapshot {
+  std::atomic<uint64_t> counted_through;  // ring position the counters below account up to
+  std::atomic<uint64_t> delivered;
+  std::atomic<uint64_t> truncated;
+  std::atomic<uint64_t> rejected[kRejectReasonCount];
+  uint64_t reserved[16 - 3 - kRejectReasonCount];
+};
+static_assert(sizeof(HostSnapshot) == 128);
+
 struct RingHeader {
   uint64_t magic;
   uint32_t layout_version;
@@ -303,6 +323,8 @@ struct RingHeader {
   HostCounters host;
   alignas(kCacheLineBytes) std::atomic<uint64_t> producer;
   alignas(kCacheLineBytes) std::atomic<uint64_t> consumer;
+  alignas(kCacheLineBytes) std::atomic<uint64_t> snapshot_count;
+  alignas(kCacheLineBytes) HostSnapshot snapshots[2];
 };
 static_assert(offsetof(RingHeader, data_bytes) == 16);
 static_assert(offsetof(RingHeader, max_record_bytes) == 24);
@@ -313,6 +335,8 @@ static_assert(offsetof(RingHeader, worker) == 128);
 static_assert(offsetof(RingHeader, host) == 192);
 static_assert(offsetof(RingHeader, producer) == 320);
 static_assert(offsetof(RingHeader, consumer) == 384);
+static_assert(offsetof(RingHeader, snapshot_count) == 448);
+static_assert(offsetof(RingHeader, snapshots) == 512);
 static_assert(sizeof(RingHeader) <= kRingHeaderBytes);
 
 struct RecordHeader {
