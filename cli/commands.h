@@ -14,17 +14,23 @@
 #include "pitlane/host.h"
 #include "pitlane/status.h"
 
+namespace CLI {
+class App;
+}
+
 namespace pitlane::cli {
 
 struct DemoOptions {
   std::string ns;
   int workers = 4;
+  int remote = 0;  // extra workers that stream over loopback gRPC
   double duration_s = 8;
   int64_t rate = 20000;  // events per second per worker
 };
 struct DemoWorkerOptions {
   std::string ns;
   std::string id;
+  std::string grpc_target;  // set: a remote worker streaming to the host over gRPC
   double duration_s = 8;
   int64_t rate = 20000;
 };
@@ -34,6 +40,13 @@ struct HostCmdOptions {
   double interval_s = 2;
   bool busy_poll = false;
   double duration_s = 0;  // 0: until SIGINT/SIGTERM
+  // gRPC: remote workers (HostOptions::grpc_*).
+  std::string grpc_listen;
+  std::vector<std::string> grpc_dial;
+  std::string grpc_token;
+  std::string grpc_tls_cert, grpc_tls_key;
+  std::string admin;      // admin service address; "" → DefaultAdminAddress(ns), "off" → none
+  bool no_admin = false;  // --no-admin: serve no admin service
 };
 struct StatOptions {
   std::string ns;
@@ -62,6 +75,23 @@ int RunStat(const StatOptions& o);
 int RunCleanup(const CleanupOptions& o);
 int RunEmit(const EmitOptions& o);
 int RunCatalog();
+
+// `pitlane ctl` (ctl_cmd.cc): control a running host's workers through its admin service.
+enum class CtlAction { kNone, kToggle, kSampling, kFilter, kWorkers, kShow };
+struct CtlOptions {
+  std::string ns;     // the host of this namespace, at its default admin socket
+  std::string admin;  // or this admin address (unix:PATH or HOST:PORT)
+  CtlAction action = CtlAction::kNone;
+  std::string worker;                    // a worker id, or "*"
+  std::string state;                     // toggle: "on" / "off"
+  std::string rate;                      // sampling: the rate as typed (the host checks range)
+  std::vector<std::string> patterns;     // sampling patterns
+  std::vector<std::string> allow, deny;  // filter lists
+  bool json = false;
+};
+// Registers `ctl` and its actions on `app`; returns the `ctl` subcommand.
+CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o);
+int RunCtl(const CtlOptions& o);
 
 // ── shared helpers (util.cc) ──────────────────────────────────────────────────────────────────
 

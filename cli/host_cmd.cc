@@ -23,6 +23,8 @@
 
 #include "commands.h"
 #include "host_exporters.h"
+#include "pitlane/admin.h"
+#include "pitlane/defaults.h"
 #include "pitlane/prometheus.h"
 #include "pitlane/host.h"
 #include "pitlane/jsonl_exporter.h"
@@ -189,6 +191,14 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   HostOptions ho;
   ho.ns = ns_or.value();
   ho.busy_poll = o.busy_poll;
+  ho.grpc_listen = o.grpc_listen;
+  ho.grpc_dial = o.grpc_dial;
+  ho.grpc_token = o.grpc_token;
+  if (ho.grpc_token.empty()) {
+    if (const char* t = std::getenv(defaults::kGrpcTokenEnv)) ho.grpc_token = t;
+  }
+  ho.grpc_tls_cert = o.grpc_tls_cert;
+  ho.grpc_tls_key = o.grpc_tls_key;
   auto host_or = Host::Start(ho);
   if (!host_or.ok()) {
     Error("host",
@@ -221,6 +231,19 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     }
     metrics = std::move(m).value();
   }
+  // The admin service (`pitlane ctl`), on the namespace's socket unless --admin says otherwise.
+  // Destroyed before the host too, and stopped before it at exit.
+  std::unique_ptr<AdminServer> admin;
+  if (!o.no_admin && o.admin != "off") {
+    Result<std::unique_ptr<AdminServer>> a =
+        AdminServer::Start(host, o.admin.empty() ? DefaultAdminAddress(ho.ns) : o.admin);
+    if (!a.ok()) {
+      Error("host", "cannot serve the admin service: " + a.status().message());
+      exporters.StopAll();
+      return a.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    admin = std::move(a).value();
+  }
   // In --jsonl mode stdout carries only events; status goes to stderr.
   FILE* status_out = o.jsonl ? stderr : stdout;
   std::fprintf(status_out, "pitlane host: namespace \"%s\", pid %d%s; Ctrl-C stops\n",
@@ -229,6 +252,18 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     std::fprintf(status_out, "pitlane host: Prometheus metrics on http://%s:%u/metrics\n",
                  x.metrics.substr(0, x.metrics.rfind(':')).c_str(),
                  static_cast<unsigned>(metrics->port()));
+  }
+  if (host.grpc_port() != 0) {
+    std::fprintf(status_out, "pitlane host: gRPC dial-in for remote workers on %s:%d%s\n",
+                 o.grpc_listen.substr(0, o.grpc_listen.rfind(':')).c_str(), host.grpc_port(),
+                 o.grpc_tls_cert.empty() ? "" : " (TLS)");
+  }
+  for (const std::string& d : o.grpc_dial) {
+    std::fprintf(status_out, "pitlane host: dialing worker %s\n", d.c_str());
+  }
+  if (admin) {
+    std::fprintf(status_out, "pitlane host: admin service (pitlane ctl) on %s\n",
+                 admin->address().c_str());
   }
   std::fflush(status_out);
   host.RunInBackground();
@@ -259,6 +294,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
       if (next < now) next = now;
     }
   }
+  if (admin) admin->Stop();
   host.Stop();
   exporters.StopAll();  // each drains its queue first
   PrintSummary(status_out, host, std::chrono::duration<double>(Clock::now() - t0).count(),

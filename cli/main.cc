@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--rate", demo.rate, "Events per second per worker")
       ->check(CLI::Range(int64_t{1}, int64_t{10'000'000}))
       ->capture_default_str();
+  demo_cmd->add_option("--remote", demo.remote,
+                       "Extra workers that stream to the host over loopback gRPC")
+      ->check(CLI::Range(0, 16))
+      ->capture_default_str();
   demo_cmd->add_option("--ns", demo.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
 
   DemoWorkerOptions dw;
@@ -59,6 +63,7 @@ int main(int argc, char** argv) {
   dw_cmd->group("");  // hidden
   dw_cmd->add_option("--ns", dw.ns)->required();
   dw_cmd->add_option("--id", dw.id)->required();
+  dw_cmd->add_option("--grpc-target", dw.grpc_target);
   dw_cmd->add_option("--duration", dw.duration_s)->check(PositiveSeconds(86400));
   dw_cmd->add_option("--rate", dw.rate)->check(CLI::Range(int64_t{1}, int64_t{10'000'000}));
 
@@ -79,8 +84,34 @@ int main(int argc, char** argv) {
       ->add_option("--duration", host.duration_s,
                    "Stop after this many seconds (default: until SIGINT/SIGTERM)")
       ->check(PositiveSeconds(31'536'000));
+  host_cmd
+      ->add_option("--grpc-listen", host.grpc_listen,
+                   "Serve gRPC dial-in for remote workers on HOST:PORT (port 0: any free port)")
+      ->type_name("ADDR");
+  host_cmd
+      ->add_option("--grpc-dial", host.grpc_dial,
+                   "Dial a worker serving StreamTelemetry (repeatable): HOST:PORT or ID=HOST:PORT")
+      ->type_name("ENDPOINT");
+  host_cmd->add_option("--grpc-token", host.grpc_token,
+                       "Bearer token required from dial-in workers and sent when dialing "
+                       "(default: $PITLANE_GRPC_TOKEN)");
+  auto* tls_cert = host_cmd->add_option("--grpc-tls-cert", host.grpc_tls_cert,
+                                        "PEM certificate: serve dial-in over TLS")
+                       ->check(CLI::ExistingFile);
+  auto* tls_key = host_cmd->add_option("--grpc-tls-key", host.grpc_tls_key,
+                                       "PEM private key of --grpc-tls-cert")
+                      ->check(CLI::ExistingFile);
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   HostExporterOptions host_exporters;
   AddHostExporterFlags(host_cmd, &host_exporters);
+  auto* admin_opt =
+      host_cmd
+          ->add_option("--admin", host.admin,
+                       "Serve the admin service (pitlane ctl) on unix:PATH or HOST:PORT; \"off\" "
+                       "disables it (default: unix:/tmp/pitlane.<ns>.admin.sock)")
+          ->type_name("ADDR");
+  host_cmd->add_flag("--no-admin", host.no_admin, "Serve no admin service")->excludes(admin_opt);
 
   StatOptions stat;
   auto* stat_cmd = app.add_subcommand(
@@ -129,6 +160,9 @@ int main(int argc, char** argv) {
           },
           "ID", "CorrelationId"));
 
+  CtlOptions ctl;
+  CLI::App* ctl_cmd = AddCtlCommand(&app, &ctl);
+
   app.add_subcommand("catalog", "List the catalog's events and its measurement/metadata keys");
 
   if (argc > 1 && argv[1][0] != '-') {
@@ -158,5 +192,6 @@ int main(int argc, char** argv) {
   if (*stat_cmd) return RunStat(stat);
   if (*cleanup_cmd) return RunCleanup(cleanup);
   if (*emit_cmd) return RunEmit(emit);
+  if (*ctl_cmd) return RunCtl(ctl);
   return RunCatalog();
 }

@@ -1,0 +1,347 @@
+// `pitlane ctl`: runtime control of a running host's workers through its admin gRPC service
+// (host/include/pitlane/admin.h, proto/admin.proto).
+//
+//   pitlane ctl [--ns NS | --admin ADDR] toggle WORKER on|off
+//   pitlane ctl [--ns NS | --admin ADDR] sampling WORKER RATE [PATTERN...]
+//   pitlane ctl [--ns NS | --admin ADDR] filter WORKER [--allow P]... [--deny P]...
+//   pitlane ctl [--ns NS | --admin ADDR] workers [--json]
+//   pitlane ctl [--ns NS | --admin ADDR] show WORKER [--json]
+//
+// WORKER is a worker id, or "*" for every worker the host knows. The host is reached at
+// --admin, else at the namespace's default socket (DefaultAdminAddress). Every call has a
+// kAdminCallTimeoutSeconds deadline.
+//
+// Exit codes: 0 done; 1 the host refused (its message is printed: unknown worker, bad value);
+// 2 usage; 3 no host reachable at the address (or it did not answer in time).
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "admin.grpc.pb.h"
+#include "commands.h"
+#include "pitlane/admin.h"
+#include "pitlane/shm_layout.h"
+
+namespace pitlane::cli {
+namespace {
+
+namespace v1 = ::pitlane::v1;
+using json = nlohmann::ordered_json;
+
+constexpr int kExitRefused = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+// Where the host is and how to tell the user to start one.
+struct Target {
+  std::string address;
+  std::string start_hint;  // the `pitlane host ...` command that would serve `address`
+};
+
+template <typename Strings>
+std::string JoinOr(const Strings& v, const char* if_empty) {
+  if (v.empty()) return if_empty;
+  std::string out;
+  for (const std::string& s : v) {
+    if (!out.empty()) out += ' ';
+    out += s;
+  }
+  return out;
+}
+
+std::string FormatRate(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", r);
+  return buf;
+}
+
+// "enabled, sampling 0.5 of python.memory.*, allow all, deny python.cpu.*"
+std::string Describe(const v1::AdminControlState& c) {
+  std::string s = c.enabled() ? "enabled" : "disabled";
+  s += ", sampling " + FormatRate(c.sampling_rate()) + " of " +
+       JoinOr(c.sampling_patterns(), "every event");
+  s += ", allow " + JoinOr(c.allow(), "all");
+  s += ", deny " + JoinOr(c.deny(), "none");
+  return s;
+}
+
+json ControlJson(const v1::AdminControlState& c) {
+  json j;
+  j["enabled"] = c.enabled();
+  j["sampling_rate"] = c.sampling_rate();
+  j["sampling_patterns"] =
+      std::vector<std::string>(c.sampling_patterns().begin(), c.sampling_patterns().end());
+  j["allow"] = std::vector<std::string>(c.allow().begin(), c.allow().end());
+  j["deny"] = std::vector<std::string>(c.deny().begin(), c.deny().end());
+  return j;
+}
+
+json CountersJson(const v1::AdminWorkerCounters& c) {
+  json j;
+  j["emitted"] = c.emitted();
+  j["published"] = c.published();
+  j["delivered"] = c.delivered();
+  j["dropped_full"] = c.dropped_full();
+  j["dropped_too_large"] = c.dropped_too_large();
+  j["dropped_in_flight"] = c.dropped_in_flight();
+  j["dropped_no_ring"] = c.dropped_no_ring();
+  j["suppressed_disabled"] = c.suppressed_disabled();
+  j["suppressed_sampled"] = c.suppressed_sampled();
+  j["suppressed_filtered"] = c.suppressed_filtered();
+  j["suppressed_no_ring"] = c.suppressed_no_ring();
+  j["rejected"] = c.rejected();
+  json reasons = json::object();
+  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+    const auto it = c.rejected_by_reason().find(shm::RejectReasonName(i));
+    reasons[shm::RejectReasonName(i)] = it == c.rejected_by_reason().end() ? 0 : it->second;
+  }
+  j["rejected_by_reason"] = std::move(reasons);
+  j["truncated"] = c.truncated();
+  return j;
+}
+
+uint64_t Dropped(const v1::AdminWorkerCounters& c) {
+  return c.dropped_full() + c.dropped_too_large() + c.dropped_in_flight() + c.dropped_no_ring();
+}
+uint64_t Suppressed(const v1::AdminWorkerCounters& c) {
+  return c.suppressed_disabled() + c.suppressed_sampled() + c.suppressed_filtered() +
+         c.suppressed_no_ring();
+}
+
+// Runs one call with the admin deadline; prints why it failed and returns the exit code.
+template <typename Call>
+int Invoke(const Target& t, Call call) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       std::chrono::duration<double>(kAdminCallTimeoutSeconds)));
+  const grpc::Status s = call(&ctx);
+  if (s.ok()) return 0;
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      Error("ctl", "no host is serving " + t.address + "; is `" + t.start_hint + "` running?");
+      return kExitUnreachable;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      Error("ctl", "the host serving " + t.address + " did not answer within " +
+                       FormatRate(kAdminCallTimeoutSeconds) + " s");
+      return kExitUnreachable;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      Error("ctl",
+            t.address + " does not serve pitlane's admin service (" + s.error_message() + ")");
+      return kExitUnreachable;
+    default:
+      Error("ctl", s.error_message());
+      return kExitRefused;
+  }
+}
+
+int PrintControls(const v1::AdminControlReply& reply, bool as_json) {
+  if (as_json) {
+    json workers = json::array();
+    for (const v1::AdminWorkerControl& w : reply.workers()) {
+      json j;
+      j["worker_id"] = w.worker_id();
+      j["control"] = ControlJson(w.control());
+      workers.push_back(std::move(j));
+    }
+    json doc;
+    doc["workers"] = std::move(workers);
+    std::printf("%s\n", doc.dump().c_str());
+    return 0;
+  }
+  for (const v1::AdminWorkerControl& w : reply.workers()) {
+    std::printf("%s: %s\n", w.worker_id().c_str(), Describe(w.control()).c_str());
+  }
+  return 0;
+}
+
+int PrintWorkers(const v1::ListWorkersReply& reply, bool as_json) {
+  if (as_json) {
+    json workers = json::array();
+    for (const v1::AdminWorker& w : reply.workers()) {
+      json j;
+      j["worker_id"] = w.worker_id();
+      j["pid"] = w.pid();
+      j["transport"] = w.transport();
+      j["alive"] = w.alive();
+      j["rings"] = w.rings();
+      j["control"] = ControlJson(w.control());
+      j["counters"] = CountersJson(w.counters());
+      workers.push_back(std::move(j));
+    }
+    json doc;
+    doc["namespace"] = reply.namespace_();
+    doc["workers"] = std::move(workers);
+    std::printf("%s\n", doc.dump().c_str());
+    return 0;
+  }
+  if (reply.workers().empty()) {
+    std::printf("namespace \"%s\": no worker has attached\n", reply.namespace_().c_str());
+    return 0;
+  }
+  std::printf("namespace \"%s\": %d worker%s\n", reply.namespace_().c_str(), reply.workers_size(),
+              reply.workers_size() == 1 ? "" : "s");
+  std::printf("%-20s %8s %-9s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "transport",
+              "alive", "rings", "emitted", "delivered", "dropped", "suppressed", "rejected",
+              "control");
+  for (const v1::AdminWorker& w : reply.workers()) {
+    const v1::AdminWorkerCounters& c = w.counters();
+    std::printf("%-20s %8u %-9s %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
+                " %9" PRIu64 "  %s\n",
+                w.worker_id().c_str(), w.pid(), w.transport().c_str(), w.alive() ? "yes" : "no",
+                w.rings(), c.emitted(), c.delivered(), Dropped(c), Suppressed(c), c.rejected(),
+                Describe(w.control()).c_str());
+  }
+  return 0;
+}
+
+// A number as typed ("0.25", "1", "nan"); range checks are the host's.
+bool ParseRate(const std::string& text, double* out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  *out = std::strtod(text.c_str(), &end);
+  return end == text.c_str() + text.size();
+}
+
+}  // namespace
+
+CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
+  CLI::App* ctl = app->add_subcommand(
+      "ctl", "Control a running host's workers (toggle, sampling, filter) and list them");
+  ctl->require_subcommand(1);
+  CLI::Option* ns = ctl->add_option(
+      "--ns", o->ns,
+      "Namespace of the host (default: $PITLANE_NAMESPACE or \"default\"); its admin socket is " +
+          DefaultAdminAddress("<ns>"));
+  ctl->add_option("--admin", o->admin, "The host's admin address: unix:PATH or HOST:PORT")
+      ->type_name("ADDR")
+      ->excludes(ns);
+
+  const auto add = [&](const char* name, const char* help, CtlAction action) {
+    CLI::App* sub = ctl->add_subcommand(name, help);
+    sub->fallthrough();  // --ns / --admin may come after the action too
+    sub->parse_complete_callback([o, action] { o->action = action; });
+    return sub;
+  };
+  const char* worker_help = "Worker id, or \"*\" for every worker the host knows";
+
+  CLI::App* toggle = add("toggle", "Turn a worker's telemetry on or off", CtlAction::kToggle);
+  toggle->add_option("WORKER", o->worker, worker_help)->required();
+  toggle->add_option("STATE", o->state, "on or off")
+      ->required()
+      ->check(CLI::IsMember({"on", "off"}));
+
+  CLI::App* sampling =
+      add("sampling",
+          "Replace a worker's sampling: keep RATE (0..1) of the events matching the patterns "
+          "(no pattern: every event)",
+          CtlAction::kSampling);
+  sampling->add_option("WORKER", o->worker, worker_help)->required();
+  sampling->add_option("RATE", o->rate, "Fraction of events kept, in [0, 1]")->required();
+  sampling->add_option("PATTERN", o->patterns, "Event glob, e.g. 'python.memory.*'");
+
+  CLI::App* filter = add("filter",
+                         "Replace a worker's allow and deny lists (deny wins; neither list: no "
+                         "filter)",
+                         CtlAction::kFilter);
+  filter->add_option("WORKER", o->worker, worker_help)->required();
+  filter->add_option("--allow", o->allow, "Event glob to allow (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("PATTERN");
+  filter->add_option("--deny", o->deny, "Event glob to deny (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("PATTERN");
+
+  CLI::App* workers = add("workers",
+                          "List the host's workers: pid, transport, alive, rings, control "
+                          "state and event counters",
+                          CtlAction::kWorkers);
+  workers->add_flag("--json", o->json, "Print one JSON document");
+
+  CLI::App* show = add("show", "Show a worker's control state", CtlAction::kShow);
+  show->add_option("WORKER", o->worker, worker_help)->required();
+  show->add_flag("--json", o->json, "Print one JSON document");
+  return ctl;
+}
+
+int RunCtl(const CtlOptions& o) {
+  Target t;
+  if (!o.admin.empty()) {
+    if (o.admin.rfind("unix:", 0) != 0 && o.admin.find(':') == std::string::npos) {
+      Error("ctl", "admin address \"" + o.admin + "\" is neither unix:PATH nor HOST:PORT");
+      return kExitUsage;
+    }
+    t.address = o.admin;
+    t.start_hint = "pitlane host --admin " + o.admin;
+  } else {
+    Result<std::string> ns = ResolveNamespace(o.ns);
+    if (!ns.ok()) {
+      Error("ctl", ns.status().message());
+      return kExitUsage;
+    }
+    t.address = DefaultAdminAddress(ns.value());
+    t.start_hint = "pitlane host --ns " + ns.value();
+  }
+  double rate = 0;
+  if (o.action == CtlAction::kSampling && !ParseRate(o.rate, &rate)) {
+    Error("ctl", "sampling rate \"" + o.rate + "\" is not a number");
+    return kExitUsage;
+  }
+
+  const std::unique_ptr<v1::Admin::Stub> stub =
+      v1::Admin::NewStub(grpc::CreateChannel(t.address, grpc::InsecureChannelCredentials()));
+  v1::AdminControlReply control;
+  int rc = 0;
+  switch (o.action) {
+    case CtlAction::kToggle: {
+      v1::SetToggleRequest req;
+      req.set_worker_id(o.worker);
+      req.set_enabled(o.state == "on");
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetToggle(c, req, &control); });
+      break;
+    }
+    case CtlAction::kSampling: {
+      v1::SetSamplingRequest req;
+      req.set_worker_id(o.worker);
+      req.set_sampling_rate(rate);
+      for (const std::string& p : o.patterns) req.add_event_patterns(p);
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetSampling(c, req, &control); });
+      break;
+    }
+    case CtlAction::kFilter: {
+      v1::SetFilterRequest req;
+      req.set_worker_id(o.worker);
+      for (const std::string& p : o.allow) req.add_allow(p);
+      for (const std::string& p : o.deny) req.add_deny(p);
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetFilter(c, req, &control); });
+      break;
+    }
+    case CtlAction::kShow: {
+      v1::GetControlRequest req;
+      req.set_worker_id(o.worker);
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->GetControl(c, req, &control); });
+      break;
+    }
+    case CtlAction::kWorkers: {
+      v1::ListWorkersReply list;
+      rc = Invoke(t, [&](grpc::ClientContext* c) {
+        return stub->ListWorkers(c, v1::ListWorkersRequest(), &list);
+      });
+      return rc != 0 ? rc : PrintWorkers(list, o.json);
+    }
+    case CtlAction::kNone:
+      Error("ctl", "no action given (toggle, sampling, filter, workers or show)");
+      return kExitUsage;
+  }
+  return rc != 0 ? rc : PrintControls(control, o.json);
+}
+
+}  // namespace pitlane::cli

@@ -1,0 +1,75 @@
+// pitlane::AdminServer — the host's admin gRPC service (proto/admin.proto, service
+// pitlane.v1.Admin): toggle, sampling and filter updates for any worker the host knows, the
+// control state of a worker, and a listing of the workers with their counters. It is built only
+// on the public Host API (Toggle / UpdateSampling / UpdateFilter / Control / Workers / Rings),
+// so it reaches every worker Host::Workers() lists, whatever its transport. `pitlane ctl` is its
+// command-line client; `pitlane host` serves it by default.
+//
+// Addresses:
+//   unix:PATH   a unix socket (e.g. unix:/tmp/pitlane.default.admin.sock). The socket is created
+//               mode 0600 whatever the umask: it is bound inside a fresh 0700 directory next to
+//               PATH, made 0600, then renamed onto PATH, so no other user can connect at any
+//               time. A socket file at PATH that no process serves any more (a dead host's) is
+//               replaced; a live one, or anything at PATH that is not a socket, is refused.
+//               Stop() removes PATH (if it is still this server's socket).
+//   HOST:PORT   TCP, e.g. 127.0.0.1:7420 or [::1]:0 (port 0: the kernel picks one; see port()).
+//               No authentication: bind to a loopback address unless the network is trusted.
+// DefaultAdminAddress(ns) is unix:/tmp/pitlane.<ns>.admin.sock — one per namespace, the same
+// for the host and for `pitlane ctl --ns NS`.
+//
+// Errors on the wire: an unknown worker → NOT_FOUND naming the id; a bad value (sampling rate
+// NaN or outside [0, 1], empty or malformed pattern, too many patterns, a required field left
+// out) → INVALID_ARGUMENT with the host's message. A failed request changes nothing. A worker id
+// of "*" selects every worker Host::Workers() lists (NOT_FOUND when there is none); the value is
+// validated once before any worker is changed.
+//
+// Thread safety: the service runs on gRPC's threads and calls the Host, whose control and
+// listing methods may be called from any thread. Stop() (or destruction) must happen before the
+// Host is destroyed; it waits for calls in progress.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pitlane/host.h"
+#include "pitlane/status.h"
+
+namespace pitlane {
+
+// How long an admin call may take before a client gives up (`pitlane ctl` uses it).
+inline constexpr double kAdminCallTimeoutSeconds = 5.0;
+
+// "unix:/tmp/pitlane.<ns>.admin.sock"
+std::string DefaultAdminAddress(std::string_view ns);
+
+class AdminServer {
+ public:
+  // Serves `host` on `address` (see above). INVALID_ARGUMENT for an address that is neither
+  // form (or a unix path too long for a socket), ALREADY_EXISTS when a live server owns the unix
+  // socket, FAILED_PRECONDITION when PATH is not a socket or its directory is unusable,
+  // PERMISSION_DENIED when the file system refuses, UNAVAILABLE when gRPC cannot listen. Each
+  // message names the address or path.
+  static Result<std::unique_ptr<AdminServer>> Start(Host& host, const std::string& address);
+  ~AdminServer();  // Stop()
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Stops accepting calls, waits for those in progress (cancelling any still running after 1 s)
+  // and removes the unix socket. Idempotent.
+  void Stop();
+
+  // The address served, in the form a client dials: "unix:/tmp/..." or "127.0.0.1:40123" (with
+  // the port the kernel chose when the address asked for port 0).
+  const std::string& address() const;
+  // The TCP port served; 0 for a unix socket.
+  int port() const;
+
+  class Impl;
+
+ private:
+  explicit AdminServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pitlane

@@ -1,0 +1,471 @@
+// The host's admin gRPC service (see pitlane/admin.h).
+#include "pitlane/admin.h"
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "admin.grpc.pb.h"
+#include "pitlane/shm_layout.h"
+
+namespace pitlane {
+namespace {
+
+namespace v1 = ::pitlane::v1;
+
+constexpr std::string_view kUnixScheme = "unix:";
+constexpr auto kShutdownGrace = std::chrono::seconds(1);
+
+grpc::Status ToGrpc(const Status& s) {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (s.code()) {
+    case StatusCode::kOk:
+      return grpc::Status::OK;
+    case StatusCode::kInvalidArgument:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case StatusCode::kNotFound:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    case StatusCode::kAlreadyExists:
+      code = grpc::StatusCode::ALREADY_EXISTS;
+      break;
+    case StatusCode::kPermissionDenied:
+      code = grpc::StatusCode::PERMISSION_DENIED;
+      break;
+    case StatusCode::kFailedPrecondition:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    case StatusCode::kResourceExhausted:
+      code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      break;
+    case StatusCode::kUnavailable:
+      code = grpc::StatusCode::UNAVAILABLE;
+      break;
+    case StatusCode::kDataLoss:
+      code = grpc::StatusCode::DATA_LOSS;
+      break;
+    case StatusCode::kInternal:
+      code = grpc::StatusCode::INTERNAL;
+      break;
+  }
+  return grpc::Status(code, s.message());
+}
+
+void FillControl(const ControlState& c, v1::AdminControlState* out) {
+  out->set_enabled(c.enabled);
+  out->set_sampling_rate(c.sampling_rate);
+  for (const std::string& p : c.sampling_patterns) out->add_sampling_patterns(p);
+  for (const std::string& p : c.allow) out->add_allow(p);
+  for (const std::string& p : c.deny) out->add_deny(p);
+}
+
+std::string Quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  explicit AdminService(Host& host) : host_(host) {}
+
+  grpc::Status SetToggle(grpc::ServerContext*, const v1::SetToggleRequest* req,
+                         v1::AdminControlReply* reply) override {
+    if (!req->has_enabled()) {
+      return ToGrpc(InvalidArgument("SetToggle needs \"enabled\" (true or false)"));
+    }
+    const bool enabled = req->enabled();
+    return Apply(
+        req->worker_id(), [&](const std::string& id) { return host_.Toggle(id, enabled); }, reply);
+  }
+
+  grpc::Status SetSampling(grpc::ServerContext*, const v1::SetSamplingRequest* req,
+                           v1::AdminControlReply* reply) override {
+    if (!req->has_sampling_rate()) {
+      return ToGrpc(InvalidArgument("SetSampling needs \"sampling_rate\" (a number in [0, 1])"));
+    }
+    const double rate = req->sampling_rate();
+    const std::vector<std::string> patterns(req->event_patterns().begin(),
+                                            req->event_patterns().end());
+    return Apply(
+        req->worker_id(),
+        [&](const std::string& id) { return host_.UpdateSampling(id, rate, patterns); }, reply);
+  }
+
+  grpc::Status SetFilter(grpc::ServerContext*, const v1::SetFilterRequest* req,
+                         v1::AdminControlReply* reply) override {
+    const std::vector<std::string> allow(req->allow().begin(), req->allow().end());
+    const std::vector<std::string> deny(req->deny().begin(), req->deny().end());
+    return Apply(
+        req->worker_id(),
+        [&](const std::string& id) { return host_.UpdateFilter(id, allow, deny); }, reply);
+  }
+
+  grpc::Status GetControl(grpc::ServerContext*, const v1::GetControlRequest* req,
+                          v1::AdminControlReply* reply) override {
+    Result<std::vector<std::string>> ids = Select(req->worker_id());
+    if (!ids.ok()) return ToGrpc(ids.status());
+    for (const std::string& id : ids.value()) {
+      Result<ControlState> c = host_.Control(id);
+      if (!c.ok()) {
+        if (req->worker_id() == "*" && c.status().code() == StatusCode::kNotFound) continue;
+        return ToGrpc(c.status());
+      }
+      AddWorker(id, c.value(), reply);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                           v1::ListWorkersReply* reply) override {
+    reply->set_namespace_(host_.ns());
+    const std::vector<RingStats> rings = host_.Rings();
+    for (const WorkerInfo& w : host_.Workers()) {
+      v1::AdminWorker* out = reply->add_workers();
+      out->set_worker_id(w.id);
+      out->set_pid(w.pid);
+      out->set_transport(std::string(TransportName(w.transport)));
+      out->set_alive(w.alive);
+      out->set_rings(w.rings);
+      FillControl(w.control, out->mutable_control());
+      FillCounters(w, rings, out->mutable_counters());
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  // The worker ids a request selects: the id itself, or every worker the host lists for "*".
+  Result<std::vector<std::string>> Select(const std::string& selector) const {
+    if (selector.empty()) {
+      return InvalidArgument("worker_id is empty: give a worker id, or \"*\" for every worker");
+    }
+    if (selector != "*") return std::vector<std::string>{selector};
+    std::vector<std::string> ids;
+    for (const WorkerInfo& w : host_.Workers()) {
+      bool seen = false;
+      for (const std::string& id : ids) seen |= id == w.id;
+      if (!seen) ids.push_back(w.id);
+    }
+    if (ids.empty()) {
+      return NotFound("no worker has attached to namespace " + Quoted(host_.ns()) +
+                      ", so \"*\" selects none");
+    }
+    return ids;
+  }
+
+  // Applies one control update to the selected workers; the host validates it (NOT_FOUND
+  // first, then INVALID_ARGUMENT). An update replaces whole fields and every stored state is
+  // valid, so whether an update is valid does not depend on the worker: with "*", a bad value
+  // is refused at the first worker, before any worker changed. A worker that left between the
+  // listing and its update is skipped.
+  grpc::Status Apply(const std::string& selector,
+                     const std::function<Status(const std::string&)>& apply,
+                     v1::AdminControlReply* reply) {
+    Result<std::vector<std::string>> ids = Select(selector);
+    if (!ids.ok()) return ToGrpc(ids.status());
+    const bool all = selector == "*";
+    for (const std::string& id : ids.value()) {
+      Status s = apply(id);
+      if (!s.ok()) {
+        if (all && s.code() == StatusCode::kNotFound) continue;
+        return ToGrpc(s);
+      }
+      Result<ControlState> c = host_.Control(id);
+      if (c.ok()) AddWorker(id, c.value(), reply);
+    }
+    return grpc::Status::OK;
+  }
+
+  static void AddWorker(const std::string& id, const ControlState& c,
+                        v1::AdminControlReply* reply) {
+    v1::AdminWorkerControl* w = reply->add_workers();
+    w->set_worker_id(id);
+    FillControl(c, w->mutable_control());
+  }
+
+  // Sums the rings (live and reclaimed) of this worker process, plus its ringless events.
+  static void FillCounters(const WorkerInfo& w, const std::vector<RingStats>& rings,
+                           v1::AdminWorkerCounters* out) {
+    uint64_t rejected[shm::kRejectReasonCount] = {};
+    uint64_t emitted = w.unringed_emitted;
+    uint64_t published = 0, delivered = 0, truncated = 0;
+    uint64_t full = 0, too_large = 0, in_flight = 0;
+    uint64_t disabled = 0, sampled = 0, filtered = 0;
+    for (const RingStats& r : rings) {
+      if (r.worker_id != w.id || r.pid != w.pid) continue;
+      emitted += r.emitted;
+      published += r.published;
+      delivered += r.delivered;
+      truncated += r.truncated;
+      full += r.dropped_full;
+      too_large += r.dropped_too_large;
+      in_flight += r.dropped_in_flight;
+      disabled += r.suppressed_disabled;
+      sampled += r.suppressed_sampled;
+      filtered += r.suppressed_filtered;
+      for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rejected[i] += r.rejected[i];
+    }
+    out->set_emitted(emitted);
+    out->set_published(published);
+    out->set_delivered(delivered);
+    out->set_truncated(truncated);
+    out->set_dropped_full(full);
+    out->set_dropped_too_large(too_large);
+    out->set_dropped_in_flight(in_flight);
+    out->set_dropped_no_ring(w.unringed_dropped);
+    out->set_suppressed_disabled(disabled);
+    out->set_suppressed_sampled(sampled);
+    out->set_suppressed_filtered(filtered);
+    out->set_suppressed_no_ring(w.unringed_suppressed);
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+      (*out->mutable_rejected_by_reason())[shm::RejectReasonName(i)] = rejected[i];
+      total += rejected[i];
+    }
+    out->set_rejected(total);
+  }
+
+  Host& host_;
+};
+
+// ── unix socket set-up ───────────────────────────────────────────────────────────────────────
+
+std::string Errno(int err) { return std::strerror(err); }
+
+// A failed file-system call: PERMISSION_DENIED when it was refused, FAILED_PRECONDITION otherwise
+// (missing directory, not a directory, read-only file system...).
+Status FileError(int err, const std::string& what) {
+  const std::string message = what + ": " + Errno(err);
+  return err == EACCES || err == EPERM ? PermissionDenied(message) : FailedPrecondition(message);
+}
+
+bool FitsSunPath(const std::string& path) { return path.size() < sizeof(sockaddr_un{}.sun_path); }
+
+enum class Probe { kAbsent, kStale };
+
+// What is at `path`: nothing, or a socket nobody serves (connect refused). ALREADY_EXISTS when
+// a server accepts connections on it.
+Result<Probe> ProbeSocket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Probe::kAbsent;
+    return FileError(errno, "cannot inspect admin socket " + path);
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return FailedPrecondition(path +
+                              " exists and is not a socket; remove it or choose another "
+                              "admin address");
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Internal("socket(AF_UNIX): " + Errno(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa));
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) {
+    return Status(StatusCode::kAlreadyExists, "another host is serving the admin socket " + path +
+                                                  " (stop it, or choose another admin "
+                                                  "address)");
+  }
+  if (err == ECONNREFUSED) return Probe::kStale;
+  if (err == ENOENT) return Probe::kAbsent;  // removed meanwhile
+  return FileError(err, "cannot probe admin socket " + path);
+}
+
+// Ok for HOST:PORT (port in [0, 65535]); INVALID_ARGUMENT naming the address otherwise.
+Status ValidateTcpAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  const auto bad = [&](const std::string& why) {
+    return InvalidArgument("admin address " + Quoted(address) + " " + why +
+                           " (expected unix:PATH or HOST:PORT)");
+  };
+  if (colon == std::string::npos) return bad("has no port");
+  const std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  if (host.empty()) return bad("has no host");
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
+    return bad("has no port in [0, 65535]");
+  }
+  if (host.find('/') != std::string::npos || host.find(' ') != std::string::npos) {
+    return bad("is not a host name or address");
+  }
+  return Status::Ok();
+}
+
+void ConfigureBuilder(grpc::ServerBuilder& b, grpc::Service* service) {
+  b.RegisterService(service);
+  // A control plane with a handful of calls: keep the thread count small.
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
+}
+
+}  // namespace
+
+std::string DefaultAdminAddress(std::string_view ns) {
+  return "unix:/tmp/pitlane." + std::string(ns) + ".admin.sock";
+}
+
+class AdminServer::Impl {
+ public:
+  explicit Impl(Host& host) : service(host) {}
+
+  AdminService service;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+  int port = 0;
+  // The unix socket this server put in place, removed at Stop() if it is still that file.
+  std::string socket_path;
+  dev_t socket_dev = 0;
+  ino_t socket_ino = 0;
+  std::mutex stop_mu;
+  bool stopped = false;
+
+  Status StartUnix(const std::string& path);
+  Status StartTcp(const std::string& address);
+};
+
+Status AdminServer::Impl::StartUnix(const std::string& path) {
+  if (path.empty()) return InvalidArgument("admin address \"unix:\" has no path");
+  if (!FitsSunPath(path)) {
+    return InvalidArgument("admin socket path " + path + " is longer than " +
+                           std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes");
+  }
+  Result<Probe> probe = ProbeSocket(path);
+  if (!probe.ok()) return probe.status();
+
+  // Bind in a private directory beside `path` (same file system, so the rename is atomic), make
+  // the socket 0600, then rename it onto `path`.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  std::string tmp_dir = (dir == "/" ? "" : dir) + "/.pitlane-admin.XXXXXX";
+  if (::mkdtemp(tmp_dir.data()) == nullptr) {
+    return FileError(errno, "cannot create a directory in " + dir + " for the admin socket");
+  }
+  const std::string tmp_sock = tmp_dir + "/s";
+  const auto cleanup_tmp = [&] {
+    ::unlink(tmp_sock.c_str());
+    ::rmdir(tmp_dir.c_str());
+  };
+  if (!FitsSunPath(tmp_sock)) {
+    cleanup_tmp();
+    return InvalidArgument("admin socket directory " + dir + " is too long a path for a socket");
+  }
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(std::string(kUnixScheme) + tmp_sock, grpc::InsecureServerCredentials());
+  ConfigureBuilder(builder, &service);
+  server = builder.BuildAndStart();
+  if (server == nullptr) {
+    cleanup_tmp();
+    return Unavailable("cannot listen on unix socket " + tmp_sock);
+  }
+  const auto fail = [&](Status s) {
+    server->Shutdown();
+    server->Wait();
+    server.reset();
+    cleanup_tmp();
+    return s;
+  };
+  if (::chmod(tmp_sock.c_str(), 0600) != 0) {
+    return fail(Internal("chmod 0600 " + tmp_sock + ": " + Errno(errno)));
+  }
+  // A path that was free must still be free (another server may have appeared meanwhile); a
+  // stale socket is replaced.
+  int rc = -1;
+  if (probe.value() == Probe::kAbsent) {
+    rc = ::renameat2(AT_FDCWD, tmp_sock.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && errno == EINVAL) rc = ::rename(tmp_sock.c_str(), path.c_str());
+  } else {
+    rc = ::rename(tmp_sock.c_str(), path.c_str());
+  }
+  if (rc != 0) {
+    const int err = errno;
+    if (err == EEXIST) {
+      return fail(Status(StatusCode::kAlreadyExists, "another server created the admin socket " +
+                                                         path + " while this one was starting"));
+    }
+    return fail(FileError(err, "cannot put the admin socket at " + path));
+  }
+  ::rmdir(tmp_dir.c_str());
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    socket_dev = st.st_dev;
+    socket_ino = st.st_ino;
+  }
+  socket_path = path;
+  address = std::string(kUnixScheme) + path;
+  return Status::Ok();
+}
+
+Status AdminServer::Impl::StartTcp(const std::string& addr) {
+  if (Status s = ValidateTcpAddress(addr); !s.ok()) return s;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
+  ConfigureBuilder(builder, &service);
+  server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    if (server != nullptr) {
+      server->Shutdown();
+      server->Wait();
+      server.reset();
+    }
+    return Unavailable("cannot listen on " + addr +
+                       " (address in use, or not an address of this machine)");
+  }
+  address = addr.substr(0, addr.rfind(':') + 1) + std::to_string(port);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<AdminServer>> AdminServer::Start(Host& host, const std::string& address) {
+  auto impl = std::make_unique<Impl>(host);
+  Status s;
+  if (address.rfind(kUnixScheme, 0) == 0) {
+    std::string path = address.substr(kUnixScheme.size());
+    if (path.rfind("//", 0) == 0) path.erase(0, 2);  // unix:///abs/path, gRPC's other spelling
+    s = impl->StartUnix(path);
+  } else {
+    s = impl->StartTcp(address);
+  }
+  if (!s.ok()) return s;
+  return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));
+}
+
+AdminServer::AdminServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AdminServer::~AdminServer() { Stop(); }
+
+void AdminServer::Stop() {
+  std::lock_guard<std::mutex> lock(impl_->stop_mu);
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  impl_->server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  impl_->server->Wait();
+  if (!impl_->socket_path.empty()) {
+    struct stat st {};
+    if (::lstat(impl_->socket_path.c_str(), &st) == 0 && st.st_dev == impl_->socket_dev &&
+        st.st_ino == impl_->socket_ino) {
+      ::unlink(impl_->socket_path.c_str());
+    }
+  }
+}
+
+const std::string& AdminServer::address() const { return impl_->address; }
+int AdminServer::port() const { return impl_->port; }
+
+}  // namespace pitlane
