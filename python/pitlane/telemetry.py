@@ -1,0 +1,240 @@
+"""pitlane's telemetry API for Python workers (the seed's ``snakepit_bridge.telemetry`` API).
+
+Events go through the process's ``pitlane::Worker`` into shared-memory rings read by a pitlane
+host (the C++ worker chooses the transport: ``PITLANE_TRANSPORT``). The worker starts on first
+use with the environment's defaults (``PITLANE_NAMESPACE``, ``PITLANE_WORKER_ID``,
+``PITLANE_RING_BYTES``); :func:`start` starts it explicitly.
+
+Example::
+
+    from pitlane import telemetry
+
+    telemetry.emit("tool.execution.start", {"system_time": time.time_ns()}, {"tool": "predict"})
+
+    with telemetry.span("tool.execution", {"tool": "predict"}):
+        result = do_work()
+        telemetry.emit("tool.result_size", {"bytes": len(result)})
+
+    @telemetry.span("python.call", {"command": "predict"})
+    async def predict(x): ...
+
+Conversion rules of :func:`emit` (never raises for a value it cannot send):
+
+* measurement values: ``bool`` -> int 0/1; ``int`` -> int64; an ``int`` outside int64 -> its
+  decimal digits as a string value; ``float`` -> double (NaN and +-inf travel unchanged);
+  anything else -> ``str(value)``.
+* metadata values -> ``str(value)``; keys that are not ``str`` -> ``str(key)``.
+* when ``str()`` raises, ``"<unprintable TYPE>"`` is sent and ``stats()["conversion_errors"]``
+  counts it; a ``measurements``/``metadata`` argument that is not a mapping is counted under
+  ``stats()["not_emitted"]["invalid_argument"]`` and nothing is sent.
+* ``correlation_id=None`` -> the current id (:func:`set_correlation_id`, or the enclosing
+  :func:`span`); none -> the event has no id. The host rejects ids over 128 bytes.
+
+The catalog decides what the host admits: an unknown event name or a measurement key outside
+the allowlist is published and then rejected (and counted) by the host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import functools
+import inspect
+import time
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+from . import _native
+
+__all__ = [
+    "emit",
+    "span",
+    "start",
+    "shutdown",
+    "stats",
+    "dropped_count",
+    "wait_attached",
+    "new_correlation_id",
+    "set_correlation_id",
+    "get_correlation_id",
+    "reset_correlation_id",
+]
+
+_correlation_id: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "pitlane_correlation_id", default=None
+)
+_native._bind_correlation_var(_correlation_id)
+
+#: ``emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str``.
+#: Emits one event and returns the outcome: ``"ok"``, ``"dropped_full"``,
+#: ``"dropped_too_large"``, ``"dropped_no_ring"``, ``"suppressed_disabled"``,
+#: ``"suppressed_sampled"``, ``"suppressed_filtered"``, ``"invalid_argument"``,
+#: ``"no_worker"`` or ``"out_of_memory"``. The GIL is released while the event is written.
+emit = _native.emit
+
+#: ``new_correlation_id() -> str``: ``"pl-"`` + 24 hex digits, the C++ worker's format.
+new_correlation_id = _native.new_correlation_id
+
+
+def start(
+    namespace: Optional[str] = None,
+    worker_id: Optional[str] = None,
+    attach_wait: float = 0.2,
+) -> dict:
+    """Starts the process's worker and returns :func:`stats`.
+
+    ``namespace`` / ``worker_id`` default to ``PITLANE_NAMESPACE`` / ``PITLANE_WORKER_ID``
+    (else ``default`` / ``<hostname>-<pid>``). Waits up to ``attach_wait`` seconds for the
+    namespace's host; without one the worker counts events as ``dropped.no_ring`` and attaches
+    when the host appears. A running worker with the same namespace and id is kept; a different
+    one raises ``RuntimeError`` (call :func:`shutdown` first). An invalid namespace or id raises
+    ``ValueError``.
+    """
+    return _native.start(namespace, worker_id, attach_wait)
+
+
+def shutdown() -> dict:
+    """Retires the worker (the host drains and reclaims its rings) and returns its last
+    :func:`stats`. The next emit starts a new worker."""
+    return _native.shutdown(False)
+
+
+def stats() -> dict:
+    """The worker's counters: ``emitted``, ``published``, ``dropped`` (``full``,
+    ``too_large``, ``no_ring``), ``suppressed`` (``disabled``, ``sampled``, ``filtered``),
+    plus ``worker_id``, ``namespace``, ``attached``, ``live_rings``, ``running``; and the
+    module's own: ``not_emitted`` (``invalid_argument``, ``no_worker``, ``out_of_memory``),
+    ``conversion_errors``, ``start_error`` (why the last start failed, or None).
+    Per worker: ``emitted = suppressed + dropped + published``."""
+    return _native.stats()
+
+
+def dropped_count() -> int:
+    """Events the worker dropped (ring full, too large, no ring), as the seed's
+    ``dropped_count``."""
+    return sum(_native.stats()["dropped"].values())
+
+
+def wait_attached(timeout: float) -> bool:
+    """Waits up to ``timeout`` seconds until the running worker is attached to a host."""
+    return _native.wait_attached(timeout)
+
+
+def set_correlation_id(value: Optional[str]) -> contextvars.Token:
+    """Makes ``value`` the current correlation id of this context (thread / asyncio task);
+    returns the token for :func:`reset_correlation_id`."""
+    return _correlation_id.set(value)
+
+
+def get_correlation_id(default: Optional[str] = None) -> Optional[str]:
+    """The current correlation id, or ``default`` when none is set."""
+    value = _correlation_id.get()
+    return value if value is not None else default
+
+
+def reset_correlation_id(token: Optional[contextvars.Token]) -> None:
+    """Restores the correlation id that was current before ``set_correlation_id`` returned
+    ``token`` (``None``: nothing to restore)."""
+    if token is not None:
+        _correlation_id.reset(token)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not replace the real exception
+        return f"<unprintable {type(exc).__name__}>"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class span:  # noqa: N801 - the seed's name; used as a function
+    """Times an operation: emits ``<operation>.start`` ``{system_time}`` (Unix ns) on entry,
+    then ``<operation>.stop`` ``{duration}`` (ns, monotonic) or, when the body raises anything
+    (also ``KeyboardInterrupt``, ``asyncio.CancelledError``), ``<operation>.exception``
+    ``{duration}`` with ``error_type`` (the class name) and ``error_message`` (``str(exc)``)
+    added to the metadata; the exception then propagates. Every event carries ``metadata``.
+
+    The span's correlation id is ``correlation_id``, else the current one, else a new one; it
+    is the current id inside the span, so nested spans and emits share it.
+
+    Use as ``with span(...)``, ``async with span(...)`` or as a decorator of a function or a
+    coroutine function (each call is its own span).
+    """
+
+    __slots__ = ("operation", "metadata", "correlation_id", "_stack", "_names")
+
+    def __init__(
+        self,
+        operation: str,
+        metadata: Optional[Mapping[str, Any]] = None,
+        correlation_id: Optional[str] = None,
+    ) -> None:
+        self.operation = operation
+        self.metadata = metadata
+        self.correlation_id = correlation_id
+        # (begin_ns, correlation id, contextvar token) per active entry: a span object may be
+        # entered again while active (recursion through a decorated function).
+        self._stack: list = []
+        self._names = (f"{operation}.start", f"{operation}.stop", f"{operation}.exception")
+
+    def __enter__(self) -> "span":
+        correlation = self.correlation_id or _correlation_id.get() or new_correlation_id()
+        token = _correlation_id.set(correlation)
+        emit(self._names[0], {"system_time": time.time_ns()}, self.metadata, correlation)
+        self._stack.append((time.monotonic_ns(), correlation, token))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        begin, correlation, token = self._stack.pop()
+        duration = time.monotonic_ns() - begin
+        try:
+            if exc_type is None:
+                emit(self._names[1], {"duration": duration}, self.metadata, correlation)
+            else:
+                try:
+                    metadata = dict(self.metadata) if self.metadata else {}
+                except Exception:  # noqa: BLE001 - not a mapping: start/stop sent none either
+                    metadata = {}
+                metadata["error_type"] = exc_type.__name__
+                metadata["error_message"] = _describe(exc) if exc is not None else ""
+                emit(self._names[2], {"duration": duration}, metadata, correlation)
+        finally:
+            try:
+                _correlation_id.reset(token)
+            except ValueError:  # exited in another context than entered: leave it be
+                pass
+        return False
+
+    async def __aenter__(self) -> "span":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: _F) -> _F:
+        operation, metadata, correlation_id = self.operation, self.metadata, self.correlation_id
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                with span(operation, metadata, correlation_id):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with span(operation, metadata, correlation_id):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def _close_at_exit() -> None:
+    # Retires the rings so the host drains and reclaims them at once; emits after this (from
+    # daemon threads) are counted as not_emitted.no_worker.
+    _native.shutdown(True)
+
+
+atexit.register(_close_at_exit)

@@ -1,0 +1,199 @@
+"""pitlane.telemetry.span: start/stop/exception events as the C++ Span emits them, as a context
+manager (sync and async) and as a decorator (functions and coroutine functions)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import unittest
+
+from pitlane import telemetry
+
+from pitlane_testing import HostTestCase
+
+START = "snakepit.python.call.start"
+STOP = "snakepit.python.call.stop"
+EXCEPTION = "snakepit.python.call.exception"
+TOOL_START = "snakepit.python.tool.execution.start"
+TOOL_STOP = "snakepit.python.tool.execution.stop"
+
+
+class Muted(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class SpanTest(HostTestCase):
+    def names(self, count: int) -> list:
+        events = self.host.wait_events(lambda evs: len(evs) >= count)
+        return [e["name"] for e in events]
+
+    def test_success_emits_start_with_system_time_then_stop_with_duration(self) -> None:
+        before = time.time_ns()
+        with telemetry.span("python.call", {"command": "predict"}):
+            time.sleep(0.01)
+        start = self.host.wait_count(START, 1)[0]
+        stop = self.host.wait_count(STOP, 1)[0]
+        self.assertEqual(list(start["measurements"]), ["system_time"])
+        self.assertGreaterEqual(start["measurements"]["system_time"], before)
+        self.assertLessEqual(start["measurements"]["system_time"], time.time_ns())
+        self.assertEqual(list(stop["measurements"]), ["duration"])
+        self.assertGreaterEqual(stop["measurements"]["duration"], 10_000_000)
+        self.assertEqual(start["metadata"]["command"], "predict")
+        self.assertEqual(stop["metadata"]["command"], "predict")
+        self.assertNotIn("error_type", stop["metadata"])
+        self.assertEqual(self.host.events(EXCEPTION), [])
+
+    def test_exception_emits_exception_event_with_type_and_message_then_propagates(self) -> None:
+        with self.assertRaisesRegex(ValueError, "model not loaded"):
+            with telemetry.span("python.call", {"command": "predict"}):
+                raise ValueError("model not loaded")
+        (event,) = self.host.wait_count(EXCEPTION, 1)
+        self.assertEqual(event["metadata"]["error_type"], "ValueError")
+        self.assertEqual(event["metadata"]["error_message"], "model not loaded")
+        self.assertEqual(event["metadata"]["command"], "predict")
+        self.assertEqual(list(event["measurements"]), ["duration"])
+        self.assertEqual(self.host.events(STOP), [])
+
+    def test_keyboard_interrupt_is_recorded_and_propagates(self) -> None:
+        with self.assertRaises(KeyboardInterrupt):
+            with telemetry.span("python.call"):
+                raise KeyboardInterrupt
+        (event,) = self.host.wait_count(EXCEPTION, 1)
+        self.assertEqual(event["metadata"]["error_type"], "KeyboardInterrupt")
+        self.assertEqual(event["metadata"]["error_message"], "")
+
+    def test_exception_whose_str_raises_is_recorded_as_unprintable(self) -> None:
+        with self.assertRaises(Muted):
+            with telemetry.span("python.call"):
+                raise Muted()
+        (event,) = self.host.wait_count(EXCEPTION, 1)
+        self.assertEqual(event["metadata"]["error_type"], "Muted")
+        self.assertEqual(event["metadata"]["error_message"], "<unprintable Muted>")
+
+    def test_cancelled_task_records_cancelled_error(self) -> None:
+        async def main() -> None:
+            entered = asyncio.Event()
+
+            async def body() -> None:
+                async with telemetry.span("python.call", {"command": "slow"}):
+                    entered.set()
+                    await asyncio.sleep(60)
+
+            task = asyncio.ensure_future(body())
+            await entered.wait()
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        (event,) = self.host.wait_count(EXCEPTION, 1)
+        self.assertEqual(event["metadata"]["error_type"], "CancelledError")
+        self.assertEqual(event["metadata"]["command"], "slow")
+
+    def test_nested_spans_share_the_outer_correlation_id(self) -> None:
+        with telemetry.span("python.call") as outer:
+            outer_id = telemetry.get_correlation_id()
+            with telemetry.span("tool.execution", {"tool": "search"}):
+                self.assertEqual(telemetry.get_correlation_id(), outer_id)
+                telemetry.emit("tool.result_size", {"bytes": 10}, {"tool": "search"})
+        self.assertIsInstance(outer, telemetry.span)
+        self.assertEqual(self.names(5), [START, TOOL_START, "snakepit.python.tool.result_size",
+                                          TOOL_STOP, STOP])
+        self.assertEqual({e["correlation_id"] for e in self.host.events()}, {outer_id})
+
+    def test_span_without_a_current_id_creates_one_for_its_duration(self) -> None:
+        self.assertIsNone(telemetry.get_correlation_id())
+        with telemetry.span("python.call"):
+            inside = telemetry.get_correlation_id()
+        self.assertRegex(inside, r"^pl-[0-9a-f]{24}$")
+        self.assertIsNone(telemetry.get_correlation_id())
+        with telemetry.span("python.call"):
+            second = telemetry.get_correlation_id()
+        self.assertNotEqual(inside, second)
+        events = self.host.wait_count(STOP, 2)
+        self.assertEqual([e["correlation_id"] for e in events], [inside, second])
+
+    def test_span_picks_up_the_current_correlation_id(self) -> None:
+        token = telemetry.set_correlation_id("request-42")
+        try:
+            with telemetry.span("python.call"):
+                pass
+        finally:
+            telemetry.reset_correlation_id(token)
+        self.assertEqual({e["correlation_id"] for e in self.host.wait_count(STOP, 1)},
+                         {"request-42"})
+        self.assertEqual(self.host.events(START)[0]["correlation_id"], "request-42")
+
+    def test_explicit_correlation_id_wins_and_is_current_inside(self) -> None:
+        token = telemetry.set_correlation_id("outer")
+        try:
+            with telemetry.span("python.call", correlation_id="explicit"):
+                self.assertEqual(telemetry.get_correlation_id(), "explicit")
+            self.assertEqual(telemetry.get_correlation_id(), "outer")
+        finally:
+            telemetry.reset_correlation_id(token)
+        self.assertEqual(self.host.wait_count(STOP, 1)[0]["correlation_id"], "explicit")
+
+    def test_decorated_function_is_one_span_per_call_and_keeps_its_result(self) -> None:
+        @telemetry.span("python.call", {"command": "add"})
+        def add(a: int, b: int) -> int:
+            """Adds."""
+            return a + b
+
+        self.assertEqual(add(2, 3), 5)
+        self.assertEqual(add(b=1, a=1), 2)
+        self.assertEqual(add.__name__, "add")
+        self.assertEqual(add.__doc__, "Adds.")
+        starts = self.host.wait_count(START, 2)
+        stops = self.host.wait_count(STOP, 2)
+        self.assertEqual(len({e["correlation_id"] for e in stops}), 2)
+        self.assertEqual([e["correlation_id"] for e in starts], [e["correlation_id"] for e in stops])
+
+    def test_decorated_function_that_raises_emits_the_exception_event(self) -> None:
+        @telemetry.span("python.call")
+        def fail() -> None:
+            raise KeyError("missing")
+
+        with self.assertRaises(KeyError):
+            fail()
+        (event,) = self.host.wait_count(EXCEPTION, 1)
+        self.assertEqual(event["metadata"]["error_type"], "KeyError")
+        self.assertEqual(event["metadata"]["error_message"], "'missing'")  # str(KeyError)
+
+    def test_decorated_recursive_function_nests_its_spans(self) -> None:
+        @telemetry.span("python.call")
+        def depth(n: int) -> int:
+            return 0 if n == 0 else 1 + depth(n - 1)
+
+        self.assertEqual(depth(2), 2)
+        self.assertEqual(self.names(6), [START, START, START, STOP, STOP, STOP])
+        self.assertEqual(len({e["correlation_id"] for e in self.host.events()}), 1)
+
+    def test_decorated_coroutine_function_spans_its_awaits(self) -> None:
+        @telemetry.span("tool.execution", {"tool": "fetch"})
+        async def fetch(x: int) -> int:
+            await asyncio.sleep(0.005)
+            return x * 2
+
+        self.assertTrue(asyncio.iscoroutinefunction(fetch))
+        self.assertEqual(asyncio.run(fetch(21)), 42)
+        stop = self.host.wait_count(TOOL_STOP, 1)[0]
+        self.assertGreaterEqual(stop["measurements"]["duration"], 5_000_000)
+        self.assertEqual(stop["metadata"]["tool"], "fetch")
+
+    def test_decorated_coroutine_function_records_its_exception(self) -> None:
+        @telemetry.span("tool.execution")
+        async def broken() -> None:
+            await asyncio.sleep(0)
+            raise TimeoutError("upstream")
+
+        with self.assertRaises(TimeoutError):
+            asyncio.run(broken())
+        (event,) = self.host.wait_count("snakepit.python.tool.execution.exception", 1)
+        self.assertEqual(event["metadata"]["error_type"], "TimeoutError")
+        self.assertEqual(event["metadata"]["error_message"], "upstream")
+
+
+if __name__ == "__main__":
+    unittest.main()
