@@ -1,10 +1,10 @@
 // pitlane_py_test_host — a pitlane::Host for the Python tests and python/bench_emit.py.
 //
-//   pitlane_py_test_host --ns NAME [--quiet] [--busy-poll]
+//   pitlane_py_test_host --ns NAME [--quiet] [--busy-poll] [--grpc-listen HOST:PORT]
 //
 // Starts a host in namespace NAME with one "*" handler and prints one JSON object per line on
 // stdout:
-//   {"type":"ready","ns":...,"pid":...}                      once the host runs
+//   {"type":"ready","ns":...,"pid":...,"grpc_port":...}      once the host runs
 //   {"type":"event","name":...,"timestamp_ns":...,"correlation_id":...,"measurements":{...},
 //    "metadata":{...},"worker_id":...,"worker_pid":...,"transport":...}
 //                                                            per delivered event (not --quiet)
@@ -278,7 +278,9 @@ std::string Command(pitlane::Host& host, const std::string& line) {
 }
 
 int Usage() {
-  std::fprintf(stderr, "usage: pitlane_py_test_host --ns NAME [--quiet] [--busy-poll]\n");
+  std::fprintf(stderr,
+               "usage: pitlane_py_test_host --ns NAME [--quiet] [--busy-poll] "
+               "[--grpc-listen HOST:PORT]\n");
   return 2;
 }
 
@@ -295,6 +297,8 @@ int main(int argc, char** argv) {
       quiet = true;
     } else if (a == "--busy-poll") {
       options.busy_poll = true;
+    } else if (a == "--grpc-listen" && i + 1 < argc) {
+      options.grpc_listen = argv[++i];
     } else {
       return Usage();
     }
@@ -335,6 +339,7 @@ int main(int argc, char** argv) {
     std::string ready = "{\"type\":\"ready\"";
     Field(ready, "ns", host.ns());
     Field(ready, "pid", static_cast<int64_t>(getpid()));
+    Field(ready, "grpc_port", static_cast<int64_t>(host.grpc_port()));
     ready.push_back('}');
     WriteLine(ready);
   }

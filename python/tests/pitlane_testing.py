@@ -37,9 +37,11 @@ def remove_segments(ns: str) -> None:
 class HostProcess:
     """pitlane_py_test_host for namespace `ns`, with its output parsed on a reader thread."""
 
-    def __init__(self, ns: str, quiet: bool = False) -> None:
+    def __init__(self, ns: str, quiet: bool = False, grpc_listen: Optional[str] = None) -> None:
         exe = os.environ["PITLANE_PY_TEST_HOST"]
         args = [exe, "--ns", ns] + (["--quiet"] if quiet else [])
+        if grpc_listen:
+            args += ["--grpc-listen", grpc_listen]
         self.ns = ns
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, errors="replace"
@@ -53,6 +55,7 @@ class HostProcess:
         if ready.get("type") != "ready":
             raise AssertionError(f"host did not start: {ready}")
         self.pid = ready["pid"]
+        self.grpc_port = ready.get("grpc_port", 0)
         self.final: Optional[dict] = None
 
     def _read(self) -> None:
