@@ -130,6 +130,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   std::condition_variable inbox_space;
   std::deque<Item> inbox;
   size_t inbox_events = 0;
+  std::atomic<bool> inbox_nonempty{false};  // lets an idle poll pass skip the lock
 
   // Acks: the poll thread flags work, the ack thread writes.
   std::mutex ack_mu;
@@ -172,6 +173,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       inbox_space.wait(lock, [&] { return inbox_events < kInboxEvents || stopping.load(); });
       inbox_events += events;
       inbox.push_back(std::move(item));
+      inbox_nonempty.store(true, std::memory_order_release);
     }
     hooks.wake();
   }
@@ -522,12 +524,13 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   }
 
   size_t Drain(Folder& folder, const FoldContext& base, const Sink& sink) {
+    if (!inbox_nonempty.load(std::memory_order_acquire)) return 0;
     std::deque<Item> items;
     {
       std::lock_guard<std::mutex> lock(inbox_mu);
-      if (inbox.empty()) return 0;
       items.swap(inbox);
       inbox_events = 0;
+      inbox_nonempty.store(false, std::memory_order_relaxed);
     }
     inbox_space.notify_all();
     size_t n = 0;
@@ -682,8 +685,7 @@ size_t RemoteHub::Drain(Folder& folder, const FoldContext& base, const Sink& sin
 }
 
 bool RemoteHub::Pending() const {
-  std::lock_guard<std::mutex> lock(impl_->inbox_mu);
-  return !impl_->inbox.empty();
+  return impl_->inbox_nonempty.load(std::memory_order_acquire);
 }
 
 bool RemoteHub::Knows(const std::string& worker_id) const {
