@@ -1,100 +1,96 @@
-// pitlane benchmarks: encode, emit (shm), pre-encoded emit, host drain.
+// pitlane benchmarks: main(), the machine floor, and the worker's side of the shm transport —
+// encode, emit, end-to-end latency, first event after idle, live throughput.
 //
-// Per-call latencies are recorded for every sample with rdtsc, minus the measured cost of the
-// timer itself, and reported as p50/p99/p99.9/max counters (ns). The host drains on the other
-// core while the emit benchmarks run. PITLANE_BENCH_SMOKE=1 keeps sample counts tiny (ctest).
+// Per-call latencies are recorded for every sample with a fenced rdtsc (Ticks()), minus the
+// measured cost of the timer itself, and reported as p50/p99/p99.9/max/mean counters (ns). The
+// emitting thread runs on one core, the host's poll loop on the other. Host-side cases are in
+// bench_host.cc, memory and idle CPU in bench_resources.cc, the gRPC transport in bench_grpc.cc
+// (built when the gRPC worker is). PITLANE_BENCH_SMOKE=1 keeps every case tiny (ctest bench_smoke).
 #include <benchmark/benchmark.h>
-#include <sched.h>
-#include <unistd.h>
-#include <x86intrin.h>
-#include <immintrin.h>
+#include <emmintrin.h>
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cstdlib>
-#include <memory>
-#include <string>
+#include <cstring>
 #include <thread>
-#include <vector>
 
+#include "bench_scenarios.h"
+#include "bench_util.h"
 #include "pitlane/catalog.h"
-#include "pitlane/host.h"
-#include "pitlane/record.h"
-#include "pitlane/worker.h"
 
+namespace pitlane::bench {
 namespace {
 
-using namespace pitlane;
-
-bool Smoke() { return std::getenv("PITLANE_BENCH_SMOKE") != nullptr; }
-
-void PinTo(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu % std::max(1u, std::thread::hardware_concurrency()), &set);
-  sched_setaffinity(0, sizeof(set), &set);
-}
-
-double NsPerTick() {
-  static const double v = [] {
-    const auto t0 = std::chrono::steady_clock::now();
-    const uint64_t c0 = __rdtsc();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uint64_t c1 = __rdtsc();
-    const auto t1 = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::nano>(t1 - t0).count() / double(c1 - c0);
-  }();
-  return v;
-}
-
-// Median cost of an empty rdtsc pair, in ticks.
-uint64_t TimerOverheadTicks() {
-  static const uint64_t v = [] {
-    std::vector<uint64_t> s(10001);
-    for (auto& x : s) {
-      const uint64_t a = __rdtsc();
-      const uint64_t b = __rdtsc();
-      x = b - a;
-    }
-    std::nth_element(s.begin(), s.begin() + s.size() / 2, s.end());
-    return s[s.size() / 2];
-  }();
-  return v;
-}
-
-void ReportPercentiles(benchmark::State& state, std::vector<uint64_t>& ticks) {
-  if (ticks.empty()) return;
-  std::sort(ticks.begin(), ticks.end());
-  const double k = NsPerTick();
-  const uint64_t over = TimerOverheadTicks();
-  auto at = [&](double q) {
-    const uint64_t t = ticks[std::min(ticks.size() - 1, size_t(q * double(ticks.size())))];
-    return double(t > over ? t - over : 0) * k;
-  };
-  state.counters["p50_ns"] = at(0.50);
-  state.counters["p99_ns"] = at(0.99);
-  state.counters["p99.9_ns"] = at(0.999);
-  state.counters["max_ns"] = double(ticks.back() > over ? ticks.back() - over : 0) * k;
-}
-
-// The typical event of the benchmark issue: python.call.stop, 3 measurements, 3 metadata, a
-// 27-byte correlation id, a timestamp.
-constexpr const char* kCorrelation = "pl-0123456789abcdef01234567";
+// ── machine floor ───────────────────────────────────────────────────────────────────────────
 
 void BM_Clock_Realtime(benchmark::State& state) {
-  for (auto _ : state) {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    benchmark::DoNotOptimize(ts);
-  }
+  for (auto _ : state) benchmark::DoNotOptimize(RealtimeNs());
 }
-BENCHMARK(BM_Clock_Realtime);
 
 void BM_Clock_Rdtsc(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(__rdtsc());
 }
-BENCHMARK(BM_Clock_Rdtsc);
+
+// memcpy of a record-sized block between two L1-resident buffers (the length is a run-time
+// value, as in the ring reader's copy-out). One copy is below the timer's resolution (the TSC
+// reads in ~10 ns steps here), so each sample times a batch of 16 and is reported per copy.
+void BM_Floor_Memcpy(benchmark::State& state) {
+  constexpr int kBatch = 16;
+  alignas(64) static uint8_t src[4096], dst[kBatch][512];
+  std::memset(src, 0x5A, sizeof src);
+  size_t n = static_cast<size_t>(state.range(0));
+  benchmark::DoNotOptimize(n);
+  Samples samples(Pick<size_t>(500000, 1000));
+  for (auto _ : state) {
+    const uint64_t t0 = Ticks();
+    for (int i = 0; i < kBatch; ++i) std::memcpy(dst[i], src + 64 * i, n);
+    benchmark::ClobberMemory();
+    const uint64_t t1 = Ticks();
+    if (!samples.full()) samples.AddTicks(t1 - t0);
+  }
+  samples.ReportTicks(state, /*divisor=*/kBatch);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kBatch * state.range(0));
+}
+
+// One cache line written on one core and read on the other and back (threads pinned to the
+// two cores, spinning without pause): each sample is a round trip, reported halved (one way).
+void BM_Floor_CacheLinePingPong(benchmark::State& state) {
+  struct alignas(64) Line {
+    std::atomic<uint64_t> v{0};
+  };
+  Line ping, pong;
+  std::atomic<bool> stop{false};
+  PinTo(kWorkerCore);
+  std::thread echo([&] {
+    PinTo(kHostCore);
+    uint64_t seen = 0;
+    while (true) {
+      uint64_t v;
+      // Acquire pairs with the release store of `ping` below.
+      while ((v = ping.v.load(std::memory_order_acquire)) == seen) {
+        if (stop.load(std::memory_order_relaxed)) return;
+      }
+      seen = v;
+      pong.v.store(v, std::memory_order_release);
+    }
+  });
+  Samples samples(Pick<size_t>(1000000, 1000));
+  uint64_t i = 0;
+  for (auto _ : state) {
+    ++i;
+    const uint64_t t0 = Ticks();
+    ping.v.store(i, std::memory_order_release);
+    // Acquire pairs with the echo thread's release store of `pong`.
+    while (pong.v.load(std::memory_order_acquire) != i) {
+    }
+    const uint64_t t1 = Ticks();
+    if (!samples.full()) samples.AddTicks(t1 - t0);
+  }
+  stop.store(true);
+  echo.join();
+  samples.ReportTicks(state, /*divisor=*/2.0);
+}
+
+// ── worker side ─────────────────────────────────────────────────────────────────────────────
 
 void BM_Encode_TypicalEvent(benchmark::State& state) {
   const auto catalog = Catalog::Default();
@@ -107,10 +103,11 @@ void BM_Encode_TypicalEvent(benchmark::State& state) {
   alignas(8) uint8_t buf[1024];
   const Measurement m[] = {{kd, 1234}, {kr, 512}, {kc, 3.5}};
   const Metadata md[] = {{mc, "predict"}, {mw, "w1"}, {mr, "ok"}};
+  const uint16_t event_id = catalog->FindWorkerEvent("python.call.stop");
   size_t bytes = 0;
   for (auto _ : state) {
     RecordFields f;
-    f.event_id = catalog->FindWorkerEvent("python.call.stop");
+    f.event_id = event_id;
     f.timestamp = __rdtsc();
     f.clock = 2;
     f.correlation_id = kCorrelation;
@@ -124,158 +121,140 @@ void BM_Encode_TypicalEvent(benchmark::State& state) {
     bytes = p.size;
     benchmark::DoNotOptimize(buf);
   }
-  state.counters["record_bytes"] = double(bytes);
+  state.counters["record_bytes"] = static_cast<double>(bytes);
 }
-BENCHMARK(BM_Encode_TypicalEvent);
 
-struct Fixture {
-  std::string ns = "bench" + std::to_string(getpid());
-  std::unique_ptr<Host> host;
-  std::unique_ptr<Worker> worker;
-
-  explicit Fixture(bool busy_poll, uint64_t ring_bytes = 1 << 20) {
-    HostOptions ho;
-    ho.ns = ns;
-    ho.busy_poll = busy_poll;
-    ho.log = [](std::string_view) {};
-    host = std::move(Host::Start(ho)).value();
-    WorkerOptions wo;
-    wo.ns = ns;
-    wo.worker_id = "bench";
-    wo.ring_bytes = ring_bytes;
-    worker = std::move(Worker::Start(wo)).value();
-  }
-  // The calling thread (the emitter) on core 0, the host's poll loop on core 1.
-  void DrainOnOtherCore() {
-    PinTo(0);
-    // The loop thread inherits the affinity of the thread that starts it.
-    std::thread starter([this] {
-      PinTo(1);
-      host->RunInBackground();
-    });
-    starter.join();
-  }
-  ~Fixture() {
-    worker.reset();
-    host->DrainAll(std::chrono::seconds(5));
-    host.reset();
-  }
-};
-
-void BM_Emit_Shm(benchmark::State& state) {
-  Fixture fx(/*busy_poll=*/true);
-  fx.DrainOnOtherCore();
-  Worker& w = *fx.worker;
-  const EventHandle ev = w.Event("python.call.stop");
-  const MeasurementKey kd = w.Measure("duration"), kr = w.Measure("response_size"),
-                       kc = w.Measure("cpu_percent");
-  const MetadataKey mc = w.Meta("command"), mw = w.Meta("worker_id"), mr = w.Meta("result");
-  std::vector<uint64_t> ticks;
-  ticks.reserve(Smoke() ? 1000 : 2000000);
-  uint64_t dropped = 0;
-  (void)w.Emit(ev, {{kd, 1}}, {});  // creates the thread's ring
-  for (auto _ : state) {
-    const uint64_t t0 = __rdtsc();
-    const EmitResult r = w.Emit(ev, {{kd, 1234}, {kr, 512}, {kc, 3.5}},
-                                {{mc, "predict"}, {mw, "w1"}, {mr, "ok"}}, kCorrelation);
-    const uint64_t t1 = __rdtsc();
-    if (ticks.size() < ticks.capacity()) ticks.push_back(t1 - t0);
-    dropped += r != EmitResult::kOk;
-    // Pace the emitter below the host's drain rate (state.range(0) ns between emits), so the
-    // samples are emits into a ring the host keeps up with, not drops of a full one.
-    const uint64_t until = t1 + static_cast<uint64_t>(state.range(0) / NsPerTick());
-    while (__rdtsc() < until) _mm_pause();
-  }
-  ReportPercentiles(state, ticks);
-  state.counters["dropped"] = double(dropped);
-  fx.host->Stop();
-}
-BENCHMARK(BM_Emit_Shm)->Arg(0)->Arg(500)->ArgName("gap_ns");
-
+// Publishing an already-encoded record (no encode, no clock read).
 void BM_Emit_PreEncoded(benchmark::State& state) {
-  Fixture fx(/*busy_poll=*/true);
-  fx.DrainOnOtherCore();
-  Worker& w = *fx.worker;
-  const EventHandle ev = w.Event("python.call.stop");
-  const auto& catalog = w.catalog();
+  FixtureOptions o;
+  Fixture fx(o);
+  fx.RunHostOnOtherCore();
+  Worker& w = fx.worker();
   alignas(8) uint8_t buf[1024];
-  const Measurement m[] = {{w.Measure("duration"), 1234}, {w.Measure("response_size"), 512},
-                           {w.Measure("cpu_percent"), 3.5}};
-  const Metadata md[] = {{w.Meta("command"), "predict"}, {w.Meta("worker_id"), "w1"},
-                         {w.Meta("result"), "ok"}};
-  RecordFields f;
-  f.event_id = ev.id;
-  f.timestamp = 0;
-  f.correlation_id = kCorrelation;
-  f.measurements = m;
-  f.measurement_count = 3;
-  f.metadata = md;
-  f.metadata_count = 3;
-  PreparedRecord p;
-  PrepareRecord(f, &catalog, true, &p);
-  EncodeRecord(f, p, buf);
-  std::vector<uint64_t> ticks;
-  ticks.reserve(Smoke() ? 1000 : 2000000);
-  (void)w.EmitEncoded(ev, buf, p.size);
-  for (auto _ : state) {
-    const uint64_t t0 = __rdtsc();
-    benchmark::DoNotOptimize(w.EmitEncoded(ev, buf, p.size));
-    const uint64_t t1 = __rdtsc();
-    if (ticks.size() < ticks.capacity()) ticks.push_back(t1 - t0);
-  }
-  ReportPercentiles(state, ticks);
-  fx.host->Stop();
-}
-BENCHMARK(BM_Emit_PreEncoded);
-
-// Host drain of pre-filled rings, steady state: one emitting thread per ring (kept alive, so
-// the rings stay mapped and warm), each fills its ring with `per_ring` typical events; then the
-// host drains them all on one core: copy out, verify, catalog fold, (no) handler.
-void BM_HostDrain(benchmark::State& state) {
-  const int rings = static_cast<int>(state.range(0));
-  const int per_ring = Smoke() ? 100 : 3000;
-  Fixture fx(/*busy_poll=*/false, /*ring_bytes=*/4 << 20);
-  Worker& w = *fx.worker;
+  const size_t size = EncodeTypicalRecord(w.catalog(), buf, sizeof buf);
   const EventHandle ev = w.Event("python.call.stop");
-  const MeasurementKey kd = w.Measure("duration"), kr = w.Measure("response_size"),
-                       kc = w.Measure("cpu_percent");
-  const MetadataKey mc = w.Meta("command"), mw = w.Meta("worker_id"), mr = w.Meta("result");
-  std::atomic<int> round{0}, filled{0};
-  std::atomic<bool> done{false};
-  std::vector<std::thread> threads;
-  for (int r = 0; r < rings; ++r) {
-    threads.emplace_back([&] {
-      int seen = 0;
-      while (true) {
-        while (round.load() == seen && !done.load()) std::this_thread::yield();
-        if (done.load()) return;
-        seen = round.load();
-        for (int i = 0; i < per_ring; ++i) {
-          (void)w.Emit(ev, {{kd, i}, {kr, 512}, {kc, 3.5}},
-                       {{mc, "predict"}, {mw, "w1"}, {mr, "ok"}}, kCorrelation);
-        }
-        filled.fetch_add(1);
-      }
-    });
-  }
-  uint64_t events = 0;
+  Samples samples(Pick<size_t>(2000000, 1000));
+  (void)w.EmitEncoded(ev, buf, size);
   for (auto _ : state) {
-    state.PauseTiming();
-    filled.store(0);
-    round.fetch_add(1);
-    while (filled.load() < rings) std::this_thread::yield();
-    fx.host->PollOnce();  // discovers new rings (first round), then drains
-    state.ResumeTiming();
-    size_t n;
-    while ((n = fx.host->PollOnce()) > 0) events += n;
+    const uint64_t t0 = Ticks();
+    benchmark::DoNotOptimize(w.EmitEncoded(ev, buf, size));
+    const uint64_t t1 = Ticks();
+    if (!samples.full()) samples.AddTicks(t1 - t0);
   }
-  done.store(true);
-  for (auto& t : threads) t.join();
-  state.counters["events_per_s"] = benchmark::Counter(double(events), benchmark::Counter::kIsRate);
-  state.counters["dropped"] = double(w.Stats().dropped());
+  samples.ReportTicks(state);
 }
-BENCHMARK(BM_HostDrain)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->UseRealTime();
+
+FixtureOptions Shm(bool busy_poll) {
+  FixtureOptions o;
+  o.busy_poll = busy_poll;
+  return o;
+}
+
+// Sizes of the record-size scaling cases (SizedEvent).
+constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
+
+[[maybe_unused]] const int kRegistered = [] {
+  AddCase(Scenario::kMachineFloor, Path::kShm, [] {
+    benchmark::RegisterBenchmark("BM_Clock_Realtime", BM_Clock_Realtime)->Apply(Repeated);
+    benchmark::RegisterBenchmark("BM_Clock_Rdtsc", BM_Clock_Rdtsc)->Apply(Repeated);
+    benchmark::RegisterBenchmark("BM_Floor_Memcpy", BM_Floor_Memcpy)
+        ->ArgName("bytes")
+        ->Arg(64)
+        ->Arg(128)
+        ->Arg(256)
+        ->Apply(Repeated);
+    benchmark::RegisterBenchmark("BM_Floor_CacheLinePingPong", BM_Floor_CacheLinePingPong)
+        ->Iterations(Pick<int64_t>(1000000, 1000))
+        ->Apply(Repeated);
+  });
+  AddCase(Scenario::kEncode, Path::kShm, [] {
+    benchmark::RegisterBenchmark("BM_Encode_TypicalEvent", BM_Encode_TypicalEvent)->Apply(Repeated);
+  });
+  AddCase(Scenario::kEmit, Path::kShm, [] {
+    for (const double gap : {0.0, 500.0}) {
+      const std::string name = "BM_Emit_Shm/gap_ns:" + std::to_string(static_cast<int>(gap));
+      benchmark::RegisterBenchmark(name.c_str(), [gap](benchmark::State& s) {
+        RunEmitPerCall(s, Shm(true), gap);
+      })->Apply(Repeated);
+    }
+    benchmark::RegisterBenchmark("BM_Emit_PreEncoded", BM_Emit_PreEncoded)->Apply(Repeated);
+  });
+  AddCase(Scenario::kEndToEnd, Path::kShm, [] {
+    for (const bool busy : {true, false}) {
+      const std::string name =
+          std::string("BM_EndToEnd_Latency/shm/") + (busy ? "busy_poll" : "backoff");
+      benchmark::RegisterBenchmark(name.c_str(), [busy](benchmark::State& s) {
+        RunEndToEndLatency(s, Shm(busy), /*gap_ns=*/10000);
+      })->Iterations(Pick<int64_t>(100000, 300));
+    }
+  });
+  AddCase(Scenario::kFirstAfterIdle, Path::kShm, [] {
+    benchmark::RegisterBenchmark("BM_FirstEventAfterIdle/shm/backoff", [](benchmark::State& s) {
+      RunFirstEventAfterIdle(s, Shm(false), std::chrono::milliseconds(Pick(50, 5)));
+    })->Iterations(Pick<int64_t>(200, 3));
+  });
+  AddCase(Scenario::kThroughput, Path::kShm, [] {
+    for (const bool retry : {false, true}) {
+      const std::string name = std::string("BM_Throughput_Shm/") + (retry ? "retry" : "drop");
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [retry](benchmark::State& s) {
+                                     RunThroughput(s, Shm(true), /*workers=*/1, /*threads=*/1,
+                                                   Pick<uint64_t>(4000000, 20000), retry);
+                                   })
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Apply(Repeated);
+    }
+  });
+  AddCase(Scenario::kThroughputThreads, Path::kShm, [] {
+    // Emitting threads of one worker, each with its own ring, all on the worker's core.
+    for (const int threads : {1, 2, 4}) {
+      const std::string name = "BM_Throughput_Shm_Threads/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [threads](benchmark::State& s) {
+                                     RunThroughput(s, Shm(true), /*workers=*/1, threads,
+                                                   Pick<uint64_t>(4000000, 20000),
+                                                   /*retry=*/true);
+                                   })
+          ->Iterations(1)
+          ->UseManualTime();
+    }
+  });
+  AddCase(Scenario::kIdleCpu, Path::kShm, [] {
+    for (const bool busy : {false, true}) {
+      const std::string name = std::string("BM_IdleCpu/shm/") + (busy ? "busy_poll" : "backoff");
+      benchmark::RegisterBenchmark(name.c_str(), [busy](benchmark::State& s) {
+        RunIdleCpu(s, Shm(busy));
+      })->Iterations(1);
+    }
+  });
+  AddCase(Scenario::kRecordSize, Path::kShm, [] {
+    for (const int64_t bytes : kRecordSizes) {
+      const std::string name = "BM_Emit_Shm_RecordSize/bytes:" + std::to_string(bytes);
+      benchmark::RegisterBenchmark(name.c_str(), [bytes](benchmark::State& s) {
+        RunEmitPerCall(s, Shm(true), /*gap_ns=*/500, static_cast<size_t>(bytes));
+      });
+    }
+  });
+  return 0;
+}();
 
 }  // namespace
+}  // namespace pitlane::bench
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("pitlane_stamp_clock", pitlane::bench::StampClockName());
+  benchmark::AddCustomContext("pitlane_smoke", pitlane::bench::Smoke() ? "1" : "0");
+#ifdef PITLANE_BENCH_GRPC
+  benchmark::AddCustomContext("pitlane_grpc", "1");
+#else
+  benchmark::AddCustomContext("pitlane_grpc", "0");
+#endif
+  benchmark::AddCustomContext("pitlane_repetitions", std::to_string(pitlane::bench::Repetitions()));
+  pitlane::bench::RegisterCases();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

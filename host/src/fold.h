@@ -69,7 +69,13 @@ class Folder {
   std::vector<uint8_t> is_context_;
   MeasurementView measurements_[kMaxFields];
   MetadataView metadata_[kMaxFields + kContextFields];
+  // The `timestamp_ns` context value of the last event, and the values of its digits above
+  // the last 4 and above the last 8 (kNoDigits: not reusable).
+  std::string_view FormatTimestamp(int64_t ns);
+  static constexpr uint64_t kNoDigits = ~uint64_t{0};
   char timestamp_[24];
+  size_t timestamp_len_ = 0;
+  uint64_t timestamp_high4_ = kNoDigits, timestamp_high8_ = kNoDigits;
 };
 
 // Converts a record's clock reading to Unix-epoch nanoseconds (TSC calibrated against
@@ -89,7 +95,8 @@ class TimeConverter {
   double ns_per_tick_ = 0;
 };
 
-// Verifies a ring record (FlatBuffers Verifier + file identifier) and exposes it as a RawEvent.
+// Verifies a ring record (record_verify.h: the FlatBuffers Verifier's checks plus the file
+// identifier, decoded in the same pass) and exposes it as a RawEvent.
 class RecordDecoder {
  public:
   // false: malformed (the Verifier refused it). `out` valid until the next call.

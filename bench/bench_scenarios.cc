@@ -1,0 +1,257 @@
+#include "bench_scenarios.h"
+
+#include <emmintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+namespace pitlane::bench {
+namespace {
+
+// Latencies recorded by a handler on the host's poll thread; read by the benchmark thread once
+// `count` (release) says they are there.
+class LatencyLog {
+ public:
+  explicit LatencyLog(size_t capacity) : ns_(capacity) {}
+  void Record(int64_t ns) {
+    const size_t i = count_.load(std::memory_order_relaxed);
+    if (i < ns_.size()) ns_[i] = static_cast<double>(ns);
+    // Release pairs with the acquire in count(): the sample is written before it is counted.
+    count_.store(i + 1, std::memory_order_release);
+  }
+  size_t count() const { return count_.load(std::memory_order_acquire); }
+  // Waits until `n` events have been recorded or `timeout` passes; returns the count.
+  size_t WaitFor(size_t n, std::chrono::milliseconds timeout) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    size_t c;
+    while ((c = count()) < n && std::chrono::steady_clock::now() < deadline) _mm_pause();
+    return c;
+  }
+  std::vector<double> Recorded() const {
+    std::vector<double> v(ns_.begin(),
+                          ns_.begin() + static_cast<std::ptrdiff_t>(std::min(count(), ns_.size())));
+    return v;
+  }
+
+ private:
+  std::vector<double> ns_;
+  std::atomic<size_t> count_{0};
+};
+
+void AttachLatencyHandler(Host& host, LatencyLog* log) {
+  const Status s =
+      host.Attach("bench-latency", "snakepit.python.call.stop",
+                  [log](const EventView& v) { log->Record(RealtimeNs() - v.timestamp_ns); });
+  if (!s.ok()) {
+    std::fprintf(stderr, "attach: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+}
+
+template <typename Event>
+void EmitPerCall(benchmark::State& state, Fixture& fx, const Event& event, double gap_ns) {
+  Worker& w = fx.worker();
+  Samples samples(Pick<size_t>(2000000, 1000));
+  uint64_t dropped = 0;
+  (void)event.Emit(w);  // the thread's first emit takes the slow path (creates its ring)
+  const uint64_t gap = NsToTicks(gap_ns);
+  for (auto _ : state) {
+    const uint64_t t0 = Ticks();
+    const EmitResult r = event.Emit(w);
+    const uint64_t t1 = Ticks();
+    if (!samples.full()) samples.AddTicks(t1 - t0);
+    dropped += r != EmitResult::kOk;
+    // Paced below the host's drain rate, the samples are emits into a ring the host keeps up
+    // with rather than drops of a full one.
+    if (gap != 0) SpinUntil(t1 + gap);
+  }
+  samples.ReportTicks(state);
+  state.counters["dropped"] = static_cast<double>(dropped);
+  state.counters["dropped_pct"] =
+      100.0 * static_cast<double>(dropped) / static_cast<double>(state.iterations());
+}
+
+}  // namespace
+
+void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, double gap_ns,
+                    size_t record_bytes) {
+  Fixture fx(options);
+  fx.RunHostOnOtherCore();
+  if (record_bytes == 0) {
+    EmitPerCall(state, fx, TypicalEvent(fx.worker()), gap_ns);
+  } else {
+    const SizedEvent event(fx.worker(), record_bytes);
+    EmitPerCall(state, fx, event, gap_ns);
+    state.counters["record_bytes"] = static_cast<double>(event.bytes());
+  }
+}
+
+void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, double gap_ns) {
+  LatencyLog log(static_cast<size_t>(state.max_iterations) + 1);  // outlives the host
+  Fixture fx(options);
+  AttachLatencyHandler(fx.host(), &log);
+  fx.RunHostOnOtherCore();
+  Worker& w = fx.worker();
+  const TypicalEvent te(w);
+  size_t ok = 0;
+  const uint64_t gap = NsToTicks(gap_ns);
+  for (auto _ : state) {
+    ok += te.Emit(w) == EmitResult::kOk;
+    SpinUntil(Ticks() + gap);
+  }
+  const size_t got = log.WaitFor(ok, std::chrono::seconds(10));
+  std::vector<double> ns = log.Recorded();
+  ReportPercentilesNs(state, ns);
+  state.counters["lost"] = static_cast<double>(ok - std::min(ok, got));
+  state.counters["not_emitted"] = static_cast<double>(state.iterations() - ok);
+}
+
+void RunFirstEventAfterIdle(benchmark::State& state, const FixtureOptions& options,
+                            std::chrono::milliseconds idle) {
+  LatencyLog log(static_cast<size_t>(state.max_iterations) + 1);  // outlives the host
+  Fixture fx(options);
+  AttachLatencyHandler(fx.host(), &log);
+  fx.RunHostOnOtherCore();
+  Worker& w = fx.worker();
+  const TypicalEvent te(w);
+  (void)te.Emit(w);  // creates the ring; not a sample
+  log.WaitFor(1, std::chrono::seconds(5));
+  const size_t first = log.count();
+  const uint64_t sleeps0 = fx.host().Stats().sleeps;
+  size_t ok = 0;
+  for (auto _ : state) {
+    std::this_thread::sleep_for(idle);
+    const size_t before = log.count();
+    if (te.Emit(w) == EmitResult::kOk) {
+      ++ok;
+      log.WaitFor(before + 1, std::chrono::seconds(1));
+    }
+  }
+  const size_t got = log.WaitFor(first + ok, std::chrono::seconds(5));
+  const uint64_t sleeps = fx.host().Stats().sleeps - sleeps0;
+  std::vector<double> ns = log.Recorded();
+  ns.erase(ns.begin(), ns.begin() + static_cast<std::ptrdiff_t>(std::min(first, ns.size())));
+  ReportPercentilesNs(state, ns);
+  state.counters["lost"] = static_cast<double>(first + ok - std::min(first + ok, got));
+  state.counters["idle_ms"] = static_cast<double>(idle.count());
+  state.counters["host_sleeps_per_event"] =
+      static_cast<double>(sleeps) / static_cast<double>(state.iterations());
+}
+
+void RunThroughput(benchmark::State& state, const FixtureOptions& options, int workers, int threads,
+                   uint64_t events, bool retry) {
+  FixtureOptions o = options;
+  o.workers = workers;
+  std::atomic<uint64_t> delivered{0};  // outlives the host, whose handler counts into it
+  Fixture fx(o);
+  // Only the poll thread writes: a relaxed load and store, no locked instruction.
+  const Status attached =
+      fx.host().Attach("bench-count", "snakepit.python.call.stop", [&delivered](const EventView&) {
+        delivered.store(delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      });
+  if (!attached.ok()) std::abort();
+  fx.RunHostOnOtherCore();
+  const int producers = workers * threads;
+  const uint64_t per_producer = std::max<uint64_t>(1, events / static_cast<uint64_t>(producers));
+
+  double delivered_per_s = 0, emitted_per_s = 0, dropped_pct = 0, cpu_ns = 0, retries_per_event = 0;
+  uint64_t total_ok = 0;
+  for (auto _ : state) {
+    std::atomic<int> warmed{0};
+    std::atomic<uint64_t> warm_ok{0};
+    std::atomic<bool> go{false};
+    std::atomic<uint64_t> ok{0}, attempts{0};
+    std::vector<std::thread> pool;
+    for (int p = 0; p < producers; ++p) {
+      pool.emplace_back([&, p] {
+        PinTo(kWorkerCore);
+        Worker& w = fx.worker(p % workers);
+        const TypicalEvent te(w);
+        // The first emit creates this thread's ring (or stream); it is not measured.
+        warm_ok.fetch_add(te.Emit(w) == EmitResult::kOk);
+        warmed.fetch_add(1);
+        while (!go.load(std::memory_order_acquire)) _mm_pause();
+        uint64_t n_ok = 0, n_attempts = 0;
+        for (uint64_t i = 0; i < per_producer; ++i) {
+          EmitResult r = te.Emit(w);
+          ++n_attempts;
+          while (retry && r == EmitResult::kDroppedFull) {
+            _mm_pause();
+            r = te.Emit(w);
+            ++n_attempts;
+          }
+          n_ok += r == EmitResult::kOk;
+        }
+        ok.fetch_add(n_ok);
+        attempts.fetch_add(n_attempts);
+      });
+    }
+    while (warmed.load() < producers) std::this_thread::yield();
+    // The warm-up events are delivered before the clock starts.
+    const auto warm_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (delivered.load(std::memory_order_relaxed) < warm_ok.load() &&
+           std::chrono::steady_clock::now() < warm_deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    const uint64_t base = delivered.load(std::memory_order_relaxed);
+    const int64_t cpu0 = ProcessCpuNs();
+    const int64_t t0 = MonotonicNs();
+    go.store(true, std::memory_order_release);
+    for (auto& t : pool) t.join();
+    const int64_t t_emitted = MonotonicNs();
+    const uint64_t want = base + ok.load();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (delivered.load(std::memory_order_relaxed) < want &&
+           std::chrono::steady_clock::now() < deadline) {
+      _mm_pause();
+    }
+    const int64_t t1 = MonotonicNs();
+    const int64_t cpu1 = ProcessCpuNs();
+    const uint64_t got = delivered.load(std::memory_order_relaxed) - base;
+    const double secs = static_cast<double>(t1 - t0) / 1e9;
+    state.SetIterationTime(secs);
+    delivered_per_s = static_cast<double>(got) / secs;
+    emitted_per_s =
+        static_cast<double>(attempts.load()) / (static_cast<double>(t_emitted - t0) / 1e9);
+    const uint64_t published_or_dropped = per_producer * static_cast<uint64_t>(producers);
+    dropped_pct = 100.0 * static_cast<double>(published_or_dropped - ok.load()) /
+                  static_cast<double>(published_or_dropped);
+    cpu_ns = static_cast<double>(cpu1 - cpu0) / static_cast<double>(std::max<uint64_t>(1, got));
+    total_ok = ok.load();
+    retries_per_event = static_cast<double>(attempts.load() - published_or_dropped) /
+                        static_cast<double>(published_or_dropped);
+    state.counters["lost"] = static_cast<double>(total_ok - std::min(total_ok, got));
+  }
+  state.counters["delivered_per_s"] = delivered_per_s;
+  state.counters["emitted_per_s"] = emitted_per_s;
+  state.counters["dropped_pct"] = dropped_pct;
+  state.counters["cpu_ns_per_event"] = cpu_ns;
+  if (retry) state.counters["full_retries_per_event"] = retries_per_event;
+  state.counters["events"] = static_cast<double>(total_ok);
+  state.counters["producers"] = producers;
+}
+
+void RunIdleCpu(benchmark::State& state, const FixtureOptions& options) {
+  for (auto _ : state) {
+    Fixture fx(options);
+    Worker& w = fx.worker();
+    const TypicalEvent te(w);
+    fx.RunHostOnOtherCore();
+    (void)te.Emit(w);  // the ring (or stream) exists and has carried an event
+    std::this_thread::sleep_for(std::chrono::milliseconds(Pick(300, 20)));  // settle
+    const uint64_t sleeps0 = fx.host().Stats().sleeps;
+    const int64_t cpu0 = ProcessCpuNs(), t0 = MonotonicNs();
+    std::this_thread::sleep_for(std::chrono::milliseconds(Pick(1500, 50)));
+    const int64_t cpu1 = ProcessCpuNs(), t1 = MonotonicNs();
+    const uint64_t sleeps = fx.host().Stats().sleeps - sleeps0;
+    const double wall = static_cast<double>(t1 - t0);
+    state.counters["idle_cpu_pct"] = 100.0 * static_cast<double>(cpu1 - cpu0) / wall;
+    state.counters["host_sleeps_per_s"] = static_cast<double>(sleeps) / (wall / 1e9);
+  }
+}
+
+}  // namespace pitlane::bench

@@ -1,0 +1,516 @@
+#!/usr/bin/python3
+"""Renders a pitlane_bench JSON file (google benchmark format, written by bench/run.sh) into
+
+  * a Markdown report for the README: the machine, goals vs measured, latency percentiles and
+    throughput with shm and gRPC side by side (ratio columns when the run has gRPC cases), the
+    host's per-stage costs, drain, scaling, memory and idle CPU; a "noisy machine" note when
+    the load average at the start or the end was above 0.5 or repetitions varied by more than
+    10 %;
+  * a PNG chart (matplotlib, Agg backend): latency percentiles and throughput, shm vs gRPC.
+
+Usage: render.py RESULTS.json [--markdown OUT.md] [--chart OUT.png]
+The Markdown also goes to stdout. Cases missing from the run are left out of the tables.
+"""
+
+import argparse
+import json
+import math
+import re
+import sys
+import textwrap
+
+NOISY_LOAD = 0.5
+NOISY_CV = 0.10
+
+
+# ── reading ──────────────────────────────────────────────────────────────────────────────────
+
+def clean_name(name):
+    """The case name without google benchmark's run decorations."""
+    for pattern in (r"/repeats:\d+", r"/iterations:\d+", r"/real_time", r"/manual_time",
+                    r"_(mean|median|stddev|cv)$"):
+        name = re.sub(pattern, "", name)
+    return name
+
+
+def to_ns(value, unit):
+    return value * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}.get(unit, 1.0)
+
+
+class Row:
+    """One case: its values (the median of its repetitions when it has several) and the
+    coefficient of variation of each value across repetitions (empty without repetitions)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.values = {}
+        self.cv = {}
+        self.repetitions = 1
+
+    def get(self, key):
+        v = self.values.get(key)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data.get("benchmarks", []):
+        if b.get("error_occurred"):
+            continue
+        name = clean_name(b["run_name"] if "run_name" in b else b["name"])
+        row = rows.setdefault(name, Row(name))
+        kind = b.get("aggregate_name") if b.get("run_type") == "aggregate" else None
+        fields = {k: v for k, v in b.items() if isinstance(v, (int, float)) and
+                  k not in ("family_index", "per_family_instance_index", "repetitions",
+                            "repetition_index", "threads", "iterations")}
+        unit = b.get("time_unit", "ns")
+        for t in ("real_time", "cpu_time"):
+            if t in fields and kind != "cv":
+                fields[t] = to_ns(fields[t], unit)
+        if kind is None:
+            if row.repetitions == 1 and not row.values:
+                row.values = fields
+        elif kind == "median":
+            row.values = fields
+            row.repetitions = b.get("repetitions", 1)
+        elif kind == "cv":
+            row.cv = fields
+    return data.get("context", {}), rows
+
+
+# ── formatting ───────────────────────────────────────────────────────────────────────────────
+
+def fmt_ns(v):
+    if v is None:
+        return "–"
+    if v < 1:
+        return f"{v:.2f} ns"
+    if v < 1e3:
+        return f"{v:.0f} ns" if v >= 10 else f"{v:.1f} ns"
+    if v < 1e6:
+        return f"{v / 1e3:.1f} µs" if v < 1e5 else f"{v / 1e3:.0f} µs"
+    if v < 1e9:
+        return f"{v / 1e6:.1f} ms"
+    return f"{v / 1e9:.2f} s"
+
+
+def fmt_rate(v):
+    if v is None:
+        return "–"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M/s"
+    if v >= 1e3:
+        return f"{v / 1e3:.0f} k/s"
+    return f"{v:.0f} /s"
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "–"
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if v >= scale:
+            return f"{v / scale:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def fmt_ratio(a, b):
+    """a ÷ b as "12.3×"."""
+    if a is None or b is None or b == 0:
+        return "–"
+    r = a / b
+    return f"{r:.0f}×" if r >= 100 else f"{r:.1f}×" if r >= 10 else f"{r:.2f}×"
+
+
+def fmt_pct(v):
+    return "–" if v is None else f"{v:.2f} %"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+# ── the report ───────────────────────────────────────────────────────────────────────────────
+
+PCTS = ("p50_ns", "p99_ns", "p99.9_ns", "max_ns")
+
+# (label, shm case, gRPC case)
+LATENCY_CASES = [
+    ("emit, paced 500 ns apart", "BM_Emit_Shm/gap_ns:500", "BM_Emit_Grpc/gap_ns:500"),
+    ("emit, back to back", "BM_Emit_Shm/gap_ns:0", "BM_Emit_Grpc/gap_ns:0"),
+    ("emit → handler (10 µs apart), busy-poll host", "BM_EndToEnd_Latency/shm/busy_poll",
+     "BM_EndToEnd_Latency/grpc/busy_poll"),
+    ("emit → handler (10 µs apart), back-off host", "BM_EndToEnd_Latency/shm/backoff",
+     "BM_EndToEnd_Latency/grpc/backoff"),
+    ("first event after 50 ms idle (back-off)", "BM_FirstEventAfterIdle/shm/backoff",
+     "BM_FirstEventAfterIdle/grpc/backoff"),
+]
+
+THROUGHPUT_CASES = [
+    ("1 producer, drops when full", "BM_Throughput_Shm/drop", "BM_Throughput_Grpc/drop"),
+    ("1 producer, lossless (retries when full)", "BM_Throughput_Shm/retry",
+     "BM_Throughput_Grpc/retry"),
+    ("1 producer thread / stream", "BM_Throughput_Shm_Threads/threads:1",
+     "BM_Throughput_Grpc_Streams/streams:1"),
+    ("2 producer threads (rings)", "BM_Throughput_Shm_Threads/threads:2", None),
+    ("4 producers (shm: threads of one worker; gRPC: workers, one stream each)",
+     "BM_Throughput_Shm_Threads/threads:4", "BM_Throughput_Grpc_Streams/streams:4"),
+]
+
+
+def headline(row):
+    """The value whose spread across repetitions says whether the case was stable."""
+    for key in ("p50_ns", "delivered_per_s", "events_per_s"):
+        if key in row.values:
+            return key
+    return "real_time"
+
+
+def machine_lines(ctx, rows):
+    m = ctx.get("pitlane_machine", {})
+    model = m.get("cpu_model") or "unknown CPU"
+    cpus = ctx.get("num_cpus", "?")
+    mhz = ctx.get("mhz_per_cpu")
+    kernel = m.get("kernel", "unknown kernel")
+    lines = [
+        f"Machine: {model}, {cpus} vCPU" + (f" @ {mhz} MHz" if mhz else "") + f", {kernel}; "
+        f"event clock `{ctx.get('pitlane_stamp_clock', '?')}`; "
+        f"run {ctx.get('date', '?')}, commit `{m.get('commit', '?')}`, "
+        f"{ctx.get('pitlane_repetitions', '1')} repetitions of the load-sensitive cases "
+        "(medians shown).",
+    ]
+    if ctx.get("pitlane_smoke") == "1":
+        lines.append("")
+        lines.append("**Smoke run** (PITLANE_BENCH_SMOKE=1): tiny sample counts, numbers not "
+                     "meaningful.")
+    load = m.get("load_avg_at_start")
+    unstable = sorted(((r.cv.get(headline(r)), r.name) for r in rows.values()
+                       if r.cv and r.cv.get(headline(r)) is not None
+                       and r.cv.get(headline(r)) > NOISY_CV), reverse=True)
+    notes = []
+    if load is not None and load > NOISY_LOAD:
+        notes.append(f"the load average was {load:.2f} when the run started")
+    load_end = m.get("load_avg_at_end")
+    if load_end is not None and load_end > NOISY_LOAD:
+        notes.append(f"the 1-minute load average was {load_end:.2f} when it ended (other "
+                     "processes competed for the two cores)")
+    if unstable:
+        worst = ", ".join(f"`{n}` {cv * 100:.0f} %" for cv, n in unstable[:5])
+        notes.append(f"{len(unstable)} case(s) varied by more than {NOISY_CV * 100:.0f} % "
+                     f"across repetitions (CV: {worst})")
+    if notes:
+        lines.append("")
+        lines.append("**Noisy machine:** " + "; ".join(notes) + ". Read the numbers as "
+                     "indicative.")
+    return lines
+
+
+def goals(rows):
+    def v(name, key):
+        r = rows.get(name)
+        return r.get(key) if r else None
+
+    out = []
+    emit = v("BM_Emit_Shm/gap_ns:500", "p50_ns")
+    if emit is not None:
+        out.append(["emit p50, typical event (paced)", "≤ 60 ns", fmt_ns(emit),
+                    "yes" if emit <= 60 else "**no**"])
+    one = v("BM_HostDrain/rings:1", "events_per_s")
+    if one is not None:
+        out.append(["host drain, 1 pre-filled ring (verify + fold)", "≥ 12 M events/s",
+                    fmt_rate(one), "yes" if one >= 12e6 else "**no**"])
+    many = v("BM_HostDrain/rings:64", "events_per_s")
+    if one and many is not None:
+        out.append(["host drain, 64 rings vs 1 (events/s)", "≥ 0.8×", fmt_ratio(many, one),
+                    "yes" if many >= 0.8 * one else "**no**"])
+    cpu_one = v("BM_HostDrain/rings:1", "host_thread_cpu_ns_per_event")
+    cpu_many = v("BM_HostDrain/rings:64", "host_thread_cpu_ns_per_event")
+    if cpu_one and cpu_many:
+        out.append(["(the same by the draining thread's CPU time per event)", "—",
+                    fmt_ratio(cpu_one, cpu_many), "—"])
+    same = v("BM_HostDrain_SameTotal/rings:64", "events_per_s")
+    same1 = v("BM_HostDrain_SameTotal/rings:1", "events_per_s")
+    if same and same1:
+        out.append(["(same events spread over 64 rings vs 1 ring)", "—", fmt_ratio(same, same1),
+                    "—"])
+    idle = v("BM_IdleCpu/shm/backoff", "idle_cpu_pct")
+    if idle is not None:
+        out.append(["idle host CPU (back-off)", "≤ 1 % of a core", fmt_pct(idle),
+                    "yes" if idle <= 1 else "**no**"])
+    return table(["goal", "target", "measured", "met"], out) if out else []
+
+
+def latency_table(rows, with_grpc):
+    header = ["case"] + [f"shm {p[:-3]}" for p in PCTS]
+    if with_grpc:
+        header += [f"gRPC {p[:-3]}" for p in PCTS] + ["gRPC ÷ shm p50", "gRPC ÷ shm p99"]
+    out = []
+    for label, shm_name, grpc_name in LATENCY_CASES:
+        s = rows.get(shm_name)
+        g = rows.get(grpc_name) if with_grpc and grpc_name else None
+        if s is None and g is None:
+            continue
+        line = [label] + [fmt_ns(s.get(p)) if s else "–" for p in PCTS]
+        if with_grpc:
+            line += [fmt_ns(g.get(p)) if g else "–" for p in PCTS]
+            line += [fmt_ratio(g.get(p) if g else None, s.get(p) if s else None)
+                     for p in ("p50_ns", "p99_ns")]
+        out.append(line)
+    return table(header, out) if out else []
+
+
+def rate_with_drops(row):
+    """Delivered events/s, and the share the producer dropped (ring or queue full) if any."""
+    if row is None:
+        return "–"
+    text = fmt_rate(row.get("delivered_per_s"))
+    dropped = row.get("dropped_pct")
+    if dropped and dropped >= 0.05:
+        text += f" ({dropped:.0f} % dropped)" if dropped >= 1 else f" ({dropped:.1f} % dropped)"
+    return text
+
+
+def throughput_table(rows, with_grpc):
+    header = ["case", "shm events/s", "shm CPU/event"]
+    if with_grpc:
+        header += ["gRPC events/s", "gRPC CPU/event", "shm ÷ gRPC events/s",
+                   "gRPC ÷ shm CPU/event"]
+    out = []
+    for label, shm_name, grpc_name in THROUGHPUT_CASES:
+        s = rows.get(shm_name)
+        g = rows.get(grpc_name) if with_grpc and grpc_name else None
+        if s is None and g is None:
+            continue
+        line = [label, rate_with_drops(s), fmt_ns(s.get("cpu_ns_per_event")) if s else "–"]
+        if with_grpc:
+            line += [rate_with_drops(g),
+                     fmt_ns(g.get("cpu_ns_per_event")) if g else "–",
+                     fmt_ratio(s.get("delivered_per_s") if s else None,
+                               g.get("delivered_per_s") if g else None),
+                     fmt_ratio(g.get("cpu_ns_per_event") if g else None,
+                               s.get("cpu_ns_per_event") if s else None)]
+        out.append(line)
+    return table(header, out) if out else []
+
+
+def host_tables(rows):
+    out = []
+    stages = [("stock `flatbuffers::Verifier` (baseline, not used)", "BM_HostStage_VerifyStock"),
+              ("host verifier alone (`VerifyEventRecord`)", "BM_HostStage_Verify"),
+              ("verify + decode (`RecordDecoder::Decode`)", "BM_HostStage_Decode"),
+              ("catalog fold (`Folder::Fold`)", "BM_HostStage_Fold")]
+    body = [[label, fmt_ns(r.get("mean_ns")), fmt_ns(r.get("p50_ns")), fmt_ns(r.get("p99_ns"))]
+            for label, name in stages if (r := rows.get(name))]
+    if body:
+        out += ["Per typical record (284 B, in L1), one thread:", ""]
+        out += table(["stage", "mean", "p50", "p99"], body) + [""]
+    drain = []
+    base = rows.get("BM_HostDrain/rings:1")
+    for n in (1, 4, 16, 64):
+        r = rows.get(f"BM_HostDrain/rings:{n}")
+        s = rows.get(f"BM_HostDrain_SameTotal/rings:{n}")
+        s1 = rows.get("BM_HostDrain_SameTotal/rings:1")
+        if r is None and s is None:
+            continue
+        drain.append([str(n),
+                      fmt_rate(r.get("events_per_s")) if r else "–",
+                      fmt_ratio(r.get("events_per_s"), base.get("events_per_s"))
+                      if r and base else "–",
+                      fmt_ns(r.get("cpu_ns_per_event")) if r else "–",
+                      fmt_rate(s.get("events_per_s")) if s else "–",
+                      fmt_ratio(s.get("events_per_s"), s1.get("events_per_s"))
+                      if s and s1 else "–"])
+    if drain:
+        out += ["Host drain of pre-filled rings on one core (copy out, verify, decode, fold; no "
+                "handler). \"3000/ring\": 3000 typical events in each ring (64 rings: ~55 MB per "
+                "round); \"same total\": 3072 events spread over the rings:", ""]
+        out += table(["rings", "3000/ring", "vs 1 ring", "CPU/event", "same total",
+                      "vs 1 ring"], drain) + [""]
+    sizes = []
+    for b in (72, 128, 256, 512, 1024):
+        e = rows.get(f"BM_Emit_Shm_RecordSize/bytes:{b}")
+        d = rows.get(f"BM_HostDrain_RecordSize/bytes:{b}")
+        if e is None and d is None:
+            continue
+        sizes.append([f"{b} B", fmt_ns(e.get("p50_ns")) if e else "–",
+                      fmt_ns(e.get("p99_ns")) if e else "–",
+                      fmt_rate(d.get("events_per_s")) if d else "–",
+                      f"{d.get('bytes_per_s') / 1e9:.2f} GB/s" if d and d.get("bytes_per_s")
+                      else "–"])
+    if sizes:
+        out += ["By record size (one `result` metadata value grows; 72 B = no fields):", ""]
+        out += table(["record", "emit p50", "emit p99", "drain events/s", "drain bytes/s"],
+                     sizes) + [""]
+    return out
+
+
+def floor_and_resources(rows):
+    out = []
+    floor = []
+    for label, name, key in (("`clock_gettime(CLOCK_REALTIME)`", "BM_Clock_Realtime", None),
+                             ("`rdtsc`", "BM_Clock_Rdtsc", None)):
+        r = rows.get(name)
+        if r:
+            floor.append([label, fmt_ns(r.get("real_time")), "mean per call"])
+    for b in (64, 128, 256):
+        r = rows.get(f"BM_Floor_Memcpy/bytes:{b}")
+        if r:
+            floor.append([f"memcpy {b} B (L1)", fmt_ns(r.get("mean_ns")), "mean per copy"])
+    r = rows.get("BM_Floor_CacheLinePingPong")
+    if r:
+        floor.append(["cache line, core to core, one way", fmt_ns(r.get("p50_ns")),
+                      f"p50 (p99 {fmt_ns(r.get('p99_ns'))})"])
+    if floor:
+        out += table(["machine floor", "cost", ""], floor) + [""]
+    res = []
+    for n in (256 << 10, 1 << 20):
+        r = rows.get(f"BM_Memory_Ring/ring_bytes:{n}")
+        if r:
+            res.append([f"ring of {fmt_bytes(n)}: segment / resident after 1 event / after wrap",
+                        f"{fmt_bytes(r.get('segment_bytes'))} / "
+                        f"{fmt_bytes(r.get('resident_after_first_event'))} / "
+                        f"{fmt_bytes(r.get('resident_after_wrap'))}"])
+            reg = r
+    if res:
+        res.append(["namespace registry: mapped / resident",
+                    f"{fmt_bytes(reg.get('registry_bytes'))} / "
+                    f"{fmt_bytes(reg.get('registry_resident'))}"])
+    r = rows.get("BM_Memory_HostRss/rings:64")
+    if r:
+        res.append(["host RSS with 64 rings of another process (its shared ring pages / own "
+                    "anonymous memory)",
+                    f"{fmt_bytes(r.get('host_rss_bytes'))} "
+                    f"({fmt_bytes(r.get('host_shmem_bytes'))} / "
+                    f"{fmt_bytes(r.get('host_anon_bytes'))}); "
+                    f"{fmt_bytes(r.get('host_rss_per_ring'))} per ring"])
+    for label, name in (("idle CPU, back-off host (shm)", "BM_IdleCpu/shm/backoff"),
+                        ("idle CPU, busy-poll host (shm)", "BM_IdleCpu/shm/busy_poll"),
+                        ("idle CPU, back-off host with a gRPC worker connected",
+                         "BM_IdleCpu/grpc/backoff")):
+        r = rows.get(name)
+        if r:
+            res.append([label, f"{fmt_pct(r.get('idle_cpu_pct'))} of a core "
+                        f"({r.get('host_sleeps_per_s') or 0:.0f} sleeps/s)"])
+    if res:
+        out += table(["memory and idle", "measured"], res) + [""]
+    return out
+
+
+def markdown(ctx, rows):
+    with_grpc = any(n.startswith(("BM_Emit_Grpc", "BM_Throughput_Grpc",
+                                  "BM_EndToEnd_Latency/grpc")) for n in rows)
+    out = machine_lines(ctx, rows) + [""]
+    g = goals(rows)
+    if g:
+        out += g + [""]
+    lat = latency_table(rows, with_grpc)
+    if lat:
+        out += ["Latency of the typical event (python.call.stop, 3 measurements, 3 metadata, "
+                "27-byte correlation id), every sample recorded, timer cost subtracted:", ""]
+        out += lat + [""]
+    thr = throughput_table(rows, with_grpc)
+    if thr:
+        out += ["Live producers on one core, busy-poll host on the other, counting handler; "
+                "CPU/event = CPU time of the whole process ÷ delivered events:", ""]
+        out += thr + [""]
+    out += host_tables(rows)
+    out += floor_and_resources(rows)
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+# ── the chart ────────────────────────────────────────────────────────────────────────────────
+
+def chart(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    colors = {"shm": "#1f77b4", "gRPC": "#ff7f0e"}
+
+    # Latency percentiles: one group per case, bars per transport × percentile.
+    cases = [(label, s, g) for label, s, g in LATENCY_CASES if s in rows or g in rows]
+    pcts = ("p50_ns", "p99_ns", "p99.9_ns")
+    width = 0.13
+    for ci, (label, s_name, g_name) in enumerate(cases):
+        for ti, (transport, name) in enumerate((("shm", s_name), ("gRPC", g_name))):
+            r = rows.get(name) if name else None
+            if r is None:
+                continue
+            for pi, p in enumerate(pcts):
+                x = ci + (ti * len(pcts) + pi - 2.5) * width
+                v = r.get(p)
+                if v is None or v <= 0:
+                    continue
+                ax1.bar(x, v, width, color=colors[transport], alpha=1.0 - 0.3 * pi,
+                        label=f"{transport} {p[:-3]}")
+    ax1.set_xticks(range(len(cases)))
+    ax1.set_xticklabels(["\n".join(textwrap.wrap(c[0], 22)) for c in cases], fontsize=8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("latency (ns, log scale)")
+    ax1.set_title("Latency percentiles (p50, p99, p99.9), shm vs gRPC")
+    handles, labels = ax1.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax1.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=2)
+    ax1.grid(axis="y", which="both", alpha=0.3)
+
+    # Throughput: delivered events/s per case and transport, plus the host drain.
+    bars = []
+    for label, s_name, g_name in THROUGHPUT_CASES:
+        for transport, name in (("shm", s_name), ("gRPC", g_name)):
+            r = rows.get(name) if name else None
+            if r is not None and r.get("delivered_per_s"):
+                short = "\n".join(textwrap.wrap(label.split(" (")[0], 30))
+                bars.append((f"{short}, {transport}", r.get("delivered_per_s"), colors[transport]))
+    for n in (1, 64):
+        r = rows.get(f"BM_HostDrain/rings:{n}")
+        if r is not None and r.get("events_per_s"):
+            bars.append((f"host drain\n{n} ring{'s' if n > 1 else ''}", r.get("events_per_s"),
+                         "#2ca02c"))
+    if bars:
+        ax2.barh(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+        ax2.set_yticks(range(len(bars)))
+        ax2.set_yticklabels([b[0] for b in bars], fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set_xscale("log")
+        for i, b in enumerate(bars):
+            ax2.text(b[1], i, " " + fmt_rate(b[1]), va="center", fontsize=7)
+    ax2.set_xlabel("events/s (log scale)")
+    ax2.set_title("Throughput")
+    ax2.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="pitlane_bench JSON (--benchmark_out_format=json)")
+    ap.add_argument("--markdown", help="write the Markdown report here too")
+    ap.add_argument("--chart", help="write the PNG chart here")
+    args = ap.parse_args(argv)
+    try:
+        ctx, rows = load(args.results)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"render.py: cannot read {args.results}: {e}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"render.py: {args.results} holds no benchmark results", file=sys.stderr)
+        return 1
+    md = markdown(ctx, rows)
+    sys.stdout.write(md)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    if args.chart:
+        chart(rows, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs the pitlane benchmark suite and renders its results: bench/results/pitlane_bench.json
+# (google benchmark's JSON, with the machine under "pitlane_machine"), bench/results/results.md
+# (the table for the README) and bench/results/chart.png.
+#
+#   bench/run.sh [BUILD_DIR]                  full run (BUILD_DIR default: build)
+#   bench/run.sh --repetitions 5 [BUILD_DIR]  repetitions of the cases that move with load (3)
+#   bench/run.sh --filter REGEX [BUILD_DIR]   only the matching cases (--benchmark_filter),
+#                                             written to a new temporary directory unless --out
+#   bench/run.sh --out DIR [BUILD_DIR]        write the results into DIR instead
+#   bench/run.sh --smoke [BUILD_DIR]          every case tiny (PITLANE_BENCH_SMOKE=1), rendered
+#                                             into a temporary directory that is then removed;
+#                                             bench/results/ is not touched (ctest
+#                                             bench_script_smoke)
+#
+# Needs a built pitlane_bench (cmake --build BUILD_DIR --target pitlane_bench) and Debian's
+# python3-matplotlib for /usr/bin/python3. Pin nothing yourself: the cases pin their threads.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+smoke=0
+repetitions=3
+filter=""
+out=""
+build_dir=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) smoke=1; shift ;;
+    --repetitions) repetitions="$2"; shift 2 ;;
+    --filter) filter="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) build_dir="$1"; shift ;;
+  esac
+done
+if ! [[ "$repetitions" =~ ^[1-9][0-9]*$ ]]; then
+  echo "run.sh: --repetitions must be a positive integer, not '$repetitions'" >&2
+  exit 2
+fi
+build_dir="${build_dir:-$root/build}"
+bin="$build_dir/bench/pitlane_bench"
+if [[ ! -x "$bin" ]]; then
+  echo "run.sh: $bin not found (build it: cmake --build $build_dir --target pitlane_bench)" >&2
+  exit 2
+fi
+python=/usr/bin/python3
+if [[ ! -x "$python" ]]; then
+  echo "run.sh: $python not found (Debian: apt-get install python3 python3-matplotlib)" >&2
+  exit 2
+fi
+
+if [[ $smoke == 1 ]]; then
+  out="$(mktemp -d "${TMPDIR:-/tmp}/pitlane-bench-smoke.XXXXXX")"
+  [[ -n "${PITLANE_BENCH_KEEP:-}" ]] || trap 'rm -rf "$out"' EXIT
+  export PITLANE_BENCH_SMOKE=1
+  repetitions=2  # exercises the aggregate (median, cv) path of render.py
+  min_time=(--benchmark_min_time=0.001)
+else
+  if [[ -z "$out" && -n "$filter" ]]; then
+    # A partial run never replaces the full results in bench/results/.
+    out="$(mktemp -d "${TMPDIR:-/tmp}/pitlane-bench.XXXXXX")"
+  fi
+  out="${out:-$root/bench/results}"
+  mkdir -p "$out"
+  min_time=()
+fi
+export PITLANE_BENCH_REPETITIONS="$repetitions"
+
+# The machine, before the run: its load decides whether the results carry a "noisy" note.
+load_start="$(cut -d' ' -f1 /proc/loadavg)"
+cpu_model="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+kernel="$(uname -sr)"
+commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git -C "$root" status --porcelain 2>/dev/null | head -1)"
+[[ -n "$dirty" ]] && commit="$commit+changes"
+
+json="$out/pitlane_bench.json"
+args=(--benchmark_out="$json" --benchmark_out_format=json "${min_time[@]}")
+[[ -n "$filter" ]] && args+=(--benchmark_filter="$filter")
+echo "run.sh: $bin (repetitions $repetitions, load average $load_start) → $out"
+"$bin" "${args[@]}"
+load_end="$(cut -d' ' -f1 /proc/loadavg)"
+
+# Record the machine next to the numbers, in the same file, compactly.
+"$python" - "$json" "$load_start" "$load_end" "$cpu_model" "$kernel" "$commit" <<'EOF'
+import json, sys
+path, load, load_end, model, kernel, commit = sys.argv[1:7]
+with open(path) as f:
+    data = json.load(f)
+data["context"]["pitlane_machine"] = {
+    "load_avg_at_start": float(load), "load_avg_at_end": float(load_end), "cpu_model": model,
+    "kernel": kernel, "commit": commit}
+with open(path, "w") as f:
+    json.dump(data, f, separators=(",", ":"))
+    f.write("\n")
+EOF
+
+"$python" "$root/bench/render.py" "$json" --markdown "$out/results.md" --chart "$out/chart.png"
+if [[ $smoke == 1 ]]; then
+  for f in "$json" "$out/results.md" "$out/chart.png"; do
+    if [[ ! -s "$f" ]]; then
+      echo "run.sh: $f is missing or empty" >&2
+      exit 1
+    fi
+  done
+  echo "run.sh: smoke run rendered $(wc -l < "$out/results.md") table lines and a chart"
+fi
