@@ -240,6 +240,42 @@ def goals(rows):
     if idle is not None:
         out.append(["idle host CPU (back-off)", "≤ 1 % of a core", fmt_pct(idle),
                     "yes" if idle <= 1 else "**no**"])
+
+    def at_most(label, target_text, value, limit, fmt=fmt_ns):
+        if value is not None:
+            out.append([label, target_text, fmt(value), "yes" if value <= limit else "**no**"])
+
+    at_most("emit p99, typical event (paced)", "≤ 150 ns", v("BM_Emit_Shm/gap_ns:500", "p99_ns"),
+            150)
+    at_most("emit p50, pre-encoded record", "≤ 15 ns", v("BM_Emit_PreEncoded", "p50_ns"), 15)
+    at_most("end to end p50, busy-poll host", "≤ 400 ns",
+            v("BM_EndToEnd_Latency/shm/busy_poll", "p50_ns"), 400)
+    at_most("end to end p99, busy-poll host", "≤ 2 µs",
+            v("BM_EndToEnd_Latency/shm/busy_poll", "p99_ns"), 2000)
+    at_most("first event after idle p99 (back-off)", "≤ 200 µs",
+            v("BM_FirstEventAfterIdle/shm/backoff", "p99_ns"), 200_000)
+    ring = v("BM_Memory_Ring/ring_bytes:262144", "segment_bytes")
+    if ring is not None:
+        at_most("default ring, mapped", "≤ 1 MiB", ring, 1 << 20, fmt_bytes)
+    stream = v("BM_Throughput_Grpc_Streams/streams:1", "delivered_per_s")
+    if stream is not None:
+        out.append(["gRPC path on its own, one stream", "≥ 200 k events/s", fmt_rate(stream),
+                    "yes" if stream >= 200e3 else "**no**"])
+    lat_s = v("BM_EndToEnd_Latency/shm/busy_poll", "p50_ns")
+    lat_g = v("BM_EndToEnd_Latency/grpc/busy_poll", "p50_ns")
+    if lat_s and lat_g:
+        out.append(["shm ÷ gRPC, end-to-end latency p50 (expected)", "≥ 100×",
+                    fmt_ratio(lat_g, lat_s), "yes" if lat_g >= 100 * lat_s else "**no**"])
+    thr_s = v("BM_Throughput_Shm/drop", "delivered_per_s")
+    thr_g = v("BM_Throughput_Grpc/drop", "delivered_per_s")
+    if thr_s and thr_g:
+        out.append(["shm ÷ gRPC, throughput one producer (expected)", "≥ 30×",
+                    fmt_ratio(thr_s, thr_g), "yes" if thr_s >= 30 * thr_g else "**no**"])
+    cpu_s = v("BM_Throughput_Shm/drop", "cpu_ns_per_event")
+    cpu_g = v("BM_Throughput_Grpc/drop", "cpu_ns_per_event")
+    if cpu_s and cpu_g:
+        out.append(["shm ÷ gRPC, CPU per event (expected)", "≥ 20×", fmt_ratio(cpu_g, cpu_s),
+                    "yes" if cpu_g >= 20 * cpu_s else "**no**"])
     return table(["goal", "target", "measured", "met"], out) if out else []
 
 

@@ -320,10 +320,13 @@ class GrpcTransport final : public RemoteTransport {
 
  private:
   // ── dial-in (the worker dials the host) ───────────────────────────────────────────────────
+  // A sent batch, kept until acked. The message lives on its own arena (one allocation run
+  // for ~512 events and their maps) and is shared, never copied, for a re-send.
   struct Sent {
     uint64_t first = 0;
     uint64_t count = 0;
-    pb::TelemetryUpstream msg;
+    std::shared_ptr<google::protobuf::Arena> arena;
+    pb::TelemetryUpstream* msg = nullptr;  // on `arena`
   };
 
   void Pump() {
@@ -412,13 +415,13 @@ class GrpcTransport final : public RemoteTransport {
     }
     // Re-send what the previous stream sent but the host never acknowledged.
     if (ok) {
-      std::vector<pb::TelemetryUpstream> again;
+      std::vector<Sent> again;
       {
         std::lock_guard<std::mutex> lock(ack_mu_);
-        for (const Sent& s : unacked_) again.push_back(s.msg);
+        again.assign(unacked_.begin(), unacked_.end());
       }
-      for (const auto& m : again) {
-        if (!(ok = stream->Write(m))) break;
+      for (const Sent& m : again) {
+        if (!(ok = stream->Write(*m.msg))) break;
       }
     }
 
@@ -449,20 +452,23 @@ class GrpcTransport final : public RemoteTransport {
       Sent s;
       s.first = next_sequence_;
       s.count = n;
-      s.msg.set_first_sequence(next_sequence_);
+      s.arena = std::make_shared<google::protobuf::Arena>();
+      s.msg = google::protobuf::Arena::CreateMessage<pb::TelemetryUpstream>(s.arena.get());
+      s.msg->set_first_sequence(next_sequence_);
+      s.msg->mutable_events()->Reserve(static_cast<int>(n));
       for (size_t i = 0; i < n; ++i) {
         RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
-                      s.msg.add_events());
+                      s.msg->add_events());
       }
       next_sequence_ += n;
       cfg_.queue->counters.sent.fetch_add(n, std::memory_order_relaxed);
-      FillCounters(cfg_.queue->counters, s.msg.mutable_counters());
+      FillCounters(cfg_.queue->counters, s.msg->mutable_counters());
       if (n > 0) {
         std::lock_guard<std::mutex> lock(ack_mu_);
-        unacked_.push_back(s);
+        unacked_.push_back(s);  // shares the arena; `s` keeps it alive during the write
         unacked_events_ += n;
       }
-      ok = stream->Write(s.msg);
+      ok = stream->Write(*s.msg);
       last_write = now;
     }
     if (ok && !reader_done.load()) {
