@@ -296,7 +296,8 @@ int RunCtl(const CtlOptions& o) {
     return kExitUsage;
   }
 
-  const std::unique_ptr<v1::Admin::Stub> stub =
+  // The generated gRPC client of the admin service.
+  const auto admin =
       v1::Admin::NewStub(grpc::CreateChannel(t.address, grpc::InsecureChannelCredentials()));
   v1::AdminControlReply control;
   int rc = 0;
@@ -305,7 +306,7 @@ int RunCtl(const CtlOptions& o) {
       v1::SetToggleRequest req;
       req.set_worker_id(o.worker);
       req.set_enabled(o.state == "on");
-      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetToggle(c, req, &control); });
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetToggle(c, req, &control); });
       break;
     }
     case CtlAction::kSampling: {
@@ -313,7 +314,7 @@ int RunCtl(const CtlOptions& o) {
       req.set_worker_id(o.worker);
       req.set_sampling_rate(rate);
       for (const std::string& p : o.patterns) req.add_event_patterns(p);
-      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetSampling(c, req, &control); });
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetSampling(c, req, &control); });
       break;
     }
     case CtlAction::kFilter: {
@@ -321,19 +322,19 @@ int RunCtl(const CtlOptions& o) {
       req.set_worker_id(o.worker);
       for (const std::string& p : o.allow) req.add_allow(p);
       for (const std::string& p : o.deny) req.add_deny(p);
-      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->SetFilter(c, req, &control); });
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetFilter(c, req, &control); });
       break;
     }
     case CtlAction::kShow: {
       v1::GetControlRequest req;
       req.set_worker_id(o.worker);
-      rc = Invoke(t, [&](grpc::ClientContext* c) { return stub->GetControl(c, req, &control); });
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->GetControl(c, req, &control); });
       break;
     }
     case CtlAction::kWorkers: {
       v1::ListWorkersReply list;
       rc = Invoke(t, [&](grpc::ClientContext* c) {
-        return stub->ListWorkers(c, v1::ListWorkersRequest(), &list);
+        return admin->ListWorkers(c, v1::ListWorkersRequest(), &list);
       });
       return rc != 0 ? rc : PrintWorkers(list, o.json);
     }

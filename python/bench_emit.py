@@ -347,7 +347,7 @@ def bench_grpc(build: str, events: int, timed: int, overhead: int) -> dict:
                     "dropped": stream.dropped_count, "sent": stream.sent,
                     "seconds": (done - t0) / 1e9}
 
-        run(min(events, 10_000), 0)  # warm-up: connection, stubs
+        run(min(events, 10_000), 0)  # warm-up: connection, bindings
         r = run(events, timed)
         channel.close()
     finally:

@@ -58,7 +58,7 @@ class AdminTest : public ::testing::Test {
     Result<std::unique_ptr<AdminServer>> s = AdminServer::Start(*host_, Address());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(s).value();
-    stub_ = Connect(server_->address());
+    admin_ = Connect(server_->address());
   }
 
   std::string Address() const { return DefaultAdminAddress(ns_.name()); }
@@ -89,16 +89,16 @@ class AdminTest : public ::testing::Test {
     return c;
   }
 
-  static grpc::Status ToggleVia(v1::Admin::Stub& stub, const std::string& id, bool on,
+  static grpc::Status ToggleVia(v1::Admin::Stub& admin, const std::string& id, bool on,
                                 v1::AdminControlReply* reply = nullptr) {
     v1::SetToggleRequest req;
     req.set_worker_id(id);
     req.set_enabled(on);
     v1::AdminControlReply local;
-    return stub.SetToggle(Ctx().get(), req, reply ? reply : &local);
+    return admin.SetToggle(Ctx().get(), req, reply ? reply : &local);
   }
   grpc::Status Toggle(const std::string& id, bool on, v1::AdminControlReply* reply = nullptr) {
-    return ToggleVia(*stub_, id, on, reply);
+    return ToggleVia(*admin_, id, on, reply);
   }
   grpc::Status Sampling(const std::string& id, double rate, std::vector<std::string> patterns,
                         v1::AdminControlReply* reply = nullptr) {
@@ -107,7 +107,7 @@ class AdminTest : public ::testing::Test {
     req.set_sampling_rate(rate);
     for (const std::string& p : patterns) req.add_event_patterns(p);
     v1::AdminControlReply local;
-    return stub_->SetSampling(Ctx().get(), req, reply ? reply : &local);
+    return admin_->SetSampling(Ctx().get(), req, reply ? reply : &local);
   }
   grpc::Status Filter(const std::string& id, std::vector<std::string> allow,
                       std::vector<std::string> deny, v1::AdminControlReply* reply = nullptr) {
@@ -116,16 +116,16 @@ class AdminTest : public ::testing::Test {
     for (const std::string& p : allow) req.add_allow(p);
     for (const std::string& p : deny) req.add_deny(p);
     v1::AdminControlReply local;
-    return stub_->SetFilter(Ctx().get(), req, reply ? reply : &local);
+    return admin_->SetFilter(Ctx().get(), req, reply ? reply : &local);
   }
   grpc::Status Get(const std::string& id, v1::AdminControlReply* reply) {
     v1::GetControlRequest req;
     req.set_worker_id(id);
-    return stub_->GetControl(Ctx().get(), req, reply);
+    return admin_->GetControl(Ctx().get(), req, reply);
   }
   v1::ListWorkersReply List() {
     v1::ListWorkersReply reply;
-    const grpc::Status s = stub_->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &reply);
+    const grpc::Status s = admin_->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &reply);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return reply;
   }
@@ -138,7 +138,7 @@ class AdminTest : public ::testing::Test {
   testing::ScopedNamespace ns_;
   std::unique_ptr<Host> host_;
   std::unique_ptr<AdminServer> server_;
-  std::unique_ptr<v1::Admin::Stub> stub_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
 };
 
@@ -331,12 +331,12 @@ TEST_F(AdminTest, MissingRequiredFieldsAreInvalidArgument) {
   v1::AdminControlReply reply;
   v1::SetToggleRequest toggle;
   toggle.set_worker_id("adm-w1");
-  ExpectStatus(stub_->SetToggle(Ctx().get(), toggle, &reply), grpc::StatusCode::INVALID_ARGUMENT,
+  ExpectStatus(admin_->SetToggle(Ctx().get(), toggle, &reply), grpc::StatusCode::INVALID_ARGUMENT,
                "enabled");
   v1::SetSamplingRequest sampling;
   sampling.set_worker_id("adm-w1");
   sampling.add_event_patterns("tool.*");
-  ExpectStatus(stub_->SetSampling(Ctx().get(), sampling, &reply),
+  ExpectStatus(admin_->SetSampling(Ctx().get(), sampling, &reply),
                grpc::StatusCode::INVALID_ARGUMENT, "sampling_rate");
   ExpectStatus(Toggle("", false), grpc::StatusCode::INVALID_ARGUMENT, "worker_id is empty");
   EXPECT_EQ(HostControl("adm-w1"), ControlState());
@@ -422,7 +422,7 @@ TEST_F(AdminTest, StopRemovesTheSocketAndCallsThenFailUnavailable) {
   server_->Stop();  // idempotent
   EXPECT_FALSE(Exists(path));
   v1::ListWorkersReply reply;
-  EXPECT_EQ(stub_->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &reply).error_code(),
+  EXPECT_EQ(admin_->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &reply).error_code(),
             grpc::StatusCode::UNAVAILABLE);
 }
 

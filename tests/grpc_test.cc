@@ -618,17 +618,17 @@ TEST(GrpcReconnect, HostReplacedOnTheSamePortReceivesWhatTheOldOneNeverAcknowled
 }
 
 // ── refusals ────────────────────────────────────────────────────────────────────────────────
-std::unique_ptr<pb::TelemetryIngest::Stub> IngestStub(int port) {
+std::unique_ptr<pb::TelemetryIngest::Stub> IngestClient(int port) {
   return pb::TelemetryIngest::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
 }
 
-grpc::Status OneShot(pb::TelemetryIngest::Stub& stub, const pb::TelemetryUpstream& msg,
+grpc::Status OneShot(pb::TelemetryIngest::Stub& ingest, const pb::TelemetryUpstream& msg,
                      const std::string& token = "") {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-  auto s = stub.StreamTelemetry(&ctx);
+  auto s = ingest.StreamTelemetry(&ctx);
   s->Write(msg);
   s->WritesDone();
   pb::TelemetryDownstream d;
@@ -651,14 +651,14 @@ TEST(GrpcRefusals, MissingOrWrongTokenIsUnauthenticatedAndChangesNothing) {
   auto host = StartGrpcHost(ns.name(), o);
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
-  auto stub = IngestStub(host->grpc_port());
+  auto ingest = IngestClient(host->grpc_port());
   pb::TelemetryUpstream m = Hello("intruder");
   auto* e = m.add_events();
   e->add_event_parts("python");
   e->add_event_parts("call");
   e->add_event_parts("stop");
-  EXPECT_EQ(OneShot(*stub, m).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_EQ(OneShot(*stub, m, "wrong").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(OneShot(*ingest, m).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(OneShot(*ingest, m, "wrong").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(host->Toggle("intruder", false).code(), StatusCode::kNotFound);
   EXPECT_EQ(Folded(host->Stats()), 0u);
 
@@ -671,7 +671,7 @@ TEST(GrpcRefusals, MissingOrWrongTokenIsUnauthenticatedAndChangesNothing) {
   wo.grpc_token = "s3cret";
   auto good = StartGrpcWorker(ns.name(), "good-token", "127.0.0.1:" + std::to_string(host->grpc_port()), wo);
   EXPECT_TRUE(good->WaitAttached(milliseconds(10000)));
-  EXPECT_EQ(OneShot(*stub, m, "s3cret").error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(OneShot(*ingest, m, "s3cret").error_code(), grpc::StatusCode::OK);
 }
 
 TEST(GrpcRefusals, OversizedMessageIsResourceExhausted) {
@@ -681,12 +681,12 @@ TEST(GrpcRefusals, OversizedMessageIsResourceExhausted) {
   auto host = StartGrpcHost(ns.name(), o);
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
-  auto stub = IngestStub(host->grpc_port());
+  auto ingest = IngestClient(host->grpc_port());
   pb::TelemetryUpstream m = Hello("big");
   auto* e = m.add_events();
   e->add_event_parts("python");
   (*e->mutable_metadata())["traceback"] = std::string(100 * 1024, 'x');
-  EXPECT_EQ(OneShot(*stub, m).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(OneShot(*ingest, m).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(Folded(host->Stats()), 0u);
 }
 
@@ -695,13 +695,13 @@ TEST(GrpcRefusals, StreamWithoutHelloIsInvalidArgument) {
   auto host = StartGrpcHost(ns.name());
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
-  auto stub = IngestStub(host->grpc_port());
+  auto ingest = IngestClient(host->grpc_port());
   pb::TelemetryUpstream m;
   m.add_events()->add_event_parts("python");
-  const grpc::Status st = OneShot(*stub, m);
+  const grpc::Status st = OneShot(*ingest, m);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("WorkerHello"), std::string::npos);
-  EXPECT_EQ(OneShot(*stub, Hello(std::string(100, 'x'))).error_code(),
+  EXPECT_EQ(OneShot(*ingest, Hello(std::string(100, 'x'))).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(host->Workers().empty());
 }
@@ -711,7 +711,7 @@ TEST(GrpcRefusals, GarbageEventsAreCountedNotFatal) {
   auto host = StartGrpcHost(ns.name());
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
-  auto stub = IngestStub(host->grpc_port());
+  auto ingest = IngestClient(host->grpc_port());
   pb::TelemetryUpstream m = Hello("garbage");
   m.add_events();                                           // no name at all
   m.add_events()->add_event_parts("");                      // empty name
@@ -720,7 +720,7 @@ TEST(GrpcRefusals, GarbageEventsAreCountedNotFatal) {
   e->add_event_parts("call");
   e->add_event_parts("stop");
   (*e->mutable_measurements())["duration"];
-  EXPECT_TRUE(OneShot(*stub, m).ok());
+  EXPECT_TRUE(OneShot(*ingest, m).ok());
   ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 3; }));
   EXPECT_EQ(host->Stats().rejected[shm::kRejectUnknownEvent], 2u);
 }
@@ -801,11 +801,11 @@ TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) 
   wo.grpc_listen = "127.0.0.1:0";
   auto w = Worker::Start(wo);
   ASSERT_TRUE(w.ok());
-  auto stub = ::snakepit::bridge::BridgeService::NewStub(grpc::CreateChannel(
+  auto host_side = ::snakepit::bridge::BridgeService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string((*w)->grpc_listen_port()), grpc::InsecureChannelCredentials()));
   {
     grpc::ClientContext ctx;
-    auto s = stub->StreamTelemetry(&ctx);
+    auto s = host_side->StreamTelemetry(&ctx);
     pb::TelemetryControl off;
     off.mutable_toggle()->set_enabled(false);
     ASSERT_TRUE(s->Write(off));
@@ -836,15 +836,15 @@ TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
   ASSERT_TRUE(w.ok());
   auto chan = grpc::CreateChannel("127.0.0.1:" + std::to_string((*w)->grpc_listen_port()),
                                   grpc::InsecureChannelCredentials());
-  auto stub = pb::TelemetryService::NewStub(chan);
+  auto host_side = pb::TelemetryService::NewStub(chan);
   grpc::ClientContext first;
-  auto s1 = stub->StreamTelemetry(&first);
+  auto s1 = host_side->StreamTelemetry(&first);
   pb::TelemetryControl on;
   on.mutable_toggle()->set_enabled(true);
   ASSERT_TRUE(s1->Write(on));
   ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
   grpc::ClientContext second;
-  auto s2 = stub->StreamTelemetry(&second);
+  auto s2 = host_side->StreamTelemetry(&second);
   s2->WritesDone();
   pb::TelemetryEvent e;
   while (s2->Read(&e)) {

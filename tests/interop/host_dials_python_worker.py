@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """ctest interop_host_dials_python_worker.
 
-Snakepit's direction: a Python grpcio server built from stubs that protoc generated from
+Snakepit's direction: a Python grpcio server built from bindings that protoc generated from
 proto/snakepit_compat.proto serves /snakepit.bridge.BridgeService/StreamTelemetry the way a
 Snakepit worker does — the handler yields TelemetryEvent messages (event_parts such as
 ["python", "call", "stop"]) as the worker emits them while a thread of its own reads the

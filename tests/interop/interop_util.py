@@ -1,7 +1,7 @@
 """Shared pieces of the interop drivers (tests/interop/*.py).
 
-- `parse_args`: the command line every driver takes (--pitlane, --stubs) and the import path
-  of the protoc-generated stubs (telemetry_pb2, snakepit_compat_pb2 and their *_grpc modules).
+- `parse_args`: the command line every driver takes (--pitlane, --bindings) and the import path
+  of the protoc-generated bindings (telemetry_pb2, snakepit_compat_pb2 and their *_grpc modules).
 - `HostProcess`: a `pitlane host` child whose stdout (JSON lines, one per delivered event) and
   stderr (status lines) are collected by reader threads, stopped with SIGTERM (SIGKILL if it
   does not exit) whatever the outcome of the test.
@@ -75,14 +75,14 @@ def eventually(predicate, timeout, what, still_running=None):
 def parse_args(description):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--pitlane", required=True, help="the pitlane executable")
-    parser.add_argument("--stubs", required=True,
-                        help="directory of the protoc-generated Python stubs")
+    parser.add_argument("--bindings", required=True,
+                        help="directory of the protoc-generated Python bindings")
     args = parser.parse_args()
     if not os.access(args.pitlane, os.X_OK):
         parser.error(f"{args.pitlane} is not an executable")
-    if not os.path.exists(os.path.join(args.stubs, "telemetry_pb2.py")):
-        parser.error(f"no generated stubs in {args.stubs}: build the pitlane_interop_stubs target")
-    sys.path.insert(0, args.stubs)
+    if not os.path.exists(os.path.join(args.bindings, "telemetry_pb2.py")):
+        parser.error(f"no generated bindings in {args.bindings}: build the pitlane_interop_bindings target")
+    sys.path.insert(0, args.bindings)
     return args
 
 

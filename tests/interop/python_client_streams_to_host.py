@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """ctest interop_python_client_streams_to_host.
 
-An independent worker — grpcio with stubs that protoc generated from proto/telemetry.proto —
+An independent worker — grpcio with bindings that protoc generated from proto/telemetry.proto —
 streams to `pitlane host --grpc-listen 127.0.0.1:0 --jsonl` through
 pitlane.v1.TelemetryIngest/StreamTelemetry:
 
@@ -46,8 +46,8 @@ class IngestStream:
         self.acked = 0
         self.error = None                  # the grpc.RpcError the call ended with
         self.finished = False
-        stub = pb_grpc.TelemetryIngestStub(channel)
-        self._call = stub.StreamTelemetry(self._request_iterator(), metadata=list(metadata))
+        ingest = pb_grpc.TelemetryIngestStub(channel)
+        self._call = ingest.StreamTelemetry(self._request_iterator(), metadata=list(metadata))
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
