@@ -234,6 +234,7 @@ namespace {
 
 struct Child {
   std::string id;
+  bool remote = false;  // streams over gRPC
   pid_t pid = -1;
   bool reaped = false;
   int status = 0;
@@ -443,26 +444,18 @@ int RunDemo(const DemoOptions& o) {
     return 1;
   }
 
-  // Spawn the workers while this process is still single-threaded.
+  // Spawn the workers: N over shared memory, then --remote ones over loopback gRPC. Without
+  // --remote this process is still single-threaded here; with it the host's gRPC threads run
+  // already, which posix_spawn tolerates (the child execs at once; nothing of ours runs in it).
   std::vector<Child> children;
-  for (int i = 0; i < o.workers; ++i) {
+  const std::string grpc_target =
+      o.remote > 0 ? "127.0.0.1:" + std::to_string(host.grpc_port()) : std::string();
+  for (int i = 0; i < o.workers + o.remote; ++i) {
+    const bool remote = i >= o.workers;
     Child c;
-    c.id = "demo-w" + std::to_string(i);
-    auto pid = SpawnWorker(o, ns, c.id);
-    if (!pid.ok()) {
-      Error("demo", pid.status().message());
-      StopChildren(children);
-      return 1;
-    }
-    c.pid = pid.value();
-    children.push_back(c);
-  }
-  // Remote workers: the same program over gRPC. The host's gRPC threads exist by now, which
-  // posix_spawn tolerates (the child execs at once; nothing of this process runs in it).
-  for (int i = 0; i < o.remote; ++i) {
-    Child c;
-    c.id = "demo-r" + std::to_string(i);
-    auto pid = SpawnWorker(o, ns, c.id, "127.0.0.1:" + std::to_string(host.grpc_port()));
+    c.remote = remote;
+    c.id = remote ? "demo-r" + std::to_string(i - o.workers) : "demo-w" + std::to_string(i);
+    auto pid = SpawnWorker(o, ns, c.id, remote ? grpc_target : std::string());
     if (!pid.ok()) {
       Error("demo", pid.status().message());
       StopChildren(children);
@@ -592,7 +585,7 @@ int RunDemo(const DemoOptions& o) {
                 c.id.c_str(), ExitText(c).c_str(), w.emitted, w.suppressed(), w.dropped(),
                 w.published, w.delivered, w.rejected_total(),
                 // pool.worker.terminated is about local processes the host watches.
-                c.id.rfind("demo-r", 0) == 0 ? "-" : term ? "yes" : "no",
+                c.remote ? "-" : term ? "yes" : "no",
                 ok ? "OK" : "FAIL");
     if (!ok) {
       ++failed;

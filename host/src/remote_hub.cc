@@ -5,13 +5,12 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <thread>
 
+#include "pitlane/grpc_common.h"
 #include "snakepit_compat.grpc.pb.h"
 #include "telemetry.grpc.pb.h"
 
@@ -92,26 +91,6 @@ struct Item {
   uint64_t messages = 0;
   std::string stream_id;
 };
-
-void FullControl(const ControlState& s, pb::TelemetryControl out[3]) {
-  out[0].mutable_toggle()->set_enabled(s.enabled);
-  out[1].mutable_sampling()->set_sampling_rate(s.sampling_rate);
-  for (const auto& p : s.sampling_patterns) out[1].mutable_sampling()->add_event_patterns(p);
-  pb::TelemetryEventFilter* f = out[2].mutable_filter();  // empty lists: allow everything
-  for (const auto& p : s.allow) f->add_allow(p);
-  for (const auto& p : s.deny) f->add_deny(p);
-}
-
-std::string ReadFile(const std::string& path, Status* st) {
-  std::ifstream in(path);
-  if (!in) {
-    *st = NotFound("cannot read " + path);
-    return {};
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
@@ -251,15 +230,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   grpc::Status StreamTelemetry(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>* stream) override {
-    if (!opt.grpc_token.empty()) {
-      const auto& md = ctx->client_metadata();
-      auto it = md.find("authorization");
-      if (it == md.end() ||
-          std::string_view(it->second.data(), it->second.size()) != "Bearer " + opt.grpc_token) {
-        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                            it == md.end() ? "missing bearer token" : "wrong bearer token");
-      }
-    }
+    if (grpc::Status auth = CheckBearerToken(*ctx, opt.grpc_token); !auth.ok()) return auth;
     auto first_batch = std::make_unique<Item::ArenaBatch>();
     const pb::TelemetryUpstream* first = first_batch->msg;
     if (!stream->Read(first_batch->msg)) return grpc::Status::OK;
@@ -284,7 +255,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
     h->send_control = [stream](const ControlState& s, bool initial) {
       pb::TelemetryControl c[3];
-      FullControl(s, c);
+      ControlToMessages(s, c);
       for (int i = 0; i < 3; ++i) {
         pb::TelemetryDownstream d;
         *d.mutable_control() = c[i];
@@ -370,7 +341,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
     args.SetMaxReceiveMessageSize(static_cast<int>(opt.grpc_max_message_bytes));
     auto channel = grpc::CreateCustomChannel(d->address, grpc::InsecureChannelCredentials(), args);
-    auto stub = ::snakepit::bridge::BridgeService::NewStub(channel);
+    auto worker_client = ::snakepit::bridge::BridgeService::NewStub(channel);
     std::shared_ptr<RemoteWorker> w = WorkerFor(d->id, Direction::kDialOut);
     std::mt19937_64 rng(std::random_device{}());
     auto backoff = kMinBackoff;
@@ -384,7 +355,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         if (stopping.load()) break;
         d->ctx = &ctx;
       }
-      auto stream = stub->StreamTelemetry(&ctx);
+      auto stream = worker_client->StreamTelemetry(&ctx);
       const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
       std::shared_ptr<StreamHandle> h;
       uint64_t messages = 0;
@@ -392,7 +363,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       const auto opened = std::chrono::steady_clock::now();
       auto send_control = [&stream](const ControlState& s, bool) {
         pb::TelemetryControl c[3];
-        FullControl(s, c);
+        ControlToMessages(s, c);
         for (auto& m : c) {
           if (!stream->Write(m)) return false;
         }
@@ -624,11 +595,12 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (!options.grpc_tls_cert.empty() || !options.grpc_tls_key.empty()) {
-      Status st;
+      Result<std::string> key = ReadPemFile(options.grpc_tls_key);
+      if (!key.ok()) return key.status();
+      Result<std::string> cert = ReadPemFile(options.grpc_tls_cert);
+      if (!cert.ok()) return cert.status();
       grpc::SslServerCredentialsOptions o;
-      o.pem_key_cert_pairs.push_back(
-          {ReadFile(options.grpc_tls_key, &st), ReadFile(options.grpc_tls_cert, &st)});
-      if (!st.ok()) return st;
+      o.pem_key_cert_pairs.push_back({std::move(key).value(), std::move(cert).value()});
       creds = grpc::SslServerCredentials(o);
     }
     b.AddListeningPort(options.grpc_listen, creds, &impl->port);

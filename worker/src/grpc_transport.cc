@@ -19,14 +19,13 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "pitlane/fb/event_generated.h"
 #include "pitlane/defaults.h"
+#include "pitlane/grpc_common.h"
 #include "remote.h"
 #include "snakepit_compat.grpc.pb.h"
 #include "telemetry.grpc.pb.h"
@@ -119,46 +118,6 @@ void FillCounters(const RemoteCounters& c, pb::WorkerCounters* out) {
   out->set_suppressed_filtered(c.suppressed_filtered.load(std::memory_order_relaxed));
 }
 
-// Each control message replaces the state of its kind (ARCHITECTURE.md "Control").
-Status MergeControl(const pb::TelemetryControl& msg, ControlState* state) {
-  ControlState next = *state;
-  switch (msg.control_case()) {
-    case pb::TelemetryControl::kToggle: next.enabled = msg.toggle().enabled(); break;
-    case pb::TelemetryControl::kSampling:
-      next.sampling_rate = msg.sampling().sampling_rate();
-      next.sampling_patterns.assign(msg.sampling().event_patterns().begin(),
-                                    msg.sampling().event_patterns().end());
-      break;
-    case pb::TelemetryControl::kFilter:
-      next.allow.assign(msg.filter().allow().begin(), msg.filter().allow().end());
-      next.deny.assign(msg.filter().deny().begin(), msg.filter().deny().end());
-      break;
-    default: return InvalidArgument("control message sets no toggle, sampling or filter");
-  }
-  if (Status s = next.Validate(); !s.ok()) return s;
-  *state = std::move(next);
-  return Status::Ok();
-}
-
-std::string ReadFile(const std::string& path, Status* status) {
-  std::ifstream in(path);
-  if (!in) {
-    *status = NotFound("cannot read " + path);
-    return {};
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool BearerMatches(const grpc::ServerContext& ctx, const std::string& token) {
-  if (token.empty()) return true;
-  const auto& md = ctx.client_metadata();
-  auto it = md.find("authorization");
-  return it != md.end() && std::string_view(it->second.data(), it->second.size()) ==
-                               "Bearer " + token;
-}
-
 class GrpcTransport;
 
 // The worker's StreamTelemetry, served at pitlane's and at Snakepit's method path.
@@ -201,14 +160,14 @@ class GrpcTransport final : public RemoteTransport {
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
       std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
       if (!cfg_.tls_ca.empty()) {
-        Status st;
+        Result<std::string> ca = ReadPemFile(cfg_.tls_ca);
+        if (!ca.ok()) return ca.status();
         grpc::SslCredentialsOptions o;
-        o.pem_root_certs = ReadFile(cfg_.tls_ca, &st);
-        if (!st.ok()) return st;
+        o.pem_root_certs = std::move(ca).value();
         creds = grpc::SslCredentials(o);
       }
       channel_ = grpc::CreateCustomChannel(cfg_.target, creds, args);
-      stub_ = pb::TelemetryIngest::NewStub(channel_);
+      ingest_ = pb::TelemetryIngest::NewStub(channel_);
       pump_ = std::thread([this] { Pump(); });
     }
     return Status::Ok();
@@ -235,9 +194,7 @@ class GrpcTransport final : public RemoteTransport {
   // ── serving (Snakepit's direction) ─────────────────────────────────────────────────────────
   grpc::Status Serve(grpc::ServerContext* ctx,
                      grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) {
-    if (!BearerMatches(*ctx, cfg_.token)) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong bearer token");
-    }
+    if (grpc::Status auth = CheckBearerToken(*ctx, cfg_.token); !auth.ok()) return auth;
     std::unique_lock<std::mutex> consumer(consumer_mu_, std::try_to_lock);
     if (!consumer.owns_lock()) {
       return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
@@ -255,7 +212,7 @@ class GrpcTransport final : public RemoteTransport {
       pb::TelemetryControl msg;
       while (stream->Read(&msg)) {
         std::lock_guard<std::mutex> lock(control_mu_);
-        if (Status s = MergeControl(msg, &control_); !s.ok()) {
+        if (Status s = ApplyControlMessage(msg, &control_); !s.ok()) {
           std::lock_guard<std::mutex> l(mu);
           refusal = s.message();
           break;  // previous state kept; the stream ends with INVALID_ARGUMENT
@@ -370,7 +327,7 @@ class GrpcTransport final : public RemoteTransport {
     grpc::ClientContext ctx;
     if (!cfg_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg_.token);
     std::unique_ptr<grpc::ClientReaderWriter<pb::TelemetryUpstream, pb::TelemetryDownstream>>
-        stream = stub_->StreamTelemetry(&ctx);
+        stream = ingest_->StreamTelemetry(&ctx);
 
     std::atomic<bool> reader_done{false};
     std::thread reader([&] {
@@ -383,7 +340,7 @@ class GrpcTransport final : public RemoteTransport {
       while (stream->Read(&msg)) {
         if (msg.has_control()) {
           std::lock_guard<std::mutex> lock(control_mu_);
-          if (Status s = MergeControl(msg.control(), &control_); s.ok()) {
+          if (Status s = ApplyControlMessage(msg.control(), &control_); s.ok()) {
             cfg_.apply_control(control_);
           } else {
             cfg_.log("ignored a control message from the host: " + s.message());
@@ -498,7 +455,7 @@ class GrpcTransport final : public RemoteTransport {
 
   // dial-in
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<pb::TelemetryIngest::Stub> stub_;
+  std::unique_ptr<pb::TelemetryIngest::Stub> ingest_;
   std::thread pump_;
   std::atomic<bool> dial_connected_{false};
   uint64_t next_sequence_ = 0;  // consumer only

@@ -757,6 +757,25 @@ inline void WakeHostIfAsleep(Worker::Impl& w) noexcept {
   }
 }
 
+// The record of one emit, sized — the same for both transports (gRPC mode stamps with
+// CLOCK_REALTIME and always encodes catalog ids: StartRemote sets tsc and use_ids so).
+inline void PrepareEmit(const Worker::Impl& w, EventHandle ev,
+                        std::span<const Measurement> measurements,
+                        std::span<const Metadata> metadata, std::string_view correlation_id,
+                        RecordFields* f, PreparedRecord* p) noexcept {
+  const internal::Stamp stamp = internal::ReadStamp(w.tsc);
+  f->event_id = w.use_ids ? ev.id : 0;
+  f->name = ev.name;
+  f->timestamp = stamp.value;
+  f->clock = stamp.clock;
+  f->correlation_id = correlation_id.empty() ? CurrentCorrelationId() : correlation_id;
+  f->measurements = measurements.data();
+  f->measurement_count = measurements.size();
+  f->metadata = metadata.data();
+  f->metadata_count = metadata.size();
+  PrepareRecord(*f, w.catalog.get(), w.use_ids, p);
+}
+
 // gRPC mode: the same gate and counters, then the record goes into the transport's queue.
 inline EmitResult AdmitRemote(Worker::Impl& w, EventHandle ev) noexcept {
   internal::RemoteCounters& c = w.rqueue->counters;
@@ -800,17 +819,8 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
       return admitted;
     }
     RecordFields f;
-    f.event_id = ev.id;
-    f.name = ev.name;
-    f.timestamp = internal::RealtimeNs();
-    f.clock = internal::kClockUnixNs;
-    f.correlation_id = correlation_id.empty() ? CurrentCorrelationId() : correlation_id;
-    f.measurements = measurements.data();
-    f.measurement_count = measurements.size();
-    f.metadata = metadata.data();
-    f.metadata_count = metadata.size();
     PreparedRecord p;
-    PrepareRecord(f, w.catalog.get(), true, &p);
+    PrepareEmit(w, ev, measurements, metadata, correlation_id, &f, &p);
     EmitResult drop = EmitResult::kOk;
     uint8_t* at = ReserveRemote(w, p.size, &drop);
     if (at == nullptr) return drop;
@@ -821,19 +831,9 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
   ThreadRing* r = nullptr;
   if (const EmitResult admitted = Admit(w, ev, &r); admitted != EmitResult::kOk) return admitted;
 
-  const internal::Stamp stamp = internal::ReadStamp(w.tsc);
   RecordFields f;
-  f.event_id = w.use_ids ? ev.id : 0;
-  f.name = ev.name;
-  f.timestamp = stamp.value;
-  f.clock = stamp.clock;
-  f.correlation_id = correlation_id.empty() ? CurrentCorrelationId() : correlation_id;
-  f.measurements = measurements.data();
-  f.measurement_count = measurements.size();
-  f.metadata = metadata.data();
-  f.metadata_count = metadata.size();
   PreparedRecord p;
-  PrepareRecord(f, w.catalog.get(), w.use_ids, &p);
+  PrepareEmit(w, ev, measurements, metadata, correlation_id, &f, &p);
   RingWriter::Reserve why = RingWriter::Reserve::kTooLarge;
   uint8_t* at = p.size != 0 ? r->writer.TryReserve(static_cast<uint32_t>(p.size), &why) : nullptr;
   if (at == nullptr) [[unlikely]] return CountDrop(r, why);
