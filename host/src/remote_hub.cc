@@ -432,8 +432,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   }
 
   // ── poll thread ──────────────────────────────────────────────────────────────────────────
-  void FoldOne(const pb::TelemetryEvent& e, RemoteWorker& w, Folder& folder,
-               const FoldContext& base, const Sink& sink) {
+  // What one item did to a worker's counters; applied under `mu` once per item, not per event.
+  struct Tally {
+    uint64_t received = 0, delivered = 0, truncated = 0;
+    uint64_t rejected[shm::kRejectReasonCount] = {};
+  };
+
+  void FoldOne(const pb::TelemetryEvent& e, const FoldContext& ctx, Folder& folder,
+               const Sink& sink, Tally* t) {
     name.clear();
     for (int i = 0; i < e.event_parts_size(); ++i) {
       if (i) name.push_back('.');
@@ -459,22 +465,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     raw.correlation_id = e.correlation_id();
     raw.measurements = raw_m;
     raw.metadata = raw_md;
-    FoldContext ctx = base;
-    ctx.worker_id = w.id;
-    ctx.worker_pid = w.pid_str;
-    ctx.pid = w.pid;
-    ctx.transport = Transport::kGrpc;
     EventView view;
     const FoldOutcome out = folder.Fold(raw, ctx, &view);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      ++w.received;
-      if (out.delivered) {
-        ++w.delivered;
-        if (out.truncated) ++w.truncated;
-      } else {
-        ++w.rejected[out.reject_reason];
-      }
+    ++t->received;
+    if (out.delivered) {
+      ++t->delivered;
+      if (out.truncated) ++t->truncated;
+    } else {
+      ++t->rejected[out.reject_reason];
     }
     sink.event(out, view);
   }
@@ -517,36 +515,47 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         Transition(it, sink);
         continue;
       }
+      // Who sent it, as of now (a reconnecting stream may rewrite pid and node under `mu`).
+      std::string pid_str;
+      FoldContext ctx = base;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        pid_str = w.pid_str;
+        ctx.pid = w.pid;
+      }
+      ctx.worker_id = w.id;  // fixed when the record was made
+      ctx.worker_pid = pid_str;
+      ctx.transport = Transport::kGrpc;
+      Tally t;
+      uint64_t lost = 0;
+      const pb::WorkerCounters* counters = it.counters.get();
       if (it.batch) {
         const pb::TelemetryUpstream& b = *it.batch->msg;
-        uint64_t seq = b.first_sequence();
+        const uint64_t seq = b.first_sequence();
         int skip = 0;
         if (seq < w.expected) {
           // Re-sent after a reconnect: the host has seen these.
           skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, b.events_size()));
         } else if (seq > w.expected) {
-          std::lock_guard<std::mutex> lock(mu);
-          w.lost += seq - w.expected;  // sent, never received (a broken connection)
+          lost = seq - w.expected;  // sent, never received (a broken connection)
         }
-        for (int i = skip; i < b.events_size(); ++i) {
-          FoldOne(b.events(i), w, folder, base, sink);
-          ++n;
-        }
+        for (int i = skip; i < b.events_size(); ++i) FoldOne(b.events(i), ctx, folder, sink, &t);
         w.expected = std::max<uint64_t>(w.expected, seq + b.events_size());
-        if (b.has_counters()) {
-          std::lock_guard<std::mutex> lock(mu);
-          w.counters = Counters::From(b.counters());
-        }
-        w.acked.store(w.expected, std::memory_order_release);
-      } else if (it.counters) {
-        std::lock_guard<std::mutex> lock(mu);
-        w.counters = Counters::From(*it.counters);
+        if (b.has_counters()) counters = &b.counters();
       } else {
-        for (const auto& e : it.events) {
-          FoldOne(e, w, folder, base, sink);
-          ++n;
-        }
+        for (const auto& e : it.events) FoldOne(e, ctx, folder, sink, &t);
       }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        w.lost += lost;
+        w.received += t.received;
+        w.delivered += t.delivered;
+        w.truncated += t.truncated;
+        for (uint32_t r = 0; r < shm::kRejectReasonCount; ++r) w.rejected[r] += t.rejected[r];
+        if (counters != nullptr) w.counters = Counters::From(*counters);
+      }
+      if (it.batch) w.acked.store(w.expected, std::memory_order_release);
+      n += t.received;
     }
     {
       std::lock_guard<std::mutex> lock(ack_mu);
