@@ -106,39 +106,6 @@ void BlockStopSignals();
 // number, or 0 when the time passed.
 int WaitForSignal(double seconds);
 
-// Per-worker sums over the host's rings (live and reclaimed).
-struct WorkerTotals {
-  std::string id;
-  uint32_t pid = 0;
-  bool alive = false;
-  uint32_t rings = 0;       // rings of this worker seen (live + reclaimed)
-  uint32_t live_rings = 0;  // not yet reclaimed
-  uint64_t emitted = 0, published = 0;
-  uint64_t dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0;
-  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
-  uint64_t unringed_suppressed = 0;  // suppressed events of ringless threads (reason unknown)
-  uint64_t delivered = 0, truncated = 0;
-  uint64_t rejected[shm::kRejectReasonCount] = {};
-  uint64_t used_bytes = 0, capacity = 0;  // over live rings
-  double max_fill = 0;                    // highest fill ratio of a live ring
-  bool quarantined = false;
-
-  uint64_t suppressed() const {
-    return suppressed_disabled + suppressed_sampled + suppressed_filtered + unringed_suppressed;
-  }
-  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_no_ring; }
-  uint64_t rejected_total() const;
-};
-// Sums Host::Rings() per worker id, in first-seen order, adding the unringed counters of
-// Host::Workers() (from `unringed`, a per-id high-water record the caller keeps across calls
-// because a reclaimed worker disappears from Workers()).
-struct Unringed {
-  uint64_t emitted = 0, dropped = 0, suppressed = 0;
-};
-std::vector<WorkerTotals> Aggregate(const std::vector<RingStats>& rings,
-                                    const std::vector<WorkerInfo>& workers,
-                                    std::vector<std::pair<std::string, Unringed>>* unringed);
-
 // "12.3k", "4.56M": compact counts for the live tables.
 std::string Compact(uint64_t n);
 // The namespace to use: `ns`, else PITLANE_NAMESPACE, else "default"; validated.

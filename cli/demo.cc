@@ -299,7 +299,7 @@ class Table {
  public:
   explicit Table(bool tty) : tty_(tty) {}
 
-  void Draw(double t, const std::vector<WorkerTotals>& totals, const std::vector<uint64_t>& rates,
+  void Draw(double t, const std::vector<WorkerInfo>& totals, const std::vector<uint64_t>& rates,
             const std::vector<std::string>& notes, size_t notes_total, const HostStats& hs) {
     std::vector<std::string> lines;
     char buf[512];
@@ -313,7 +313,7 @@ class Table {
                   "rejected unk/key/other", "fill");
     lines.push_back(buf);
     for (size_t i = 0; i < totals.size(); ++i) {
-      const WorkerTotals& w = totals[i];
+      const WorkerInfo& w = totals[i];
       const uint64_t other_rej = w.rejected_total() - w.rejected[shm::kRejectUnknownEvent] -
                                  w.rejected[shm::kRejectBadMeasurementKey];
       const std::string dropped = Compact(w.dropped_full) + "/" + Compact(w.dropped_too_large) +
@@ -324,8 +324,9 @@ class Table {
                               Compact(w.rejected[shm::kRejectBadMeasurementKey]) + "/" +
                               Compact(other_rej);
       char fill[16];
-      if (w.live_rings > 0) {
-        std::snprintf(fill, sizeof(fill), "%5.1f%%", 100.0 * w.max_fill);
+      if (w.rings > 0 && w.capacity > 0) {
+        std::snprintf(fill, sizeof(fill), "%5.1f%%",
+                      100.0 * static_cast<double>(w.used_bytes) / static_cast<double>(w.capacity));
       } else {
         std::snprintf(fill, sizeof(fill), "%6s", "-");
       }
@@ -479,7 +480,6 @@ int RunDemo(const DemoOptions& o) {
   host.RunInBackground();
 
   Table table(tty);
-  std::vector<std::pair<std::string, Unringed>> unringed;
   std::vector<std::pair<std::string, uint64_t>> last_emitted;
   const auto t0 = Clock::now();
   auto last_tick = t0;
@@ -512,7 +512,7 @@ int RunDemo(const DemoOptions& o) {
     }
 
     ReapNonBlocking(children);
-    auto totals = Aggregate(host.Rings(), host.Workers(), &unringed);
+    auto totals = host.Workers();
     std::stable_sort(totals.begin(), totals.end(), [&children](const auto& a, const auto& b) {
       auto rank = [&children](const std::string& id) {
         for (size_t i = 0; i < children.size(); ++i) {
@@ -523,7 +523,7 @@ int RunDemo(const DemoOptions& o) {
       return rank(a.id) < rank(b.id);
     });
     std::vector<uint64_t> rates;
-    for (const WorkerTotals& w : totals) {
+    for (const WorkerInfo& w : totals) {
       auto it = std::find_if(last_emitted.begin(), last_emitted.end(),
                              [&w](const auto& p) { return p.first == w.id; });
       if (it == last_emitted.end()) {
@@ -556,7 +556,7 @@ int RunDemo(const DemoOptions& o) {
   const bool drained = host.DrainAll(std::chrono::seconds(5));
 
   // ── summary ──
-  auto totals = Aggregate(host.Rings(), host.Workers(), &unringed);
+  const std::vector<WorkerInfo> totals = host.Workers();
   std::printf("\nsummary: namespace \"%s\", %.1f s%s%s\n", ns.c_str(), Seconds(Clock::now() - t0),
               interrupted ? " (interrupted)" : "", drained ? "" : " (host did not drain in 5 s)");
   std::printf("%-10s %-9s %9s %10s %8s %10s %10s %9s %5s  %s\n", "worker", "process", "emitted",
@@ -565,16 +565,16 @@ int RunDemo(const DemoOptions& o) {
   std::vector<std::string> details;
   uint64_t rej_by_reason[shm::kRejectReasonCount] = {};
   for (const Child& c : children) {
-    WorkerTotals w;
+    WorkerInfo w;
     w.id = c.id;
-    for (const WorkerTotals& t : totals) {
+    for (const WorkerInfo& t : totals) {
       if (t.id == c.id) w = t;
     }
     for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rej_by_reason[i] += w.rejected[i];
-    const bool law1 = w.emitted == w.suppressed() + w.dropped() + w.published;
-    const bool law2 = w.published == w.delivered + w.rejected_total();
-    const bool all_reclaimed = w.live_rings == 0;
-    const bool ok = law1 && law2 && w.rings > 0;
+    const bool law1 = w.in_flight() == 0;
+    const bool law2 = w.unread() == 0;
+    const bool all_reclaimed = w.rings == 0;
+    const bool ok = w.Conserved() && w.rings_total > 0;
     bool term;
     {
       std::lock_guard<std::mutex> lock(term_mu);
@@ -589,7 +589,7 @@ int RunDemo(const DemoOptions& o) {
                 ok ? "OK" : "FAIL");
     if (!ok) {
       ++failed;
-      if (w.rings == 0) details.push_back(c.id + ": the host never saw a ring of this worker");
+      if (w.rings_total == 0) details.push_back(c.id + ": the host never saw a ring of this worker");
       if (!law1) {
         details.push_back(c.id + ": emitted " + std::to_string(w.emitted) + " != suppressed " +
                           std::to_string(w.suppressed()) + " + dropped " +

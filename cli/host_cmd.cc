@@ -76,8 +76,7 @@ struct Exporters {
   }
 };
 
-void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, bool jsonl,
-                  std::vector<std::pair<std::string, Unringed>>* unringed) {
+void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, bool jsonl) {
   const HostStats hs = host.Stats();
   uint64_t rej = 0;
   for (uint64_t r : hs.rejected) rej += r;
@@ -90,16 +89,16 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
   exporters.Print(f);
   std::fprintf(f, "\n");
   if (jsonl) return;
-  const auto totals = Aggregate(host.Rings(), host.Workers(), unringed);
+  const std::vector<WorkerInfo> totals = host.Workers();
   if (totals.empty()) return;
   std::fprintf(f, "  %-20s %8s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "alive",
                "rings", "emitted", "delivered", "dropped", "suppressed", "rejected", "law");
-  for (const WorkerTotals& w : totals) {
-    // Live rings are read while their writer runs, so a mismatch there means events in
+  for (const WorkerInfo& w : totals) {
+    // Live rings are read while their writer runs, so a difference there means events in
     // flight; once every ring of the worker is reclaimed the numbers are final.
-    const bool holds = w.emitted == w.suppressed() + w.dropped() + w.published &&
-                       w.published == w.delivered + w.rejected_total();
-    const char* law = holds ? "holds" : w.live_rings > 0 ? "in flight" : "VIOLATED";
+    const char* law = w.Conserved()                     ? "holds"
+                      : w.rings > 0 && w.Consistent()   ? "in flight"
+                                                        : "VIOLATED";
     std::fprintf(f,
                  "  %-20s %8u %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
                  " %9" PRIu64 "  %s\n",
@@ -268,7 +267,6 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   std::fflush(status_out);
   host.RunInBackground();
 
-  std::vector<std::pair<std::string, Unringed>> unringed;
   const auto t0 = Clock::now();
   auto next =
       t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.interval_s));
@@ -287,7 +285,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     if (now >= end) break;  // the final summary follows
     if (now >= next) {
       PrintSummary(status_out, host, std::chrono::duration<double>(now - t0).count(), exporters,
-                   o.jsonl, &unringed);
+                   o.jsonl);
       std::fflush(status_out);
       next +=
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.interval_s));
@@ -298,7 +296,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   host.Stop();
   exporters.StopAll();  // each drains its queue first
   PrintSummary(status_out, host, std::chrono::duration<double>(Clock::now() - t0).count(),
-               exporters, o.jsonl, &unringed);
+               exporters, o.jsonl);
   for (const AsyncExporter* e : exporters.all()) {
     if (e->overflow() == 0) continue;
     std::fprintf(stderr,

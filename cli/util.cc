@@ -1,4 +1,4 @@
-// Helpers shared by the subcommands: errors, stop signals, per-worker aggregation.
+// Helpers shared by the subcommands: errors, stop signals, number formatting.
 #include <signal.h>
 #include <time.h>
 
@@ -44,73 +44,6 @@ int WaitForSignal(double seconds) {
     // EINTR: another signal (e.g. SIGCHLD with a handler) interrupted the wait; the remaining
     // time is not reported, so waiting the full period again is acceptable for a UI tick.
   }
-}
-
-uint64_t WorkerTotals::rejected_total() const {
-  uint64_t n = 0;
-  for (uint64_t r : rejected) n += r;
-  return n;
-}
-
-std::vector<WorkerTotals> Aggregate(const std::vector<RingStats>& rings,
-                                    const std::vector<WorkerInfo>& workers,
-                                    std::vector<std::pair<std::string, Unringed>>* unringed) {
-  std::vector<WorkerTotals> out;
-  auto find = [&out](const std::string& id) -> WorkerTotals& {
-    for (WorkerTotals& t : out) {
-      if (t.id == id) return t;
-    }
-    out.emplace_back();
-    out.back().id = id;
-    return out.back();
-  };
-  for (const RingStats& r : rings) {
-    WorkerTotals& t = find(r.worker_id);
-    t.pid = r.pid;
-    ++t.rings;
-    t.emitted += r.emitted;
-    t.published += r.published;
-    t.dropped_full += r.dropped_full;
-    t.dropped_too_large += r.dropped_too_large;
-    t.suppressed_disabled += r.suppressed_disabled;
-    t.suppressed_sampled += r.suppressed_sampled;
-    t.suppressed_filtered += r.suppressed_filtered;
-    t.delivered += r.delivered;
-    t.truncated += r.truncated;
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) t.rejected[i] += r.rejected[i];
-    t.quarantined |= r.quarantined;
-    if (!r.reclaimed) {
-      ++t.live_rings;
-      t.used_bytes += r.used_bytes;
-      t.capacity += r.capacity;
-      if (r.capacity > 0) {
-        t.max_fill = std::max(t.max_fill,
-                              static_cast<double>(r.used_bytes) / static_cast<double>(r.capacity));
-      }
-    }
-  }
-  for (const WorkerInfo& w : workers) {
-    // Keep the highest values seen: the registry copy only grows while the worker lives.
-    auto it = std::find_if(unringed->begin(), unringed->end(),
-                           [&w](const auto& p) { return p.first == w.id; });
-    if (it == unringed->end()) {
-      unringed->push_back({w.id, {}});
-      it = unringed->end() - 1;
-    }
-    it->second.emitted = std::max(it->second.emitted, w.unringed_emitted);
-    it->second.dropped = std::max(it->second.dropped, w.unringed_dropped);
-    it->second.suppressed = std::max(it->second.suppressed, w.unringed_suppressed);
-    WorkerTotals& t = find(w.id);
-    t.pid = w.pid;
-    t.alive = w.alive;
-  }
-  for (const auto& [id, u] : *unringed) {
-    WorkerTotals& t = find(id);
-    t.emitted += u.emitted;
-    t.dropped_no_ring += u.dropped;
-    t.unringed_suppressed += u.suppressed;
-  }
-  return out;
 }
 
 std::string Compact(uint64_t n) {

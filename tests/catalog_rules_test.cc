@@ -1,4 +1,4 @@
-// Every rule of CATALOG.md, end to end: a real Worker emits into a real Host in this process and
+// Every rule of doc/catalog.md, end to end: a real Worker emits into a real Host in this process and
 // a handler attached to "*" records what the host delivers.
 #include <gtest/gtest.h>
 

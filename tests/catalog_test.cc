@@ -1,4 +1,4 @@
-// The default event catalog (CATALOG.md) and the catalog text format's rules.
+// The default event catalog (doc/catalog.md) and the catalog text format's rules.
 #include "pitlane/catalog.h"
 
 #include <gtest/gtest.h>
@@ -102,7 +102,7 @@ struct WorkerEvent {
   SpanRole role;
 };
 
-// CATALOG.md's layer-2 table, in order.
+// doc/catalog.md's layer-2 table, in order.
 constexpr std::array<WorkerEvent, 11> kWorkerEvents = {{
     {"python.call.start", "python.call.start", SpanRole::kStart},
     {"python.call.stop", "python.call.stop", SpanRole::kStop},

@@ -1,5 +1,5 @@
 // ControlState validation and its compilation into per-event gate decisions
-// (ARCHITECTURE.md "Control plane": enabled -> sampling -> filter; deny wins; empty allow
+// (doc/architecture.md, "Control": enabled -> sampling -> filter; deny wins; empty allow
 // allows everything; no sampling patterns = every event).
 #include "pitlane/control.h"
 

@@ -1,4 +1,4 @@
-// Shell-style glob patterns (CATALOG.md "Pattern matching"): anchored, case-sensitive, `*`
+// Shell-style glob patterns (doc/catalog.md, "Patterns"): anchored, case-sensitive, `*`
 // crosses dots, `?`, classes with ranges and negation; malformed patterns rejected.
 #include "pitlane/glob.h"
 

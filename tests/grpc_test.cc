@@ -725,6 +725,52 @@ TEST(GrpcRefusals, GarbageEventsAreCountedNotFatal) {
   EXPECT_EQ(host->Stats().rejected[shm::kRejectUnknownEvent], 2u);
 }
 
+TEST(GrpcAccounting, WorkerCountsReachTheHostUnderTheirOwnReasons) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto ingest = IngestClient(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("counted");
+  for (int i = 0; i < 3; ++i) {
+    auto* e = m.add_events();
+    e->add_event_parts("python");
+    e->add_event_parts("call");
+    e->add_event_parts("stop");
+  }
+  m.set_first_sequence(0);
+  pb::WorkerCounters* c = m.mutable_counters();
+  c->set_emitted(12);
+  c->set_sent(3);
+  c->set_dropped_full(1);
+  c->set_dropped_too_large(2);
+  c->set_dropped_no_ring(4);
+  c->set_suppressed_sampled(2);
+  EXPECT_TRUE(OneShot(*ingest, m).ok());
+  ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 3; }));
+  ASSERT_TRUE(WaitFor([&] {
+    for (const RingStats& r : host->Rings()) {
+      if (r.worker_id == "counted" && r.emitted == 12) return true;
+    }
+    return false;
+  }));
+  for (const RingStats& r : host->Rings()) {
+    if (r.worker_id != "counted") continue;
+    EXPECT_EQ(r.dropped_full, 1u);
+    EXPECT_EQ(r.dropped_too_large, 2u);
+    EXPECT_EQ(r.dropped_no_ring, 4u);
+    EXPECT_EQ(r.suppressed_sampled, 2u);
+    EXPECT_EQ(r.published, 3u);
+    EXPECT_EQ(r.delivered, 3u);
+    EXPECT_TRUE(r.Conserved()) << "in flight " << r.in_flight() << ", unread " << r.unread();
+  }
+  for (const WorkerInfo& w : host->Workers()) {
+    if (w.id == "counted") {
+      EXPECT_EQ(w.dropped_no_ring, 4u);
+    }
+  }
+}
+
 // ── back-pressure ───────────────────────────────────────────────────────────────────────────
 TEST(GrpcBackpressure, StalledHostKeepsWorkerMemoryBoundedAndCountsOverflow) {
   ScopedNamespace ns;

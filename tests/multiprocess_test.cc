@@ -1,5 +1,4 @@
-// Worker processes and the host in different processes (ARCHITECTURE.md "Discovery and
-// liveness", issue 2 "Tests: multi-process").
+// Worker processes and the host in different processes (doc/architecture.md, "Liveness").
 //
 // Children are fork()ed from the test process while it has no other thread: the host is polled
 // from the test thread (PollOnce), never from a background thread, and the test process never

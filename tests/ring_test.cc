@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "ring_drain.h"
+
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -172,14 +174,14 @@ TEST(RingTest, SelfValidatingRecordsRoundTripInOrder) {
   for (uint64_t i = 0; i < 100; ++i) {
     ASSERT_EQ(WriteRecord(w, i, PayloadLength(i, 200)), RingWriter::Reserve::kOk);
   }
-  EXPECT_EQ(r.Drain(1000, sink), 100u);
+  EXPECT_EQ(Drain(r, 1000, sink), 100u);
   EXPECT_EQ(sink.records, 100u);
   EXPECT_EQ(sink.bad, 0u);
   EXPECT_TRUE(sink.lost_calls.empty());
   EXPECT_EQ(r.state(), RingReader::State::kOk);
   EXPECT_EQ(ring.header()->worker.published.load(), 100u);
   EXPECT_EQ(ring.header()->consumer.load(), ring.header()->producer.load());
-  EXPECT_EQ(r.Drain(1000, sink), 0u);  // nothing more
+  EXPECT_EQ(Drain(r, 1000, sink), 0u);  // nothing more
 }
 
 class RingWrapTest : public ::testing::TestWithParam<uint64_t> {};
@@ -217,10 +219,10 @@ TEST_P(RingWrapTest, ManyLapsAcrossPositionWrapKeepEveryRecordWhole) {
     }
     // Nothing unread was overwritten: drain a random number of records, then refill.
     const size_t batch = 1 + rng() % 16;
-    r.Drain(batch, sink);
+    Drain(r, batch, sink);
     ASSERT_EQ(r.state(), RingReader::State::kOk) << r.error();
   }
-  while (r.Drain(1024, sink) > 0) {
+  while (Drain(r, 1024, sink) > 0) {
   }
   EXPECT_EQ(r.state(), RingReader::State::kOk) << r.error();
   EXPECT_TRUE(crossed_zero) << "positions never wrapped past 2^64";
@@ -259,7 +261,7 @@ TEST_P(RingWrapTest, ConcurrentWriterAndReaderDeliverEveryRecordOnce) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (sink.records < kRecords && r.state() == RingReader::State::kOk &&
          std::chrono::steady_clock::now() < deadline) {
-    if (r.Drain(64, sink) == 0) std::this_thread::yield();
+    if (Drain(r, 64, sink) == 0) std::this_thread::yield();
   }
   writer.join();
   EXPECT_EQ(r.state(), RingReader::State::kOk) << r.error();
@@ -295,12 +297,12 @@ TEST(RingTest, FullRingRefusesTheNewestAndNeverOverwritesUnreadData) {
   // Every unread record is intact.
   RingReader r = ring.Reader();
   RawSink raw;
-  EXPECT_EQ(r.Drain(1, raw), 1u);
+  EXPECT_EQ(Drain(r, 1, raw), 1u);
   // One record read: room for exactly one more.
   EXPECT_EQ(WriteRecord(w, i, kLen), RingWriter::Reserve::kOk);
   ++i;
   EXPECT_EQ(WriteRecord(w, i, kLen), RingWriter::Reserve::kFull);
-  EXPECT_EQ(r.Drain(100, raw), 16u);
+  EXPECT_EQ(Drain(r, 100, raw), 16u);
   ASSERT_EQ(raw.payloads.size(), 17u);
   for (uint64_t k = 0; k < raw.payloads.size(); ++k) {
     const std::optional<uint64_t> index = CheckPayload(raw.payloads[k].data(), kLen);
@@ -336,13 +338,13 @@ TEST(RingTest, ConsumerPositionIsPublishedPerBatchNotPerRecord) {
   RawSink sink;
   std::vector<uint64_t> seen_consumer;
   sink.on_record = [&] { seen_consumer.push_back(ring.header()->consumer.load()); };
-  EXPECT_EQ(r.Drain(20, sink), 20u);
+  EXPECT_EQ(Drain(r, 20, sink), 20u);
   ASSERT_EQ(seen_consumer.size(), 20u);
   for (uint64_t c : seen_consumer) EXPECT_EQ(c, 0u) << "consumer moved inside a batch";
   EXPECT_EQ(ring.header()->consumer.load(), 20u * RecordBytes(64));
   EXPECT_EQ(r.consumer(), 20u * RecordBytes(64));
   seen_consumer.clear();
-  EXPECT_EQ(r.Drain(100, sink), 30u);
+  EXPECT_EQ(Drain(r, 100, sink), 30u);
   for (uint64_t c : seen_consumer) EXPECT_EQ(c, 20u * RecordBytes(64));
   EXPECT_EQ(ring.header()->consumer.load(), 50u * RecordBytes(64));
 }
@@ -364,14 +366,14 @@ void ExpectQuarantined(const CorruptCase& c) {
   RingReader r = ring.Reader();
   ring.PublishProducer(c.corrupt(ring));
   RawSink sink;
-  r.Drain(256, sink);
+  Drain(r, 256, sink);
   EXPECT_EQ(r.state(), RingReader::State::kCorrupt);
   EXPECT_EQ(r.quarantine_reason(), c.want) << QuarantineReasonName(r.quarantine_reason());
   EXPECT_NE(r.error().find(c.error_contains), std::string::npos)
       << "error \"" << r.error() << "\" does not mention \"" << c.error_contains << "\"";
   EXPECT_TRUE(sink.payloads.empty());
   // Quarantined for good: nothing more is read, the flag is published, the consumer stays.
-  EXPECT_EQ(r.Drain(256, sink), 0u);
+  EXPECT_EQ(Drain(r, 256, sink), 0u);
   EXPECT_EQ(r.state(), RingReader::State::kCorrupt);
   EXPECT_EQ(ring.header()->host.quarantined.load(), 1u);
   EXPECT_EQ(ring.header()->host.quarantine_offset.load(), r.error_offset());
@@ -439,12 +441,12 @@ TEST(RingTest, SequenceGoingBackwardsQuarantines) {
   ASSERT_EQ(WriteRecord(w, 1, 32), RingWriter::Reserve::kOk);
   RingReader r = ring.Reader();
   RawSink sink;
-  EXPECT_EQ(r.Drain(10, sink), 2u);
+  EXPECT_EQ(Drain(r, 10, sink), 2u);
   // A third record claiming sequence 0 again.
   const uint64_t pos = ring.header()->producer.load();
   ring.PutHeader(pos, 32, 0);
   ring.PublishProducer(pos + RecordBytes(32));
-  EXPECT_EQ(r.Drain(10, sink), 0u);
+  EXPECT_EQ(Drain(r, 10, sink), 0u);
   EXPECT_EQ(r.state(), RingReader::State::kCorrupt);
   EXPECT_NE(r.error().find("backwards"), std::string::npos) << r.error();
   EXPECT_EQ(r.quarantine_reason(), kQuarantineSequenceBackwards);
@@ -465,11 +467,11 @@ TEST(RingTest, SequenceGapIsReportedAsLostAndCounted) {
   ASSERT_EQ(WriteRecord(w, 4, 32), RingWriter::Reserve::kOk);
   RingReader r = ring.Reader();
   RawSink sink;
-  EXPECT_EQ(r.Drain(10, sink), 3u);
+  EXPECT_EQ(Drain(r, 10, sink), 3u);
   EXPECT_EQ(r.state(), RingReader::State::kOk) << r.error();
   EXPECT_EQ(sink.lost_calls, std::vector<uint64_t>{2});
   EXPECT_EQ(sink.seqs, (std::vector<uint32_t>{0, 3, 4}));
-  EXPECT_EQ(r.counters().rejected[kRejectLost], 2u);
+  EXPECT_EQ(r.counts().rejected[kRejectLost], 2u);
   EXPECT_EQ(ring.header()->host.rejected[kRejectLost].load(), 2u);
 }
 
@@ -481,22 +483,22 @@ TEST(RingTest, SuccessorResumesFromTheLastCompleteHostSnapshot) {
   for (uint32_t i = 0; i < 10; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
   RingReader first = ring.Reader();
   RawSink sink;
-  sink.on_record = [&] { ++first.counters().delivered; };  // what the host's sink does
-  ASSERT_EQ(first.Drain(5, sink), 5u);
+  sink.on_record = [&] { ++first.counts().delivered; };  // what the host's sink does
+  ASSERT_EQ(Drain(first, 5, sink), 5u);
   const uint64_t after_five = ring.header()->consumer.load();
-  ASSERT_EQ(first.Drain(5, sink), 5u);
+  ASSERT_EQ(Drain(first, 5, sink), 5u);
   // The consumer store of the second batch never happened.
   ring.header()->consumer.store(after_five);
   for (uint32_t i = 10; i < 12; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
 
   RingReader next = ring.Reader();
   RawSink more;
-  more.on_record = [&] { ++next.counters().delivered; };
-  EXPECT_EQ(next.Drain(100, more), 2u);
+  more.on_record = [&] { ++next.counts().delivered; };
+  EXPECT_EQ(Drain(next, 100, more), 2u);
   EXPECT_EQ(next.state(), RingReader::State::kOk) << next.error();
   EXPECT_EQ(more.seqs, (std::vector<uint32_t>{10, 11}));
-  EXPECT_EQ(next.counters().delivered, 12u);
-  EXPECT_EQ(next.counters().rejected[kRejectLost], 0u);
+  EXPECT_EQ(next.counts().delivered, 12u);
+  EXPECT_EQ(next.counts().rejected[kRejectLost], 0u);
 }
 
 // Killed while writing a snapshot (the count not yet stored): the successor resumes from the
@@ -507,20 +509,20 @@ TEST(RingTest, HalfWrittenSnapshotIsIgnoredAndTheBatchIsReadAgain) {
   for (uint32_t i = 0; i < 10; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
   RingReader first = ring.Reader();
   RawSink sink;
-  sink.on_record = [&] { ++first.counters().delivered; };
-  ASSERT_EQ(first.Drain(5, sink), 5u);
+  sink.on_record = [&] { ++first.counts().delivered; };
+  ASSERT_EQ(Drain(first, 5, sink), 5u);
   const uint64_t count = ring.header()->snapshot_count.load();
   const uint64_t consumer = ring.header()->consumer.load();
-  ASSERT_EQ(first.Drain(5, sink), 5u);
+  ASSERT_EQ(Drain(first, 5, sink), 5u);
   ring.header()->snapshot_count.store(count);  // the flip never happened...
   ring.header()->consumer.store(consumer);     // ...so neither did the consumer store
 
   RingReader next = ring.Reader();
   RawSink again;
-  again.on_record = [&] { ++next.counters().delivered; };
-  EXPECT_EQ(next.Drain(100, again), 5u);
+  again.on_record = [&] { ++next.counts().delivered; };
+  EXPECT_EQ(Drain(next, 100, again), 5u);
   EXPECT_EQ(again.seqs, (std::vector<uint32_t>{5, 6, 7, 8, 9}));
-  EXPECT_EQ(next.counters().delivered, 10u);
+  EXPECT_EQ(next.counts().delivered, 10u);
   EXPECT_EQ(next.state(), RingReader::State::kOk) << next.error();
 }
 
@@ -563,7 +565,7 @@ TEST(RingTest, GarbageInTheDataAreaNeverCrashesTheReader) {
     if (rng() % 2 == 0) delta &= ~uint64_t{7};
     h->producer.store(start + delta);
     RawSink sink;
-    for (int k = 0; k < 4 && r->state() == RingReader::State::kOk; ++k) r->Drain(64, sink);
+    for (int k = 0; k < 4 && r->state() == RingReader::State::kOk; ++k) Drain(*r, 64, sink);
     for (const auto& p : sink.payloads) ASSERT_LE(RecordBytes(p.size()), ring.max_record());
     if (r->state() != RingReader::State::kOk) {
       ++quarantined;
@@ -591,17 +593,16 @@ TEST(RingTest, SegmentTruncatedUnderTheReaderIsABusErrorNotACrash) {
     for (uint64_t i = 0; i < 20; ++i) ASSERT_EQ(WriteRecord(w, i, 100), RingWriter::Reserve::kOk);
     RingReader r = ring.Reader();
     RawSink sink;
-    ASSERT_EQ(r.Drain(5, sink), 5u);
+    ASSERT_EQ(Drain(r, 5, sink), 5u);
     Truncate(ring.name(), to);
-    EXPECT_EQ(r.Drain(100, sink), 0u);
+    EXPECT_EQ(Drain(r, 100, sink), 0u);
     EXPECT_EQ(r.state(), RingReader::State::kBusError);
     EXPECT_NE(r.error().find("SIGBUS"), std::string::npos) << r.error();
     EXPECT_EQ(sink.payloads.size(), 5u);
     // Everything else that touches the mapping survives too.
-    EXPECT_EQ(r.Drain(100, sink), 0u);
-    r.PublishCounters();
+    EXPECT_EQ(Drain(r, 100, sink), 0u);
+    r.Publish();
     (void)r.LoadProducerUntrusted();
-    (void)r.RetiredUntrusted();
     EXPECT_FALSE(r.HasUnreadUntrusted());
   }
 }

@@ -373,7 +373,7 @@ TEST(ThreadsTest, RingCapDropsAndCountsExtraThreads) {
   EXPECT_TRUE(WaitFor(
       [&] {
         for (const WorkerInfo& i : host->Workers()) {
-          if (i.id == "capped" && i.unringed_dropped == static_cast<uint64_t>(kEvents)) return true;
+          if (i.id == "capped" && i.dropped_no_ring == static_cast<uint64_t>(kEvents)) return true;
         }
         return false;
       },

@@ -129,7 +129,6 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
                            v1::ListWorkersReply* reply) override {
     reply->set_namespace_(host_.ns());
-    const std::vector<RingStats> rings = host_.Rings();
     for (const WorkerInfo& w : host_.Workers()) {
       v1::AdminWorker* out = reply->add_workers();
       out->set_worker_id(w.id);
@@ -138,7 +137,7 @@ class AdminService final : public v1::Admin::Service {
       out->set_alive(w.alive);
       out->set_rings(w.rings);
       FillControl(w.control, out->mutable_control());
-      FillCounters(w, rings, out->mutable_counters());
+      FillCounters(w, out->mutable_counters());
     }
     return grpc::Status::OK;
   }
@@ -193,46 +192,24 @@ class AdminService final : public v1::Admin::Service {
     FillControl(c, w->mutable_control());
   }
 
-  // Sums the rings (live and reclaimed) of this worker process, plus its ringless events.
-  static void FillCounters(const WorkerInfo& w, const std::vector<RingStats>& rings,
-                           v1::AdminWorkerCounters* out) {
-    uint64_t rejected[shm::kRejectReasonCount] = {};
-    uint64_t emitted = w.unringed_emitted;
-    uint64_t published = 0, delivered = 0, truncated = 0;
-    uint64_t full = 0, too_large = 0, in_flight = 0;
-    uint64_t disabled = 0, sampled = 0, filtered = 0;
-    for (const RingStats& r : rings) {
-      if (r.worker_id != w.id || r.pid != w.pid) continue;
-      emitted += r.emitted;
-      published += r.published;
-      delivered += r.delivered;
-      truncated += r.truncated;
-      full += r.dropped_full;
-      too_large += r.dropped_too_large;
-      in_flight += r.dropped_in_flight;
-      disabled += r.suppressed_disabled;
-      sampled += r.suppressed_sampled;
-      filtered += r.suppressed_filtered;
-      for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rejected[i] += r.rejected[i];
-    }
-    out->set_emitted(emitted);
-    out->set_published(published);
-    out->set_delivered(delivered);
-    out->set_truncated(truncated);
-    out->set_dropped_full(full);
-    out->set_dropped_too_large(too_large);
-    out->set_dropped_in_flight(in_flight);
-    out->set_dropped_no_ring(w.unringed_dropped);
-    out->set_suppressed_disabled(disabled);
-    out->set_suppressed_sampled(sampled);
-    out->set_suppressed_filtered(filtered);
-    out->set_suppressed_no_ring(w.unringed_suppressed);
-    uint64_t total = 0;
+  // The worker's totals (Host::Workers: its rings, live and reclaimed, and its ringless
+  // threads) in the admin message.
+  static void FillCounters(const Tally& t, v1::AdminWorkerCounters* out) {
+    out->set_emitted(t.emitted);
+    out->set_published(t.published);
+    out->set_delivered(t.delivered);
+    out->set_truncated(t.truncated);
+    out->set_dropped_full(t.dropped_full);
+    out->set_dropped_too_large(t.dropped_too_large);
+    out->set_dropped_in_flight(t.dropped_in_flight);
+    out->set_dropped_no_ring(t.dropped_no_ring);
+    out->set_suppressed_disabled(t.suppressed_disabled);
+    out->set_suppressed_sampled(t.suppressed_sampled);
+    out->set_suppressed_filtered(t.suppressed_filtered);
     for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-      (*out->mutable_rejected_by_reason())[shm::RejectReasonName(i)] = rejected[i];
-      total += rejected[i];
+      (*out->mutable_rejected_by_reason())[shm::RejectReasonName(i)] = t.rejected[i];
     }
-    out->set_rejected(total);
+    out->set_rejected(t.rejected_total());
   }
 
   Host& host_;

@@ -1,5 +1,5 @@
 // The catalog fold shared by every transport: a transport turns what it received into a
-// RawEvent (names or ids, values, metadata), and Folder::Fold applies the rules of CATALOG.md —
+// RawEvent (names or ids, values, metadata), and Folder::Fold applies the rules of doc/catalog.md —
 // unknown event, measurement allowlist, limits, truncation, host context — producing the
 // EventView handlers see. One implementation, so an event means the same whichever way it came.
 #pragma once

@@ -438,32 +438,6 @@ class Aggregator final : public AsyncExporter {
 
 // ---- Transport counters (scrape time) ----
 
-struct WorkerTotals {
-  uint64_t emitted = 0, published = 0, delivered = 0, truncated = 0;
-  uint64_t dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0, dropped_in_flight = 0;
-  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
-  uint64_t suppressed_unringed = 0;
-  uint64_t rejected[shm::kRejectReasonCount] = {};
-
-  void AddRing(const RingStats& r) {
-    emitted += r.emitted;
-    published += r.published;
-    delivered += r.delivered;
-    truncated += r.truncated;
-    dropped_full += r.dropped_full;
-    dropped_too_large += r.dropped_too_large;
-    dropped_in_flight += r.dropped_in_flight;
-    suppressed_disabled += r.suppressed_disabled;
-    suppressed_sampled += r.suppressed_sampled;
-    suppressed_filtered += r.suppressed_filtered;
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rejected[i] += r.rejected[i];
-  }
-};
-
-struct Unringed {
-  uint64_t emitted = 0, dropped = 0, suppressed = 0;
-};
-
 }  // namespace
 
 // ---- HTTP ----
@@ -663,34 +637,13 @@ class PrometheusExporter::Impl {
     const std::vector<WorkerInfo> workers = host_.Workers();
     const HostStats stats = host_.Stats();
 
-    std::map<std::string, WorkerTotals> totals;
+    // Per worker id: Host::Workers() carries the totals of every ring (live and reclaimed)
+    // and of the ringless threads.
+    std::map<std::string, Tally> totals;
+    for (const WorkerInfo& wi : workers) totals[wi.id] += wi;
     std::vector<const RingStats*> live;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      // Reclaimed rings: folded into reclaimed_ once; only keys still in the host's history
-      // are remembered, so the set stays as small as that history.
-      std::set<std::tuple<std::string, uint32_t, uint32_t>> still;
-      for (const RingStats& r : rings) {
-        if (!r.reclaimed) continue;
-        auto key = std::make_tuple(r.segment, r.pid, r.ring_slot);
-        if (!folded_.count(key)) reclaimed_[r.worker_id].AddRing(r);
-        still.insert(std::move(key));
-      }
-      folded_ = std::move(still);
-      for (const WorkerInfo& wi : workers) unringed_[{wi.id, wi.pid}] =
-          {wi.unringed_emitted, wi.unringed_dropped, wi.unringed_suppressed};
-      totals = reclaimed_;
-      for (const auto& [key, u] : unringed_) {
-        WorkerTotals& t = totals[key.first];
-        t.emitted += u.emitted;
-        t.dropped_no_ring += u.dropped;
-        t.suppressed_unringed += u.suppressed;
-      }
-    }
     for (const RingStats& r : rings) {
-      if (r.reclaimed) continue;
-      totals[r.worker_id].AddRing(r);
-      live.push_back(&r);
+      if (!r.reclaimed) live.push_back(&r);
     }
 
     auto per_worker = [&](std::string_view name, std::string_view help, auto field) {
@@ -699,13 +652,13 @@ class PrometheusExporter::Impl {
     };
     per_worker("pitlane_events_total",
                "Events the worker emitted (published + dropped + suppressed).",
-               [](const WorkerTotals& t) { return t.emitted; });
+               [](const Tally& t) { return t.emitted; });
     per_worker("pitlane_published_total", "Events the worker wrote into a ring.",
-               [](const WorkerTotals& t) { return t.published; });
+               [](const Tally& t) { return t.published; });
     per_worker("pitlane_delivered_total", "Events the host validated and handed to handlers.",
-               [](const WorkerTotals& t) { return t.delivered; });
+               [](const Tally& t) { return t.delivered; });
     per_worker("pitlane_truncated_total", "Delivered events with a value cut to max_value_bytes.",
-               [](const WorkerTotals& t) { return t.truncated; });
+               [](const Tally& t) { return t.truncated; });
 
     w.Family("pitlane_dropped_total", "counter", "Events the worker dropped, by reason.");
     for (const auto& [id, t] : totals) {
@@ -717,15 +670,12 @@ class PrometheusExporter::Impl {
         w.Sample("pitlane_dropped_total", {{"worker_id", id}, {"reason", reason}}, v);
       }
     }
-    w.Family("pitlane_suppressed_total", "counter",
-             "Events the worker's gate suppressed, by reason (unringed: by a thread without a "
-             "ring, reason not recorded).");
+    w.Family("pitlane_suppressed_total", "counter", "Events the worker's gate suppressed, by reason.");
     for (const auto& [id, t] : totals) {
       const std::pair<const char*, uint64_t> reasons[] = {
           {"disabled", t.suppressed_disabled},
           {"sampled", t.suppressed_sampled},
-          {"filtered", t.suppressed_filtered},
-          {"unringed", t.suppressed_unringed}};
+          {"filtered", t.suppressed_filtered}};
       for (const auto& [reason, v] : reasons) {
         w.Sample("pitlane_suppressed_total", {{"worker_id", id}, {"reason", reason}}, v);
       }
@@ -776,11 +726,6 @@ class PrometheusExporter::Impl {
   PrometheusOptions options_;
   std::shared_ptr<Aggregator> aggregator_;
   std::string handler_id_;
-
-  std::mutex mu_;  // guards the scrape-time state below (Render may run on any thread)
-  std::set<std::tuple<std::string, uint32_t, uint32_t>> folded_;
-  std::map<std::string, WorkerTotals> reclaimed_;
-  std::map<std::pair<std::string, uint32_t>, Unringed> unringed_;
 
   asio::io_context io_{1};
   tcp::acceptor acceptor_{io_};

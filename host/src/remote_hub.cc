@@ -28,19 +28,6 @@ constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
 enum class Direction : uint8_t { kDialIn, kDialOut };
 std::string_view DirectionName(Direction d) { return d == Direction::kDialIn ? "dial_in" : "dial_out"; }
 
-struct Counters {
-  uint64_t emitted = 0, sent = 0, dropped_full = 0, dropped_too_large = 0, dropped_no_ring = 0,
-           suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
-  bool known = false;  // the worker reported counters (pitlane workers do, Snakepit's do not)
-  static Counters From(const pb::WorkerCounters& c) {
-    return {c.emitted(),           c.sent(),
-            c.dropped_full(),      c.dropped_too_large(),
-            c.dropped_no_ring(),   c.suppressed_disabled(),
-            c.suppressed_sampled(), c.suppressed_filtered(),
-            true};
-  }
-};
-
 // A remote worker by id: what it reported, what the host did with its events.
 struct RemoteWorker {
   std::string id;
@@ -54,9 +41,10 @@ struct RemoteWorker {
   std::chrono::steady_clock::time_point lost_at{};
   // Poll thread (under RemoteHub::Impl::mu for readers).
   uint64_t expected = 0;  // next sequence number the host has not seen
-  uint64_t received = 0, lost = 0, delivered = 0, truncated = 0;
-  uint64_t rejected[shm::kRejectReasonCount] = {};
-  Counters counters;
+  uint64_t lost = 0;      // sent, never received (a broken connection)
+  Tally host_side;        // what the host did with what it received
+  Tally reported;         // the worker's own counts (pitlane workers report them)
+  bool reported_known = false;  // Snakepit's workers report none
   std::atomic<uint64_t> acked{0};  // events with a smaller sequence are folded
 };
 
@@ -432,14 +420,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   }
 
   // ── poll thread ──────────────────────────────────────────────────────────────────────────
-  // What one item did to a worker's counters; applied under `mu` once per item, not per event.
-  struct Tally {
-    uint64_t received = 0, delivered = 0, truncated = 0;
-    uint64_t rejected[shm::kRejectReasonCount] = {};
-  };
-
-  void FoldOne(const pb::TelemetryEvent& e, const FoldContext& ctx, Folder& folder,
-               const Sink& sink, Tally* t) {
+  void DeliverOne(const pb::TelemetryEvent& e, const FoldContext& ctx, Delivery& delivery,
+                  Tally* t) {
     name.clear();
     for (int i = 0; i < e.event_parts_size(); ++i) {
       if (i) name.push_back('.');
@@ -465,40 +447,31 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     raw.correlation_id = e.correlation_id();
     raw.measurements = raw_m;
     raw.metadata = raw_md;
-    EventView view;
-    const FoldOutcome out = folder.Fold(raw, ctx, &view);
-    ++t->received;
-    if (out.delivered) {
-      ++t->delivered;
-      if (out.truncated) ++t->truncated;
-    } else {
-      ++t->rejected[out.reject_reason];
-    }
-    sink.event(out, view);
+    delivery.Deliver(raw, ctx, t);
   }
 
-  void Transition(const Item& it, const Sink& sink) {
+  void Transition(const Item& it, Delivery& delivery) {
     RemoteWorker& w = *it.worker;
     const std::string dir(DirectionName(w.direction));
     if (it.kind == Item::kOpened) {
       MetadataView md[2] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0}};
-      sink.host_event("grpc.stream.opened", {}, md, w.id, w.pid);
+      delivery.EmitHostEvent("grpc.stream.opened", {}, md, w.id, w.pid);
       if (it.reconnect) {
         MeasurementView m[1] = {{"downtime", Value(static_cast<int64_t>(it.downtime_ms))}};
-        sink.host_event("grpc.connection.reconnected", m, md, w.id, w.pid);
+        delivery.EmitHostEvent("grpc.connection.reconnected", m, md, w.id, w.pid);
       } else {
-        sink.host_event("grpc.connection.established", {}, md, w.id, w.pid);
+        delivery.EmitHostEvent("grpc.connection.established", {}, md, w.id, w.pid);
       }
     } else {
       MeasurementView m[1] = {{"message_count", Value(static_cast<int64_t>(it.messages))}};
       MetadataView md[3] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0},
                             {"reason", it.reason, 0}};
-      sink.host_event("grpc.stream.closed", m, md, w.id, w.pid);
-      if (it.lost) sink.host_event("grpc.connection.lost", {}, md, w.id, w.pid);
+      delivery.EmitHostEvent("grpc.stream.closed", m, md, w.id, w.pid);
+      if (it.lost) delivery.EmitHostEvent("grpc.connection.lost", {}, md, w.id, w.pid);
     }
   }
 
-  size_t Drain(Folder& folder, const FoldContext& base, const Sink& sink) {
+  size_t Drain(Delivery& delivery, const FoldContext& base) {
     if (!inbox_nonempty.load(std::memory_order_acquire)) return 0;
     std::deque<Item> items;
     {
@@ -512,7 +485,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     for (Item& it : items) {
       RemoteWorker& w = *it.worker;
       if (it.kind != Item::kEvents) {
-        Transition(it, sink);
+        Transition(it, delivery);
         continue;
       }
       // Who sent it, as of now (a reconnecting stream may rewrite pid and node under `mu`).
@@ -539,23 +512,23 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         } else if (seq > w.expected) {
           lost = seq - w.expected;  // sent, never received (a broken connection)
         }
-        for (int i = skip; i < b.events_size(); ++i) FoldOne(b.events(i), ctx, folder, sink, &t);
+        for (int i = skip; i < b.events_size(); ++i) DeliverOne(b.events(i), ctx, delivery, &t);
         w.expected = std::max<uint64_t>(w.expected, seq + b.events_size());
         if (b.has_counters()) counters = &b.counters();
       } else {
-        for (const auto& e : it.events) FoldOne(e, ctx, folder, sink, &t);
+        for (const auto& e : it.events) DeliverOne(e, ctx, delivery, &t);
       }
       {
         std::lock_guard<std::mutex> lock(mu);
         w.lost += lost;
-        w.received += t.received;
-        w.delivered += t.delivered;
-        w.truncated += t.truncated;
-        for (uint32_t r = 0; r < shm::kRejectReasonCount; ++r) w.rejected[r] += t.rejected[r];
-        if (counters != nullptr) w.counters = Counters::From(*counters);
+        w.host_side += t;
+        if (counters != nullptr) {
+          w.reported = TallyFromProto(*counters);
+          w.reported_known = true;
+        }
       }
       if (it.batch) w.acked.store(w.expected, std::memory_order_release);
-      n += t.received;
+      n += t.delivered + t.rejected_total();
     }
     {
       std::lock_guard<std::mutex> lock(ack_mu);
@@ -572,24 +545,21 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     r.pid = w.pid;
     r.transport = Transport::kGrpc;
     r.worker_alive = w.open_streams > 0;
-    if (w.counters.known) {
-      r.emitted = w.counters.emitted;
-      r.dropped_full = w.counters.dropped_full;
-      r.dropped_too_large = w.counters.dropped_too_large + w.counters.dropped_no_ring;
-      r.suppressed_disabled = w.counters.suppressed_disabled;
-      r.suppressed_sampled = w.counters.suppressed_sampled;
-      r.suppressed_filtered = w.counters.suppressed_filtered;
+    const uint64_t received = w.host_side.delivered + w.host_side.rejected_total();
+    if (w.reported_known) {
+      static_cast<Tally&>(r) = w.reported;
       // Sent but never received: lost in transit (counted, not silent).
       r.dropped_in_flight = w.lost;
-      r.published = w.counters.sent >= w.lost ? w.counters.sent - w.lost : 0;
+      r.published = w.reported.published >= w.lost ? w.reported.published - w.lost : 0;
     } else {
       // A worker that reports no counters (Snakepit's): what arrived is what was published.
-      r.emitted = w.received;
-      r.published = w.received;
+      r.emitted = received;
+      r.published = received;
     }
-    r.delivered = w.delivered;
-    r.truncated = w.truncated;
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) r.rejected[i] = w.rejected[i];
+    r.delivered = w.host_side.delivered;
+    r.truncated = w.host_side.truncated;
+    std::copy(std::begin(w.host_side.rejected), std::end(w.host_side.rejected),
+              std::begin(r.rejected));
     return r;
   }
 };
@@ -667,8 +637,8 @@ RemoteHub::~RemoteHub() {
 
 int RemoteHub::port() const { return impl_->port; }
 
-size_t RemoteHub::Drain(Folder& folder, const FoldContext& base, const Sink& sink) {
-  return impl_->Drain(folder, base, sink);
+size_t RemoteHub::Drain(Delivery& delivery, const FoldContext& base) {
+  return impl_->Drain(delivery, base);
 }
 
 bool RemoteHub::Pending() const {
@@ -703,20 +673,19 @@ std::vector<RingStats> RemoteHub::Rings() const {
 }
 
 std::vector<WorkerInfo> RemoteHub::Workers() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<WorkerInfo> out;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    for (const auto& [id, w] : impl_->workers) {
-      WorkerInfo i;
-      i.id = id;
-      i.pid = w->pid;
-      i.alive = w->open_streams > 0;
-      i.transport = Transport::kGrpc;
-      out.push_back(std::move(i));
-    }
+  for (const auto& [id, w] : impl_->workers) {
+    WorkerInfo i;
+    static_cast<Tally&>(i) = impl_->StatsOf(*w);
+    i.id = id;
+    i.pid = w->pid;
+    i.alive = w->open_streams > 0;
+    i.transport = Transport::kGrpc;
+    i.rings = i.alive ? 1 : 0;  // a stream stands for a ring
+    i.rings_total = w->streams_opened > 0 ? 1 : 0;
+    out.push_back(std::move(i));
   }
-  // Outside the hub's lock: control_of takes the host's (lock order: host, then hub).
-  for (WorkerInfo& i : out) i.control = impl_->hooks.control_of(i.id);
   return out;
 }
 
@@ -724,7 +693,8 @@ bool RemoteHub::Settled() const {
   if (Pending()) return false;
   std::lock_guard<std::mutex> lock(impl_->mu);
   for (const auto& [id, w] : impl_->workers) {
-    if (w->counters.known && w->received + w->lost < w->counters.sent) return false;
+    const uint64_t received = w->host_side.delivered + w->host_side.rejected_total();
+    if (w->reported_known && received + w->lost < w->reported.published) return false;
   }
   return true;
 }

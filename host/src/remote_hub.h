@@ -4,7 +4,7 @@
 // Stream threads never touch handlers or the fold: they queue what they read (bounded; a full
 // inbox blocks the stream thread, which back-pressures the worker, whose queue then drops and
 // counts) and wake the poll loop. The poll thread drains the inbox in order through the same
-// Folder as the rings and emits the catalog's transport events (grpc.stream.opened|closed,
+// Delivery as the rings and emits the catalog's transport events (grpc.stream.opened|closed,
 // grpc.connection.established|lost|reconnected) as host events.
 //
 // Control: on every stream (re)open the host sends the worker's full control state (toggle,
@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "fold.h"
+#include "delivery.h"
 #include "pitlane/control.h"
 #include "pitlane/host.h"
 #include "pitlane/status.h"
@@ -34,16 +34,6 @@ class RemoteHub {
     std::function<void(std::string_view)> log;
     std::function<ControlState(const std::string&)> control_of;  // the host's state for an id
   };
-  // What the poll thread does with what the hub drained.
-  struct Sink {
-    // A folded event for `worker`: dispatch it. `outcome` tells delivered/rejected/truncated.
-    std::function<void(const FoldOutcome& outcome, const EventView& view)> event;
-    std::function<void(std::string_view canonical, std::span<const MeasurementView> m,
-                       std::span<const MetadataView> md, std::string_view worker_id,
-                       uint32_t pid)>
-        host_event;
-  };
-
   static Result<std::unique_ptr<RemoteHub>> Start(const HostOptions& options,
                                                   const Catalog& catalog, Hooks hooks);
   ~RemoteHub();
@@ -52,8 +42,8 @@ class RemoteHub {
 
   int port() const;  // the dial-in server's bound port, 0 when not serving
 
-  // Poll thread: folds and hands over everything queued. Returns the number of events.
-  size_t Drain(Folder& folder, const FoldContext& base, const Sink& sink);
+  // Poll thread: delivers everything queued. Returns the number of events.
+  size_t Drain(Delivery& delivery, const FoldContext& base);
   bool Pending() const;
 
   // Any thread.

@@ -59,4 +59,28 @@ Result<std::string> ReadPemFile(const std::string& path) {
   return ss.str();
 }
 
+void TallyToProto(const Tally& t, pitlane::v1::WorkerCounters* out) {
+  out->set_emitted(t.emitted);
+  out->set_sent(t.published);
+  out->set_dropped_full(t.dropped_full);
+  out->set_dropped_too_large(t.dropped_too_large);
+  out->set_dropped_no_ring(t.dropped_no_ring);
+  out->set_suppressed_disabled(t.suppressed_disabled);
+  out->set_suppressed_sampled(t.suppressed_sampled);
+  out->set_suppressed_filtered(t.suppressed_filtered);
+}
+
+Tally TallyFromProto(const pitlane::v1::WorkerCounters& c) {
+  Tally t;
+  t.emitted = c.emitted();
+  t.published = c.sent();
+  t.dropped_full = c.dropped_full();
+  t.dropped_too_large = c.dropped_too_large();
+  t.dropped_no_ring = c.dropped_no_ring();
+  t.suppressed_disabled = c.suppressed_disabled();
+  t.suppressed_sampled = c.suppressed_sampled();
+  t.suppressed_filtered = c.suppressed_filtered();
+  return t;
+}
+
 }  // namespace pitlane::internal

@@ -216,9 +216,10 @@ std::string StatsJson(const pitlane::Host& host, bool final, int drained) {
     Field(out, "pid", w.pid);
     Field(out, "alive", w.alive);
     Field(out, "rings", w.rings);
-    Field(out, "unringed_emitted", w.unringed_emitted);
-    Field(out, "unringed_dropped", w.unringed_dropped);
-    Field(out, "unringed_suppressed", w.unringed_suppressed);
+    Field(out, "emitted", w.emitted);
+    Field(out, "dropped_no_ring", w.dropped_no_ring);
+    Field(out, "suppressed", w.suppressed());
+    Field(out, "delivered", w.delivered);
     out.push_back('}');
   }
   out += "]}";

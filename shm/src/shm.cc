@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <sstream>
 
@@ -355,77 +357,60 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   RingReader r;
   r.h_ = static_cast<RingHeader*>(base);
   r.name_ = std::move(name);
-  struct Ctx {
-    RingReader* r;
-    RingHeader copy;
-    uint64_t consumer;
-    uint64_t expected;
-    uint64_t producer = 0;
-    uint64_t snapshot_position = 0;
-    uint64_t snapshot_count = 0;
-    bool has_snapshot = false;
-  };
-  Ctx ctx{&r, {}, 0, 0};
-  const bool ok = RunGuarded(
-      [](void* p) {
-        auto* c = static_cast<Ctx*>(p);
-        RingHeader* h = c->r->h_;
-        // Acquire pairs with the release store of the magic in InitRing.
-        c->copy.magic = std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire);
-        c->copy.layout_version = h->layout_version;
-        c->copy.header_bytes = h->header_bytes;
-        c->copy.data_bytes = h->data_bytes;
-        c->copy.max_record_bytes = h->max_record_bytes;
-        c->consumer = h->consumer.load(std::memory_order_acquire);
-        // A restarted host resumes where the previous one stopped, from its last complete
-        // snapshot (shm_layout.h): the position and the counts that go with it. The sequence it
-        // expects next is the number of records accounted for.
-        RingReader::Counters& k = c->r->counters_;
-        const uint64_t n = h->snapshot_count.load(std::memory_order_acquire);
-        c->snapshot_count = n;
-        if (n != 0) {
-          const HostSnapshot& s = h->snapshots[(n - 1) & 1];
-          c->snapshot_position = s.counted_through.load(std::memory_order_relaxed);
-          c->has_snapshot = true;
-          k.delivered = s.delivered.load(std::memory_order_relaxed);
-          k.truncated = s.truncated.load(std::memory_order_relaxed);
-          for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
-            k.rejected[i] = s.rejected[i].load(std::memory_order_relaxed);
-          }
-        }
-        c->producer = h->producer.load(std::memory_order_acquire);
-        uint64_t seen = k.delivered;
-        for (uint32_t i = 0; i < kRejectReasonCount; ++i) seen += k.rejected[i];
-        c->expected = seen;
-      },
-      &ctx);
+  RingHeader copy;
+  uint64_t consumer = 0, producer = 0, snapshot_position = 0, snapshot_count = 0;
+  HostSnapshot* snapshot = nullptr;
+  RingHeader* h = r.h_;
+  Tally& k = r.counts_;
+  const bool ok = Guarded([&] {
+    // Acquire pairs with the release store of the magic in InitRing.
+    copy.magic = std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire);
+    copy.layout_version = h->layout_version;
+    copy.header_bytes = h->header_bytes;
+    copy.data_bytes = h->data_bytes;
+    copy.max_record_bytes = h->max_record_bytes;
+    consumer = h->consumer.load(std::memory_order_acquire);
+    // A restarted host resumes where the previous one stopped, from its last complete snapshot
+    // (shm_layout.h): the position and the counts that go with it. Acquire pairs with the
+    // release store of snapshot_count in Publish.
+    snapshot_count = h->snapshot_count.load(std::memory_order_acquire);
+    if (snapshot_count != 0) {
+      snapshot = &h->snapshots[(snapshot_count - 1) & 1];
+      snapshot_position = snapshot->counted_through.load(std::memory_order_relaxed);
+      k.delivered = snapshot->delivered.load(std::memory_order_relaxed);
+      k.truncated = snapshot->truncated.load(std::memory_order_relaxed);
+      for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+        k.rejected[i] = snapshot->rejected[i].load(std::memory_order_relaxed);
+      }
+    }
+    producer = h->producer.load(std::memory_order_acquire);
+  });
   if (!ok) return DataLoss("segment " + r.name_ + " was truncated while attaching");
-  if (Status s = ValidateRingHeader(ctx.copy, mapped_bytes, r.name_); !s.ok()) return s;
+  if (Status s = ValidateRingHeader(copy, mapped_bytes, r.name_); !s.ok()) return s;
   r.data_ = static_cast<const uint8_t*>(base) + kRingHeaderBytes;
-  r.capacity_ = ctx.copy.data_bytes;
+  r.capacity_ = copy.data_bytes;
   r.mask_ = r.capacity_ - 1;
-  r.max_record_ = ctx.copy.max_record_bytes;
-  r.rpos_ = ctx.consumer;
-  if (ctx.has_snapshot) {
+  r.max_record_ = copy.max_record_bytes;
+  r.rpos_ = consumer;
+  if (snapshot != nullptr) {
     // Untrusted like everything in the segment: the snapshot's position must lie between the
     // consumer and the producer (it is ahead of the consumer only when the previous host died
     // between the two stores).
-    const uint64_t ahead = ctx.snapshot_position - ctx.consumer;
-    if (ahead > ctx.producer - ctx.consumer || ahead > r.capacity_ || (ahead & 7) != 0) {
+    const uint64_t ahead = snapshot_position - consumer;
+    if (ahead > producer - consumer || ahead > r.capacity_ || (ahead & 7) != 0) {
       return DataLoss("segment " + r.name_ + " has a host snapshot at position " +
-                      std::to_string(ctx.snapshot_position) + " outside [consumer " +
-                      std::to_string(ctx.consumer) + ", producer " +
-                      std::to_string(ctx.producer) + "]");
+                      std::to_string(snapshot_position) + " outside [consumer " +
+                      std::to_string(consumer) + ", producer " + std::to_string(producer) + "]");
     }
-    r.rpos_ = ctx.snapshot_position;
+    r.rpos_ = snapshot_position;
   }
-  r.snapshot_count_ = ctx.snapshot_count;
-  r.expected_seq_ = static_cast<uint32_t>(ctx.expected);
+  r.snapshot_count_ = snapshot_count;
+  // The sequence expected next is the number of records accounted for.
+  r.expected_seq_ = static_cast<uint32_t>(k.delivered + k.rejected_total());
   if ((r.rpos_ & 7) != 0) {
     return DataLoss("segment " + r.name_ + " has a misaligned consumer position " +
                     std::to_string(r.rpos_));
   }
-  r.buffer_.resize(r.max_record_);
   return r;
 }
 
@@ -436,134 +421,129 @@ void RingReader::Quarantine(State s, QuarantineReason reason, uint64_t offset, s
   error_ = std::move(why);
 }
 
-namespace {
-
-struct DrainCtx {
-  RingReader* self;
-  RingHeader* h;
-  const uint8_t* data;
-  uint64_t capacity, mask;
-  uint32_t max_record;
-  uint64_t* rpos;
-  uint32_t* expected_seq;
-  uint8_t* buffer;
-  size_t max_records;
-  RecordSink* sink;
-  RingReader::Counters* counters;
-  // results
-  size_t delivered = 0;
-  bool corrupt = false;
-  uint64_t corrupt_offset = 0;
-  QuarantineReason reason = kQuarantineNone;
-  const char* why = nullptr;
-};
-
-}  // namespace
-
-size_t RingReader::Drain(size_t max_records, RecordSink& sink) {
+size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
+  out->records.clear();
+  out->lost = 0;
   if (state_ != State::kOk) return 0;
-  DrainCtx c{this, h_, data_, capacity_, mask_, max_record_, &rpos_, &expected_seq_,
-             buffer_.data(), max_records, &sink, &counters_};
-  const bool ok = RunGuarded(
-      [](void* p) {
-        auto& c = *static_cast<DrainCtx*>(p);
-        // Acquire pairs with the worker's release store in RingWriter::Commit.
-        const uint64_t wp = c.h->producer.load(std::memory_order_acquire);
-        uint64_t rp = *c.rpos;
-        const uint64_t avail = wp - rp;
-        auto fail = [&](uint64_t at, QuarantineReason reason, const char* why) {
-          c.corrupt = true;
-          c.corrupt_offset = at & c.mask;
-          c.reason = reason;
-          c.why = why;
-        };
-        if (avail > c.capacity) return fail(rp, kQuarantineProducerOutside, "producer position is outside the ring");
-        if ((avail & 7) != 0) return fail(rp, kQuarantineProducerMisaligned, "producer position is not 8-byte aligned");
-        size_t n = 0;
-        while (rp != wp && n < c.max_records) {
-          const uint64_t off = rp & c.mask;
-          RecordHeader hdr;
-          std::memcpy(&hdr, c.data + off, sizeof(hdr));  // copy once, never re-read
-          if (hdr.length == kSkipMarker) {
-            const uint64_t skip = c.capacity - off;
-            if (skip > wp - rp) return fail(rp, kQuarantineSkipPastProducer, "skip marker runs past the producer position");
-            rp += skip;
-            continue;
-          }
-          const uint64_t rec = RecordBytes(hdr.length);
-          if (hdr.length == 0) return fail(rp, kQuarantineZeroLength, "record of length 0");
-          if (rec > c.max_record) return fail(rp, kQuarantineTooLong, "record longer than max_record_bytes");
-          if (off + rec > c.capacity) return fail(rp, kQuarantineCrossesEnd, "record crosses the end of the data area");
-          if (rec > wp - rp) return fail(rp, kQuarantinePastProducer, "record runs past the producer position");
-          const uint32_t gap = hdr.seq - *c.expected_seq;
-          if (gap >= 0x80000000u) return fail(rp, kQuarantineSequenceBackwards, "record sequence number went backwards");
-          std::memcpy(c.buffer, c.data + off + kRecordHeaderBytes, hdr.length);
-          rp += rec;
-          *c.rpos = rp;
-          *c.expected_seq = hdr.seq + 1;
-          if (gap != 0) {
-            c.counters->rejected[kRejectLost] += gap;
-            sigjmp_buf* guard = t_guard;
-            t_guard = nullptr;
-            c.sink->OnLost(gap);
-            t_guard = guard;
-          }
-          // The sink runs host code on a host-memory copy: disarm the guard meanwhile.
-          sigjmp_buf* guard = t_guard;
-          t_guard = nullptr;
-          c.sink->OnRecord(c.buffer, hdr.length, hdr.seq);
-          t_guard = guard;
-          ++n;
-        }
-        *c.rpos = rp;
-        c.delivered = n;
-      },
-      &c);
+  // Room for at least one record of the largest size; a batch ends when the next record does
+  // not fit (allocates only the first time a ring with larger records is read).
+  const size_t room = std::max<size_t>(64 << 10, max_record_);
+  if (out->bytes.size() < room) out->bytes.resize(room);
+
+  // Everything the guarded copy needs, as plain locals: it touches the mapping only to copy
+  // out, and on SIGBUS leaves with what it has copied so far.
+  struct Failure {
+    uint64_t at = 0;
+    QuarantineReason reason = kQuarantineNone;
+    const char* why = nullptr;
+  } failure;
+  RingHeader* const h = h_;
+  const uint8_t* const data = data_;
+  const uint64_t capacity = capacity_, mask = mask_;
+  const uint32_t max_record = max_record_;
+  uint64_t rp = rpos_;
+  uint32_t expected = expected_seq_;
+  uint8_t* const dst = out->bytes.data();
+  const size_t dst_size = out->bytes.size();
+  size_t used = 0;
+  RecordBatch::Record* records = nullptr;
+  out->records.resize(max_records);  // capacity reused across batches
+  records = out->records.data();
+  size_t n = 0;
+  uint64_t lost = 0;
+
+  const bool ok = Guarded([&] {
+    // Acquire pairs with the worker's release store in RingWriter::Commit.
+    const uint64_t wp = h->producer.load(std::memory_order_acquire);
+    auto fail = [&](QuarantineReason reason, const char* why) {
+      failure = {rp, reason, why};
+    };
+    const uint64_t avail = wp - rp;
+    if (avail > capacity) return fail(kQuarantineProducerOutside, "producer position is outside the ring");
+    if ((avail & 7) != 0) return fail(kQuarantineProducerMisaligned, "producer position is not 8-byte aligned");
+    while (rp != wp && n < max_records) {
+      const uint64_t off = rp & mask;
+      RecordHeader hdr;
+      std::memcpy(&hdr, data + off, sizeof(hdr));  // copy once, never re-read
+      if (hdr.length == kSkipMarker) {
+        const uint64_t skip = capacity - off;
+        if (skip > wp - rp) return fail(kQuarantineSkipPastProducer, "skip marker runs past the producer position");
+        rp += skip;
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // see below
+        continue;
+      }
+      const uint64_t rec = RecordBytes(hdr.length);
+      if (hdr.length == 0) return fail(kQuarantineZeroLength, "record of length 0");
+      if (rec > max_record) return fail(kQuarantineTooLong, "record longer than max_record_bytes");
+      if (off + rec > capacity) return fail(kQuarantineCrossesEnd, "record crosses the end of the data area");
+      if (rec > wp - rp) return fail(kQuarantinePastProducer, "record runs past the producer position");
+      const uint32_t gap = hdr.seq - expected;
+      if (gap >= 0x80000000u) return fail(kQuarantineSequenceBackwards, "record sequence number went backwards");
+      const size_t padded = AlignUp8(hdr.length);
+      if (used + padded > dst_size) return;  // the batch is full: the rest waits
+      std::memcpy(dst + used, data + off + kRecordHeaderBytes, hdr.length);
+      records[n] = {static_cast<uint32_t>(used), hdr.length, hdr.seq, gap};
+      used += padded;
+      lost += gap;
+      rp += rec;
+      expected = hdr.seq + 1;
+      ++n;
+      // A SIGBUS leaves through siglongjmp from one of the loads from the mapping above: keep
+      // the compiler from holding this record's progress in registers past the next such load,
+      // so what the guard returns with is exactly the records copied whole.
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+  });
+  // Everything copied before a fault or a bad header is whole and stays readable.
+  rpos_ = rp;
+  expected_seq_ = expected;
+  out->records.resize(n);
+  out->lost = lost;
+  counts_.rejected[kRejectLost] += lost;
   if (!ok) {
-    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
+    Quarantine(State::kBusError, kQuarantineTruncated, rp & mask_,
                "segment was truncated under the reader (SIGBUS)");
-    return 0;
+  } else if (failure.why != nullptr) {
+    Quarantine(State::kCorrupt, failure.reason, failure.at & mask_, failure.why);
   }
-  if (c.corrupt) Quarantine(State::kCorrupt, c.reason, c.corrupt_offset, c.why);
-  PublishCounters();
-  return c.delivered;
+  return n;
 }
 
-void RingReader::PublishCounters() {
-  struct Ctx {
-    RingReader* r;
-  } ctx{this};
-  const bool ok = RunGuarded(
-      [](void* p) {
-        RingReader* r = static_cast<Ctx*>(p)->r;
-        if (r->state_ == State::kOk) {
-          // The snapshot a successor resumes from: the slot not written last, then the count.
-          const uint64_t n = r->snapshot_count_;
-          HostSnapshot& s = r->h_->snapshots[n & 1];
-          s.counted_through.store(r->rpos_, std::memory_order_relaxed);
-          s.delivered.store(r->counters_.delivered, std::memory_order_relaxed);
-          s.truncated.store(r->counters_.truncated, std::memory_order_relaxed);
-          for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
-            s.rejected[i].store(r->counters_.rejected[i], std::memory_order_relaxed);
-          }
-          r->h_->snapshot_count.store(n + 1, std::memory_order_release);
-          r->snapshot_count_ = n + 1;
-        }
-        HostCounters& hc = r->h_->host;
-        hc.delivered.store(r->counters_.delivered, std::memory_order_relaxed);
-        hc.truncated.store(r->counters_.truncated, std::memory_order_relaxed);
-        for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
-          hc.rejected[i].store(r->counters_.rejected[i], std::memory_order_relaxed);
-        }
-        if (r->state_ != State::kOk) {
-          hc.quarantine_offset.store(r->error_offset_, std::memory_order_relaxed);
-          hc.quarantined.store(1, std::memory_order_relaxed);
-        }
-        // Release pairs with the worker's acquire load of `consumer` in TryReserve: the bytes
-        // before rpos_ have been copied out and may be overwritten.
-        if (r->state_ == State::kOk) r->h_->consumer.store(r->rpos_, std::memory_order_release);
-      },
-      &ctx);
+void RingReader::Publish() {
+  RingHeader* const h = h_;
+  const Tally& c = counts_;
+  const bool live = state_ == State::kOk;
+  const uint64_t rpos = rpos_, error_offset = error_offset_;
+  uint64_t snapshots = snapshot_count_;
+  const bool ok = Guarded([&] {
+    if (live) {
+      // The snapshot a successor resumes from: the slot not written last, then the count.
+      HostSnapshot& s = h->snapshots[snapshots & 1];
+      s.counted_through.store(rpos, std::memory_order_relaxed);
+      s.delivered.store(c.delivered, std::memory_order_relaxed);
+      s.truncated.store(c.truncated, std::memory_order_relaxed);
+      for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+        s.rejected[i].store(c.rejected[i], std::memory_order_relaxed);
+      }
+      // Release pairs with the acquire load of snapshot_count in Attach.
+      h->snapshot_count.store(snapshots + 1, std::memory_order_release);
+      ++snapshots;
+    }
+    HostCounters& hc = h->host;
+    hc.delivered.store(c.delivered, std::memory_order_relaxed);
+    hc.truncated.store(c.truncated, std::memory_order_relaxed);
+    for (uint32_t i = 0; i < kRejectReasonCount; ++i) {
+      hc.rejected[i].store(c.rejected[i], std::memory_order_relaxed);
+    }
+    if (!live) {
+      hc.quarantine_offset.store(error_offset, std::memory_order_relaxed);
+      hc.quarantined.store(1, std::memory_order_relaxed);
+    }
+    // Release pairs with the worker's acquire load of `consumer` in TryReserve: the bytes
+    // before rpos have been copied out and may be overwritten.
+    if (live) h->consumer.store(rpos, std::memory_order_release);
+  });
+  snapshot_count_ = snapshots;
   if (!ok && state_ == State::kOk) {
     Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
                "segment was truncated under the reader (SIGBUS)");
@@ -571,31 +551,10 @@ void RingReader::PublishCounters() {
 }
 
 uint64_t RingReader::LoadProducerUntrusted() const {
-  struct Ctx {
-    const RingReader* r;
-    uint64_t v;
-  } ctx{this, rpos_};
-  RunGuarded(
-      [](void* p) {
-        auto* c = static_cast<Ctx*>(p);
-        c->v = c->r->h_->producer.load(std::memory_order_acquire);
-      },
-      &ctx);
-  return ctx.v;
-}
-
-bool RingReader::RetiredUntrusted() const {
-  struct Ctx {
-    const RingReader* r;
-    bool v;
-  } ctx{this, true};
-  RunGuarded(
-      [](void* p) {
-        auto* c = static_cast<Ctx*>(p);
-        c->v = c->r->h_->worker.retired.load(std::memory_order_acquire) != 0;
-      },
-      &ctx);
-  return ctx.v;
+  uint64_t v = rpos_;
+  const RingHeader* h = h_;
+  Guarded([&] { v = h->producer.load(std::memory_order_acquire); });
+  return v;
 }
 
 bool RingReader::HasUnreadUntrusted() const {

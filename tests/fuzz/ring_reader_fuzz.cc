@@ -36,6 +36,7 @@
 #include "pitlane/catalog.h"
 #include "pitlane/record.h"
 #include "pitlane/shm.h"
+#include "../ring_drain.h"
 
 namespace {
 
@@ -160,7 +161,7 @@ void DrainAll(uint8_t* seg, size_t mapped) {
   FoldingSink sink(r->header()->max_record_bytes);  // validated by Attach; nothing rewrites it
   // Bounded: every pass stops after 64 records; a ring holds at most capacity/16 records.
   for (int i = 0; i < 16 && r->state() == RingReader::State::kOk; ++i) {
-    if (r->Drain(64, sink) == 0) break;
+    if (Drain(*r, 64, sink) == 0) break;
   }
 }
 

@@ -107,15 +107,8 @@ bool RecordToProto(const uint8_t* data, uint32_t size, const Catalog& cat,
   return true;
 }
 
-void FillCounters(const RemoteCounters& c, pb::WorkerCounters* out) {
-  out->set_emitted(c.emitted.load(std::memory_order_relaxed));
-  out->set_sent(c.sent.load(std::memory_order_relaxed));
-  out->set_dropped_full(c.dropped_full.load(std::memory_order_relaxed));
-  out->set_dropped_too_large(c.dropped_too_large.load(std::memory_order_relaxed));
-  out->set_dropped_no_ring(c.dropped_no_ring.load(std::memory_order_relaxed));
-  out->set_suppressed_disabled(c.suppressed_disabled.load(std::memory_order_relaxed));
-  out->set_suppressed_sampled(c.suppressed_sampled.load(std::memory_order_relaxed));
-  out->set_suppressed_filtered(c.suppressed_filtered.load(std::memory_order_relaxed));
+void FillCounters(const EmitCounters& c, pb::WorkerCounters* out) {
+  TallyToProto(c.Load(), out);
 }
 
 class GrpcTransport;
@@ -250,7 +243,7 @@ class GrpcTransport final : public RemoteTransport {
       for (size_t i = 0; i < n && ok; ++i) {
         pb::TelemetryEvent ev;
         RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog, &ev);
-        cfg_.queue->counters.sent.fetch_add(1, std::memory_order_relaxed);
+        cfg_.queue->counters.published.fetch_add(1, std::memory_order_relaxed);
         grpc::WriteOptions wo;
         if (i + 1 < n) wo.set_buffer_hint();
         ok = stream->Write(ev, wo);
@@ -418,7 +411,7 @@ class GrpcTransport final : public RemoteTransport {
                       s.msg->add_events());
       }
       next_sequence_ += n;
-      cfg_.queue->counters.sent.fetch_add(n, std::memory_order_relaxed);
+      cfg_.queue->counters.published.fetch_add(n, std::memory_order_relaxed);
       FillCounters(cfg_.queue->counters, s.msg->mutable_counters());
       if (n > 0) {
         std::lock_guard<std::mutex> lock(ack_mu_);

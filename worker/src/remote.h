@@ -21,16 +21,12 @@
 #include <string_view>
 #include <vector>
 
+#include "pitlane/accounting.h"
 #include "pitlane/catalog.h"
 #include "pitlane/control.h"
 #include "pitlane/status.h"
 
 namespace pitlane::internal {
-
-struct RemoteCounters {
-  std::atomic<uint64_t> emitted{0}, sent{0}, dropped_full{0}, dropped_too_large{0},
-      dropped_no_ring{0}, suppressed_disabled{0}, suppressed_sampled{0}, suppressed_filtered{0};
-};
 
 // Bounded multi-producer, single-consumer queue of encoded records.
 class RemoteQueue {
@@ -59,7 +55,7 @@ class RemoteQueue {
   bool Empty() const noexcept;
   uint32_t max_record() const noexcept { return max_record_; }
 
-  RemoteCounters counters;
+  EmitCounters counters;  // `published`: handed to the stream
 
  private:
   void Lock() noexcept;

@@ -9,7 +9,7 @@
 // (its load of the flag can pass its own store on x86); the timeout bounds that delay.
 //
 // Trust: nothing read from a ring is trusted (see shm.h); every payload is verified with the
-// FlatBuffers Verifier and folded by the catalog rules of CATALOG.md. Rejections are counted
+// FlatBuffers Verifier and folded by the catalog rules of doc/catalog.md. Rejections are counted
 // per ring and reason; a corrupt ring is quarantined with a log line naming ring, worker and
 // offset; its worker gets a fresh ring.
 //
@@ -35,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pitlane/accounting.h"
 #include "pitlane/catalog.h"
 #include "pitlane/control.h"
 #include "pitlane/record.h"
@@ -104,8 +105,9 @@ struct HandlerInfo {
   std::vector<std::string> events;
 };
 
-// One ring as the host sees it (live, or reclaimed and kept in the history).
-struct RingStats {
+// One ring as the host sees it (live, or reclaimed and kept in the history), with its counts.
+// A live reading is Consistent() (events may be in flight); a reclaimed ring is Conserved().
+struct RingStats : Tally {
   std::string segment;  // shm segment name, or "grpc:<peer>" for a remote worker
   Transport transport = Transport::kShm;
   std::string worker_id;
@@ -119,32 +121,21 @@ struct RingStats {
   shm::QuarantineReason quarantine_kind = shm::kQuarantineNone;
   uint64_t capacity = 0;
   uint64_t used_bytes = 0;
-  // Worker counters.
-  uint64_t emitted = 0, published = 0, dropped_full = 0, dropped_too_large = 0;
-  // Set when a reclaimed ring's writer died inside an emit: the event it had counted as
-  // emitted but neither published nor dropped (at most one per ring).
-  uint64_t dropped_in_flight = 0;
-  uint64_t suppressed_disabled = 0, suppressed_sampled = 0, suppressed_filtered = 0;
-  // Host counters.
-  uint64_t delivered = 0, truncated = 0;
-  uint64_t rejected[shm::kRejectReasonCount] = {};
-
-  uint64_t suppressed() const { return suppressed_disabled + suppressed_sampled + suppressed_filtered; }
-  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_in_flight; }
-  uint64_t rejected_total() const;
-  // emitted == suppressed + dropped + published && published == delivered + rejected
-  bool Conserved() const;
 };
 
-struct WorkerInfo {
+// One worker (by id) with the totals of everything it emitted: its rings, live and reclaimed,
+// and the events of its threads that had no ring — or its gRPC stream's counts.
+struct WorkerInfo : Tally {
   std::string id;
   Transport transport = Transport::kShm;
   uint32_t pid = 0;
   bool alive = false;
-  uint32_t rings = 0;
+  uint32_t rings = 0;        // live rings
+  uint32_t rings_total = 0;  // rings seen, live and reclaimed
+  uint64_t used_bytes = 0;   // over live rings
+  uint64_t capacity = 0;    // over live rings
+  bool quarantined = false;  // one of its rings was quarantined
   ControlState control;
-  // Events of the worker's threads that had no ring (from its registry slot, ~100 ms lag).
-  uint64_t unringed_emitted = 0, unringed_dropped = 0, unringed_suppressed = 0;
 };
 
 struct HostStats {

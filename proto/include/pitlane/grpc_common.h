@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "pitlane/accounting.h"
 #include "pitlane/control.h"
 #include "pitlane/status.h"
 #include "telemetry.pb.h"
@@ -17,10 +18,15 @@ namespace pitlane::internal {
 // empty filter message still replaces both lists).
 void ControlToMessages(const ControlState& state, pitlane::v1::TelemetryControl out[3]);
 
-// Applies one control message: it replaces the state of its kind (ARCHITECTURE.md "Control").
+// Applies one control message: it replaces the state of its kind (doc/architecture.md, "Control").
 // INVALID_ARGUMENT (state unchanged) for a message that sets nothing or a value Validate()
 // refuses.
 Status ApplyControlMessage(const pitlane::v1::TelemetryControl& msg, ControlState* state);
+
+// The worker-side counts of a Tally as the WorkerCounters message (`sent` is `published`), and
+// back; the host-side counts are not part of the message.
+void TallyToProto(const Tally& t, pitlane::v1::WorkerCounters* out);
+Tally TallyFromProto(const pitlane::v1::WorkerCounters& c);
 
 // OK when `token` is empty or the call carries "authorization: Bearer <token>"; otherwise
 // UNAUTHENTICATED saying whether the token was missing or wrong.

@@ -25,7 +25,7 @@ enum class SpanRole : uint8_t { kNone = 0, kStart, kStop, kException };
 std::string_view LayerName(Layer layer);
 std::string_view SpanRoleName(SpanRole role);
 
-// Limits of CATALOG.md: over any of the first four the event is rejected (reason named); a
+// Limits of doc/catalog.md: over any of the first four the event is rejected (reason named); a
 // metadata or string measurement value over max_value_bytes is truncated and counted.
 struct CatalogLimits {
   uint32_t max_measurements = 32;

@@ -32,14 +32,12 @@ struct ControlState {
 };
 
 // What the gate does with an event id, decided once per control update. GateTable::decision
-// holds only the toggle + sampling outcome (kPass, kSample, kSampledOut, kDisabled); the filter
-// outcome lives in GateTable::filtered, and kFiltered is the reason the worker reports for it.
+// holds only the toggle + sampling outcome; the filter outcome lives in GateTable::filtered.
 enum class GateDecision : uint8_t {
   kPass = 0,        // enabled and not sampled: go on to the filter
   kSample = 1,      // Bernoulli draw against GateTable::sample_threshold, then the filter
   kSampledOut = 2,  // sampling rate 0 for this event: always suppressed (reason: sampled)
-  kFiltered = 3,    // denied, or not in a non-empty allow list (reason: filtered)
-  kDisabled = 4,    // telemetry toggled off (reason: disabled)
+  kDisabled = 3,    // telemetry toggled off (reason: disabled)
 };
 
 // A compiled ControlState, indexed by catalog event id. The worker applies the gates in the

@@ -5,9 +5,10 @@
 //    segment, its owner and its mode;
 //  - RingWriter: the worker's half. One writer thread; never blocks, never allocates, makes no
 //    syscall;
-//  - RingReader: the host's half. Trusts nothing in the mapping: copies positions and headers
-//    before use, bounds-checks every offset, copies each payload out under a SIGBUS guard (a
-//    worker may ftruncate its segment at any time) and hands only the copy on.
+//  - RingReader: the host's half, a pull reader. Trusts nothing in the mapping: copies
+//    positions and headers before use, bounds-checks every offset, copies a batch of payloads
+//    out under one SIGBUS guard (a worker may ftruncate its segment at any time) and hands only
+//    the copy on.
 #pragma once
 
 #include <sys/types.h>
@@ -16,8 +17,10 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
+#include "pitlane/accounting.h"
 #include "pitlane/shm_layout.h"
 #include "pitlane/status.h"
 
@@ -172,19 +175,39 @@ class RingWriter {
   uint32_t pending_len_ = 0;
 };
 
-// Receives the records a RingReader drains. `payload` is a host-memory copy valid during the
-// call only.
-class RecordSink {
- public:
-  virtual ~RecordSink() = default;
-  virtual void OnRecord(const uint8_t* payload, uint32_t length, uint32_t seq) = 0;
-  // Records with sequence numbers [first, first + count) were never published intact.
-  virtual void OnLost(uint64_t count) = 0;
+// Runs `fn` with SIGBUS turned into a `false` return instead of death, for touching a mapping
+// someone may truncate under us. Not reentrant; one guard per thread at a time. `fn` must not
+// own anything that needs a destructor (a SIGBUS leaves it by siglongjmp) and must not call out
+// into code that does: copy out under the guard, then work on the copy.
+bool RunGuarded(void (*fn)(void*), void* arg);
+template <class F>
+bool Guarded(F&& fn) {
+  using Fn = std::remove_reference_t<F>;
+  return RunGuarded([](void* p) { (*static_cast<Fn*>(p))(); }, &fn);
+}
+
+// Records copied out of a ring by RingReader::ReadBatch: host memory, untouched by any worker.
+struct RecordBatch {
+  struct Record {
+    uint32_t offset = 0;  // into `bytes`, 8-aligned
+    uint32_t length = 0;  // payload bytes
+    uint32_t seq = 0;     // the record's sequence number
+    uint32_t lost_before = 0;  // records missing (sequence gap) just before this one
+  };
+  std::vector<uint8_t> bytes;
+  std::vector<Record> records;
+  uint64_t lost = 0;  // sum of lost_before
+
+  const uint8_t* payload(const Record& r) const { return bytes.data() + r.offset; }
 };
 
-// The host's half of one ring. One reader thread. Host-side counters live here (host memory)
-// and are mirrored into the segment's HostCounters by Drain(); nothing read from the mapping is
-// re-read after it was validated.
+// The host's half of one ring: a pull reader in the manner of a log reader. One reader thread.
+// ReadBatch copies a batch of records out of the mapping under one SIGBUS guard, checking
+// every position and header it copies; the caller decodes and counts them in plain code, then
+// Publish releases the space to the writer and mirrors the host's counts into the segment.
+// Nothing read from the mapping is re-read after it was validated. The host-side counts
+// (delivered, truncated, rejected) live in this object, in host memory: they are the authority,
+// the segment holds a mirror.
 class RingReader {
  public:
   enum class State : uint8_t { kOk, kCorrupt, kBusError };
@@ -192,10 +215,14 @@ class RingReader {
   // Validates the header (identity fields are copied once here and never re-read).
   static Result<RingReader> Attach(void* base, size_t mapped_bytes, std::string name);
 
-  // Drains up to `max_records` published records (and skip markers) into `sink`, then publishes
-  // the consumer position and host counters (release). Returns the number of records handed
-  // to the sink. On corruption or SIGBUS the ring is marked quarantined and state() says why.
-  size_t Drain(size_t max_records, RecordSink& sink);
+  // Replaces `out`'s records with up to `max_records` published records (skip markers are
+  // consumed silently). Sequence gaps are counted as rejected (lost) here. On corruption or
+  // SIGBUS the ring is quarantined (state() says why) and the records before the bad one are
+  // still returned. Returns the number of records.
+  size_t ReadBatch(size_t max_records, RecordBatch* out);
+  // Makes the space of everything read so far writable again (release) and mirrors the host
+  // counts and a resumable snapshot into the segment. Call after counting a batch.
+  void Publish();
 
   State state() const { return state_; }
   QuarantineReason quarantine_reason() const { return reason_; }
@@ -203,23 +230,15 @@ class RingReader {
   uint64_t error_offset() const { return error_offset_; }
   const std::string& name() const { return name_; }
   uint64_t capacity() const { return capacity_; }
-  // Untrusted snapshots of worker-written fields, for stats only.
-  uint64_t LoadProducerUntrusted() const;
-  bool RetiredUntrusted() const;
-  bool HasUnreadUntrusted() const;
   uint64_t consumer() const { return rpos_; }
   RingHeader* header() const { return h_; }
+  // Untrusted snapshot of the worker-written producer position (guarded; rpos on SIGBUS).
+  uint64_t LoadProducerUntrusted() const;
+  bool HasUnreadUntrusted() const;
 
-  // Host-side counters; the reader owns them (the poll thread), Drain() mirrors them.
-  struct Counters {
-    uint64_t delivered = 0;
-    uint64_t truncated = 0;
-    uint64_t rejected[kRejectReasonCount] = {};
-  };
-  Counters& counters() { return counters_; }
-  const Counters& counters() const { return counters_; }
-  // Mirrors counters and the quarantine flag into the segment (SIGBUS-guarded).
-  void PublishCounters();
+  // The host-side counts (poll thread); Publish() mirrors them.
+  Tally& counts() { return counts_; }
+  const Tally& counts() const { return counts_; }
 
  private:
   RingReader() = default;
@@ -238,12 +257,7 @@ class RingReader {
   QuarantineReason reason_ = kQuarantineNone;
   std::string error_;
   uint64_t error_offset_ = 0;
-  Counters counters_;
-  std::vector<uint8_t> buffer_;  // payload copy, max_record_ bytes, 8-aligned
+  Tally counts_;  // host side only
 };
-
-// Runs `fn` with SIGBUS turned into a `false` return instead of death (for touching mappings a
-// worker may have truncated). Not reentrant; one guard per thread at a time.
-bool RunGuarded(void (*fn)(void*), void* arg);
 
 }  // namespace pitlane::shm

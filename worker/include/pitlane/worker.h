@@ -45,22 +45,14 @@
 #include <string>
 #include <string_view>
 
+#include "pitlane/accounting.h"
 #include "pitlane/catalog.h"
 #include "pitlane/record.h"
 #include "pitlane/status.h"
 
 namespace pitlane {
 
-enum class EmitResult : uint8_t {
-  kOk = 0,
-  kDroppedFull,         // ring full: the newest event is dropped, never blocks
-  kDroppedTooLarge,     // record larger than the ring's max record size, or > 255 fields
-  kDroppedNoRing,       // no host attached yet, or the ring cap is reached
-  kSuppressedDisabled,  // telemetry toggled off
-  kSuppressedSampled,   // lost the sampling draw
-  kSuppressedFiltered,  // denied, or not in the allow list
-};
-std::string_view EmitResultName(EmitResult r);
+// EmitResult (the outcome of one emit) lives in accounting.h with the counts it maps onto.
 
 // An event resolved once against the worker's catalog. id 0: the catalog does not know the
 // name; such events still travel (by name) and the host counts them as unknown.
@@ -93,19 +85,11 @@ struct WorkerOptions {
   std::chrono::milliseconds flush_timeout{2000};
 };
 
-struct WorkerStats {
-  uint64_t emitted = 0;
-  uint64_t published = 0;  // shm: in a ring; gRPC: handed to the stream
-  uint64_t dropped_full = 0;
-  uint64_t dropped_too_large = 0;
-  uint64_t dropped_no_ring = 0;
-  uint64_t suppressed_disabled = 0;
-  uint64_t suppressed_sampled = 0;
-  uint64_t suppressed_filtered = 0;
+// The worker's own view of its events (host-side counts stay zero): sums of all its rings,
+// live and retired, plus the events of ringless threads; or the gRPC transport's counts.
+struct WorkerStats : Tally {
   uint32_t live_rings = 0;
   bool attached = false;
-  uint64_t suppressed() const { return suppressed_disabled + suppressed_sampled + suppressed_filtered; }
-  uint64_t dropped() const { return dropped_full + dropped_too_large + dropped_no_ring; }
 };
 
 class Worker {
@@ -143,6 +127,11 @@ class Worker {
   // Sums of all rings (live and retired) plus the events of ringless threads.
   WorkerStats Stats() const;
   bool attached() const;
+  // Why the worker is not attached (OK when it is, or over gRPC): NOT_FOUND while no host has
+  // created the namespace (normal drop mode), FAILED_PRECONDITION for a registry of another
+  // layout version, RESOURCE_EXHAUSTED when the namespace has no free worker slot, ... Start()
+  // also prints the reason to stderr when it is anything but NOT_FOUND.
+  Status attach_status() const;
   const std::string& id() const;
   const std::string& ns() const;
   const Catalog& catalog() const;

@@ -1,0 +1,301 @@
+#include "shm_source.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "pitlane/registry.h"
+
+namespace pitlane::internal {
+
+namespace {
+int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+}  // namespace
+
+ShmSource::ShmSource(const HostOptions& options, Delivery& delivery, Hooks hooks)
+    : opt_(options), delivery_(delivery), hooks_(std::move(hooks)) {
+  ctx_.node = opt_.node;
+  ctx_.pool_name = opt_.pool_name;
+  ctx_.transport = Transport::kShm;
+}
+
+Result<std::unique_ptr<ShmSource>> ShmSource::Start(const HostOptions& options,
+                                                    const Catalog& catalog, Delivery& delivery,
+                                                    Hooks hooks) {
+  std::unique_ptr<ShmSource> s(new ShmSource(options, delivery, std::move(hooks)));
+  std::string log;
+  Result<shm::Segment> reg = shm::CreateOrAdoptRegistry(options.ns, catalog.hash(), &log);
+  if (!reg.ok()) return reg.status();
+  s->registry_ = std::move(reg).value();
+  s->header_ = shm::Header(s->registry_);
+  for (size_t pos = 0; pos < log.size();) {
+    const size_t end = log.find('\n', pos);
+    s->hooks_.log(log.substr(pos, end - pos));
+    pos = end == std::string::npos ? log.size() : end + 1;
+  }
+  // An adopted registry: pick up its workers and rings before deciding what is stale.
+  s->Discover();
+  s->CleanStale();
+  return s;
+}
+
+ShmSource::~ShmSource() {
+  if (header_ == nullptr) return;  // Start failed before it had a registry
+  header_->host_pid.store(0, std::memory_order_release);
+  bool any = false;
+  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
+    any |= shm::WorkerSlotAt(registry_.base(), i)->state.load(std::memory_order_acquire) !=
+           shm::kSlotFree;
+  }
+  for (auto& [slot, w] : workers_) {
+    if (w->pidfd >= 0) ::close(w->pidfd);
+  }
+  // With no worker left the namespace is gone; otherwise a restarted host adopts it.
+  if (!any) shm::Segment::Unlink(registry_.name());
+}
+
+// ── discovery ────────────────────────────────────────────────────────────────────────────────
+
+void ShmSource::Discover(bool force) {
+  // Acquire pairs with the workers' release fetch_add in shm::BumpEpoch.
+  const uint64_t epoch = header_->registry_epoch.load(std::memory_order_acquire);
+  if (epoch == seen_epoch_ && !force) return;
+  seen_epoch_ = epoch;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
+    shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), i);
+    // Acquire pairs with the worker's release store of READY/RETIRED.
+    const uint32_t state = s->state.load(std::memory_order_acquire);
+    if (state != shm::kSlotReady && state != shm::kSlotRetired) continue;
+    auto it = workers_.find(i);
+    if (it != workers_.end() && it->second->generation != s->generation) {
+      // The slot was freed and claimed again while we were not looking.
+      it->second->alive = false;
+    }
+    if (it == workers_.end()) AddWorker(i, s);
+    if (state == shm::kSlotRetired) {
+      auto w = workers_.find(i);
+      if (w != workers_.end()) w->second->leaving = true;
+    }
+  }
+  for (uint32_t i = 0; i < shm::kMaxRings; ++i) {
+    shm::RingSlot* s = shm::RingSlotAt(registry_.base(), i);
+    const uint32_t state = s->state.load(std::memory_order_acquire);
+    if (state != shm::kSlotReady && state != shm::kSlotRetired) continue;
+    auto it = rings_.find(i);
+    if (it == rings_.end()) {
+      AddRing(i, s);
+      it = rings_.find(i);
+    }
+    if (it != rings_.end() && state == shm::kSlotRetired) it->second->retired = true;
+  }
+}
+
+// REQUIRES: mu_ held.
+void ShmSource::AddWorker(uint32_t index, shm::WorkerSlot* s) {
+  auto w = std::make_unique<Worker>();
+  w->slot = index;
+  w->generation = s->generation;
+  char id[shm::kWorkerIdBytes];
+  std::memcpy(id, s->worker_id, sizeof(id));
+  id[sizeof(id) - 1] = '\0';
+  w->id = id;
+  w->pid = static_cast<pid_t>(s->pid);
+  w->pid_str = std::to_string(w->pid);
+  w->start_time = s->start_time;
+  w->pidfd = PidfdOpen(w->pid);
+  // pidfd first, then the start time: if it matches, the pidfd is the right process.
+  w->alive = w->pidfd >= 0 && shm::ProcessAlive(w->pid, w->start_time);
+  seen_ids_.insert(w->id);
+  // Always write the block: a slot never written holds zeros (enabled = 0, rate = 0), which a
+  // later BumpQuarantineEpoch would publish as "disabled"; a reused slot holds the previous
+  // worker's state.
+  shm::WriteControl(&s->control, hooks_.control_of(w->id));
+  workers_[index] = std::move(w);
+}
+
+// REQUIRES: mu_ held.
+void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
+  char name[shm::kSegmentNameBytes];
+  std::memcpy(name, s->segment_name, sizeof(name));
+  name[sizeof(name) - 1] = '\0';
+  const std::string seg_name = name;
+  const std::string prefix = "/" + shm::SegmentPrefix(opt_.ns) + "ring.";
+  auto w = workers_.find(s->worker_slot);
+  if (seg_name.rfind(prefix, 0) != 0 || w == workers_.end() ||
+      w->second->generation != s->generation) {
+    // Not a name of ours, or not a ring of the worker now in that slot: never open arbitrary
+    // segments a slot points to. (A dead worker's unopened rings are picked up by
+    // ReclaimWorker; segments nobody refers to are removed as stale at the next host start.)
+    return;
+  }
+  Result<shm::Segment> seg =
+      shm::Segment::Open(seg_name, shm::kRingHeaderBytes, /*writable=*/true, /*populate=*/true);
+  if (!seg.ok()) {
+    hooks_.log("cannot open ring " + seg_name + " of worker " + w->second->id + ": " +
+               seg.status().message());
+    return;
+  }
+  Result<shm::RingReader> reader = shm::RingReader::Attach(seg->base(), seg->size(), seg_name);
+  if (!reader.ok()) {
+    hooks_.log("refusing ring " + seg_name + " of worker " + w->second->id + ": " +
+               reader.status().message());
+    return;
+  }
+  auto r = std::make_unique<Ring>();
+  r->slot = index;
+  r->generation = s->generation;
+  r->segment = std::move(seg).value();
+  r->reader.emplace(std::move(reader).value());
+  r->counts.Store(r->reader->counts());  // a restarted host resumes from the snapshot's counts
+  r->worker = w->second.get();
+  w->second->rings.push_back(r.get());
+  drain_order_.push_back(r.get());
+  rings_[index] = std::move(r);
+}
+
+// ── draining ─────────────────────────────────────────────────────────────────────────────────
+
+size_t ShmSource::DrainRing(Ring* r) {
+  shm::RingReader& reader = *r->reader;
+  if (reader.state() != shm::RingReader::State::kOk) return 0;
+  const size_t n = reader.ReadBatch(opt_.batch, &batch_);
+  if (batch_.lost != 0) delivery_.Reject(shm::kRejectLost, batch_.lost, nullptr);
+  ctx_.worker_id = r->worker->id;
+  ctx_.worker_pid = r->worker->pid_str;
+  ctx_.pid = static_cast<uint32_t>(r->worker->pid);
+  for (const shm::RecordBatch::Record& rec : batch_.records) {
+    delivery_.DeliverRecord(batch_.payload(rec), rec.length, ctx_, &reader.counts());
+  }
+  reader.Publish();
+  if (n != 0 || batch_.lost != 0 || reader.state() != shm::RingReader::State::kOk) {
+    r->counts.Store(r->reader->counts());
+  }
+  if (reader.state() != shm::RingReader::State::kOk) ReportQuarantine(r);
+  return n;
+}
+
+void ShmSource::ReportQuarantine(Ring* r) {
+  if (r->quarantine_reported) return;
+  r->quarantine_reported = true;
+  const shm::RingReader& reader = *r->reader;
+  quarantined_.fetch_add(1, std::memory_order_relaxed);
+  quarantined_by_reason_[reader.quarantine_reason()].fetch_add(1, std::memory_order_relaxed);
+  hooks_.log("quarantined ring " + reader.name() + " of worker " + r->worker->id +
+             " at offset " + std::to_string(reader.error_offset()) + ": " + reader.error());
+  // Tell the worker (through its control block) to replace the ring.
+  shm::BumpQuarantineEpoch(&shm::WorkerSlotAt(registry_.base(), r->worker->slot)->control);
+}
+
+size_t ShmSource::Drain() {
+  size_t n = 0;
+  for (Ring* r : drain_order_) n += DrainRing(r);
+  return n;
+}
+
+bool ShmSource::AnyUnread() const {
+  for (const Ring* r : drain_order_) {
+    if (r->reader->HasUnreadUntrusted()) return true;
+  }
+  return false;
+}
+
+bool ShmSource::Pending() const {
+  if (AnyUnread()) return true;
+  for (const auto& [slot, w] : workers_) {
+    if (!w->alive || w->leaving) return true;
+  }
+  for (const Ring* r : drain_order_) {
+    if (r->retired) return true;
+  }
+  return false;
+}
+
+// ── statistics and control ───────────────────────────────────────────────────────────────────
+
+// REQUIRES: mu_ held (or the poll thread).
+RingStats ShmSource::StatsOf(const Ring& r) const {
+  const shm::RingReader& reader = *r.reader;
+  RingStats s;
+  s.segment = reader.name();
+  s.worker_id = r.worker->id;
+  s.pid = static_cast<uint32_t>(r.worker->pid);
+  s.ring_slot = r.slot;
+  s.worker_alive = r.worker->alive;
+  s.retired = r.retired;
+  s.quarantined = reader.state() != shm::RingReader::State::kOk;
+  s.quarantine_reason = reader.error();
+  s.quarantine_kind = reader.quarantine_reason();
+  s.capacity = reader.capacity();
+  // The host's own counts are the authority (read first: see accounting.h's read order).
+  const Tally host_side = r.counts.Load();
+  Tally t = host_side;
+  uint64_t producer = reader.consumer();
+  const shm::RingHeader* h = reader.header();
+  shm::Guarded([&] {
+    t = ReadRing(h->worker, host_side);
+    producer = h->producer.load(std::memory_order_relaxed);
+  });
+  static_cast<Tally&>(s) = t;
+  s.used_bytes = std::min(producer - reader.consumer(), s.capacity);
+  return s;
+}
+
+std::vector<RingStats> ShmSource::Rings() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<RingStats> out(history_.begin(), history_.end());
+  for (const Ring* r : drain_order_) out.push_back(StatsOf(*r));
+  return out;
+}
+
+std::vector<WorkerInfo> ShmSource::Workers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, WorkerInfo> by_id = departed_;
+  for (auto& [id, info] : by_id) info.alive = false;
+  for (const auto& [slot, w] : workers_) {
+    WorkerInfo& i = by_id[w->id];
+    i.id = w->id;
+    i.pid = static_cast<uint32_t>(w->pid);
+    i.alive = w->alive && !w->leaving;
+    const shm::UnringedCounters& u = shm::WorkerSlotAt(registry_.base(), slot)->unringed;
+    static_cast<Tally&>(i) += ReadUnringed(u);
+    for (const Ring* r : w->rings) {
+      const RingStats s = StatsOf(*r);
+      static_cast<Tally&>(i) += s;
+      ++i.rings;
+      ++i.rings_total;
+      i.used_bytes += s.used_bytes;
+      i.capacity += s.capacity;
+      i.quarantined |= s.quarantined;
+    }
+  }
+  std::vector<WorkerInfo> out;
+  for (auto& [id, info] : by_id) out.push_back(std::move(info));
+  return out;
+}
+
+bool ShmSource::Knows(const std::string& worker_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seen_ids_.count(worker_id) != 0;
+}
+
+void ShmSource::WriteControl(const std::string& worker_id, const ControlState& state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [slot, w] : workers_) {
+    if (w->id == worker_id && w->alive) {
+      shm::WriteControl(&shm::WorkerSlotAt(registry_.base(), slot)->control, state);
+    }
+  }
+}
+
+uint64_t ShmSource::quarantined() const { return quarantined_.load(std::memory_order_relaxed); }
+void ShmSource::QuarantinedByReason(uint64_t out[shm::kQuarantineReasonCount]) const {
+  for (uint32_t i = 0; i < shm::kQuarantineReasonCount; ++i) {
+    out[i] = quarantined_by_reason_[i].load(std::memory_order_relaxed);
+  }
+}
+uint64_t ShmSource::terminated() const { return terminated_.load(std::memory_order_relaxed); }
+
+}  // namespace pitlane::internal

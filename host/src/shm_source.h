@@ -1,0 +1,131 @@
+// The shared-memory source of a host: the namespace registry, the workers and rings found in
+// it, draining them into the Delivery, liveness and reclaim.
+//
+// Discovery: each poll pass loads the registry epoch (one acquire load) and rescans the slots
+// only when it changed. Draining: each ring is read in batches by its pull reader
+// (shm::RingReader::ReadBatch), the copies are delivered, then the reader publishes. Liveness
+// (liveness.cc): each worker process is watched through a pidfd checked against its start
+// time, at most every 100 ms; a dead or departed worker's rings are drained, one
+// `pool.worker.terminated` is emitted, its segments are unlinked and its slots freed.
+//
+// Thread safety: Discover, Drain, Housekeeping, AnyUnread, Pending on the poll thread. Rings,
+// Workers, Knows and WriteControl from any thread: they take mu_, under which the poll thread
+// changes the containers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "delivery.h"
+#include "pitlane/host.h"
+#include "pitlane/shm.h"
+
+namespace pitlane::internal {
+
+class ShmSource {
+ public:
+  struct Hooks {
+    std::function<void(const std::string&)> log;
+    std::function<ControlState(const std::string&)> control_of;  // the host's state for an id
+  };
+  // Creates or adopts the registry of options.ns and removes stale segments of dead processes.
+  static Result<std::unique_ptr<ShmSource>> Start(const HostOptions& options,
+                                                  const Catalog& catalog, Delivery& delivery,
+                                                  Hooks hooks);
+  // Closes pidfds; unlinks the registry when no worker slot is in use (else a restarted host
+  // adopts it).
+  ~ShmSource();
+  ShmSource(const ShmSource&) = delete;
+  ShmSource& operator=(const ShmSource&) = delete;
+
+  // Poll thread.
+  void Discover(bool force = false);
+  size_t Drain();
+  void Housekeeping();
+  bool AnyUnread() const;
+  // Something is not accounted for yet: unread records, a dead or leaving worker, a retired ring.
+  bool Pending() const;
+
+  // Any thread.
+  std::vector<RingStats> Rings() const;
+  // Per worker id: live workers and the departed ones the host still remembers.
+  std::vector<WorkerInfo> Workers() const;
+  bool Knows(const std::string& worker_id) const;
+  void WriteControl(const std::string& worker_id, const ControlState& state);
+  uint64_t quarantined() const;
+  void QuarantinedByReason(uint64_t out[shm::kQuarantineReasonCount]) const;
+  uint64_t terminated() const;
+  shm::RegistryHeader* header() const { return header_; }
+  uint64_t seen_epoch() const { return seen_epoch_; }
+
+ private:
+  struct Ring;
+  struct Worker {
+    uint32_t slot = 0;
+    uint64_t generation = 0;
+    std::string id;
+    pid_t pid = 0;
+    std::string pid_str;
+    uint64_t start_time = 0;
+    int pidfd = -1;
+    bool alive = true;
+    bool leaving = false;  // the Worker object was destroyed (graceful)
+    std::vector<Ring*> rings;
+  };
+  struct Ring {
+    uint32_t slot = 0;
+    uint64_t generation = 0;
+    shm::Segment segment;
+    std::optional<shm::RingReader> reader;
+    Worker* worker = nullptr;
+    bool retired = false;
+    bool quarantine_reported = false;
+    // The reader's host-side counts as other threads may read them (the poll thread stores
+    // after every batch; the reader's own Tally is the poll thread's).
+    HostSideMirror counts;
+  };
+
+  ShmSource(const HostOptions& options, Delivery& delivery, Hooks hooks);
+  void AddWorker(uint32_t index, shm::WorkerSlot* s);
+  void AddRing(uint32_t index, shm::RingSlot* s);
+  size_t DrainRing(Ring* r);
+  void ReportQuarantine(Ring* r);
+  // liveness.cc
+  void CheckLiveness();
+  void ReclaimWorker(Worker* w);
+  void ReclaimRing(Ring* r);
+  void EmitTerminated(const Worker& w, bool planned);
+  RingStats StatsOf(const Ring& r) const;
+  void CleanStale();
+
+  const HostOptions& opt_;
+  Delivery& delivery_;
+  Hooks hooks_;
+  shm::Segment registry_;
+  shm::RegistryHeader* header_ = nullptr;
+  uint64_t seen_epoch_ = ~uint64_t{0};
+  shm::RecordBatch batch_;  // poll thread: the copy of the ring being drained
+  FoldContext ctx_;         // poll thread: the context of the ring being drained
+
+  mutable std::mutex mu_;
+  std::map<uint32_t, std::unique_ptr<Worker>> workers_;  // by worker slot; GUARDED_BY(mu_)
+  std::map<uint32_t, std::unique_ptr<Ring>> rings_;      // by ring slot; GUARDED_BY(mu_)
+  std::vector<Ring*> drain_order_;                       // GUARDED_BY(mu_)
+  std::deque<RingStats> history_;                        // reclaimed rings; GUARDED_BY(mu_)
+  std::map<std::string, WorkerInfo> departed_;  // by id: totals of what is reclaimed; GUARDED_BY(mu_)
+  std::set<std::string> seen_ids_;                       // GUARDED_BY(mu_)
+
+  std::atomic<uint64_t> quarantined_{0}, terminated_{0};
+  std::atomic<uint64_t> quarantined_by_reason_[shm::kQuarantineReasonCount] = {};
+};
+
+}  // namespace pitlane::internal

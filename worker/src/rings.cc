@@ -1,0 +1,410 @@
+// The shared-memory lane of a worker: attaching to the namespace's registry, one ring per
+// emitting thread (created on its first emit, retired when it exits), control-block polling,
+// the ringless fallback, and what fork() does to all of it.
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <new>
+
+#include "pitlane/defaults.h"
+#include "worker_impl.h"
+
+namespace pitlane {
+
+using internal::ThreadRing;
+using internal::kMaxWorkersPerProcess;
+
+namespace {
+
+// Per thread, per Worker (by process-local index): the thread's ring, valid while `instance`
+// equals the owning Worker's instance number.
+struct TlsEntry {
+  uint64_t instance = 0;
+  ThreadRing* ring = nullptr;
+  uint64_t denied_at_retire_count = ~uint64_t{0};  // ring cap reached at this retire count
+};
+thread_local TlsEntry t_rings[kMaxWorkersPerProcess];
+
+std::mutex g_mu;  // guards g_workers; lock order: g_mu before Impl::mu
+Worker::Impl* g_workers[kMaxWorkersPerProcess] = {};
+uint64_t g_next_instance = 1;
+
+// Retires the exiting thread's rings of every live Worker.
+struct ThreadExitHook {
+  bool armed = false;
+  ~ThreadExitHook() {
+    std::lock_guard<std::mutex> lock(g_mu);
+    for (uint32_t i = 0; i < kMaxWorkersPerProcess; ++i) {
+      TlsEntry& t = t_rings[i];
+      Worker::Impl* w = g_workers[i];
+      if (t.ring != nullptr && w != nullptr && w->instance == t.instance) {
+        std::lock_guard<std::mutex> l(w->mu);
+        w->RetireLocked(t.ring);
+      }
+      t = TlsEntry();
+    }
+  }
+};
+thread_local ThreadExitHook t_exit_hook;
+
+void AtforkPrepare() {
+  g_mu.lock();
+  for (Worker::Impl* w : g_workers) {
+    if (w) w->mu.lock();
+  }
+}
+void AtforkParent() {
+  for (Worker::Impl* w : g_workers) {
+    if (w) w->mu.unlock();
+  }
+  g_mu.unlock();
+}
+void AtforkChild() {
+  for (Worker::Impl* w : g_workers) {
+    if (w) {
+      w->mu.unlock();
+      w->ForgetParentInChild();
+    }
+  }
+  for (TlsEntry& t : t_rings) t = TlsEntry();
+  g_mu.unlock();
+}
+
+}  // namespace
+
+// ── the emit lane ─────────────────────────────────────────────────────────────────────────────
+
+EmitResult internal::RingLane::Admit(Worker::Impl& w, EventHandle ev) noexcept {
+  TlsEntry& t = t_rings[w.tls_index];
+  ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
+  if (r == nullptr) [[unlikely]] {
+    r = w.AcquireRing();
+    if (r == nullptr) return w.EmitUnringed(ev);
+  }
+  const uint64_t version = r->control_version->load(std::memory_order_relaxed);
+  if (version != r->seen_version) [[unlikely]] {
+    r = w.OnControlChange(r, version);
+    if (r == nullptr) return w.EmitUnringed(ev);
+  }
+  shm::WorkerCounters& c = r->writer.counters();
+  shm::RingWriter::Bump(c.emitted);
+  const EmitResult gated = internal::Decide(r->gate, ev);
+  if (gated != EmitResult::kOk) [[unlikely]] {
+    shm::RingWriter::Bump(OutcomeCounter(c, gated));
+    return gated;
+  }
+  ring = r;
+  return EmitResult::kOk;
+}
+
+uint8_t* internal::RingLane::Reserve(Worker::Impl&, size_t size, EmitResult* drop) noexcept {
+  shm::RingWriter::Reserve why = shm::RingWriter::Reserve::kTooLarge;
+  uint8_t* at = size != 0 && size < 0xFFFFFFF0u
+                    ? ring->writer.TryReserve(static_cast<uint32_t>(size), &why)
+                    : nullptr;
+  if (at == nullptr) [[unlikely]] {
+    *drop = why == shm::RingWriter::Reserve::kFull ? EmitResult::kDroppedFull
+                                                    : EmitResult::kDroppedTooLarge;
+    shm::RingWriter::Bump(OutcomeCounter(ring->writer.counters(), *drop));
+  }
+  return at;
+}
+
+void internal::RingLane::Commit(Worker::Impl& w) noexcept {
+  ring->writer.Commit();
+  // One FUTEX_WAKE if the host flagged itself asleep.
+  if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
+          std::memory_order_relaxed) != 0) [[unlikely]] {
+    w.WakeHost();
+  }
+}
+
+// Emit path for a thread without a ring: the same gate, counted in process memory.
+EmitResult Worker::Impl::EmitUnringed(EventHandle ev) noexcept {
+  unringed.emitted.fetch_add(1, std::memory_order_relaxed);
+  const EmitResult gated = internal::Decide(gates.current(), ev);
+  const EmitResult outcome = gated == EmitResult::kOk ? EmitResult::kDroppedNoRing : gated;
+  unringed.CountOutcome(outcome);
+  return outcome;
+}
+
+// ── rings ────────────────────────────────────────────────────────────────────────────────────
+
+// Slow path: the thread has no ring (first emit, after fork, after a quarantine).
+ThreadRing* Worker::Impl::AcquireRing() noexcept {
+  try {
+    if (forked) ReattachAfterFork();
+    if (!attached.load(std::memory_order_acquire)) return nullptr;
+    TlsEntry& t = t_rings[tls_index];
+    if (t.instance == instance && t.ring == nullptr &&
+        t.denied_at_retire_count == retire_count.load(std::memory_order_relaxed)) {
+      return nullptr;  // still over the ring cap
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    ThreadRing* r = CreateRingLocked();
+    t.instance = instance;
+    t.ring = r;
+    t.denied_at_retire_count = r ? ~uint64_t{0} : retire_count.load(std::memory_order_relaxed);
+    if (r) ArmThreadExit();
+    return r;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// REQUIRES: mu held.
+ThreadRing* Worker::Impl::CreateRingLocked() {
+  if (rings.size() >= max_rings || !attached.load(std::memory_order_relaxed)) return nullptr;
+  const auto worker_slot = static_cast<uint32_t>(
+      (reinterpret_cast<char*>(slot) - static_cast<char*>(registry.base()) -
+       sizeof(shm::RegistryHeader)) /
+      shm::kWorkerSlotBytes);
+  const int32_t ring_slot = shm::ClaimRingSlot(registry, worker_slot);
+  if (ring_slot < 0) return nullptr;
+  const std::string name = shm::RingName(ns, pid, static_cast<uint32_t>(ring_slot));
+  const size_t bytes = shm::RingSegmentBytes(ring_bytes);
+  Result<shm::Segment> seg = shm::Segment::Create(name, bytes, /*populate=*/true);
+  if (!seg.ok() && seg.status().code() == StatusCode::kAlreadyExists) {
+    // Left by a dead process that had our pid: it is stale by construction.
+    shm::Segment::Unlink(name);
+    seg = shm::Segment::Create(name, bytes, /*populate=*/true);
+  }
+  if (!seg.ok()) {
+    shm::RingSlotAt(registry.base(), static_cast<uint32_t>(ring_slot))
+        ->state.store(shm::kSlotFree, std::memory_order_release);
+    return nullptr;
+  }
+  shm::RingInit init;
+  init.data_bytes = ring_bytes;
+  init.ring_slot = static_cast<uint32_t>(ring_slot);
+  init.worker_slot = worker_slot;
+  init.pid = pid;
+  init.start_time = start_time;
+  init.generation = slot->generation;
+  init.worker_id = id;
+  init.initial_position = initial_position;
+  shm::InitRing(seg->base(), init);
+  auto r = std::make_unique<ThreadRing>();
+  r->segment = std::move(seg).value();
+  r->writer = shm::RingWriter(r->segment.base());
+  r->ring_slot = static_cast<uint32_t>(ring_slot);
+  r->control_version = &slot->control.version;
+  const internal::Gate* g = gates.current();
+  r->gate = g;
+  r->seen_version = g->version;
+  r->quarantine_epoch_seen = g->quarantine_epoch;
+  shm::PublishRingSlot(registry, static_cast<uint32_t>(ring_slot), name, init.generation);
+  rings.push_back(std::move(r));
+  return rings.back().get();
+}
+
+// The control block changed since this ring last looked. Returns the ring to use: the same, or
+// a fresh one when the host quarantined it.
+ThreadRing* Worker::Impl::OnControlChange(ThreadRing* r, uint64_t version) noexcept {
+  // The host is mid-write: keep the current gate and look again at the next emit, rather than
+  // wait inside the emit path.
+  if (version & 1) return r;
+  try {
+    std::lock_guard<std::mutex> lock(mu);
+    PollControlLocked();
+    const internal::Gate* g = gates.current();
+    r->gate = g;
+    r->seen_version = version;
+    if (g->quarantine_epoch != r->quarantine_epoch_seen) {
+      r->quarantine_epoch_seen = g->quarantine_epoch;
+      // Acquire pairs with the host's release of its counters (shm_layout.h: HostCounters).
+      if (r->writer.header()->host.quarantined.load(std::memory_order_acquire) != 0) {
+        RetireLocked(r);
+        ThreadRing* fresh = CreateRingLocked();
+        t_rings[tls_index].ring = fresh;
+        return fresh;
+      }
+    }
+    return r;
+  } catch (...) {
+    return r;
+  }
+}
+
+// REQUIRES: mu held. Installs the control block's state when its version moved on.
+void Worker::Impl::PollControlLocked() {
+  // Acquire pairs with the host's release store of the even version in shm::WriteControl.
+  const uint64_t v = slot->control.version.load(std::memory_order_acquire);
+  if (v == gates.current()->version) return;
+  ControlState s;
+  uint64_t read_version = 0, qe = 0;
+  if (shm::ReadControl(&slot->control, &s, &read_version, &qe)) {
+    gates.Install(s, *catalog, read_version, qe);
+  }
+}
+
+// REQUIRES: mu held. Publishes the ring's last state and hands it to the host.
+void Worker::Impl::RetireLocked(ThreadRing* r) {
+  retired += ReadRing(r->writer.counters(), Tally());
+  // Release pairs with the host's acquire load of `retired`: no write follows.
+  r->writer.header()->worker.retired.store(1, std::memory_order_release);
+  shm::RetireRingSlot(registry, r->ring_slot);
+  rings.erase(std::find_if(rings.begin(), rings.end(),
+                           [r](const std::unique_ptr<ThreadRing>& p) { return p.get() == r; }));
+  retire_count.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ── attaching ────────────────────────────────────────────────────────────────────────────────
+
+bool Worker::Impl::TryAttach() {
+  Result<shm::Segment> reg = shm::OpenRegistry(ns);
+  std::lock_guard<std::mutex> lock(mu);
+  if (attached.load(std::memory_order_relaxed)) return true;
+  if (!reg.ok()) {
+    attach_error = reg.status();
+    return false;
+  }
+  const int32_t index = shm::ClaimWorkerSlot(*reg, pid, start_time, id);
+  if (index < 0) {
+    attach_error = ResourceExhausted("namespace \"" + ns + "\" has no free worker slot (at most " +
+                                     std::to_string(shm::kMaxWorkers) + " workers)");
+    return false;
+  }
+  attach_error = Status::Ok();
+  registry = std::move(reg).value();
+  slot = shm::WorkerSlotAt(registry.base(), static_cast<uint32_t>(index));
+  use_ids = shm::Header(registry)->catalog_hash == catalog->hash();
+  registry_header.store(shm::Header(registry), std::memory_order_release);
+  attached.store(true, std::memory_order_release);
+  return true;
+}
+
+// REQUIRES: mu held.
+void Worker::Impl::MirrorUnringed() {
+  if (slot != nullptr) StoreUnringed(unringed.Load(), &slot->unringed);
+}
+
+void Worker::Impl::StartBackground() {
+  bg_stop = false;
+  auto main = [](void* arg) -> void* {
+    auto* self = static_cast<Impl*>(arg);
+    std::unique_lock<std::mutex> lock(self->bg_mu);
+    while (!self->bg_stop) {
+      lock.unlock();
+      if (!self->attached.load(std::memory_order_acquire)) {
+        self->TryAttach();
+      } else {
+        std::lock_guard<std::mutex> l(self->mu);
+        self->MirrorUnringed();
+        // Threads without a ring see control updates through here (ring threads on emit).
+        self->PollControlLocked();
+      }
+      lock.lock();
+      self->bg_cv.wait_for(lock, std::chrono::milliseconds(50), [self] { return self->bg_stop; });
+    }
+    return nullptr;
+  };
+  bg_running = pthread_create(&bg, nullptr, main, this) == 0;
+}
+
+void Worker::Impl::StopBackground() {
+  if (!bg_running) return;
+  {
+    std::lock_guard<std::mutex> lock(bg_mu);
+    bg_stop = true;
+  }
+  bg_cv.notify_all();
+  pthread_join(bg, nullptr);
+  bg_running = false;
+}
+
+void Worker::Impl::WakeHost() noexcept {
+  shm::RegistryHeader* h = registry_header.load(std::memory_order_relaxed);
+  if (h->host_sleeping.exchange(0, std::memory_order_acq_rel) == 1) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&h->host_sleeping), FUTEX_WAKE, 1, nullptr,
+            nullptr, 0);
+  }
+}
+
+// ── fork ─────────────────────────────────────────────────────────────────────────────────────
+
+// Called in the child of fork() (single-threaded): forget the parent's rings and slot.
+void Worker::Impl::ForgetParentInChild() {
+  if (rqueue) {
+    // The transport's threads and connection belong to the parent: never touch them (not even
+    // to destroy them) in the child, whose events are counted as dropped_no_ring.
+    (void)rtransport.release();
+    remote_orphaned.store(true, std::memory_order_relaxed);
+    rqueue->counters.Reset();
+    return;
+  }
+  for (auto& r : rings) r.reset();  // unmaps; never retires: the parent still writes them
+  rings.clear();
+  attached.store(false, std::memory_order_relaxed);
+  registry_header.store(nullptr, std::memory_order_relaxed);
+  slot = nullptr;
+  registry = shm::Segment();
+  bg_running = false;  // the thread does not exist in the child
+  // The parent's background thread may have been waiting on bg_cv (or holding bg_mu) at
+  // fork(): the child's copies carry the state of a thread that does not exist here, and
+  // destroying or notifying bg_cv would wait for that waiter forever. Re-create both in place;
+  // the copies are never destroyed.
+  new (&bg_mu) std::mutex();
+  new (&bg_cv) std::condition_variable();
+  bg_stop = false;
+  forked = true;
+  retired = Tally();
+  unringed.Reset();
+}
+
+void Worker::Impl::ReattachAfterFork() {
+  std::unique_lock<std::mutex> lock(mu);
+  if (!forked) return;
+  forked = false;
+  pid = getpid();
+  start_time = shm::ProcessStartTime(pid);
+  id = explicit_id.empty() ? defaults::Hostname() + "-" + std::to_string(pid)
+                           : explicit_id + "-" + std::to_string(pid);
+  lock.unlock();
+  TryAttach();
+  StartBackground();
+}
+
+// ── process-wide registration ────────────────────────────────────────────────────────────────
+
+void Worker::Impl::ArmThreadExit() { t_exit_hook.armed = true; }
+
+Status Worker::Impl::Register() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  static std::once_flag atfork_once;
+  std::call_once(atfork_once, [] { pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild); });
+  for (uint32_t i = 0; i < kMaxWorkersPerProcess; ++i) {
+    if (g_workers[i] == nullptr) {
+      tls_index = i;
+      instance = g_next_instance++;
+      g_workers[i] = this;
+      return Status::Ok();
+    }
+  }
+  return ResourceExhausted("at most " + std::to_string(kMaxWorkersPerProcess) +
+                           " pitlane::Worker objects may live in one process");
+}
+
+void Worker::Impl::Unregister() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_workers[tls_index] == this) g_workers[tls_index] = nullptr;
+}
+
+// Retires every ring and hands the slot back (the host drains, reclaims and emits the
+// worker's terminated event).
+void Worker::Impl::Leave() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_workers[tls_index] == this) g_workers[tls_index] = nullptr;
+  std::lock_guard<std::mutex> l(mu);
+  while (!rings.empty()) RetireLocked(rings.back().get());
+  if (slot != nullptr) {
+    MirrorUnringed();
+    slot->state.store(shm::kSlotRetired, std::memory_order_release);
+    shm::BumpEpoch(registry);
+  }
+}
+
+}  // namespace pitlane

@@ -1,0 +1,132 @@
+// Worker::Impl: the state of a worker and the two lanes an emit can take.
+//
+//   Emit ─► EmitVia<Lane>: Admit (count emitted, gate) → Prepare record → Reserve → Write → Commit
+//   RingLane  (rings.cc): the thread's own shm ring; threads without one count as ringless
+//   QueueLane (worker.cc): the bounded queue the gRPC transport streams from
+//   the gate and control state (gate.h / gate.cc)
+//
+// Thread safety: `mu` guards the rings, the registry attachment and the installed gates; the
+// emit path reads them lock-free through the atomics and the thread-local ring cache.
+#pragma once
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gate.h"
+#include "pitlane/registry.h"
+#include "pitlane/shm.h"
+#include "pitlane/worker.h"
+#include "remote.h"
+
+namespace pitlane {
+
+namespace internal {
+
+// A thread's ring and what it last saw of the control block.
+struct ThreadRing {
+  shm::Segment segment;
+  shm::RingWriter writer;
+  uint32_t ring_slot = 0;
+  const std::atomic<uint64_t>* control_version = nullptr;
+  uint64_t seen_version = 0;
+  const Gate* gate = nullptr;
+  uint64_t quarantine_epoch_seen = 0;
+};
+
+inline constexpr uint32_t kMaxWorkersPerProcess = 16;
+
+// The two lanes an emit can take. Admit counts the event as emitted and runs the gate (a
+// non-kOk result is the event's outcome, already counted); Reserve returns where to write
+// `size` bytes or counts the drop; Commit publishes.
+struct RingLane {  // rings.cc
+  ThreadRing* ring = nullptr;
+  EmitResult Admit(Worker::Impl& w, EventHandle ev) noexcept;
+  uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
+  void Commit(Worker::Impl& w) noexcept;
+};
+struct QueueLane {  // worker.cc
+  EmitResult Admit(Worker::Impl& w, EventHandle ev) noexcept;
+  uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
+  void Commit(Worker::Impl& w) noexcept;
+};
+
+}  // namespace internal
+
+class Worker::Impl {
+ public:
+  // ── configuration (immutable after Start, except across fork) ──
+  std::string ns;
+  std::string id;
+  std::string explicit_id;  // as configured; empty when the id is the default
+  uint64_t ring_bytes = 0;
+  uint32_t max_rings = 64;
+  uint64_t initial_position = 0;
+  std::shared_ptr<const Catalog> catalog;
+  bool tsc = false;
+  uint64_t instance = 0;
+  uint32_t tls_index = 0;
+  pid_t pid = 0;
+  uint64_t start_time = 0;
+
+  // ── attachment; written under mu, read lock-free through the atomics ──
+  mutable std::mutex mu;
+  shm::Segment registry;
+  std::atomic<bool> attached{false};
+  std::atomic<shm::RegistryHeader*> registry_header{nullptr};
+  shm::WorkerSlot* slot = nullptr;
+  bool use_ids = true;
+  bool forked = false;
+  Status attach_error;  // why the last attach attempt failed (GUARDED_BY(mu))
+
+  internal::GateSet gates;
+
+  std::vector<std::unique_ptr<internal::ThreadRing>> rings;
+  std::atomic<uint64_t> retire_count{0};
+  Tally retired;                  // counts of rings that are gone (GUARDED_BY(mu))
+  EmitCounters unringed;          // events of threads without a ring
+
+  // ── gRPC mode (rqueue set): the queue the transport drains; the transport itself ──
+  std::unique_ptr<internal::RemoteQueue> rqueue;
+  std::unique_ptr<internal::RemoteTransport> rtransport;
+  std::atomic<bool> remote_orphaned{false};  // a forked child: no transport of its own
+
+  // ── background thread (attach, mirror counters, control for ringless threads) ──
+  pthread_t bg{};
+  bool bg_running = false;
+  std::mutex bg_mu;
+  std::condition_variable bg_cv;
+  bool bg_stop = false;
+
+  // rings.cc
+  EmitResult EmitUnringed(EventHandle ev) noexcept;
+  internal::ThreadRing* AcquireRing() noexcept;
+  internal::ThreadRing* CreateRingLocked();
+  internal::ThreadRing* OnControlChange(internal::ThreadRing* r, uint64_t version) noexcept;
+  void RetireLocked(internal::ThreadRing* r);
+  bool TryAttach();
+  void MirrorUnringed();
+  void PollControlLocked();
+  void StartBackground();
+  void StopBackground();
+  void WakeHost() noexcept;
+  void ForgetParentInChild();
+  void ReattachAfterFork();
+  void ArmThreadExit();
+  Status Register();  // takes one of the process's kMaxWorkersPerProcess places
+  void Unregister();
+  void Leave();  // destruction: retire every ring, hand the slot back
+
+  // worker.cc
+  Status StartRemote(const WorkerOptions& o);
+  Tally Counts() const;
+  Status AttachStatus() const;
+};
+
+}  // namespace pitlane
