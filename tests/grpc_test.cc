@@ -23,6 +23,8 @@
 
 #include "pitlane/defaults.h"
 #include "pitlane/host.h"
+#include "pitlane/record.h"
+#include "pitlane/shm.h"
 #include "pitlane/worker.h"
 #include "snakepit_compat.grpc.pb.h"
 #include "telemetry.grpc.pb.h"
@@ -769,6 +771,93 @@ TEST(GrpcAccounting, WorkerCountsReachTheHostUnderTheirOwnReasons) {
       EXPECT_EQ(w.dropped_no_ring, 4u);
     }
   }
+}
+
+}  // namespace
+namespace internal {
+extern const std::string_view kDefaultCatalogText;  // generated from schemas/catalog.txt
+}  // namespace internal
+namespace {
+
+// ── event records ───────────────────────────────────────────────────────────────────────────
+std::string EncodedRecord(const std::string& event, int64_t duration) {
+  const std::shared_ptr<const Catalog> cat = Catalog::Default();
+  const Measurement m[] = {{"duration", duration}};
+  RecordFields f;
+  f.event_id = cat->FindWorkerEvent(event);
+  f.name = event;
+  f.timestamp = shm::UnixNowNs();
+  f.clock = 0;  // Unix nanoseconds
+  f.measurements = m;
+  f.measurement_count = 1;
+  PreparedRecord p;
+  PrepareRecord(f, cat.get(), /*use_ids=*/true, &p);
+  std::string out(p.size, '\0');
+  EncodeRecord(f, p, reinterpret_cast<uint8_t*>(out.data()));
+  return out;
+}
+
+TEST(GrpcRecords, RecordsOfAWorkerWithTheHostsCatalogAreDecodedLikeRingRecords) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  std::atomic<int64_t> duration{0};
+  ASSERT_TRUE(host->Attach("d", "snakepit.python.call.stop", [&](const EventView& e) {
+                    duration = e.measurement("duration")->i;
+                  }).ok());
+  host->RunInBackground();
+  auto ingest = IngestClient(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("raw");
+  m.mutable_hello()->set_catalog_hash(Catalog::Default()->hash());
+  m.add_records(EncodedRecord("python.call.stop", 4242));
+  m.add_records(std::string("\x10\x00\x00\x00PLEVgarbage", 15));
+  EXPECT_TRUE(OneShot(*ingest, m).ok());
+  ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 2; }));
+  EXPECT_EQ(host->Stats().delivered, 1u);
+  EXPECT_EQ(host->Stats().rejected[shm::kRejectMalformed], 1u);
+  EXPECT_EQ(duration.load(), 4242);
+}
+
+TEST(GrpcRecords, RecordsAgainstAnotherCatalogAreRefusedNotMisread) {
+  ScopedNamespace ns;
+  std::vector<std::string> log;
+  std::mutex log_mu;
+  auto host = StartGrpcHost(ns.name(), {}, &log, &log_mu);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto ingest = IngestClient(host->grpc_port());
+  pb::TelemetryUpstream m = Hello("other-catalog");
+  m.mutable_hello()->set_catalog_hash(Catalog::Default()->hash() + 1);
+  m.add_records(EncodedRecord("python.call.stop", 1));
+  EXPECT_TRUE(OneShot(*ingest, m).ok());
+  ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 1; }));
+  EXPECT_EQ(host->Stats().delivered, 0u);
+  EXPECT_EQ(host->Stats().rejected[shm::kRejectMalformed], 1u);
+  std::lock_guard<std::mutex> l(log_mu);
+  EXPECT_TRUE(std::any_of(log.begin(), log.end(), [](const std::string& line) {
+    return line.find("another catalog") != std::string::npos;
+  }));
+}
+
+TEST(GrpcRecords, WorkerOfAnotherCatalogStreamsNamedEventsInstead) {
+  ScopedNamespace ns;
+  // The default catalog plus one event: another hash, the same names for the default events.
+  auto custom = Catalog::Parse(std::string(internal::kDefaultCatalogText) +
+                                   "\nevent python.model.loaded worker none model.loaded\n",
+                               "custom");
+  ASSERT_TRUE(custom.ok()) << custom.status().ToString();
+  HostOptions o;
+  o.catalog = *custom;
+  auto host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  ASSERT_NE(host->catalog().hash(), Catalog::Default()->hash());
+  host->RunInBackground();
+  auto w = StartGrpcWorker(ns.name(), "named", "127.0.0.1:" + std::to_string(host->grpc_port()));
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  for (int i = 0; i < 100; ++i) w->Emit("python.call.stop", {{"duration", i}});
+  ASSERT_TRUE(WaitFor([&] { return host->Stats().delivered == 100; }))
+      << host->Stats().delivered << " delivered, "
+      << host->Stats().rejected[shm::kRejectMalformed] << " malformed";
 }
 
 // ── back-pressure ───────────────────────────────────────────────────────────────────────────

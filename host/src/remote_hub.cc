@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -40,10 +41,12 @@ struct RemoteWorker {
   uint64_t streams_opened = 0;
   std::chrono::steady_clock::time_point lost_at{};
   // Poll thread (under RemoteHub::Impl::mu for readers).
+  uint64_t catalog_hash = 0;  // of the worker's catalog, from its hello (dial-in)
   uint64_t expected = 0;  // next sequence number the host has not seen
   uint64_t lost = 0;      // sent, never received (a broken connection)
   Tally host_side;        // what the host did with what it received
   Tally reported;         // the worker's own counts (pitlane workers report them)
+  bool warned_catalog = false;  // poll thread: logged its records against another catalog
   bool reported_known = false;  // Snakepit's workers report none
   std::atomic<uint64_t> acked{0};  // events with a smaller sequence are folded
 };
@@ -125,6 +128,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   std::string name;
   std::vector<RawMeasurement> raw_m;
   std::vector<RawMeta> raw_md;
+  std::vector<uint64_t> aligned;  // an 8-byte aligned copy of a record, when needed
 
   void Log(const std::string& s) { hooks.log(s); }
 
@@ -238,15 +242,18 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       w->pid = first->hello().pid();
       w->pid_str = std::to_string(w->pid);
       w->node = first->hello().node();
+      w->catalog_hash = first->hello().catalog_hash();
     }
     const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
     std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
-    h->send_control = [stream](const ControlState& s, bool initial) {
+    const uint64_t catalog_hash = catalog->hash();
+    h->send_control = [stream, catalog_hash](const ControlState& s, bool initial) {
       pb::TelemetryControl c[3];
       ControlToMessages(s, c);
       for (int i = 0; i < 3; ++i) {
         pb::TelemetryDownstream d;
         *d.mutable_control() = c[i];
+        if (initial && i == 0) d.set_catalog_hash(catalog_hash);
         d.set_initial_state_complete(initial && i == 2);
         if (!stream->Write(d)) return false;
       }
@@ -259,12 +266,12 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     };
     SendInitialControl(h);
     uint64_t messages = 1;
-    size_t n = static_cast<size_t>(first->events_size());
+    size_t n = static_cast<size_t>(first->events_size() + first->records_size());
     Push(Item{Item::kEvents, w, std::move(first_batch), {}, nullptr, true}, n);
     auto next = std::make_unique<Item::ArenaBatch>();
     while (!stopping.load() && stream->Read(next->msg)) {
       ++messages;
-      n = static_cast<size_t>(next->msg->events_size());
+      n = static_cast<size_t>(next->msg->events_size() + next->msg->records_size());
       Push(Item{Item::kEvents, w, std::move(next), {}, nullptr, true}, n);
       next = std::make_unique<Item::ArenaBatch>();
     }
@@ -450,6 +457,31 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     delivery.Deliver(raw, ctx, t);
   }
 
+  // A pitlane worker's record: the same verified decoder as a ring record. Catalog ids in it
+  // are the worker's; they mean the same here only when its catalog is ours (a worker sends
+  // records only then: a record from a worker with another catalog is refused as malformed).
+  void DeliverRecord(RemoteWorker& w, const std::string& record, const FoldContext& ctx,
+                     Delivery& delivery, Tally* t) {
+    if (w.catalog_hash != catalog->hash()) {
+      if (!w.warned_catalog) {
+        w.warned_catalog = true;
+        hooks.log("worker " + w.id + " sent event records against another catalog (hash " +
+                  std::to_string(w.catalog_hash) + ", this host's " +
+                  std::to_string(catalog->hash()) + "); rejecting them as malformed");
+      }
+      delivery.Reject(shm::kRejectMalformed, 1, t);
+      return;
+    }
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(record.data());
+    if ((reinterpret_cast<uintptr_t>(p) & 7) != 0) {
+      // The decoder reads 8-byte values in place: give it an aligned copy.
+      aligned.assign((record.size() + 7) / 8, 0);
+      std::memcpy(aligned.data(), record.data(), record.size());
+      p = reinterpret_cast<const uint8_t*>(aligned.data());
+    }
+    delivery.DeliverRecord(p, static_cast<uint32_t>(record.size()), ctx, t);
+  }
+
   void Transition(const Item& it, Delivery& delivery) {
     RemoteWorker& w = *it.worker;
     const std::string dir(DirectionName(w.direction));
@@ -505,15 +537,19 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       if (it.batch) {
         const pb::TelemetryUpstream& b = *it.batch->msg;
         const uint64_t seq = b.first_sequence();
+        const int count = b.events_size() + b.records_size();  // one or the other
         int skip = 0;
         if (seq < w.expected) {
           // Re-sent after a reconnect: the host has seen these.
-          skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, b.events_size()));
+          skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, count));
         } else if (seq > w.expected) {
           lost = seq - w.expected;  // sent, never received (a broken connection)
         }
         for (int i = skip; i < b.events_size(); ++i) DeliverOne(b.events(i), ctx, delivery, &t);
-        w.expected = std::max<uint64_t>(w.expected, seq + b.events_size());
+        for (int i = skip; i < b.records_size(); ++i) {
+          DeliverRecord(w, b.records(i), ctx, delivery, &t);
+        }
+        w.expected = std::max<uint64_t>(w.expected, seq + count);
         if (b.has_counters()) counters = &b.counters();
       } else {
         for (const auto& e : it.events) DeliverOne(e, ctx, delivery, &t);

@@ -323,6 +323,8 @@ class GrpcTransport final : public RemoteTransport {
         stream = ingest_->StreamTelemetry(&ctx);
 
     std::atomic<bool> reader_done{false};
+    std::atomic<bool> initial_state{false};
+    std::atomic<uint64_t> host_catalog_hash{0};
     std::thread reader([&] {
       pb::TelemetryDownstream msg;
       ControlState pending;
@@ -347,7 +349,11 @@ class GrpcTransport final : public RemoteTransport {
             unacked_.pop_front();
           }
         }
-        if (msg.initial_state_complete()) dial_connected_.store(true, std::memory_order_release);
+        if (msg.catalog_hash() != 0) host_catalog_hash.store(msg.catalog_hash());
+        if (msg.initial_state_complete()) {
+          initial_state.store(true);
+          dial_connected_.store(true, std::memory_order_release);
+        }
       }
       reader_done.store(true);
     });
@@ -363,14 +369,31 @@ class GrpcTransport final : public RemoteTransport {
       FillCounters(cfg_.queue->counters, hello.mutable_counters());
       ok = stream->Write(hello);
     }
-    // Re-send what the previous stream sent but the host never acknowledged.
+    // The host answers the hello with its control state and catalog hash. Records go up as
+    // they are (the bytes a ring would hold) when both ends run the same catalog, so their
+    // catalog ids mean the same; otherwise as protobuf events, which carry names.
+    const auto answer_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ok && !initial_state.load() && !reader_done.load() &&
+           std::chrono::steady_clock::now() < answer_by) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    const bool raw = host_catalog_hash.load() == cfg_.catalog->hash();
+    // Re-send what the previous stream sent but the host never acknowledged (in the form this
+    // host reads).
     if (ok) {
       std::vector<Sent> again;
       {
         std::lock_guard<std::mutex> lock(ack_mu_);
         again.assign(unacked_.begin(), unacked_.end());
       }
-      for (const Sent& m : again) {
+      for (Sent& m : again) {
+        if (!raw && m.msg->records_size() > 0) {
+          for (const std::string& r : m.msg->records()) {
+            RecordToProto(reinterpret_cast<const uint8_t*>(r.data()),
+                          static_cast<uint32_t>(r.size()), *cfg_.catalog, m.msg->add_events());
+          }
+          m.msg->clear_records();
+        }
         if (!(ok = stream->Write(*m.msg))) break;
       }
     }
@@ -405,10 +428,18 @@ class GrpcTransport final : public RemoteTransport {
       s.arena = std::make_shared<google::protobuf::Arena>();
       s.msg = google::protobuf::Arena::CreateMessage<pb::TelemetryUpstream>(s.arena.get());
       s.msg->set_first_sequence(next_sequence_);
-      s.msg->mutable_events()->Reserve(static_cast<int>(n));
-      for (size_t i = 0; i < n; ++i) {
-        RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
-                      s.msg->add_events());
+      if (raw) {
+        s.msg->mutable_records()->Reserve(static_cast<int>(n));
+        for (size_t i = 0; i < n; ++i) {
+          s.msg->add_records(reinterpret_cast<const char*>(data.data() + recs[i].first),
+                             recs[i].second);
+        }
+      } else {
+        s.msg->mutable_events()->Reserve(static_cast<int>(n));
+        for (size_t i = 0; i < n; ++i) {
+          RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
+                        s.msg->add_events());
+        }
       }
       next_sequence_ += n;
       cfg_.queue->counters.published.fetch_add(n, std::memory_order_relaxed);
