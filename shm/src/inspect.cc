@@ -108,28 +108,14 @@ void ReadInspectedRing(const Segment& seg, InspectedRing* r) {
   r->alive = ProcessAlive(static_cast<pid_t>(r->pid), r->start_time);
 }
 
-}  // namespace
-
-InspectedRegistry InspectRegistry(const std::string& ns, bool read_rings) {
-  InspectedRegistry out;
-  const std::string name = RegistryName(ns);
-  Result<Segment> seg = Segment::Open(name, 0, /*writable=*/false);
-  if (!seg.ok()) {
-    out.error = seg.status().code() == StatusCode::kNotFound
-                    ? "no pitlane namespace \"" + ns + "\": segment " + name + " does not exist"
-                    : seg.status().ToString();
-    return out;
-  }
-  if (seg->size() < kRegistryBytes) {
-    out.error = "segment " + name + " is " + std::to_string(seg->size()) +
-                " bytes, smaller than a registry (" + std::to_string(kRegistryBytes) +
-                "): not a pitlane registry, or still being created";
-    return out;
-  }
-  void* base = seg->base();
+// Copies the registry's slots out of `seg` under the guard into plain memory allocated before
+// it (a SIGBUS must not leave an object half-built), then turns them into rows. Returns an
+// error message, or "".
+std::string CopyRegistry(const Segment& seg, const std::string& name,
+                         InspectedRegistry* into) {
+  InspectedRegistry& out = *into;
+  void* base = seg.base();
   const auto* h = static_cast<const RegistryHeader*>(base);
-  // Copied out under the guard into plain memory allocated before it (a SIGBUS must not leave
-  // an object half-built), then turned into rows.
   struct RawWorker {
     uint32_t state, pid;
     uint64_t start_time;
@@ -168,17 +154,14 @@ InspectedRegistry InspectRegistry(const std::string& ns, bool read_rings) {
     }
   });
   if (!ok) {
-    out.error = "segment " + name + " was truncated while being read (SIGBUS)";
-    return out;
+    return "segment " + name + " was truncated while being read (SIGBUS)";
   }
   if (magic != kRegistryMagic) {
-    out.error = "segment " + name + " is not a pitlane registry (bad magic; maybe still being created)";
-    return out;
+    return "segment " + name + " is not a pitlane registry (bad magic; maybe still being created)";
   }
   if (version != kLayoutVersion) {
-    out.error = "segment " + name + " has layout version " + std::to_string(version) +
-                ", this build reads version " + std::to_string(kLayoutVersion);
-    return out;
+    return "segment " + name + " has layout version " + std::to_string(version) +
+           ", this build reads version " + std::to_string(kLayoutVersion);
   }
   for (uint32_t i = 0; i < kMaxWorkers; ++i) {
     const RawWorker& w = raw_workers[i];
@@ -193,6 +176,33 @@ InspectedRegistry InspectRegistry(const std::string& ns, bool read_rings) {
     out.rings.back().slot = i;
     out.rings.back().registry_retired = r.state == kSlotRetired;
     out.rings.back().segment = Bounded(r.name, kSegmentNameBytes);
+  }
+  return {};
+}
+
+}  // namespace
+
+InspectedRegistry InspectRegistry(const std::string& ns, bool read_rings) {
+  InspectedRegistry out;
+  const std::string name = RegistryName(ns);
+  Result<Segment> seg = Segment::Open(name, 0, /*writable=*/false);
+  if (!seg.ok()) {
+    out.error = seg.status().code() == StatusCode::kNotFound
+                    ? "no pitlane namespace \"" + ns + "\": segment " + name + " does not exist"
+                    : seg.status().ToString();
+    return out;
+  }
+  if (seg->size() < kRegistryBytes) {
+    out.error = "segment " + name + " is " + std::to_string(seg->size()) +
+                " bytes, smaller than a registry (" + std::to_string(kRegistryBytes) +
+                "): not a pitlane registry, or still being created";
+    return out;
+  }
+  out.error = CopyRegistry(*seg, name, &out);
+  if (!out.error.empty()) {
+    out.workers.clear();
+    out.rings.clear();
+    return out;
   }
   out.host_alive =
       out.host_pid != 0 && ProcessAlive(static_cast<pid_t>(out.host_pid), out.host_start_time);

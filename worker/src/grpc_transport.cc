@@ -314,94 +314,129 @@ class GrpcTransport final : public RemoteTransport {
     return cfg_.queue->Empty() && unacked_.empty();
   }
 
+  using Stream = grpc::ClientReaderWriter<pb::TelemetryUpstream, pb::TelemetryDownstream>;
+
+  // What the reader thread of one stream learned, for the writer.
+  struct StreamState {
+    std::atomic<bool> reader_done{false};
+    std::atomic<bool> initial_state{false};  // the host's full control state arrived
+    std::atomic<uint64_t> host_catalog_hash{0};
+  };
+
+  // The reader thread: control updates, acks, the host's catalog hash.
+  void ReadDownstream(Stream& stream, StreamState& st) {
+    pb::TelemetryDownstream msg;
+    while (stream.Read(&msg)) {
+      if (msg.has_control()) {
+        std::lock_guard<std::mutex> lock(control_mu_);
+        if (Status s = ApplyControlMessage(msg.control(), &control_); s.ok()) {
+          cfg_.apply_control(control_);
+        } else {
+          cfg_.log("ignored a control message from the host: " + s.message());
+        }
+      }
+      if (msg.acked_sequence() != 0) {
+        std::lock_guard<std::mutex> lock(ack_mu_);
+        acked_ = std::max<uint64_t>(acked_, msg.acked_sequence());
+        while (!unacked_.empty() && unacked_.front().first + unacked_.front().count <= acked_) {
+          unacked_events_ -= unacked_.front().count;
+          unacked_.pop_front();
+        }
+      }
+      if (msg.catalog_hash() != 0) st.host_catalog_hash.store(msg.catalog_hash());
+      if (msg.initial_state_complete()) {
+        st.initial_state.store(true);
+        dial_connected_.store(true, std::memory_order_release);
+      }
+    }
+    st.reader_done.store(true);
+  }
+
+  bool SendHello(Stream& stream) {
+    pb::TelemetryUpstream hello;
+    pb::WorkerHello* h = hello.mutable_hello();
+    h->set_worker_id(cfg_.worker_id);
+    h->set_pid(cfg_.pid);
+    h->set_node(cfg_.node);
+    h->set_catalog_hash(cfg_.catalog->hash());
+    FillCounters(cfg_.queue->counters, hello.mutable_counters());
+    return stream.Write(hello);
+  }
+
+  // Re-sends what the previous stream sent but the host never acknowledged, in the form this
+  // host reads.
+  bool Resend(Stream& stream, bool raw) {
+    std::vector<Sent> again;
+    {
+      std::lock_guard<std::mutex> lock(ack_mu_);
+      again.assign(unacked_.begin(), unacked_.end());
+    }
+    for (Sent& m : again) {
+      if (!raw && m.msg->records_size() > 0) {
+        for (const std::string& r : m.msg->records()) {
+          RecordToProto(reinterpret_cast<const uint8_t*>(r.data()),
+                        static_cast<uint32_t>(r.size()), *cfg_.catalog, m.msg->add_events());
+        }
+        m.msg->clear_records();
+      }
+      if (!stream.Write(*m.msg)) return false;
+    }
+    return true;
+  }
+
+  // The next batch message: `n` records popped from the queue, as records or as events.
+  Sent MakeBatch(const std::vector<uint8_t>& data,
+                 const std::vector<std::pair<uint32_t, uint32_t>>& recs, size_t n, bool raw) {
+    Sent s;
+    s.first = next_sequence_;
+    s.count = n;
+    s.arena = std::make_shared<google::protobuf::Arena>();
+    s.msg = google::protobuf::Arena::CreateMessage<pb::TelemetryUpstream>(s.arena.get());
+    s.msg->set_first_sequence(next_sequence_);
+    if (raw) {
+      s.msg->mutable_records()->Reserve(static_cast<int>(n));
+      for (size_t i = 0; i < n; ++i) {
+        s.msg->add_records(reinterpret_cast<const char*>(data.data() + recs[i].first),
+                           recs[i].second);
+      }
+    } else {
+      s.msg->mutable_events()->Reserve(static_cast<int>(n));
+      for (size_t i = 0; i < n; ++i) {
+        RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
+                      s.msg->add_events());
+      }
+    }
+    next_sequence_ += n;
+    cfg_.queue->counters.published.fetch_add(n, std::memory_order_relaxed);
+    FillCounters(cfg_.queue->counters, s.msg->mutable_counters());
+    return s;
+  }
+
   // One stream's lifetime. Returns its final status.
   grpc::Status RunStream() {
     std::unique_lock<std::mutex> consumer(consumer_mu_);
     grpc::ClientContext ctx;
     if (!cfg_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg_.token);
-    std::unique_ptr<grpc::ClientReaderWriter<pb::TelemetryUpstream, pb::TelemetryDownstream>>
-        stream = ingest_->StreamTelemetry(&ctx);
+    std::unique_ptr<Stream> stream = ingest_->StreamTelemetry(&ctx);
+    StreamState st;
+    std::thread reader([&] { ReadDownstream(*stream, st); });
 
-    std::atomic<bool> reader_done{false};
-    std::atomic<bool> initial_state{false};
-    std::atomic<uint64_t> host_catalog_hash{0};
-    std::thread reader([&] {
-      pb::TelemetryDownstream msg;
-      ControlState pending;
-      {
-        std::lock_guard<std::mutex> lock(control_mu_);
-        pending = control_;
-      }
-      while (stream->Read(&msg)) {
-        if (msg.has_control()) {
-          std::lock_guard<std::mutex> lock(control_mu_);
-          if (Status s = ApplyControlMessage(msg.control(), &control_); s.ok()) {
-            cfg_.apply_control(control_);
-          } else {
-            cfg_.log("ignored a control message from the host: " + s.message());
-          }
-        }
-        if (msg.acked_sequence() != 0) {
-          std::lock_guard<std::mutex> lock(ack_mu_);
-          acked_ = std::max<uint64_t>(acked_, msg.acked_sequence());
-          while (!unacked_.empty() && unacked_.front().first + unacked_.front().count <= acked_) {
-            unacked_events_ -= unacked_.front().count;
-            unacked_.pop_front();
-          }
-        }
-        if (msg.catalog_hash() != 0) host_catalog_hash.store(msg.catalog_hash());
-        if (msg.initial_state_complete()) {
-          initial_state.store(true);
-          dial_connected_.store(true, std::memory_order_release);
-        }
-      }
-      reader_done.store(true);
-    });
-
-    bool ok = true;
-    {
-      pb::TelemetryUpstream hello;
-      pb::WorkerHello* h = hello.mutable_hello();
-      h->set_worker_id(cfg_.worker_id);
-      h->set_pid(cfg_.pid);
-      h->set_node(cfg_.node);
-      h->set_catalog_hash(cfg_.catalog->hash());
-      FillCounters(cfg_.queue->counters, hello.mutable_counters());
-      ok = stream->Write(hello);
-    }
+    bool ok = SendHello(*stream);
     // The host answers the hello with its control state and catalog hash. Records go up as
     // they are (the bytes a ring would hold) when both ends run the same catalog, so their
     // catalog ids mean the same; otherwise as protobuf events, which carry names.
     const auto answer_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (ok && !initial_state.load() && !reader_done.load() &&
+    while (ok && !st.initial_state.load() && !st.reader_done.load() &&
            std::chrono::steady_clock::now() < answer_by) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    const bool raw = host_catalog_hash.load() == cfg_.catalog->hash();
-    // Re-send what the previous stream sent but the host never acknowledged (in the form this
-    // host reads).
-    if (ok) {
-      std::vector<Sent> again;
-      {
-        std::lock_guard<std::mutex> lock(ack_mu_);
-        again.assign(unacked_.begin(), unacked_.end());
-      }
-      for (Sent& m : again) {
-        if (!raw && m.msg->records_size() > 0) {
-          for (const std::string& r : m.msg->records()) {
-            RecordToProto(reinterpret_cast<const uint8_t*>(r.data()),
-                          static_cast<uint32_t>(r.size()), *cfg_.catalog, m.msg->add_events());
-          }
-          m.msg->clear_records();
-        }
-        if (!(ok = stream->Write(*m.msg))) break;
-      }
-    }
+    const bool raw = st.host_catalog_hash.load() == cfg_.catalog->hash();
+    ok = ok && Resend(*stream, raw);
 
     std::vector<uint8_t> data;
     std::vector<std::pair<uint32_t, uint32_t>> recs;
     auto last_write = std::chrono::steady_clock::now();
-    while (ok && !reader_done.load()) {
+    while (ok && !st.reader_done.load()) {
       if (stopping_.load()) {
         if (Drained() || std::chrono::steady_clock::now() > flush_deadline_) break;
       }
@@ -422,28 +457,7 @@ class GrpcTransport final : public RemoteTransport {
       }
       const auto now = std::chrono::steady_clock::now();
       if (n == 0 && now - last_write < kHeartbeat) continue;
-      Sent s;
-      s.first = next_sequence_;
-      s.count = n;
-      s.arena = std::make_shared<google::protobuf::Arena>();
-      s.msg = google::protobuf::Arena::CreateMessage<pb::TelemetryUpstream>(s.arena.get());
-      s.msg->set_first_sequence(next_sequence_);
-      if (raw) {
-        s.msg->mutable_records()->Reserve(static_cast<int>(n));
-        for (size_t i = 0; i < n; ++i) {
-          s.msg->add_records(reinterpret_cast<const char*>(data.data() + recs[i].first),
-                             recs[i].second);
-        }
-      } else {
-        s.msg->mutable_events()->Reserve(static_cast<int>(n));
-        for (size_t i = 0; i < n; ++i) {
-          RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog,
-                        s.msg->add_events());
-        }
-      }
-      next_sequence_ += n;
-      cfg_.queue->counters.published.fetch_add(n, std::memory_order_relaxed);
-      FillCounters(cfg_.queue->counters, s.msg->mutable_counters());
+      Sent s = MakeBatch(data, recs, n, raw);
       if (n > 0) {
         std::lock_guard<std::mutex> lock(ack_mu_);
         unacked_.push_back(s);  // shares the arena; `s` keeps it alive during the write
@@ -452,15 +466,15 @@ class GrpcTransport final : public RemoteTransport {
       ok = stream->Write(*s.msg);
       last_write = now;
     }
-    if (ok && !reader_done.load()) {
+    if (ok && !st.reader_done.load()) {
       stream->WritesDone();
       // Wait briefly for the host to close its side (its last acks arrive on the way).
       const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-      while (!reader_done.load() && std::chrono::steady_clock::now() < until) {
+      while (!st.reader_done.load() && std::chrono::steady_clock::now() < until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     }
-    if (!reader_done.load()) ctx.TryCancel();
+    if (!st.reader_done.load()) ctx.TryCancel();
     reader.join();
     dial_connected_.store(false, std::memory_order_release);
     return stream->Finish();
