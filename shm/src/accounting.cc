@@ -48,19 +48,6 @@ Tally& Tally::operator+=(const Tally& o) {
 
 namespace {
 
-template <class Counters>
-std::atomic<uint64_t>& Outcome(Counters& c, EmitResult r) {
-  switch (r) {
-    case EmitResult::kOk: return c.published;
-    case EmitResult::kDroppedFull: return c.dropped_full;
-    case EmitResult::kDroppedTooLarge: return c.dropped_too_large;
-    case EmitResult::kSuppressedDisabled: return c.suppressed_disabled;
-    case EmitResult::kSuppressedSampled: return c.suppressed_sampled;
-    case EmitResult::kSuppressedFiltered:
-    default: return c.suppressed_filtered;
-  }
-}
-
 uint64_t Load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 // An outcome count read before `emitted`: acquire keeps the later load of `emitted` after it.
 // With the writer's order (emitted, then the outcome) the reading never shows more outcomes
@@ -71,8 +58,17 @@ uint64_t LoadOutcome(const std::atomic<uint64_t>& a) { return a.load(std::memory
 }  // namespace
 
 void EmitCounters::CountOutcome(EmitResult r) noexcept {
-  std::atomic<uint64_t>& c = r == EmitResult::kDroppedNoRing ? dropped_no_ring : Outcome(*this, r);
-  c.fetch_add(1, std::memory_order_relaxed);
+  std::atomic<uint64_t>* c = nullptr;
+  switch (r) {
+    case EmitResult::kOk: c = &published; break;
+    case EmitResult::kDroppedFull: c = &dropped_full; break;
+    case EmitResult::kDroppedTooLarge: c = &dropped_too_large; break;
+    case EmitResult::kDroppedNoRing: c = &dropped_no_ring; break;
+    case EmitResult::kSuppressedDisabled: c = &suppressed_disabled; break;
+    case EmitResult::kSuppressedSampled: c = &suppressed_sampled; break;
+    case EmitResult::kSuppressedFiltered: c = &suppressed_filtered; break;
+  }
+  c->fetch_add(1, std::memory_order_relaxed);
 }
 
 Tally EmitCounters::Load() const {
@@ -111,9 +107,6 @@ Tally HostSideMirror::Load() const {
   return t;
 }
 
-std::atomic<uint64_t>& OutcomeCounter(shm::WorkerCounters& c, EmitResult r) {
-  return Outcome(c, r);
-}
 
 Tally ReadHostCounters(const shm::HostCounters& c) {
   Tally t;

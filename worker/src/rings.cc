@@ -17,16 +17,12 @@ namespace pitlane {
 using internal::ThreadRing;
 using internal::kMaxWorkersPerProcess;
 
-namespace {
+using internal::TlsEntry;
+using internal::t_rings;
 
-// Per thread, per Worker (by process-local index): the thread's ring, valid while `instance`
-// equals the owning Worker's instance number.
-struct TlsEntry {
-  uint64_t instance = 0;
-  ThreadRing* ring = nullptr;
-  uint64_t denied_at_retire_count = ~uint64_t{0};  // ring cap reached at this retire count
-};
-thread_local TlsEntry t_rings[kMaxWorkersPerProcess];
+thread_local constinit TlsEntry internal::t_rings[kMaxWorkersPerProcess];
+
+namespace {
 
 std::mutex g_mu;  // guards g_workers; lock order: g_mu before Impl::mu
 Worker::Impl* g_workers[kMaxWorkersPerProcess] = {};
@@ -74,53 +70,6 @@ void AtforkChild() {
 }
 
 }  // namespace
-
-// ── the emit lane ─────────────────────────────────────────────────────────────────────────────
-
-EmitResult internal::RingLane::Admit(Worker::Impl& w, EventHandle ev) noexcept {
-  TlsEntry& t = t_rings[w.tls_index];
-  ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
-  if (r == nullptr) [[unlikely]] {
-    r = w.AcquireRing();
-    if (r == nullptr) return w.EmitUnringed(ev);
-  }
-  const uint64_t version = r->control_version->load(std::memory_order_relaxed);
-  if (version != r->seen_version) [[unlikely]] {
-    r = w.OnControlChange(r, version);
-    if (r == nullptr) return w.EmitUnringed(ev);
-  }
-  shm::WorkerCounters& c = r->writer.counters();
-  shm::RingWriter::Bump(c.emitted);
-  const EmitResult gated = internal::Decide(r->gate, ev);
-  if (gated != EmitResult::kOk) [[unlikely]] {
-    shm::RingWriter::Bump(OutcomeCounter(c, gated));
-    return gated;
-  }
-  ring = r;
-  return EmitResult::kOk;
-}
-
-uint8_t* internal::RingLane::Reserve(Worker::Impl&, size_t size, EmitResult* drop) noexcept {
-  shm::RingWriter::Reserve why = shm::RingWriter::Reserve::kTooLarge;
-  uint8_t* at = size != 0 && size < 0xFFFFFFF0u
-                    ? ring->writer.TryReserve(static_cast<uint32_t>(size), &why)
-                    : nullptr;
-  if (at == nullptr) [[unlikely]] {
-    *drop = why == shm::RingWriter::Reserve::kFull ? EmitResult::kDroppedFull
-                                                    : EmitResult::kDroppedTooLarge;
-    shm::RingWriter::Bump(OutcomeCounter(ring->writer.counters(), *drop));
-  }
-  return at;
-}
-
-void internal::RingLane::Commit(Worker::Impl& w) noexcept {
-  ring->writer.Commit();
-  // One FUTEX_WAKE if the host flagged itself asleep.
-  if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
-          std::memory_order_relaxed) != 0) [[unlikely]] {
-    w.WakeHost();
-  }
-}
 
 // Emit path for a thread without a ring: the same gate, counted in process memory.
 EmitResult Worker::Impl::EmitUnringed(EventHandle ev) noexcept {

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "pitlane/correlation.h"
 #include "pitlane/defaults.h"
+#include "ring_lane.h"
 #include "worker_impl.h"
 
 namespace pitlane {
@@ -241,11 +242,15 @@ namespace {
 // gRPC lane stamps with CLOCK_REALTIME and always encodes catalog ids: StartRemote sets tsc and
 // use_ids so).
 struct FieldsRecord {
+  FieldsRecord(std::span<const Measurement> m, std::span<const Metadata> md,
+               std::string_view cid) noexcept
+      : measurements(m), metadata(md), correlation_id(cid) {}
+
   std::span<const Measurement> measurements;
   std::span<const Metadata> metadata;
   std::string_view correlation_id;
   RecordFields f;
-  PreparedRecord p;
+  PreparedRecord p;  // default-initialised: its 1 KiB of id arrays are written by Prepare only
 
   size_t Prepare(const Worker::Impl& w, EventHandle ev) noexcept {
     const internal::Stamp stamp = internal::ReadStamp(w.tsc);
@@ -300,7 +305,7 @@ inline EmitResult EmitAny(Worker::Impl& w, EventHandle ev, Record& rec) noexcept
 EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurements,
                         std::span<const Metadata> metadata,
                         std::string_view correlation_id) noexcept {
-  FieldsRecord rec{measurements, metadata, correlation_id, {}, {}};
+  FieldsRecord rec(measurements, metadata, correlation_id);
   return EmitAny(*impl_, ev, rec);
 }
 

@@ -42,10 +42,20 @@ struct ThreadRing {
 
 inline constexpr uint32_t kMaxWorkersPerProcess = 16;
 
+// Per thread, per Worker (by process-local index): the thread's ring, valid while `instance`
+// equals the owning Worker's instance number. Defined in rings.cc; constinit so the emit path
+// reads it without a TLS wrapper call.
+struct TlsEntry {
+  uint64_t instance = 0;
+  ThreadRing* ring = nullptr;
+  uint64_t denied_at_retire_count = ~uint64_t{0};  // ring cap reached at this retire count
+};
+extern thread_local constinit TlsEntry t_rings[kMaxWorkersPerProcess];
+
 // The two lanes an emit can take. Admit counts the event as emitted and runs the gate (a
 // non-kOk result is the event's outcome, already counted); Reserve returns where to write
 // `size` bytes or counts the drop; Commit publishes.
-struct RingLane {  // rings.cc
+struct RingLane {  // ring_lane.h: inline, the emit hot path
   ThreadRing* ring = nullptr;
   EmitResult Admit(Worker::Impl& w, EventHandle ev) noexcept;
   uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;

@@ -115,8 +115,17 @@ class HostSideMirror {
 };
 
 // The outcome counter of `r` in a ring's worker counters (kOk: published). REQUIRES: r is not
-// kDroppedNoRing (a ring exists).
-std::atomic<uint64_t>& OutcomeCounter(shm::WorkerCounters& c, EmitResult r);
+// kDroppedNoRing (a ring exists). Inline: the emit path counts every outcome through it.
+inline std::atomic<uint64_t>& OutcomeCounter(shm::WorkerCounters& c, EmitResult r) {
+  switch (r) {
+    case EmitResult::kOk: return c.published;
+    case EmitResult::kDroppedFull: return c.dropped_full;
+    case EmitResult::kDroppedTooLarge: return c.dropped_too_large;
+    case EmitResult::kSuppressedDisabled: return c.suppressed_disabled;
+    case EmitResult::kSuppressedSampled: return c.suppressed_sampled;
+    default: return c.suppressed_filtered;
+  }
+}
 
 // Copies of counters in shared memory. They read plain atomics and validate nothing: a caller
 // reading a mapping someone else can resize runs them under shm::Guarded.
