@@ -89,21 +89,43 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
   exporters.Print(f);
   std::fprintf(f, "\n");
   if (jsonl) return;
-  const std::vector<WorkerInfo> totals = host.Workers();
-  if (totals.empty()) return;
+  // Live workers get a row each; the ones gone (not alive, every ring reclaimed) are summed into
+  // one "(N departed)" row with those the host already folded (Host::Departed()), so
+  // short-lived workers do not grow the table.
+  std::vector<WorkerInfo> rows;
+  DepartedWorkers departed = host.Departed();
+  bool departed_violated = departed.unaccounted > 0;  // per worker: imbalances must not cancel
+  for (WorkerInfo& w : host.Workers()) {
+    if (w.alive || w.rings > 0) {
+      rows.push_back(std::move(w));
+      continue;
+    }
+    ++departed.workers;
+    departed_violated |= !w.Conserved();
+    static_cast<Tally&>(departed) += w;
+  }
+  if (rows.empty() && departed.workers == 0) return;
   std::fprintf(f, "  %-20s %8s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "alive",
                "rings", "emitted", "delivered", "dropped", "suppressed", "rejected", "law");
-  for (const WorkerInfo& w : totals) {
+  auto print_row = [f](const std::string& id, const std::string& pid, bool alive, uint32_t rings,
+                       const Tally& t, const char* law) {
+    std::fprintf(f,
+                 "  %-20s %8s %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
+                 " %9" PRIu64 "  %s\n",
+                 id.c_str(), pid.c_str(), alive ? "yes" : "no", rings, t.emitted, t.delivered,
+                 t.dropped(), t.suppressed(), t.rejected_total(), law);
+  };
+  for (const WorkerInfo& w : rows) {
     // Live rings are read while their writer runs, so a difference there means events in
     // flight; once every ring of the worker is reclaimed the numbers are final.
-    const char* law = w.Conserved()                     ? "holds"
-                      : w.rings > 0 && w.Consistent()   ? "in flight"
-                                                        : "VIOLATED";
-    std::fprintf(f,
-                 "  %-20s %8u %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
-                 " %9" PRIu64 "  %s\n",
-                 w.id.c_str(), w.pid, w.alive ? "yes" : "no", w.rings, w.emitted, w.delivered,
-                 w.dropped(), w.suppressed(), w.rejected_total(), law);
+    const char* law = w.Conserved()                   ? "holds"
+                      : w.rings > 0 && w.Consistent() ? "in flight"
+                                                      : "VIOLATED";
+    print_row(w.id, std::to_string(w.pid), w.alive, w.rings, w, law);
+  }
+  if (departed.workers > 0) {
+    print_row("(" + std::to_string(departed.workers) + " departed)", "-", false, 0, departed,
+              departed_violated ? "VIOLATED" : "holds");
   }
 }
 
@@ -139,6 +161,19 @@ void AddHostExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
                    "(repeatable)")
       ->type_name("SPEC")
       ->needs(metrics);
+  host_cmd
+      ->add_option("--metric-naming", o->metric_naming,
+                   "conventional: base units and _total (promtool-clean); snakepit: the names "
+                   "Snakepit's documented PromQL uses")
+      ->check(CLI::IsMember({"conventional", "snakepit"}))
+      ->capture_default_str()
+      ->needs(metrics);
+  host_cmd
+      ->add_option("--departed-retention", o->departed_retention_s,
+                   "Seconds a gone worker keeps its own row and series before it is summed into "
+                   "\"(departed)\"")
+      ->check(CLI::Range(0.0, 31'536'000.0))
+      ->capture_default_str();
 }
 
 int RunHost(const HostCmdOptions& o) { return RunHost(o, HostExporterOptions{}); }
@@ -176,6 +211,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   PrometheusOptions prometheus;
   if (!x.metrics.empty()) {
     prometheus.listen = x.metrics;
+    ParseMetricNaming(x.metric_naming, &prometheus.naming);  // CLI11 checked the value
     for (const std::string& text : x.metric_specs) {
       Result<MetricSpec> spec = MetricSpec::Parse(text);
       if (!spec.ok()) {
@@ -189,6 +225,8 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
 
   HostOptions ho;
   ho.ns = ns_or.value();
+  ho.departed_retention =
+      std::chrono::milliseconds(static_cast<int64_t>(x.departed_retention_s * 1000));
   ho.busy_poll = o.busy_poll;
   ho.grpc_listen = o.grpc_listen;
   ho.grpc_dial = o.grpc_dial;

@@ -21,6 +21,8 @@ struct HostExporterOptions {
   std::vector<std::string> statsd_tags;  // metadata keys sent as DogStatsD tags
   std::string metrics;                   // "" → none; else serve Prometheus /metrics on ADDR
   std::vector<std::string> metric_specs;  // event metrics, e.g. summary(...duration, tags: [...])
+  std::string metric_naming = "conventional";  // or "snakepit" (PrometheusOptions::naming)
+  double departed_retention_s = 300;           // HostOptions::departed_retention
 };
 
 // Registers the exporter flags on the `host` subcommand.

@@ -660,5 +660,23 @@ TEST(StatusTest, ToStringIsCodeColonMessageOrOk) {
   EXPECT_EQ(NotFound("x").ToString(), "NOT_FOUND: x");
 }
 
+TEST(CatalogUnitTest, MeasurementUnitsAreReadAndLeaveIdsAndHashAlone) {
+  const auto plain = MustParse(kMinimal);
+  std::string with_unit(kMinimal);
+  with_unit.replace(with_unit.find("measurement duration"), 20, "measurement duration nanosecond");
+  const auto united = MustParse(with_unit);
+  ASSERT_TRUE(plain && united);
+  EXPECT_EQ(united->MeasurementUnit(united->MeasurementKeyId("duration")), Unit::kNanosecond);
+  EXPECT_EQ(plain->MeasurementUnit(plain->MeasurementKeyId("duration")), Unit::kNone);
+  EXPECT_EQ(united->hash(), plain->hash());
+  const auto def = Catalog::Default();
+  EXPECT_EQ(def->MeasurementUnit(def->MeasurementKeyId("duration_ms")), Unit::kMillisecond);
+  EXPECT_EQ(def->MeasurementUnit(def->MeasurementKeyId("rss_bytes")), Unit::kByte);
+  EXPECT_EQ(def->MeasurementUnit(def->MeasurementKeyId("cpu_percent")), Unit::kNone);
+  with_unit.replace(with_unit.find("nanosecond"), 10, "fortnight");
+  ExpectMessageContains(ParseError(with_unit), "measurement unit \"fortnight\"");
+  ExpectMessageContains(ParseError("root app\nmetadata node byte\n"), "expected 'metadata <key>'");
+}
+
 }  // namespace
 }  // namespace pitlane

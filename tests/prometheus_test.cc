@@ -11,12 +11,15 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,7 +41,8 @@ struct HttpResponse {
 };
 
 // A one-shot HTTP/1.0 GET (or other method) over loopback; every read is bounded by a timeout.
-HttpResponse Fetch(uint16_t port, const std::string& target, const std::string& method = "GET") {
+HttpResponse Fetch(uint16_t port, const std::string& target, const std::string& method = "GET",
+                   const std::string& extra_headers = "") {
   HttpResponse r;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return r;
@@ -53,7 +57,8 @@ HttpResponse Fetch(uint16_t port, const std::string& target, const std::string& 
     ::close(fd);
     return r;
   }
-  const std::string req = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  const std::string req =
+      method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return r;
@@ -101,10 +106,15 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 
 class PrometheusTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartHost(std::chrono::minutes(5)); }
+
+  void StartHost(std::chrono::milliseconds departed_retention) {
+    exporter_.reset();
+    host_.reset();
     HostOptions ho;
     ho.ns = ns_.name();
     ho.log = [](std::string_view) {};
+    ho.departed_retention = departed_retention;
     host_ = std::move(Host::Start(ho)).value();
   }
 
@@ -119,11 +129,13 @@ class PrometheusTest : public ::testing::Test {
     Drain();
   }
 
-  void StartExporter(std::vector<MetricSpec> specs = {}, size_t max_series = 1000) {
+  void StartExporter(std::vector<MetricSpec> specs = {}, size_t max_series = 1000,
+                     MetricNaming naming = MetricNaming::kConventional) {
     PrometheusOptions po;
     po.listen = "127.0.0.1:0";
     po.specs = std::move(specs);
     po.max_series_per_metric = max_series;
+    po.naming = naming;
     auto e = PrometheusExporter::Start(*host_, po);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     exporter_ = std::move(e).value();
@@ -234,6 +246,8 @@ TEST_F(PrometheusTest, CountersStayMonotonicWhenTheWorkerGoesAway) {
   EXPECT_FALSE(Contains(body, "pitlane_ring_fill_ratio{worker_id=\"w2\""));
 }
 
+// Under the Snakepit naming values stay in the measurement's unit, as Telemetry.Metrics leaves
+// them without `unit:`.
 TEST_F(PrometheusTest, EventMetricsFollowTheirSpecs) {
   StartWorker("w3");
   StartExporter({Spec("counter(snakepit.python.call.stop.count, tags: [:command])"),
@@ -241,7 +255,8 @@ TEST_F(PrometheusTest, EventMetricsFollowTheirSpecs) {
                  Spec("histogram(snakepit.python.call.stop.duration, buckets: [10, 100], "
                       "name: \"call_duration\", help: \"Call time.\")"),
                  Spec("last_value(snakepit.python.call.stop.duration, name: call_last)"),
-                 Spec("sum(snakepit.python.call.stop.duration, name: call_sum)")});
+                 Spec("sum(snakepit.python.call.stop.duration, name: call_sum)")},
+                1000, MetricNaming::kSnakepit);
   for (int d : {5, 50, 500}) {
     ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", d}}, {{"command", "predict"}}),
               EmitResult::kOk);
@@ -275,7 +290,7 @@ TEST_F(PrometheusTest, HostileLabelValuesAreEscaped) {
   const std::string escaped = R"(a\"b\\c\nd)";
   EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"evil" + escaped + "\"} 1\n"))
       << body;
-  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{worker_id=\"evil" + escaped +
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count_total{worker_id=\"evil" + escaped +
                                  "\",command=\"" + escaped + "\xEF\xBF\xBD\"} 1\n"))
       << body;
 }
@@ -289,12 +304,13 @@ TEST_F(PrometheusTest, NewLabelSetsBeyondTheCapAreCountedNotCreated) {
   Drain();
   WaitExported(5);
   const std::string body = Scrape();
-  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{command=\"a\"} 2\n")) << body;
-  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count{command=\"b\"} 1\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count_total{command=\"a\"} 2\n")) << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count_total{command=\"b\"} 1\n"));
   EXPECT_FALSE(Contains(body, "command=\"c\""));
   EXPECT_FALSE(Contains(body, "command=\"d\""));
   EXPECT_TRUE(Contains(
-      body, "pitlane_metric_series_overflow_total{metric=\"snakepit_python_call_stop_count\"} 2\n"));
+      body,
+      "pitlane_metric_series_overflow_total{metric=\"snakepit_python_call_stop_count_total\"} 2\n"));
 }
 
 TEST(ExpositionValidatorTest, RejectsUnescapedLabelValues) {
@@ -346,6 +362,288 @@ TEST_F(PrometheusTest, StartRejectsUnknownEventsAndBadAddresses) {
   EXPECT_FALSE(PrometheusExporter::Start(*host_, po).ok());
   po.listen = "127.0.0.1:99999";
   EXPECT_FALSE(PrometheusExporter::Start(*host_, po).ok());
+}
+
+TEST_F(PrometheusTest, DurationsAreExportedInSecondsAndSizesInBytes) {
+  StartWorker("units");
+  StartExporter({Spec("summary(snakepit.python.call.stop.duration, tags: [worker_id])"),
+                 Spec("last_value(snakepit.python.memory.sampled.rss_bytes)"),
+                 Spec("sum(snakepit.python.tool.result_size.bytes)"),
+                 Spec("counter(snakepit.python.call.exception.count)")});
+  ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{1'500'000}}}),
+            EmitResult::kOk);  // 1.5 ms in nanoseconds, the catalog's unit for duration
+  ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", int64_t{512} << 20}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("tool.result_size", {{"bytes", 2048}}), EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.call.exception", {{"duration", 10}}), EmitResult::kOk);
+  Drain();
+  WaitExported(4);
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "# TYPE snakepit_python_call_stop_duration_seconds summary\n"))
+      << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_duration_seconds_sum{worker_id=\"units\"} "
+                             "0.0015\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_memory_sampled_rss_bytes 536870912\n"));
+  EXPECT_TRUE(Contains(body, "# TYPE snakepit_python_tool_result_size_bytes_total counter\n"
+                             "snakepit_python_tool_result_size_bytes_total 2048\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_exception_count_total 1\n"));
+  EXPECT_TRUE(Contains(body, "measurement duration, in seconds."));
+}
+
+// Telemetry.Metrics' conversions apply under the Snakepit naming; the conventional naming keeps
+// base units whatever the target (so a scrape stays promtool-clean) and reads the source.
+TEST_F(PrometheusTest, SpecUnitConvertsLikeTelemetryMetrics) {
+  StartWorker("unit-spec");
+  StartExporter({Spec("summary(snakepit.python.call.stop.duration, unit: {:native, :millisecond})"),
+                 Spec("last_value(snakepit.python.memory.sampled.rss_bytes, unit: {byte, "
+                      "megabyte})"),
+                 Spec("last_value(snakepit.python.call.exception.duration, unit: microsecond)")},
+                1000, MetricNaming::kSnakepit);
+  ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{1'500'000}}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", int64_t{3} << 19}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.call.exception", {{"duration", 250}}), EmitResult::kOk);
+  Drain();
+  WaitExported(3);
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_duration_sum 1.5\n")) << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_memory_sampled_rss_bytes 1.5\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_exception_duration 250\n"));
+
+  exporter_.reset();
+  StartExporter({Spec("summary(snakepit.python.call.stop.duration, unit: {:native, :millisecond})"),
+                 Spec("last_value(snakepit.python.call.exception.duration, unit: microsecond)")});
+  ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{1'500'000}}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.call.exception", {{"duration", 250}}), EmitResult::kOk);
+  Drain();
+  WaitExported(2);
+  const std::string conventional = Scrape();
+  EXPECT_TRUE(Contains(conventional, "snakepit_python_call_stop_duration_seconds_sum 0.0015\n"))
+      << conventional;
+  EXPECT_TRUE(Contains(conventional, "snakepit_python_call_exception_duration_seconds 0.00025\n"));
+  EXPECT_FALSE(MetricSpec::Parse("summary(a.b, unit: {byte, second})").ok());
+  EXPECT_FALSE(MetricSpec::Parse("summary(a.b, unit: {native, fortnight})").ok());
+}
+
+TEST_F(PrometheusTest, DefaultBucketsSuitTheUnitAndPrintShortest) {
+  StartWorker("buckets");
+  StartExporter({Spec("histogram(snakepit.python.call.stop.duration)"),
+                 Spec("histogram(snakepit.python.memory.sampled.rss_bytes)")});
+  ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{2'000'000}}}),
+            EmitResult::kOk);  // 2 ms
+  ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", int64_t{100} << 20}}),
+            EmitResult::kOk);  // 100 MiB
+  Drain();
+  WaitExported(2);
+  const std::string body = Scrape();
+  const std::string d = "snakepit_python_call_stop_duration_seconds_bucket";
+  EXPECT_TRUE(Contains(body, d + "{le=\"0.001\"} 0\n")) << body;
+  EXPECT_TRUE(Contains(body, d + "{le=\"0.0025\"} 1\n"));
+  EXPECT_TRUE(Contains(body, d + "{le=\"0.1\"} 1\n"));
+  EXPECT_TRUE(Contains(body, d + "{le=\"10\"} 1\n"));
+  const std::string m = "snakepit_python_memory_sampled_rss_bytes_bucket";
+  EXPECT_TRUE(Contains(body, m + "{le=\"67108864\"} 0\n"));
+  EXPECT_TRUE(Contains(body, m + "{le=\"268435456\"} 1\n"));
+  EXPECT_TRUE(Contains(body, m + "{le=\"1073741824\"} 1\n"));
+  EXPECT_FALSE(Contains(body, "00000000001")) << body;
+  EXPECT_FALSE(Contains(body, "99999999")) << body;
+}
+
+TEST_F(PrometheusTest, SnakepitNamingGivesTheNamesOfSnakepitsQueries) {
+  StartWorker("snake");
+  // Snakepit's documented Telemetry.Metrics definitions.
+  StartExporter({Spec("histogram(snakepit.python.call.stop.duration, "
+                      "unit: {:native, :millisecond}, tags: [:command])"),
+                 Spec("counter(snakepit.python.call.stop.count)"),
+                 Spec("counter(snakepit.python.call.exception.count, tags: [:error_type])"),
+                 Spec("last_value(snakepit.pool.status.queue_depth, tags: [:node, :pool_name])"),
+                 Spec("last_value(snakepit.python.memory.sampled.rss_bytes, tags: [:worker_id])"),
+                 Spec("histogram(snakepit.python.call.exception.duration)")},
+                1000, MetricNaming::kSnakepit);
+  ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{3'000'000}}},
+                          {{"command", "predict"}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.call.exception", {{"duration", 5}}, {{"error_type", "E"}}),
+            EmitResult::kOk);
+  ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", 4096}}), EmitResult::kOk);
+  Drain();
+  WaitExported(3);
+  const std::string body = Scrape();
+  EXPECT_TRUE(Contains(body,
+                       "snakepit_python_call_stop_duration_bucket{command=\"predict\",le=\"5\"} 1\n"))
+      << body;
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_duration_sum{command=\"predict\"} 3\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_stop_count 1\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_exception_count{error_type=\"E\"} 1\n"));
+  EXPECT_TRUE(Contains(body, "# TYPE snakepit_pool_status_queue_depth gauge\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_memory_sampled_rss_bytes{worker_id=\"snake\"} 4096\n"));
+  // Unconverted nanoseconds get the default bounds scaled to nanoseconds, printed as written.
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_exception_duration_bucket{le=\"100000\"} 1\n"));
+  EXPECT_TRUE(Contains(body, "snakepit_python_call_exception_duration_bucket{le=\"250000\"} 1\n"));
+  EXPECT_FALSE(Contains(body, "00000000001")) << body;
+}
+
+TEST_F(PrometheusTest, ProcessMetricsAndBuildInfoAreExported) {
+  StartExporter();
+  const std::string body = Scrape();
+  for (const char* family :
+       {"# TYPE process_cpu_seconds_total counter\n", "# TYPE process_resident_memory_bytes gauge\n",
+        "# TYPE process_virtual_memory_bytes gauge\n", "# TYPE process_start_time_seconds gauge\n",
+        "# TYPE process_open_fds gauge\n", "# TYPE process_max_fds gauge\n"}) {
+    EXPECT_TRUE(Contains(body, family)) << family;
+  }
+  const std::smatch rss = [&] {
+    std::smatch m;
+    std::regex_search(body, m, std::regex("\nprocess_resident_memory_bytes ([0-9.e+]+)\n"));
+    return m;
+  }();
+  ASSERT_FALSE(rss.empty()) << body;
+  EXPECT_GT(std::stod(rss[1]), 1e6);  // this test binary is bigger than 1 MB resident
+  std::smatch start;
+  ASSERT_TRUE(std::regex_search(body, start, std::regex("\nprocess_start_time_seconds ([0-9.e+]+)\n")));
+  const double now = std::chrono::duration<double>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LE(std::stod(start[1]), now + 1);
+  EXPECT_GT(std::stod(start[1]), now - 3600);
+  EXPECT_TRUE(Contains(body, std::string("pitlane_build_info{version=\"") + PITLANE_VERSION + "\""));
+}
+
+std::string Gunzip(const std::string& z) {
+  z_stream s{};
+  if (inflateInit2(&s, 15 + 16) != Z_OK) return "<inflateInit2 failed>";
+  std::string out;
+  char buf[65536];
+  s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(z.data()));
+  s.avail_in = static_cast<uInt>(z.size());
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    s.next_out = reinterpret_cast<Bytef*>(buf);
+    s.avail_out = sizeof buf;
+    rc = inflate(&s, Z_NO_FLUSH);
+    out.append(buf, sizeof buf - s.avail_out);
+  }
+  inflateEnd(&s);
+  return rc == Z_STREAM_END ? out : "<not a gzip stream>";
+}
+
+TEST_F(PrometheusTest, GzipWhenTheScraperAsks) {
+  StartWorker("gz");
+  StartExporter();
+  const HttpResponse plain = Fetch(exporter_->port(), "/metrics");
+  EXPECT_FALSE(Contains(plain.headers, "content-encoding"));
+  const HttpResponse z = Fetch(exporter_->port(), "/metrics", "GET",
+                               "Accept-Encoding: gzip, deflate\r\n");
+  ASSERT_EQ(z.status, 200);
+  EXPECT_TRUE(Contains(z.headers, "content-encoding: gzip")) << z.headers;
+  EXPECT_LT(z.body.size(), plain.body.size() / 3);
+  const std::string body = Gunzip(z.body);
+  EXPECT_EQ(InvalidExpositionLines(body), std::vector<std::string>());
+  EXPECT_TRUE(Contains(body, "pitlane_events_total{worker_id=\"gz\"} 0\n")) << body;
+  const HttpResponse refused = Fetch(exporter_->port(), "/metrics", "GET",
+                                     "Accept-Encoding: gzip;q=0, identity\r\n");
+  EXPECT_FALSE(Contains(refused.headers, "content-encoding")) << refused.headers;
+}
+
+// HostOptions::departed_retention 0: a gone worker leaves Host::Workers() at once.
+TEST_F(PrometheusTest, GoneWorkersRetireIntoDepartedAfterTheRetention) {
+  StartHost(std::chrono::milliseconds(0));
+  StartWorker("short-lived");
+  StartExporter();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+  Drain();
+  EXPECT_TRUE(Contains(Scrape(), "pitlane_delivered_total{worker_id=\"short-lived\"} 5\n"));
+  worker_.reset();
+  EXPECT_TRUE(host_->DrainAll(5s));
+  const std::string body = Scrape();
+  EXPECT_FALSE(Contains(body, "worker_id=\"short-lived\"")) << body;
+  EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"(departed)\"} 5\n"));
+  EXPECT_TRUE(Contains(body, "pitlane_events_total{worker_id=\"(departed)\"} 5\n"));
+  EXPECT_TRUE(Contains(body, "pitlane_unaccounted_events{worker_id=\"(departed)\"} 0\n"));
+  EXPECT_TRUE(Contains(body, "\npitlane_workers_departed_total 1\n"));
+  // A second one adds to the same series: sums over workers never go back.
+  StartWorker("short-lived-2");
+  ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+  Drain();
+  worker_.reset();
+  EXPECT_TRUE(host_->DrainAll(5s));
+  const std::string after = Scrape();
+  EXPECT_TRUE(Contains(after, "pitlane_delivered_total{worker_id=\"(departed)\"} 6\n")) << after;
+  EXPECT_TRUE(Contains(after, "\npitlane_workers_departed_total 2\n"));
+}
+
+// `promtool check metrics` (the linter Prometheus ships) on a scrape with every metric spec the
+// README shows, each with data.
+TEST_F(PrometheusTest, PromtoolAcceptsAScrapeWithEveryReadmeSpec) {
+  if (::access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool is not installed";
+  std::ifstream readme(std::string(PITLANE_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(readme.good());
+  const std::string text((std::istreambuf_iterator<char>(readme)), std::istreambuf_iterator<char>());
+  // A spec as the README writes one: in a C++ string or a shell argument.
+  const std::regex spec_re(
+      R"re((?:counter|sum|last_value|summary|histogram)\((?:[^()'"]|"(?:[^"\\]|\\.)*"|\\")*\))re");
+  std::vector<MetricSpec> specs;
+  std::set<std::string> seen;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), spec_re);
+       it != std::sregex_iterator(); ++it) {
+    std::string spec = std::regex_replace(it->str(), std::regex(R"(\\")"), "\"");
+    if (spec.find("snakepit.") == std::string::npos || !seen.insert(spec).second) continue;
+    auto parsed = MetricSpec::Parse(spec);
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    specs.push_back(*parsed);
+  }
+  ASSERT_GE(specs.size(), 5u) << "the README's operator section shows at least five specs";
+  StartWorker("lint");
+  // One measurement may be shown as a summary and as a histogram (one name each): an exporter
+  // per round, each with one spec per measurement.
+  while (!specs.empty()) {
+    std::vector<MetricSpec> round, rest;
+    for (const MetricSpec& spec : specs) {
+      bool taken = false;
+      for (const MetricSpec& r : round) {
+        taken |= r.event == spec.event && r.measurement == spec.measurement;
+      }
+      (taken ? rest : round).push_back(spec);
+    }
+    specs = std::move(rest);
+    exporter_.reset();
+    StartExporter(round);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", 1000 * (i + 1)}},
+                              {{"command", "predict"}}),
+                EmitResult::kOk);
+      ASSERT_EQ(worker_->Emit("python.call.exception", {{"duration", 10}},
+                              {{"command", "predict"}, {"error_type", "ValueError"}}),
+                EmitResult::kOk);
+      ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", 1 << 20}}),
+                EmitResult::kOk);
+      ASSERT_EQ(worker_->Emit("tool.result_size", {{"bytes", 100}}, {{"tool", "t"}}),
+                EmitResult::kOk);
+    }
+    Drain();
+    std::set<std::string> events;
+    for (const MetricSpec& spec : round) {
+      if (spec.event.rfind("snakepit.python.", 0) == 0) events.insert(spec.event);
+    }
+    WaitExported(3 * events.size());
+    const std::string body = Scrape();
+    char path[] = "/tmp/pitlane-promtool-XXXXXX";
+    const int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, body.data(), body.size()), static_cast<ssize_t>(body.size()));
+    ::close(fd);
+    const std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    const int rc = ::pclose(p);
+    ::unlink(path);
+    EXPECT_EQ(rc, 0) << "promtool check metrics:\n" << out << "\nscrape:\n" << body;
+    EXPECT_EQ(out, "") << body;
+  }
 }
 
 // ---- A real Prometheus server scraping the exporter ----
@@ -444,7 +742,7 @@ TEST_F(RealPrometheusTest, ScrapesTheExporterAndQueriesReturnTheCounters) {
   const std::string query =
       "/api/v1/query?query=pitlane_delivered_total%7Bworker_id%3D%22prom-worker%22%7D";
   const std::string escaped_query =
-      "/api/v1/query?query=snakepit_python_call_stop_count";
+      "/api/v1/query?query=snakepit_python_call_stop_count_total";
   std::string last;
   bool delivered_ok = false, escaped_ok = false;
   const auto deadline = std::chrono::steady_clock::now() + 30s;

@@ -133,9 +133,10 @@ wpid=()
 
 # Per-worker rows of every host's final summary (hosts killed with SIGKILL print none; the
 # next host adopts their rings and accounts for them).
-rows=$(grep -h "^  soak-w" "$logs"/host.*.log | wc -l)
-holds=$(grep -h "^  soak-w" "$logs"/host.*.log | grep -c " holds$" || true)
-violated=$(grep -h "^  soak-w" "$logs"/host.*.log | grep -c "VIOLATED" || true)
+# Workers gone for good are summed into one "(N departed)" row.
+rows=$(grep -hE "^  (soak-w|\([0-9]+ departed\))" "$logs"/host.*.log | wc -l)
+holds=$(grep -hE "^  (soak-w|\([0-9]+ departed\))" "$logs"/host.*.log | grep -c " holds$" || true)
+violated=$(grep -hE "^  (soak-w|\([0-9]+ departed\))" "$logs"/host.*.log | grep -c "VIOLATED" || true)
 echo
 echo "soak: ${minutes} min, $workers workers, $kills worker kills, $host_restarts host restarts" \
      "($host_gen hosts)"

@@ -236,6 +236,8 @@ std::vector<WorkerInfo> Host::Workers() const {
   return out;
 }
 
+DepartedWorkers Host::Departed() const { return impl_->shm->Departed(); }
+
 HostStats Host::Stats() const {
   const Impl& h = *impl_;
   HostStats s;

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <set>
 
 #include "pitlane/registry.h"
 #include "pitlane/shm_inspect.h"
@@ -26,6 +28,34 @@ void ShmSource::Housekeeping() {
   for (Ring* r : done) {
     DrainRing(r);  // pick up anything published between the check and the retire
     if (!r->reader->HasUnreadUntrusted()) ReclaimRing(r);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  RetireDepartedLocked();
+}
+
+void ShmSource::NoteDepartedLocked(const std::string& id) {
+  departed_at_[id] = std::chrono::steady_clock::now();
+}
+
+void ShmSource::RetireDepartedLocked() {
+  if (departed_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::set<std::string> live;
+  for (const auto& [slot, w] : workers_) live.insert(w->id);
+  for (auto it = departed_.begin(); it != departed_.end();) {
+    const auto at = departed_at_.find(it->first);
+    const bool expired = at == departed_at_.end() || now - at->second >= opt_.departed_retention;
+    if (!expired || live.count(it->first)) {
+      ++it;
+      continue;
+    }
+    const WorkerInfo& gone = it->second;
+    static_cast<Tally&>(departed_total_) += gone;
+    ++departed_total_.workers;
+    departed_total_.unaccounted += static_cast<uint64_t>(std::abs(gone.in_flight())) +
+                                   static_cast<uint64_t>(std::abs(gone.unread()));
+    if (at != departed_at_.end()) departed_at_.erase(at);
+    it = departed_.erase(it);
   }
 }
 
@@ -91,6 +121,7 @@ void ShmSource::ReclaimWorker(Worker* w) {
   WorkerInfo& d = departed_[w->id];
   d.id = w->id;
   d.pid = static_cast<uint32_t>(w->pid);
+  NoteDepartedLocked(w->id);
   // Free the slot only if it is still the claim we know (generation unchanged). Its ringless
   // threads' counts go into the departed totals first. Reset its control block: the next
   // claimer (maybe another worker id) must not inherit this worker's toggle/sampling/filter;
@@ -143,6 +174,7 @@ void ShmSource::ReclaimRing(Ring* r) {
   WorkerInfo& d = departed_[final_stats.worker_id];
   d.id = final_stats.worker_id;
   d.pid = final_stats.pid;
+  NoteDepartedLocked(final_stats.worker_id);
   static_cast<Tally&>(d) += final_stats;
   ++d.rings_total;
   d.quarantined |= final_stats.quarantined;

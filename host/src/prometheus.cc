@@ -1,5 +1,9 @@
 #include "pitlane/prometheus.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -10,9 +14,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -119,12 +129,31 @@ std::string EscapeHelp(std::string_view raw) {
   return out;
 }
 
+// The shortest digits that parse back to the same double (std::to_chars without a precision),
+// so `le="0.1"` (a query for le="0.1" matches) rather than 0.10000000000000001: in plain
+// notation from 1e-5 up to 1e21 (`100000`, `1073741824`, `0.00025`), in scientific notation
+// outside (`5e-09`), where plain would be mostly zeros.
 std::string FormatDouble(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[64];  // plain notation within [1e-5, 1e21): at most 17 digits, zeros and a point
+  const char* end = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific).ptr;
+  const char* e = std::find(static_cast<const char*>(buf), end, 'e');
+  int exponent = 0;
+  if (e != end) std::from_chars(e + (e[1] == '+' ? 2 : 1), end, exponent);  // "e+01", "e-04"
+  if (v != 0 && (exponent < -5 || exponent >= 21)) {
+    return std::string(static_cast<const char*>(buf), end);
+  }
+  end = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed).ptr;
+  return std::string(static_cast<const char*>(buf), end);
+}
+
+// `v` rounded to 15 significant digits: bucket bounds scaled by a unit factor (0.00025 s →
+// 250000 ns) lose the binary noise of the multiplication and print as written.
+double RoundTo15Digits(double v) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  std::snprintf(buf, sizeof buf, "%.15g", v);
+  return std::strtod(buf, nullptr);
 }
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
@@ -171,6 +200,48 @@ class Writer {
  private:
   std::string out_;
 };
+
+// ---- HTTP content coding ----
+
+// Does an Accept-Encoding header allow gzip? A `gzip` (or `*`) token whose q is not 0.
+bool AcceptsGzip(std::string_view header) {
+  while (!header.empty()) {
+    const size_t comma = header.find(',');
+    std::string_view item = header.substr(0, comma);
+    header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+    const size_t semi = item.find(';');
+    std::string_view coding = item.substr(0, semi);
+    while (!coding.empty() && coding.front() == ' ') coding.remove_prefix(1);
+    while (!coding.empty() && coding.back() == ' ') coding.remove_suffix(1);
+    if (coding != "gzip" && coding != "*") continue;
+    if (semi == std::string_view::npos) return true;
+    std::string_view params = item.substr(semi + 1);
+    const size_t q = params.find("q=");
+    if (q == std::string_view::npos) return true;
+    return std::strtod(std::string(params.substr(q + 2)).c_str(), nullptr) > 0;
+  }
+  return false;
+}
+
+// `body` as a gzip member (RFC 1952); nullopt if zlib fails (the body is then sent as is).
+std::optional<std::string> Gzip(const std::string& body) {
+  z_stream z{};
+  // windowBits 15 + 16: a gzip header and trailer instead of zlib's.
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return std::nullopt;
+  }
+  std::string out(deflateBound(&z, body.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(body.data()));
+  z.avail_in = static_cast<uInt>(body.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);  // pairs with deflateInit2 above
+  if (rc != Z_STREAM_END) return std::nullopt;
+  return out;
+}
 
 // ---- MetricSpec text form ----
 
@@ -223,6 +294,23 @@ class SpecParser {
           spec.buckets.push_back(v);
         } while (Eat(','));
         if (!Eat(']')) return Error("expected ']' after the buckets");
+      } else if (key == "unit") {
+        // `unit: u` (the measurement's unit) or `unit: {from, to}` (convert).
+        const bool pair = Eat('{');
+        Result<Unit> from = UnitToken();
+        if (!from.ok()) return from.status();
+        spec.unit_from = *from;
+        if (pair) {
+          if (!Eat(',')) return Error("expected ',' between the units of unit: {from, to}");
+          Result<Unit> to = UnitToken();
+          if (!to.ok()) return to.status();
+          if (DimensionOf(*from) != DimensionOf(*to)) {
+            return Error("unit: cannot convert " + std::string(UnitName(*from)) + " to " +
+                         std::string(UnitName(*to)));
+          }
+          spec.unit_to = *to;
+          if (!Eat('}')) return Error("expected '}' after unit: {from, to}");
+        }
       } else if (key == "help") {
         Result<std::string> h = QuotedString();
         if (!h.ok()) return h.status();
@@ -232,7 +320,7 @@ class SpecParser {
         if (!n.ok()) return n.status();
         spec.name = std::move(*n);
       } else {
-        return Error("unknown option \"" + key + "\" (tags, buckets, help, name)");
+        return Error("unknown option \"" + key + "\" (tags, buckets, unit, help, name)");
       }
     }
     if (!Eat(')')) return Error("expected ',' or ')'");
@@ -258,6 +346,17 @@ class SpecParser {
     const size_t b = pos_;
     while (pos_ < s_.size() && (IsNameChar(s_[pos_]) && s_[pos_] != ':')) ++pos_;
     return std::string(s_.substr(b, pos_ - b));
+  }
+  Result<Unit> UnitToken() {
+    Eat(':');  // Elixir atom syntax
+    const std::string name = Ident();
+    Unit u = Unit::kNone;
+    if (!ParseUnit(name, &u)) {
+      return Error("unknown unit \"" + name +
+                   "\" (native, nanosecond, microsecond, millisecond, second, byte, kilobyte, "
+                   "megabyte)");
+    }
+    return u;
   }
   Result<std::string> QuotedString() {
     if (!Eat('"')) return Error("expected a double-quoted string");
@@ -289,7 +388,41 @@ class SpecParser {
   size_t pos_ = 0;
 };
 
-const std::vector<double> kDefaultBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+// Default histogram bounds for a unit, in that unit: durations from 100 µs to 10 s (Prometheus'
+// defaults with finer steps below 5 ms, where a Python call often ends), sizes from 64 B to
+// 1 GiB by factors of 4, plain numbers from 1 to 100000 in 1-2.5-5 steps.
+std::vector<double> DefaultBuckets(Unit unit) {
+  static const double kSeconds[] = {.0001, .00025, .0005, .001, .0025, .005, .01, .025,
+                                    .05,   .1,     .25,   .5,   1,     2.5,  5,   10};
+  std::vector<double> out;
+  switch (DimensionOf(unit)) {
+    case UnitDimension::kTime:
+      for (double b : kSeconds) out.push_back(RoundTo15Digits(b * UnitFactor(Unit::kSecond, unit)));
+      break;
+    case UnitDimension::kMemory:
+      for (double b = 64; b <= 1024.0 * 1024 * 1024; b *= 4) {
+        out.push_back(RoundTo15Digits(b * UnitFactor(Unit::kByte, unit)));
+      }
+      break;
+    case UnitDimension::kNone:
+      for (double decade = 1; decade <= 100000; decade *= 10) {
+        for (double step : {1.0, 2.5, 5.0}) {
+          if (decade * step <= 100000) out.push_back(decade * step);
+        }
+      }
+      break;
+  }
+  return out;
+}
+
+// The plural a conventional name ends with ("seconds"); "" for Unit::kNone.
+std::string UnitSuffix(Unit unit) {
+  return unit == Unit::kNone ? std::string() : std::string(UnitName(unit)) + "s";
+}
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
 
 }  // namespace
 
@@ -307,6 +440,13 @@ std::string MetricSpec::MetricName() const {
   return SanitizeMetricName(name.empty() ? event + "." + measurement : name);
 }
 
+bool ParseMetricNaming(std::string_view text, MetricNaming* out) {
+  if (text == "conventional") *out = MetricNaming::kConventional;
+  else if (text == "snakepit") *out = MetricNaming::kSnakepit;
+  else return false;
+  return true;
+}
+
 // ---- Aggregation of event-derived metrics (exporter thread) ----
 
 namespace {
@@ -321,6 +461,8 @@ struct Series {
 struct Metric {
   MetricSpec spec;
   std::string name;
+  Unit unit = Unit::kNone;  // what the exported values are in
+  double factor = 1;        // measurement value × factor = exported value
   std::vector<std::string> label_names;
   std::map<std::vector<std::string>, Series> series;
   uint64_t series_overflow = 0;
@@ -360,7 +502,7 @@ class Aggregator final : public AsyncExporter {
     if (m.spec.kind != MetricKind::kCounter) {
       const OwnedEvent::Measurement* x = e.measurement(m.spec.measurement);
       if (x == nullptr || x->kind == Value::Kind::kString) return;
-      value = x->kind == Value::Kind::kInt ? static_cast<double>(x->i) : x->d;
+      value = (x->kind == Value::Kind::kInt ? static_cast<double>(x->i) : x->d) * m.factor;
     }
     std::vector<std::string> key;
     key.reserve(m.spec.tags.size());
@@ -398,6 +540,8 @@ class Aggregator final : public AsyncExporter {
       help = std::string(MetricKindName(m.spec.kind)) + " of " + m.spec.event +
              (m.spec.kind == MetricKind::kCounter ? std::string(" events")
                                                   : " measurement " + m.spec.measurement);
+      if (m.unit != Unit::kNone) help += ", in " + UnitSuffix(m.unit);
+      help += ".";
     }
     static constexpr std::string_view kTypes[] = {"counter", "gauge", "counter", "summary",
                                                   "histogram"};
@@ -436,7 +580,78 @@ class Aggregator final : public AsyncExporter {
   const size_t max_series_;
 };
 
+// ---- The process, from /proc/self (the names of the Prometheus client libraries) ----
+
+void RenderProcess(Writer& w) {
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces and parentheses): state is field 3.
+  std::vector<std::string> f;
+  const size_t paren = stat.rfind(')');
+  if (paren != std::string::npos) {
+    std::istringstream in(stat.substr(paren + 1));
+    for (std::string t; in >> t;) f.push_back(t);
+  }
+  if (f.size() < 22) return;  // not Linux /proc: no process_* series
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  auto field = [&f](size_t n) { return std::strtod(f[n - 3].c_str(), nullptr); };  // 1-based
+  uint64_t boot_time = 0;
+  {
+    std::ifstream proc_stat("/proc/stat");
+    for (std::string line; std::getline(proc_stat, line);) {
+      if (line.rfind("btime ", 0) == 0) boot_time = std::strtoull(line.c_str() + 6, nullptr, 10);
+    }
+  }
+  uint64_t open_fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++open_fds;
+  }
+  rlimit nofile{};
+  ::getrlimit(RLIMIT_NOFILE, &nofile);
+
+  w.Family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  w.Sample("process_cpu_seconds_total", {}, (field(14) + field(15)) / ticks);
+  w.Family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  w.Sample("process_resident_memory_bytes", {},
+           field(24) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  w.Family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  w.Sample("process_virtual_memory_bytes", {}, field(23));
+  w.Family("process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+  w.Sample("process_start_time_seconds", {}, static_cast<double>(boot_time) + field(22) / ticks);
+  w.Family("process_open_fds", "gauge", "Number of open file descriptors.");
+  w.Sample("process_open_fds", {}, open_fds);
+  w.Family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  w.Sample("process_max_fds", {}, static_cast<uint64_t>(nofile.rlim_cur));
+}
+
 // ---- Transport counters (scrape time) ----
+
+// The worker_id of the series that carry the totals of the workers Host::Departed() sums.
+constexpr const char* kDepartedWorkerId = "(departed)";
+
+// The conventional name of a spec's metric: `<event>_<measurement>_<unit>s`, the measurement
+// without a unit it spells itself (duration_ms exported in seconds is ..._duration_seconds),
+// and `_total` on counters (counter and sum).
+std::string ConventionalName(const MetricSpec& spec, Unit unit) {
+  std::string measurement = spec.measurement;
+  if (unit != Unit::kNone) {
+    for (std::string_view spelled : {"_ns", "_us", "_ms", "_s", "_bytes", "_kb", "_mb"}) {
+      if (EndsWith(measurement, spelled) && measurement.size() > spelled.size()) {
+        measurement.resize(measurement.size() - spelled.size());
+        break;
+      }
+    }
+  }
+  std::string name = SanitizeMetricName(spec.event + "." + measurement);
+  const std::string suffix = UnitSuffix(unit);
+  if (!suffix.empty() && !EndsWith(name, "_" + suffix)) name += "_" + suffix;
+  const bool counter = spec.kind == MetricKind::kCounter || spec.kind == MetricKind::kSum;
+  if (counter && !EndsWith(name, "_total")) name += "_total";
+  return name;
+}
 
 }  // namespace
 
@@ -457,28 +672,42 @@ class PrometheusExporter::Impl {
     std::vector<Metric> metrics;
     std::set<std::string> names;
     std::vector<std::string> events;
+    const Catalog& catalog = host_.catalog();
     for (const MetricSpec& spec : options_.specs) {
       Metric m;
       m.spec = spec;
-      m.name = spec.MetricName();
       const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
                                spec.measurement + ")";
-      if (host_.catalog().FindHostEvent(spec.event) == 0) {
+      if (catalog.FindHostEvent(spec.event) == 0) {
         return InvalidArgument("metric " + what + ": no event \"" + spec.event +
                                "\" in the catalog (the name is <event>.<measurement>; a counter "
                                "ends with a segment such as .count)");
       }
-      if (spec.kind != MetricKind::kCounter &&
-          host_.catalog().MeasurementKeyId(spec.measurement) == 0) {
-        return InvalidArgument("metric " + what + ": no measurement key \"" + spec.measurement +
-                               "\" in the catalog");
+      Unit catalog_unit = Unit::kNone;
+      if (spec.kind != MetricKind::kCounter) {
+        const uint16_t key = catalog.MeasurementKeyId(spec.measurement);
+        if (key == 0) {
+          return InvalidArgument("metric " + what + ": no measurement key \"" +
+                                 spec.measurement + "\" in the catalog");
+        }
+        catalog_unit = catalog.MeasurementUnit(key);
       }
-      if (!names.insert(m.name).second || m.name.rfind("pitlane_", 0) == 0) {
+      const bool conventional = options_.naming == MetricNaming::kConventional;
+      const Unit from = spec.unit_from.value_or(catalog_unit);
+      // Conventional names are in base units whatever the spec's target (promtool flags
+      // `_milliseconds`); the Snakepit naming converts as Telemetry.Metrics does.
+      m.unit = conventional ? BaseUnitOf(from) : spec.unit_to.value_or(from);
+      m.factor = UnitFactor(from, m.unit);
+      m.name = !spec.name.empty() ? SanitizeMetricName(spec.name)
+               : conventional     ? ConventionalName(spec, m.unit)
+                                  : spec.MetricName();
+      if (!names.insert(m.name).second || m.name.rfind("pitlane_", 0) == 0 ||
+          m.name.rfind("process_", 0) == 0) {
         return InvalidArgument("metric " + what + ": name \"" + m.name +
-                               "\" is used twice or collides with pitlane_* series");
+                               "\" is used twice or collides with pitlane_* or process_* series");
       }
       if (spec.kind == MetricKind::kHistogram) {
-        if (m.spec.buckets.empty()) m.spec.buckets = kDefaultBuckets;
+        if (m.spec.buckets.empty()) m.spec.buckets = DefaultBuckets(m.unit);
         std::sort(m.spec.buckets.begin(), m.spec.buckets.end());
         m.spec.buckets.erase(std::unique(m.spec.buckets.begin(), m.spec.buckets.end()),
                              m.spec.buckets.end());
@@ -554,6 +783,14 @@ class PrometheusExporter::Impl {
     Writer w;
     RenderTransport(w);
     if (aggregator_) aggregator_->Render(w);
+    RenderProcess(w);
+    char hash[17];
+    std::snprintf(hash, sizeof hash, "%016llx",
+                  static_cast<unsigned long long>(host_.catalog().hash()));
+    w.Family("pitlane_build_info", "gauge",
+             "Always 1: the pitlane version serving these metrics and its catalog's hash.");
+    w.Sample("pitlane_build_info", {{"version", PITLANE_VERSION}, {"catalog_hash", hash}},
+             uint64_t{1});
     return w.Take();
   }
 
@@ -600,7 +837,15 @@ class PrometheusExporter::Impl {
       } else {
         response_.result(http::status::ok);
         response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+        response_.set(http::field::vary, "Accept-Encoding");
         response_.body() = impl_.Render();
+        const beast::string_view accept = request_[http::field::accept_encoding];
+        if (AcceptsGzip(std::string_view(accept.data(), accept.size()))) {
+          if (std::optional<std::string> z = Gzip(response_.body())) {
+            response_.body() = std::move(*z);
+            response_.set(http::field::content_encoding, "gzip");
+          }
+        }
       }
       response_.prepare_payload();
       if (head) response_.body().clear();  // Content-Length stays that of the GET body
@@ -642,6 +887,10 @@ class PrometheusExporter::Impl {
     std::map<std::string, Tally> totals;
     for (const WorkerInfo& wi : workers) totals[wi.id] += wi;
     std::vector<const RingStats*> live;
+    // Workers gone past the host's departed_retention, summed under one id: sums over
+    // workers never go back when a worker's own series go.
+    const DepartedWorkers departed = host_.Departed();
+    if (departed.workers > 0) totals[kDepartedWorkerId] += departed;
     for (const RingStats& r : rings) {
       if (!r.reclaimed) live.push_back(&r);
     }
@@ -696,10 +945,31 @@ class PrometheusExporter::Impl {
       w.Sample("pitlane_ring_fill_ratio", {{"worker_id", r->worker_id}, {"segment", r->segment}},
                ratio);
     }
+    // The law on settled numbers: a gone worker (not alive, no live ring) or the departed sum;
+    // a live worker's counts move while they are read, so it shows 0.
+    w.Family("pitlane_unaccounted_events", "gauge",
+             "Events of gone workers the conservation law does not account for (emitted = "
+             "suppressed + dropped + published, published = delivered + rejected); 0 unless "
+             "something is broken.");
+    std::map<std::string, uint64_t> unaccounted;
+    for (const WorkerInfo& wi : workers) {
+      uint64_t& u = unaccounted[wi.id];
+      if (!wi.alive && wi.rings == 0) {
+        u += static_cast<uint64_t>(std::abs(wi.in_flight())) +
+             static_cast<uint64_t>(std::abs(wi.unread()));
+      }
+    }
+    if (departed.workers > 0) unaccounted[kDepartedWorkerId] = departed.unaccounted;
+    for (const auto& [id, u] : unaccounted) {
+      w.Sample("pitlane_unaccounted_events", {{"worker_id", id}}, u);
+    }
     uint64_t alive = 0;
     for (const WorkerInfo& wi : workers) alive += wi.alive ? 1 : 0;
     w.Family("pitlane_workers_alive", "gauge", "Worker processes attached and alive.");
     w.Sample("pitlane_workers_alive", {}, alive);
+    w.Family("pitlane_workers_departed_total", "counter",
+             "Gone workers whose series were retired into worker_id=\"(departed)\".");
+    w.Sample("pitlane_workers_departed_total", {}, departed.workers);
 
     auto host_total = [&](std::string_view name, std::string_view help, uint64_t v) {
       w.Family(name, "counter", help);

@@ -276,6 +276,11 @@ std::vector<WorkerInfo> ShmSource::Workers() const {
   return out;
 }
 
+DepartedWorkers ShmSource::Departed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return departed_total_;
+}
+
 bool ShmSource::Knows(const std::string& worker_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return seen_ids_.count(worker_id) != 0;

@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <map>
@@ -59,6 +60,7 @@ class ShmSource {
   std::vector<RingStats> Rings() const;
   // Per worker id: live workers and the departed ones the host still remembers.
   std::vector<WorkerInfo> Workers() const;
+  DepartedWorkers Departed() const;
   bool Knows(const std::string& worker_id) const;
   void WriteControl(const std::string& worker_id, const ControlState& state);
   uint64_t quarantined() const;
@@ -101,6 +103,11 @@ class ShmSource {
   void ReportQuarantine(Ring* r);
   // liveness.cc
   void CheckLiveness();
+  // Folds departed_ entries older than departed_retention (and not alive again) into
+  // departed_total_. REQUIRES: mu_ held.
+  void RetireDepartedLocked();
+  // Records that `id` departed now (a ring of it was reclaimed, or the worker). REQUIRES: mu_.
+  void NoteDepartedLocked(const std::string& id);
   void ReclaimWorker(Worker* w);
   void ReclaimRing(Ring* r);
   void EmitTerminated(const Worker& w, bool planned);
@@ -122,6 +129,9 @@ class ShmSource {
   std::vector<Ring*> drain_order_;                       // GUARDED_BY(mu_)
   std::deque<RingStats> history_;                        // reclaimed rings; GUARDED_BY(mu_)
   std::map<std::string, WorkerInfo> departed_;  // by id: totals of what is reclaimed; GUARDED_BY(mu_)
+  // When each departed_ entry last changed; GUARDED_BY(mu_).
+  std::map<std::string, std::chrono::steady_clock::time_point> departed_at_;
+  DepartedWorkers departed_total_;  // departed_ entries past the retention; GUARDED_BY(mu_)
   std::set<std::string> seen_ids_;                       // GUARDED_BY(mu_)
 
   std::atomic<uint64_t> quarantined_{0}, terminated_{0};

@@ -242,12 +242,21 @@ Result<std::shared_ptr<const Catalog>> Catalog::Parse(std::string_view text,
       *slot->value = value;
       slot->line = line_no;
     } else if (directive == "measurement" || directive == "metadata") {
-      if (tok.size() != 2) return error(line_no, "expected '" + std::string(directive) + " <key>'");
+      const bool is_measurement = directive == "measurement";
+      if (tok.size() != 2 && !(is_measurement && tok.size() == 3)) {
+        return error(line_no, is_measurement ? "expected 'measurement <key> [<unit>]'"
+                                             : "expected 'metadata <key>'");
+      }
       if (!IsKey(tok[1])) {
         return error(line_no, std::string(directive) + " key " + Quote(tok[1]) +
                                   " is not made of [A-Za-z0-9_.-]");
       }
-      const bool is_measurement = directive == "measurement";
+      Unit unit = Unit::kNone;
+      if (tok.size() == 3 && !ParseUnit(tok[2], &unit)) {
+        return error(line_no, "measurement unit " + Quote(tok[2]) +
+                                  " is not one of nanosecond, microsecond, millisecond, second, "
+                                  "byte, kilobyte, megabyte, none");
+      }
       auto& seen = is_measurement ? measurement_seen : metadata_seen;
       auto& list = is_measurement ? cat->measurement_keys_ : cat->metadata_keys_;
       const auto [it, inserted] = seen.emplace(std::string(tok[1]), line_no);
@@ -260,6 +269,7 @@ Result<std::shared_ptr<const Catalog>> Catalog::Parse(std::string_view text,
                                   std::string(directive) + " keys");
       }
       list.emplace_back(tok[1]);
+      if (is_measurement) cat->measurement_units_.push_back(unit);
       keys.push_back(PendingKey{directive, std::string(tok[1]), line_no});
     } else if (directive == "event") {
       if (tok.size() < 4) {

@@ -98,6 +98,19 @@ struct HostOptions {
   std::string grpc_tls_cert, grpc_tls_key;
   // Larger messages are refused with RESOURCE_EXHAUSTED.
   size_t grpc_max_message_bytes = 4u << 20;
+  // How long a gone shared-memory worker (not alive, every ring reclaimed) stays in Workers()
+  // under its own id, so tables and exporters show its final numbers; then its totals fold into
+  // Departed() and its entry goes, so short-lived workers (`vm-<pid>` ids) do not grow the
+  // host's memory, the summary or the scrape forever.
+  std::chrono::milliseconds departed_retention = std::chrono::minutes(5);
+};
+
+// The shared-memory workers gone for longer than HostOptions::departed_retention, summed.
+struct DepartedWorkers : Tally {
+  uint64_t workers = 0;
+  // Over the folded workers, each worker's |in_flight()| + |unread()| (settled numbers): what
+  // the conservation law cannot account for. 0 unless something is broken.
+  uint64_t unaccounted = 0;
 };
 
 struct HandlerInfo {
@@ -188,6 +201,7 @@ class Host {
 
   std::vector<RingStats> Rings() const;
   std::vector<WorkerInfo> Workers() const;
+  DepartedWorkers Departed() const;
   HostStats Stats() const;
   const Catalog& catalog() const;
   const std::string& ns() const;

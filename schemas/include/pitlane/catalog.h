@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pitlane/status.h"
+#include "pitlane/units.h"
 
 namespace pitlane {
 
@@ -78,6 +79,10 @@ class Catalog {
   uint16_t MeasurementKeyId(std::string_view key) const;
   // REQUIRES: 1 <= id <= measurement_key_count()
   std::string_view MeasurementKey(uint16_t id) const { return measurement_keys_[id - 1]; }
+  // The unit the catalog declares for a measurement key (units.h); kNone when it declares none.
+  // Units describe values for exporters and do not change ids, so hash() ignores them.
+  // REQUIRES: 1 <= id <= measurement_key_count()
+  Unit MeasurementUnit(uint16_t id) const { return measurement_units_[id - 1]; }
 
   // Known metadata keys: 1-based ids; 0 = unknown (kept as a plain string by the host).
   size_t metadata_key_count() const { return metadata_keys_.size(); }
@@ -110,6 +115,7 @@ class Catalog {
   CatalogLimits limits_;
   std::vector<CatalogEvent> events_;
   std::vector<std::string> measurement_keys_;
+  std::vector<Unit> measurement_units_;  // parallel to measurement_keys_
   std::vector<std::string> metadata_keys_;
   Index worker_index_, host_index_, canonical_index_, measurement_index_, metadata_index_;
 };
