@@ -1,6 +1,8 @@
-// `pitlane catalog`: the compiled-in event catalog, as hosts and workers use it.
+// `pitlane catalog [--catalog FILE] [--json]`: the compiled-in event catalog (or a catalog
+// file, as `pitlane host --catalog FILE` would load it), for people or for scripts.
 #include <cinttypes>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "commands.h"
@@ -24,10 +26,62 @@ void PrintWrapped(size_t count, Get get) {
   if (line.size() > 1) std::printf("%s\n", line.c_str());
 }
 
+// One JSON document: root, hash (16 hex digits), limits, events (id, host and canonical name,
+// layer, role, wire names), measurement keys with their units, metadata keys.
+void PrintJson(const Catalog& catalog) {
+  using Json = nlohmann::ordered_json;
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016" PRIx64, catalog.hash());
+  Json events = Json::array();
+  for (const CatalogEvent& e : catalog.events()) {
+    events.push_back({{"id", e.id},
+                      {"host_name", e.host_name},
+                      {"canonical", e.canonical},
+                      {"layer", std::string(LayerName(e.layer))},
+                      {"role", std::string(SpanRoleName(e.role))},
+                      {"wire_names", e.wire_names}});
+  }
+  Json measurements = Json::array();
+  for (uint16_t id = 1; id <= catalog.measurement_key_count(); ++id) {
+    const std::string_view unit = UnitName(catalog.MeasurementUnit(id));
+    measurements.push_back({{"key", std::string(catalog.MeasurementKey(id))},
+                            {"unit", unit.empty() ? Json(nullptr) : Json(std::string(unit))}});
+  }
+  Json metadata = Json::array();
+  for (uint16_t id = 1; id <= catalog.metadata_key_count(); ++id) {
+    metadata.push_back(std::string(catalog.MetadataKey(id)));
+  }
+  const CatalogLimits& l = catalog.limits();
+  const Json doc = {{"root", catalog.root()},
+                    {"hash", hash},
+                    {"limits",
+                     {{"max_measurements", l.max_measurements},
+                      {"max_metadata", l.max_metadata},
+                      {"max_key_bytes", l.max_key_bytes},
+                      {"max_correlation_id_bytes", l.max_correlation_id_bytes},
+                      {"max_value_bytes", l.max_value_bytes}}},
+                    {"events", std::move(events)},
+                    {"measurement_keys", std::move(measurements)},
+                    {"metadata_keys", std::move(metadata)}};
+  std::printf("%s\n", doc.dump().c_str());
+}
+
 }  // namespace
 
-int RunCatalog() {
-  const auto catalog = Catalog::Default();
+int RunCatalog(const CatalogOptions& o) {
+  std::shared_ptr<const Catalog> catalog = Catalog::Default();
+  if (!o.file.empty()) {
+    Result<std::shared_ptr<const Catalog>> c = Catalog::LoadFile(o.file);
+    if (!c.ok()) {
+      Error("catalog", c.status().message());
+      return ExitCodeOf(c.status());
+    }
+    catalog = std::move(c).value();
+  }
+  if (o.json) {
+    PrintJson(*catalog);
+    return 0;
+  }
   std::printf("catalog: root \"%.*s\", %zu events, hash %016" PRIx64 "\n",
               static_cast<int>(catalog->root().size()), catalog->root().data(),
               catalog->event_count(), catalog->hash());

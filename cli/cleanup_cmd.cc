@@ -1,11 +1,14 @@
 // `pitlane cleanup`: removes the shared-memory segments dead processes left behind.
 //
 // The staleness rule is the library's (shm_inspect.h), the one the host applies at start. A ring
-// a live host has registered is that host's to reclaim. Every decision is re-checked right
-// before the unlink. --dry-run only says what would go.
+// a live host has registered is that host's to reclaim. An admin socket
+// (/tmp/pitlane.<ns>.admin.sock, DefaultAdminAddress) no server accepts connections on is
+// removed too: its host died without removing it. Every decision is re-checked right before the
+// unlink. --dry-run only says what would go.
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cinttypes>
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "pitlane/admin.h"
 #include "pitlane/shm.h"
 #include "pitlane/shm_inspect.h"
 
@@ -39,6 +43,58 @@ Verdict Judge(const shm::SegmentEntry& e) {
   return v;
 }
 
+// Removes the default admin sockets (of `only_ns`, or of every namespace when it is empty)
+// that no server accepts connections on; prints each. Returns how many could not be removed.
+int CleanupAdminSockets(const std::string& only_ns, bool dry_run) {
+  // The file names DefaultAdminAddress gives, split around the namespace: "unix:" dir prefix
+  // <ns> suffix ("/tmp/", "pitlane.", ".admin.sock").
+  const std::string pattern = DefaultAdminAddress("\x01").substr(std::strlen("unix:"));
+  const size_t at = pattern.find('\x01');
+  const std::string dir = pattern.substr(0, pattern.rfind('/', at) + 1);
+  const std::string prefix = pattern.substr(dir.size(), at - dir.size());
+  const std::string suffix = pattern.substr(at + 1);
+  std::vector<std::string> paths;
+  if (!only_ns.empty()) {
+    paths.push_back(dir + prefix + only_ns + suffix);
+  } else if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* de = ::readdir(d)) {
+      const std::string n = de->d_name;
+      if (n.size() > prefix.size() + suffix.size() && n.compare(0, prefix.size(), prefix) == 0 &&
+          n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        paths.push_back(dir + n);
+      }
+    }
+    ::closedir(d);  // pairs with opendir
+  }
+  int failed = 0;
+  for (const std::string& path : paths) {
+    Result<bool> stale = IsStaleAdminSocket(path);
+    if (!stale.ok()) {
+      std::printf("kept %s: %s\n", path.c_str(), stale.status().message().c_str());
+      continue;
+    }
+    if (!*stale) {
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) == 0) {
+        std::printf("kept %s: a live host serves it\n", path.c_str());
+      }
+      continue;
+    }
+    if (dry_run) {
+      std::printf("would remove %s: admin socket nobody serves (its host is gone)\n",
+                  path.c_str());
+      continue;
+    }
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      ++failed;
+      Error("cleanup", "could not remove " + path + ": " + std::strerror(errno));
+      continue;
+    }
+    std::printf("removed %s: admin socket nobody serves (its host is gone)\n", path.c_str());
+  }
+  return failed;
+}
+
 }  // namespace
 
 int RunCleanup(const CleanupOptions& o) {
@@ -53,9 +109,10 @@ int RunCleanup(const CleanupOptions& o) {
   }
   const std::vector<shm::SegmentEntry> entries = shm::ListSegments(only_ns);
   const std::string scope_text = o.all ? "all namespaces" : "namespace \"" + only_ns + "\"";
+  const int socket_failures = CleanupAdminSockets(only_ns, o.dry_run);
   if (entries.empty()) {
     std::printf("no pitlane segments in /dev/shm for %s\n", scope_text.c_str());
-    return 0;
+    return socket_failures == 0 ? 0 : 1;
   }
 
   // Registries first: a ring a live host has registered is that host's to reclaim.
@@ -116,7 +173,7 @@ int RunCleanup(const CleanupOptions& o) {
   std::printf("%s %d stale segment%s (%" PRIu64 " KiB), kept %d, in %s\n",
               o.dry_run ? "would remove" : "removed", removed, removed == 1 ? "" : "s",
               removed_bytes >> 10, kept, scope_text.c_str());
-  return failed == 0 ? 0 : 1;
+  return failed + socket_failures == 0 ? 0 : 1;
 }
 
 }  // namespace pitlane::cli

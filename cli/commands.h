@@ -16,6 +16,7 @@
 
 namespace CLI {
 class App;
+class Validator;
 }
 
 namespace pitlane::cli {
@@ -44,7 +45,9 @@ struct HostCmdOptions {
   std::string grpc_listen;
   std::vector<std::string> grpc_dial;
   std::string grpc_token;
+  std::string grpc_token_file;  // the token, read from a file (not visible in ps)
   std::string grpc_tls_cert, grpc_tls_key;
+  std::string catalog_file;  // "" → the compiled-in catalog (Catalog::LoadFile otherwise)
   std::string admin;      // admin service address; "" → DefaultAdminAddress(ns), "off" → none
   bool no_admin = false;  // --no-admin: serve no admin service
 };
@@ -74,7 +77,11 @@ int RunHost(const HostCmdOptions& o);
 int RunStat(const StatOptions& o);
 int RunCleanup(const CleanupOptions& o);
 int RunEmit(const EmitOptions& o);
-int RunCatalog();
+struct CatalogOptions {
+  std::string file;  // "" → the compiled-in catalog
+  bool json = false;
+};
+int RunCatalog(const CatalogOptions& o);
 
 // `pitlane ctl` (ctl_cmd.cc): control a running host's workers through its admin service.
 enum class CtlAction { kNone, kToggle, kSampling, kFilter, kWorkers, kShow };
@@ -98,16 +105,30 @@ int RunCtl(const CtlOptions& o);
 // Prints "pitlane <cmd>: <message>" to stderr.
 void Error(std::string_view cmd, std::string_view message);
 
-// Blocks SIGINT and SIGTERM in the calling thread (call before creating threads, so every
-// thread inherits the mask) and ignores SIGPIPE. The main thread then takes them with
-// WaitForSignal.
+// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (call before creating threads, so
+// every thread inherits the mask) and ignores SIGPIPE (a closed pipe is then EPIPE, which each
+// writer handles). The main thread then takes them with WaitForSignal: SIGHUP reopens
+// `pitlane host`'s --jsonl-file and stops every other command, like SIGINT and SIGTERM.
 void BlockStopSignals();
-// Waits up to `seconds` for SIGINT/SIGTERM (blocked by BlockStopSignals). Returns the signal
-// number, or 0 when the time passed.
+// Waits up to `seconds` for SIGINT/SIGTERM/SIGHUP (blocked by BlockStopSignals). Returns the
+// signal number, or 0 when the time passed.
 int WaitForSignal(double seconds);
+// "SIGINT", "SIGTERM", "SIGHUP".
+const char* SignalName(int sig);
 
-// "12.3k", "4.56M": compact counts for the live tables.
+// "12.3k", "4.56M", "1.20G": compact counts for the live tables people read (scripts read
+// --json, which has exact integers).
 std::string Compact(uint64_t n);
+// --ns: an explicit empty name is a mistake (a shell variable that was not set), not a request
+// for the default: a usage error.
+CLI::Validator NamespaceName();
+// The exit code for a failed Status: 2 when the command line was wrong (kInvalidArgument), 1
+// when it was right and the system refused (cannot open, bind, resolve, ...); 0 for ok.
+int ExitCodeOf(const Status& s);
+// The contents of a token file without its trailing newline; kInvalidArgument when empty,
+// kUnavailable when unreadable.
+Result<std::string> ReadTokenFile(const std::string& path);
+
 // The namespace to use: `ns`, else PITLANE_NAMESPACE, else "default"; validated.
 Result<std::string> ResolveNamespace(const std::string& ns);
 

@@ -220,7 +220,7 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
   CLI::Option* ns = ctl->add_option(
       "--ns", o->ns,
       "Namespace of the host (default: $PITLANE_NAMESPACE or \"default\"); its admin socket is " +
-          DefaultAdminAddress("<ns>"));
+          DefaultAdminAddress("<ns>"))->check(NamespaceName());
   ctl->add_option("--admin", o->admin, "The host's admin address: unix:PATH or HOST:PORT")
       ->type_name("ADDR")
       ->excludes(ns);

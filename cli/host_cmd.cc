@@ -58,14 +58,17 @@ struct Exporters {
   void Print(FILE* f) const {
     const char* sep = ", ";
     if (stdout_jsonl) {
-      std::fprintf(f, "%sprinted %" PRIu64 ", queue overflow %" PRIu64, sep,
-                   stdout_jsonl->lines_written(), stdout_jsonl->overflow());
+      std::fprintf(f, "%sprinted %" PRIu64 ", queue overflow %" PRIu64 ", not printed %" PRIu64,
+                   sep, stdout_jsonl->lines_written(), stdout_jsonl->overflow(),
+                   stdout_jsonl->lines_lost());
       sep = "; ";
     }
     if (file_jsonl) {
       std::fprintf(f, "%sjsonl file: written %" PRIu64 ", queue overflow %" PRIu64
-                   ", write errors %" PRIu64, sep, file_jsonl->lines_written(),
-                   file_jsonl->overflow(), file_jsonl->write_errors());
+                   ", write errors %" PRIu64 ", reopened %" PRIu64 ", reopen errors %" PRIu64,
+                   sep, file_jsonl->lines_written(), file_jsonl->overflow(),
+                   file_jsonl->write_errors(), file_jsonl->reopens(),
+                   file_jsonl->reopen_errors());
       sep = "; ";
     }
     if (statsd) {
@@ -191,7 +194,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     auto f = JsonLinesExporter::OpenFile(x.jsonl_file, kQueueCapacity);
     if (!f.ok()) {
       Error("host", f.status().message());
-      return 2;
+      return 1;  // a valid path the system refused: a runtime failure
     }
     exporters.file_jsonl = std::move(f).value();
   }
@@ -204,7 +207,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     auto s = StatsdExporter::Create(std::move(so));
     if (!s.ok()) {
       Error("host", s.status().message());
-      return 2;
+      return ExitCodeOf(s.status());
     }
     exporters.statsd = std::move(s).value();
   }
@@ -221,7 +224,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
       prometheus.specs.push_back(std::move(spec).value());
     }
   }
-  BlockStopSignals();  // before any thread: the main thread takes SIGINT/SIGTERM
+  BlockStopSignals();  // before any thread: the main thread takes SIGINT/SIGTERM/SIGHUP
 
   HostOptions ho;
   ho.ns = ns_or.value();
@@ -230,9 +233,25 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   ho.busy_poll = o.busy_poll;
   ho.grpc_listen = o.grpc_listen;
   ho.grpc_dial = o.grpc_dial;
+  // The token: --grpc-token-file, else $PITLANE_GRPC_TOKEN, else --grpc-token (visible in ps).
   ho.grpc_token = o.grpc_token;
-  if (ho.grpc_token.empty()) {
+  if (!o.grpc_token_file.empty()) {
+    Result<std::string> t = ReadTokenFile(o.grpc_token_file);
+    if (!t.ok()) {
+      Error("host", t.status().message());
+      return ExitCodeOf(t.status());
+    }
+    ho.grpc_token = std::move(t).value();
+  } else if (ho.grpc_token.empty()) {
     if (const char* t = std::getenv(defaults::kGrpcTokenEnv)) ho.grpc_token = t;
+  }
+  if (!o.catalog_file.empty()) {
+    Result<std::shared_ptr<const Catalog>> c = Catalog::LoadFile(o.catalog_file);
+    if (!c.ok()) {
+      Error("host", c.status().message());
+      return ExitCodeOf(c.status());
+    }
+    ho.catalog = std::move(c).value();
   }
   ho.grpc_tls_cert = o.grpc_tls_cert;
   ho.grpc_tls_key = o.grpc_tls_key;
@@ -264,7 +283,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     if (!m.ok()) {
       Error("host", m.status().message());
       exporters.StopAll();
-      return 2;
+      return ExitCodeOf(m.status());
     }
     metrics = std::move(m).value();
   }
@@ -277,7 +296,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     if (!a.ok()) {
       Error("host", "cannot serve the admin service: " + a.status().message());
       exporters.StopAll();
-      return a.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+      return ExitCodeOf(a.status());
     }
     admin = std::move(a).value();
   }
@@ -311,12 +330,29 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   const auto end = o.duration_s > 0 ? t0 + std::chrono::duration_cast<Clock::duration>(
                                                std::chrono::duration<double>(o.duration_s))
                                     : Clock::time_point::max();
+  bool broken_pipe = false;
   for (;;) {
-    const auto wake = std::min(next, end);
+    // With --jsonl, wake at least every 100 ms: a reader that left (EPIPE) stops the host soon.
+    auto wake = std::min(next, end);
+    if (o.jsonl) wake = std::min(wake, Clock::now() + std::chrono::milliseconds(100));
     const int sig = WaitForSignal(std::chrono::duration<double>(wake - Clock::now()).count());
-    if (sig != 0) {
-      std::fprintf(status_out, "pitlane host: %s, stopping\n",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (sig == SIGHUP) {
+      // logrotate (create mode) renamed the file: write to a new one at the path.
+      if (exporters.file_jsonl) exporters.file_jsonl->RequestReopen();
+      std::fprintf(status_out, "pitlane host: SIGHUP, %s\n",
+                   exporters.file_jsonl ? ("reopening " + x.jsonl_file).c_str()
+                                        : "nothing to reopen; running on");
+      std::fflush(status_out);
+    } else if (sig != 0) {
+      std::fprintf(status_out, "pitlane host: %s, stopping\n", SignalName(sig));
+      break;
+    }
+    if (exporters.stdout_jsonl && exporters.stdout_jsonl->broken_pipe()) {
+      broken_pipe = true;
+      std::fprintf(stderr,
+                   "pitlane host: stdout closed (broken pipe) after %" PRIu64
+                   " lines; stopping\n",
+                   exporters.stdout_jsonl->lines_written());
       break;
     }
     const auto now = Clock::now();
@@ -341,6 +377,10 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
                  "pitlane host: %" PRIu64
                  " events were not exported because an exporter queue (%zu entries) was full\n",
                  e->overflow(), e->capacity());
+  }
+  if (broken_pipe) {
+    std::fprintf(stderr, "pitlane host: %" PRIu64 " events not printed after stdout closed\n",
+                 exporters.stdout_jsonl->lines_lost());
   }
   std::fflush(status_out);
   return 0;

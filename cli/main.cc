@@ -35,8 +35,9 @@ CLI::Validator PositiveSeconds(double max) {
 
 int main(int argc, char** argv) {
   CLI::App app{"pitlane: shared-memory telemetry transport (host, workers, tools)", "pitlane"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // 0 only with --version / --help (checked below)
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  app.set_version_flag("--version", "pitlane " PITLANE_VERSION, "Print the version and exit");
 
   using namespace pitlane::cli;
 
@@ -56,7 +57,8 @@ int main(int argc, char** argv) {
                        "Extra workers that stream to the host over loopback gRPC")
       ->check(CLI::Range(0, 16))
       ->capture_default_str();
-  demo_cmd->add_option("--ns", demo.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  demo_cmd->add_option("--ns", demo.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
 
   DemoWorkerOptions dw;
   auto* dw_cmd = app.add_subcommand("demo-worker", "A worker process of `pitlane demo`");
@@ -71,7 +73,8 @@ int main(int argc, char** argv) {
   bool summary_flag = false;
   auto* host_cmd = app.add_subcommand(
       "host", "Run a host: print delivered events as JSON lines, or a periodic per-worker summary");
-  host_cmd->add_option("--ns", host.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  host_cmd->add_option("--ns", host.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
   auto* jsonl_flag =
       host_cmd->add_flag("--jsonl", host.jsonl, "Print every delivered event as one JSON line");
   host_cmd->add_flag("--summary", summary_flag, "Print per-worker totals every interval (default)")
@@ -92,9 +95,20 @@ int main(int argc, char** argv) {
       ->add_option("--grpc-dial", host.grpc_dial,
                    "Dial a worker serving StreamTelemetry (repeatable): HOST:PORT or ID=HOST:PORT")
       ->type_name("ENDPOINT");
-  host_cmd->add_option("--grpc-token", host.grpc_token,
-                       "Bearer token required from dial-in workers and sent when dialing "
-                       "(default: $PITLANE_GRPC_TOKEN)");
+  auto* token_opt = host_cmd->add_option(
+      "--grpc-token", host.grpc_token,
+      "Bearer token required from dial-in workers and sent when dialing (visible in ps: prefer "
+      "--grpc-token-file or $PITLANE_GRPC_TOKEN)");
+  host_cmd
+      ->add_option("--grpc-token-file", host.grpc_token_file,
+                   "Read the bearer token from this file (trailing newline ignored)")
+      ->type_name("PATH")
+      ->excludes(token_opt);
+  host_cmd
+      ->add_option("--catalog", host.catalog_file,
+                   "Run with this catalog file instead of the compiled-in one (format: "
+                   "schemas/catalog.txt; workers with another catalog emit by name)")
+      ->type_name("FILE");
   auto* tls_cert = host_cmd->add_option("--grpc-tls-cert", host.grpc_tls_cert,
                                         "PEM certificate: serve dial-in over TLS")
                        ->check(CLI::ExistingFile);
@@ -117,7 +131,8 @@ int main(int argc, char** argv) {
   auto* stat_cmd = app.add_subcommand(
       "stat",
       "Show the rings of a namespace read-only from outside the host (works when it is down)");
-  stat_cmd->add_option("--ns", stat.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  stat_cmd->add_option("--ns", stat.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
   stat_cmd->add_flag("--json", stat.json,
                      "Print one JSON document (with --watch: one per refresh, one per line)");
   auto* watch_flag =
@@ -131,15 +146,18 @@ int main(int argc, char** argv) {
   CleanupOptions cleanup;
   auto* cleanup_cmd = app.add_subcommand(
       "cleanup", "Remove stale shared-memory segments of dead processes and say why");
-  auto* cleanup_ns = cleanup_cmd->add_option(
-      "--ns", cleanup.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  auto* cleanup_ns = cleanup_cmd
+                         ->add_option("--ns", cleanup.ns,
+                                      "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+                         ->check(NamespaceName());
   cleanup_cmd->add_flag("--all", cleanup.all, "Every pitlane namespace in /dev/shm")
       ->excludes(cleanup_ns);
   cleanup_cmd->add_flag("--dry-run", cleanup.dry_run, "Only say what would be removed");
 
   EmitOptions emit;
   auto* emit_cmd = app.add_subcommand("emit", "Emit one event from the shell");
-  emit_cmd->add_option("--ns", emit.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")");
+  emit_cmd->add_option("--ns", emit.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
   emit_cmd->add_option("--id", emit.id,
                        "Worker id (default: $PITLANE_WORKER_ID or <hostname>-<pid>)");
   emit_cmd->add_option("EVENT", emit.event, "Event wire name, e.g. python.call.start")->required();
@@ -163,7 +181,12 @@ int main(int argc, char** argv) {
   CtlOptions ctl;
   CLI::App* ctl_cmd = AddCtlCommand(&app, &ctl);
 
-  app.add_subcommand("catalog", "List the catalog's events and its measurement/metadata keys");
+  CatalogOptions catalog;
+  auto* catalog_cmd = app.add_subcommand(
+      "catalog", "List the catalog's events and its measurement/metadata keys");
+  catalog_cmd->add_option("--catalog", catalog.file, "A catalog file to check and list instead")
+      ->type_name("FILE");
+  catalog_cmd->add_flag("--json", catalog.json, "Print one JSON document");
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
@@ -179,6 +202,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string where = "pitlane";
     for (const CLI::App* sub : app.get_subcommands()) where = "pitlane " + sub->get_name();
@@ -193,5 +218,7 @@ int main(int argc, char** argv) {
   if (*cleanup_cmd) return RunCleanup(cleanup);
   if (*emit_cmd) return RunEmit(emit);
   if (*ctl_cmd) return RunCtl(ctl);
-  return RunCatalog();
+  if (*catalog_cmd) return RunCatalog(catalog);
+  std::fprintf(stderr, "pitlane: a command is required (see pitlane --help)\n");
+  return 2;
 }

@@ -2,10 +2,12 @@
 #include <signal.h>
 #include <time.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "commands.h"
 #include "pitlane/defaults.h"
@@ -18,20 +20,34 @@ void Error(std::string_view cmd, std::string_view message) {
                static_cast<int>(message.size()), message.data());
 }
 
-void BlockStopSignals() {
+namespace {
+sigset_t StopSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+}  // namespace
+
+void BlockStopSignals() {
+  const sigset_t set = StopSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
 
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "a signal";
+}
+
 int WaitForSignal(double seconds) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
+  const sigset_t set = StopSignals();
   if (seconds < 0) seconds = 0;
   timespec ts;
   ts.tv_sec = static_cast<time_t>(seconds);
@@ -48,12 +64,16 @@ int WaitForSignal(double seconds) {
 
 std::string Compact(uint64_t n) {
   char buf[32];
+  const double v = static_cast<double>(n);
+  // Each unit below 1000 of it once rounded ("999.9k", then "1.00M"; never "5120.4k").
   if (n < 10000) {
     std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(n));
-  } else if (n < 10000000) {
-    std::snprintf(buf, sizeof(buf), "%.1fk", static_cast<double>(n) / 1e3);
+  } else if (n < 999'950) {
+    std::snprintf(buf, sizeof(buf), "%.1fk", v / 1e3);
+  } else if (n < 999'995'000) {
+    std::snprintf(buf, sizeof(buf), "%.2fM", v / 1e6);
   } else {
-    std::snprintf(buf, sizeof(buf), "%.2fM", static_cast<double>(n) / 1e6);
+    std::snprintf(buf, sizeof(buf), "%.2fG", v / 1e9);
   }
   return buf;
 }
@@ -63,6 +83,43 @@ Result<std::string> ResolveNamespace(const std::string& ns) {
   Status s = shm::ValidateNamespace(n);
   if (!s.ok()) return s;
   return n;
+}
+
+}  // namespace pitlane::cli
+
+namespace pitlane::cli {
+
+CLI::Validator NamespaceName() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        if (in.empty()) {
+          return "namespace is empty (omit --ns for $PITLANE_NAMESPACE or \"default\")";
+        }
+        return {};
+      },
+      "NAME", "NamespaceName");
+}
+
+int ExitCodeOf(const Status& s) {
+  if (s.ok()) return 0;
+  return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+Result<std::string> ReadTokenFile(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    return Unavailable("cannot read the gRPC token file \"" + path + "\": " +
+                       std::strerror(errno));
+  }
+  std::string token;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) token.append(buf, n);
+  std::fclose(f);  // pairs with the fopen above
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (token.empty()) {
+    return InvalidArgument("the gRPC token file \"" + path + "\" is empty");
+  }
+  return token;
 }
 
 }  // namespace pitlane::cli

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <condition_variable>
+#include <filesystem>
 #include <cstdio>
 #include <limits>
 #include <memory>
@@ -180,6 +182,77 @@ TEST_F(JsonLinesExporterTest, OpenFileAppendsToAnExistingFile) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0], "{\"before\":1}");
   EXPECT_EQ(Json::parse(lines[1])["measurements"]["system_time"], 7);
+}
+
+// logrotate's create mode: the file is renamed, a reopen request (SIGHUP in pitlane host) makes
+// the next lines go to a new file at the path.
+TEST_F(JsonLinesExporterTest, ReopenAfterARenameWritesToANewFileAtThePath) {
+  char dir[] = "/tmp/pitlane-jsonl-rotate-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/events.jsonl";
+  const std::string rotated = path + ".1";
+  auto r = JsonLinesExporter::OpenFile(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  JsonLinesExporter& exporter = *r.value();
+  exporter.Start();
+  ASSERT_TRUE(exporter.AttachTo(*host_, "jsonl-rotate").ok());
+  auto emit_and_wait = [&](int64_t v, uint64_t written) {
+    ASSERT_EQ(worker_->Emit("python.call.start", {{"request_size", v}}), EmitResult::kOk);
+    ASSERT_TRUE(host_->DrainAll(5s));
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (exporter.lines_written() < written && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(exporter.lines_written(), written);
+  };
+  emit_and_wait(1, 1);
+  ASSERT_EQ(std::rename(path.c_str(), rotated.c_str()), 0);
+  emit_and_wait(2, 2);  // still the renamed file: nobody asked for a reopen
+  exporter.RequestReopen();
+  emit_and_wait(3, 3);
+  ASSERT_TRUE(host_->Detach("jsonl-rotate"));
+  exporter.Stop();
+  EXPECT_EQ(exporter.reopens(), 1u);
+  EXPECT_EQ(exporter.reopen_errors(), 0u);
+  auto values = [](const std::string& file) {
+    std::vector<int64_t> out;
+    FILE* f = std::fopen(file.c_str(), "r");
+    EXPECT_NE(f, nullptr) << file;
+    if (f == nullptr) return out;
+    for (const std::string& line : ReadLines(f)) {
+      out.push_back(Json::parse(line)["measurements"]["request_size"].get<int64_t>());
+    }
+    std::fclose(f);
+    return out;
+  };
+  EXPECT_EQ(values(rotated), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(values(path), (std::vector<int64_t>{3}));
+  std::filesystem::remove_all(dir);
+}
+
+// `pitlane host --jsonl | head -1`: once the reader is gone nothing more is written, and what
+// could not be written is counted.
+TEST_F(JsonLinesExporterTest, ABrokenPipeStopsWritingAndCountsWhatWasLost) {
+  std::signal(SIGPIPE, SIG_IGN);  // as the CLI does: EPIPE instead of death
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  FILE* w = fdopen(fds[1], "w");
+  ASSERT_NE(w, nullptr);
+  close(fds[0]);  // the reader left
+  JsonLinesExporter exporter(w);
+  exporter.Start();
+  ASSERT_TRUE(exporter.AttachTo(*host_, "jsonl-pipe").ok());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+    ASSERT_TRUE(host_->DrainAll(5s));
+  }
+  ASSERT_TRUE(host_->Detach("jsonl-pipe"));
+  exporter.Stop();
+  fclose(w);
+  EXPECT_TRUE(exporter.broken_pipe());
+  EXPECT_EQ(exporter.lines_written(), 0u);
+  EXPECT_EQ(exporter.lines_lost(), 5u);
+  EXPECT_EQ(exporter.write_errors(), 1u);  // the one write that found the pipe closed
 }
 
 // Blocks in Export until released: the poll loop must keep delivering meanwhile.

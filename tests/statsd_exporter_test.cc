@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pitlane/host.h"
@@ -184,7 +186,7 @@ TEST_F(StatsdExporterTest, LinesAreBatchedIntoDatagramsUpToTheLimit) {
   o.max_datagram_bytes = 512;
   auto exporter = Make(o);
   for (uint64_t i = 0; i < kEvents; ++i) {
-    ASSERT_EQ(worker_->Emit("python.call.start", {{"system_time", static_cast<int64_t>(i)}}),
+    ASSERT_EQ(worker_->Emit("python.call.start", {{"request_size", static_cast<int64_t>(i)}}),
               EmitResult::kOk);
   }
   ASSERT_TRUE(host_->DrainAll(5s));
@@ -199,14 +201,14 @@ TEST_F(StatsdExporterTest, LinesAreBatchedIntoDatagramsUpToTheLimit) {
   const std::vector<std::string> lines = SplitLines(datagrams);
   EXPECT_EQ(lines.size(), 2 * kEvents);
   EXPECT_EQ(exporter->lines_sent(), 2 * kEvents);
-  EXPECT_EQ(lines[1], "pitlane.snakepit.python.call.start.system_time:0|g");
-  EXPECT_EQ(lines.back(), "pitlane.snakepit.python.call.start.system_time:299|g");
+  EXPECT_EQ(lines[1], "pitlane.snakepit.python.call.start.request_size:0|g");
+  EXPECT_EQ(lines.back(), "pitlane.snakepit.python.call.start.request_size:299|g");
 }
 
 TEST(StatsdCreateTest, BadAddressesAndOptionsAreRejectedWithTheReason) {
   for (const std::string bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
                                 "127.0.0.1:12x", "::1:8125", "[::1:8125", "[::1]8125",
-                                "statsd.example.com:8125", "999.1.1.1:8125", "1.2.3:8125",
+                                "999.1.1.1:8125", "1.2.3:8125",
                                 ":8125"}) {
     StatsdOptions o;
     o.address = bad;
@@ -221,6 +223,90 @@ TEST(StatsdCreateTest, BadAddressesAndOptionsAreRejectedWithTheReason) {
     o.sample_rate = rate;
     EXPECT_FALSE(StatsdExporter::Create(o).ok()) << rate;
   }
+}
+
+// system_time is a Unix-epoch timestamp: as a gauge it would only plot the clock.
+TEST_F(StatsdExporterTest, TimestampsAreNotSentAsGauges) {
+  auto exporter = Make(StatsdOptions{});
+  ASSERT_EQ(worker_->Emit("python.call.start",
+                          {{"system_time", int64_t{1'700'000'000'000'000'000}},
+                           {"request_size", int64_t{12}}}),
+            EmitResult::kOk);
+  const std::vector<std::string> lines = StopAndCollect(*exporter);
+  EXPECT_EQ(lines, (std::vector<std::string>{"pitlane.snakepit.python.call.start:1|c",
+                                             "pitlane.snakepit.python.call.start.request_size:12|g"}));
+}
+
+// A host name (not only a literal or localhost): the machine's own name, from /etc/hosts.
+TEST_F(StatsdExporterTest, AHostNameResolves) {
+  char name[256] = {};
+  ASSERT_EQ(gethostname(name, sizeof name - 1), 0);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(name, nullptr, &hints, &res) != 0) GTEST_SKIP() << name << " does not resolve";
+  freeaddrinfo(res);
+  // A receiver on every IPv4 address of this machine (the name may map to 127.0.1.1).
+  const int any = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  ASSERT_EQ(bind(any, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(any, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  close(fd_);
+  fd_ = any;  // ReceiveDatagrams reads it; TearDown closes it
+  StatsdOptions o;
+  o.address = std::string(name) + ":" + std::to_string(ntohs(addr.sin_port));
+  auto r = StatsdExporter::Create(o);
+  ASSERT_TRUE(r.ok()) << o.address << ": " << r.status().ToString();
+  auto exporter = std::move(r).value();
+  exporter->Start();
+  ASSERT_TRUE(exporter->AttachTo(*host_, "statsd").ok());
+  ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+  EXPECT_EQ(StopAndCollect(*exporter),
+            (std::vector<std::string>{"pitlane.snakepit.python.call.stop:1|c"}));
+}
+
+TEST(StatsdCreateTest, AnUnknownNameIsNotFoundRatherThanAUsageError) {
+  StatsdOptions o;
+  o.address = "no-such-host.invalid:8125";  // RFC 2606: never resolves
+  auto r = StatsdExporter::Create(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("no-such-host.invalid"), std::string::npos);
+}
+
+// Sending to the IPv4 broadcast address without SO_BROADCAST fails (EACCES) every time: each
+// failure may re-resolve the name, at most once per second.
+TEST(StatsdCreateTest, FailedSendsResolveTheNameAgainAtMostOncePerSecond) {
+  testing::ScopedNamespace ns;
+  auto host = testing::StartHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  auto worker = testing::StartWorker(ns.name(), "statsd-broadcast");
+  ASSERT_NE(worker, nullptr);
+  StatsdOptions o;
+  o.address = "255.255.255.255:8125";
+  auto r = StatsdExporter::Create(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto exporter = std::move(r).value();
+  exporter->Start();
+  ASSERT_TRUE(exporter->AttachTo(*host, "statsd").ok());
+  for (int batch = 0; batch < 3; ++batch) {
+    ASSERT_EQ(worker->Emit("python.call.stop"), EmitResult::kOk);
+    ASSERT_TRUE(host->DrainAll(5s));
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (exporter->send_errors() <= static_cast<uint64_t>(batch) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  exporter->Stop();
+  EXPECT_EQ(exporter->send_errors(), 3u);
+  EXPECT_EQ(exporter->datagrams_sent(), 0u);
+  EXPECT_GE(exporter->resolves(), 1u);
+  EXPECT_LE(exporter->resolves(), 2u);  // three failures within about a second
 }
 
 TEST(StatsdCreateTest, LiteralsAndLocalhostResolve) {

@@ -292,6 +292,15 @@ void ConfigureBuilder(grpc::ServerBuilder& b, grpc::Service* service) {
 
 }  // namespace
 
+Result<bool> IsStaleAdminSocket(const std::string& path) {
+  Result<Probe> p = ProbeSocket(path);
+  if (!p.ok()) {
+    if (p.status().code() == StatusCode::kAlreadyExists) return false;  // served
+    return p.status();
+  }
+  return *p == Probe::kStale;
+}
+
 std::string DefaultAdminAddress(std::string_view ns) {
   return "unix:/tmp/pitlane." + std::string(ns) + ".admin.sock";
 }

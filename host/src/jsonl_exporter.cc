@@ -18,16 +18,7 @@ namespace {
 // batch is large).
 constexpr size_t kWriteThresholdBytes = 64 * 1024;
 
-}  // namespace
-
-JsonLinesExporter::JsonLinesExporter(FILE* out, size_t capacity)
-    : JsonLinesExporter(out, /*owned=*/false, capacity) {}
-
-JsonLinesExporter::JsonLinesExporter(FILE* out, bool owned, size_t capacity)
-    : AsyncExporter(capacity), out_(out), owned_(owned) {}
-
-Result<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::OpenFile(const std::string& path,
-                                                                       size_t capacity) {
+Result<FILE*> OpenForAppending(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "ae");  // 'e': O_CLOEXEC
   if (f == nullptr) {
     const int err = errno;
@@ -37,12 +28,39 @@ Result<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::OpenFile(const std
                   "cannot open JSON lines file \"" + path + "\" for appending: " +
                       std::strerror(err));
   }
-  return std::unique_ptr<JsonLinesExporter>(new JsonLinesExporter(f, /*owned=*/true, capacity));
+  return f;
+}
+
+}  // namespace
+
+JsonLinesExporter::JsonLinesExporter(FILE* out, size_t capacity)
+    : JsonLinesExporter(out, std::string(), capacity) {}
+
+JsonLinesExporter::JsonLinesExporter(FILE* out, std::string path, size_t capacity)
+    : AsyncExporter(capacity), out_(out), path_(std::move(path)) {}
+
+Result<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::OpenFile(const std::string& path,
+                                                                       size_t capacity) {
+  Result<FILE*> f = OpenForAppending(path);
+  if (!f.ok()) return f.status();
+  return std::unique_ptr<JsonLinesExporter>(new JsonLinesExporter(*f, path, capacity));
 }
 
 JsonLinesExporter::~JsonLinesExporter() {
   Stop();
-  if (owned_) std::fclose(out_);
+  if (!path_.empty()) std::fclose(out_);  // pairs with OpenForAppending
+}
+
+void JsonLinesExporter::ReopenIfRequested() {
+  if (path_.empty() || !reopen_requested_.exchange(false, std::memory_order_relaxed)) return;
+  Result<FILE*> f = OpenForAppending(path_);
+  if (!f.ok()) {
+    reopen_errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  std::fclose(out_);  // pairs with the OpenForAppending that opened it
+  out_ = *f;
+  reopens_.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string JsonLinesExporter::Format(const OwnedEvent& e) {
@@ -89,12 +107,23 @@ void JsonLinesExporter::Export(const OwnedEvent& event) {
 
 void JsonLinesExporter::Flush() {
   if (buffered_lines_ == 0) return;
+  ReopenIfRequested();
+  if (broken_pipe_.load(std::memory_order_relaxed)) {
+    lines_lost_.fetch_add(buffered_lines_, std::memory_order_relaxed);
+    buffer_.clear();
+    buffered_lines_ = 0;
+    return;
+  }
+  errno = 0;
   const bool ok = std::fwrite(buffer_.data(), 1, buffer_.size(), out_) == buffer_.size() &&
                   std::fflush(out_) == 0;
   if (ok) {
     lines_written_.fetch_add(buffered_lines_, std::memory_order_relaxed);
   } else {
+    // EPIPE needs SIGPIPE ignored (the CLI does); a reader that left does not come back.
+    if (errno == EPIPE) broken_pipe_.store(true, std::memory_order_relaxed);
     write_errors_.fetch_add(1, std::memory_order_relaxed);
+    lines_lost_.fetch_add(buffered_lines_, std::memory_order_relaxed);
     std::clearerr(out_);  // try again with the next batch (e.g. the disk had a moment)
   }
   buffer_.clear();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -26,6 +27,30 @@ std::string FormatDouble(double v) {
 
 bool IsTiming(std::string_view key) {
   return key.starts_with("duration") || key.starts_with("latency");
+}
+
+// Measurements that are points in time, not quantities (Snakepit's span starts carry
+// `system_time`, Unix-epoch nanoseconds): as a gauge they would only plot the clock.
+bool IsTimestamp(std::string_view key) { return key == "system_time"; }
+
+// `host` (an IPv4/IPv6 literal or a name: /etc/hosts, DNS) and `port` → a socket address, the
+// first getaddrinfo gives for UDP.
+Status Resolve(const std::string& host, uint16_t port, sockaddr_storage* addr, socklen_t* len) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port_text = std::to_string(port);
+  if (const int rc = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res); rc != 0) {
+    return Status(rc == EAI_NONAME || rc == EAI_FAIL ? StatusCode::kNotFound
+                                                     : StatusCode::kUnavailable,
+                  "cannot resolve host \"" + host + "\" (" + gai_strerror(rc) + ")");
+  }
+  *len = res->ai_addrlen;
+  std::memcpy(addr, res->ai_addr, *len);
+  freeaddrinfo(res);  // pairs with getaddrinfo
+  return Status::Ok();
 }
 
 // "HOST:PORT" → host and port; IPv6 literals in brackets.
@@ -51,6 +76,13 @@ Status SplitAddress(const std::string& address, std::string* host, uint16_t* por
     port_text = address.substr(colon + 1);
   }
   if (host->empty()) return bad("missing host");
+  // Digits and dots are meant as an IPv4 address: strict dotted quads only (getaddrinfo would
+  // take "1.2.3" as 1.2.0.3 and send "999.1.1.1" to DNS).
+  in_addr v4{};
+  if (host->find_first_not_of("0123456789.") == std::string::npos &&
+      inet_pton(AF_INET, host->c_str(), &v4) != 1) {
+    return bad("host \"" + *host + "\" is not an IPv4 address");
+  }
   unsigned value = 0;
   const auto r = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
   if (port_text.empty() || r.ec != std::errc() || r.ptr != port_text.data() + port_text.size() ||
@@ -84,51 +116,26 @@ Result<std::unique_ptr<StatsdExporter>> StatsdExporter::Create(StatsdOptions opt
   uint16_t port = 0;
   if (Status s = SplitAddress(options.address, &host, &port); !s.ok()) return s;
 
-  // Only literals (inet_pton: strict dotted quads, no "1.2.3") and "localhost" (from
-  // /etc/hosts): resolving never waits on DNS.
   sockaddr_storage addr{};
   socklen_t len = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    len = sizeof(sockaddr_in6);
-  } else if (host == "localhost") {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    const std::string port_text = std::to_string(port);
-    if (const int rc = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res); rc != 0) {
-      return InvalidArgument("StatsD address \"" + options.address +
-                             "\": cannot resolve localhost (" + gai_strerror(rc) + ")");
-    }
-    len = res->ai_addrlen;
-    std::memcpy(&addr, res->ai_addr, len);
-    freeaddrinfo(res);
-  } else {
-    return InvalidArgument("StatsD address \"" + options.address + "\": host \"" + host +
-                           "\" is not an IPv4/IPv6 literal or localhost");
+  if (Status s = Resolve(host, port, &addr, &len); !s.ok()) {
+    return Status(s.code(), "StatsD address \"" + options.address + "\": " + s.message());
   }
-
   const int fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     return Unavailable("cannot create a UDP socket for StatsD address \"" + options.address +
                        "\": " + std::strerror(errno));
   }
-  return std::unique_ptr<StatsdExporter>(new StatsdExporter(std::move(options), fd, addr, len));
+  return std::unique_ptr<StatsdExporter>(
+      new StatsdExporter(std::move(options), std::move(host), port, fd, addr, len));
 }
 
-StatsdExporter::StatsdExporter(StatsdOptions options, int fd, const sockaddr_storage& addr,
-                               socklen_t len)
+StatsdExporter::StatsdExporter(StatsdOptions options, std::string host, uint16_t port, int fd,
+                               const sockaddr_storage& addr, socklen_t len)
     : AsyncExporter(options.capacity),
       options_(std::move(options)),
+      host_(std::move(host)),
+      port_(port),
       fd_(fd),
       addr_(addr),
       addr_len_(len),
@@ -172,6 +179,7 @@ uint64_t StatsdExporter::AppendLines(const OwnedEvent& e) {
       ++skipped;
       continue;
     }
+    if (IsTimestamp(m.key)) continue;
     const std::string name = base + "." + Sanitize(m.key) + ":";
     if (IsTiming(m.key)) {
       const double v = m.kind == Value::Kind::kInt ? static_cast<double>(m.i) : m.d;
@@ -216,9 +224,30 @@ void StatsdExporter::Send() {
     lines_sent_.fetch_add(datagram_lines_, std::memory_order_relaxed);
   } else {
     send_errors_.fetch_add(1, std::memory_order_relaxed);
+    ReResolve();
   }
   datagram_.clear();
   datagram_lines_ = 0;
+}
+
+void StatsdExporter::ReResolve() {
+  // A failed send may mean the name now points elsewhere (a restarted statsd container):
+  // resolve again, at most once per kReResolveInterval so a dead agent costs no DNS storm.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_resolve_ < kReResolveInterval) return;
+  last_resolve_ = now;
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (!Resolve(host_, port_, &addr, &len).ok()) return;  // keep the old address
+  resolves_.fetch_add(1, std::memory_order_relaxed);
+  if (addr.ss_family != addr_.ss_family) {
+    const int fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    close(fd_);  // pairs with the socket() of the previous family
+    fd_ = fd;
+  }
+  addr_ = addr;
+  addr_len_ = len;
 }
 
 }  // namespace pitlane

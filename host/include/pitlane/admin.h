@@ -43,6 +43,11 @@ inline constexpr double kAdminCallTimeoutSeconds = 5.0;
 // "unix:/tmp/pitlane.<ns>.admin.sock"
 std::string DefaultAdminAddress(std::string_view ns);
 
+// Is the file at `path` a Unix socket no server accepts connections on — one a host that died
+// left behind (`pitlane cleanup` removes those)? false when nothing is there or a server
+// answers; an error when it is not a socket or cannot be probed.
+Result<bool> IsStaleAdminSocket(const std::string& path);
+
 class AdminServer {
  public:
   // Serves `host` on `address` (see above). INVALID_ARGUMENT for an address that is neither

@@ -45,20 +45,40 @@ class JsonLinesExporter : public AsyncExporter {
 
   uint64_t lines_written() const { return lines_written_.load(std::memory_order_relaxed); }
   uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
+  // Lines a failed write lost (what write_errors() cost), including every line after a broken
+  // pipe.
+  uint64_t lines_lost() const { return lines_lost_.load(std::memory_order_relaxed); }
+  // The reader of a pipe went away (EPIPE, e.g. `pitlane host --jsonl | head -1`): nothing is
+  // written any more; later events only count as lines_lost().
+  bool broken_pipe() const { return broken_pipe_.load(std::memory_order_relaxed); }
+
+  // For an exporter made by OpenFile: closes the file and opens its path again before the next
+  // write (logrotate's `create` mode renames the file and expects the writer to do this on
+  // SIGHUP). Any thread; the exporter thread reopens. A reopen that fails keeps writing to the
+  // file already open and counts reopen_errors().
+  void RequestReopen() { reopen_requested_.store(true, std::memory_order_relaxed); }
+  uint64_t reopens() const { return reopens_.load(std::memory_order_relaxed); }
+  uint64_t reopen_errors() const { return reopen_errors_.load(std::memory_order_relaxed); }
 
  protected:
   void Export(const OwnedEvent& event) override;
   void Flush() override;
 
  private:
-  JsonLinesExporter(FILE* out, bool owned, size_t capacity);
+  JsonLinesExporter(FILE* out, std::string path, size_t capacity);
+  void ReopenIfRequested();
 
-  FILE* const out_;
-  const bool owned_;
+  FILE* out_;                // replaced only by ReopenIfRequested, on the exporter thread
+  const std::string path_;   // "" when the caller owns `out_`
   std::string buffer_;        // exporter thread only
   uint64_t buffered_lines_ = 0;  // exporter thread only
   std::atomic<uint64_t> lines_written_{0};
   std::atomic<uint64_t> write_errors_{0};
+  std::atomic<uint64_t> lines_lost_{0};
+  std::atomic<bool> broken_pipe_{false};
+  std::atomic<bool> reopen_requested_{false};
+  std::atomic<uint64_t> reopens_{0};
+  std::atomic<uint64_t> reopen_errors_{0};
 };
 
 }  // namespace pitlane

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -50,8 +51,9 @@
 namespace pitlane {
 
 struct StatsdOptions {
-  // "HOST:PORT": HOST an IPv4 literal, an IPv6 literal in brackets ("[::1]:8125") or
-  // "localhost". Resolved once, at Create().
+  // "HOST:PORT": HOST an IPv4 literal, an IPv6 literal in brackets ("[::1]:8125") or a name
+  // ("statsd.internal", "localhost"). Resolved at Create(), and again after a failed send (at
+  // most once per second), so a name that moves is followed.
   std::string address = "127.0.0.1:8125";
   std::string prefix = "pitlane";  // "" → no prefix
   double sample_rate = 1.0;        // (0, 1]
@@ -63,8 +65,8 @@ struct StatsdOptions {
 
 class StatsdExporter : public AsyncExporter {
  public:
-  // Fails with kInvalidArgument for a malformed address, port or option, and kUnavailable
-  // when no socket can be created.
+  // Fails with kInvalidArgument for a malformed address, port or option, kNotFound when the
+  // name does not resolve, and kUnavailable when resolving or creating a socket fails.
   static Result<std::unique_ptr<StatsdExporter>> Create(StatsdOptions options);
   ~StatsdExporter() override;  // Stop()s (sending what is queued), closes the socket
 
@@ -76,21 +78,31 @@ class StatsdExporter : public AsyncExporter {
   uint64_t send_errors() const { return send_errors_.load(std::memory_order_relaxed); }
   uint64_t sampled_out() const { return sampled_out_.load(std::memory_order_relaxed); }
   uint64_t skipped_values() const { return skipped_values_.load(std::memory_order_relaxed); }
+  // Successful resolutions after a failed send.
+  uint64_t resolves() const { return resolves_.load(std::memory_order_relaxed); }
 
  protected:
   void Export(const OwnedEvent& event) override;
   void Flush() override;
 
  private:
-  StatsdExporter(StatsdOptions options, int fd, const sockaddr_storage& addr, socklen_t len);
+  static constexpr std::chrono::seconds kReResolveInterval{1};
+
+  StatsdExporter(StatsdOptions options, std::string host, uint16_t port, int fd,
+                 const sockaddr_storage& addr, socklen_t len);
   // Appends the lines of `event` to lines_; returns how many values were skipped.
   uint64_t AppendLines(const OwnedEvent& event);
   void Send();
+  void ReResolve();
 
   const StatsdOptions options_;
-  const int fd_;
-  const sockaddr_storage addr_;
-  const socklen_t addr_len_;
+  const std::string host_;
+  const uint16_t port_;
+  // Exporter thread only (ReResolve may replace them).
+  int fd_;
+  sockaddr_storage addr_;
+  socklen_t addr_len_;
+  std::chrono::steady_clock::time_point last_resolve_{};
   std::string rate_suffix_;  // "|@0.25" or ""
   // Exporter thread only.
   std::mt19937_64 rng_;
@@ -102,6 +114,7 @@ class StatsdExporter : public AsyncExporter {
   std::atomic<uint64_t> send_errors_{0};
   std::atomic<uint64_t> sampled_out_{0};
   std::atomic<uint64_t> skipped_values_{0};
+  std::atomic<uint64_t> resolves_{0};
 };
 
 }  // namespace pitlane

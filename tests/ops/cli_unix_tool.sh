@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# `pitlane` as a Unix tool (README "Operating a host"): --version, exit codes (2 usage, 1
+# runtime), `--ns ""`, a closed stdout pipe, SIGHUP reopening --jsonl-file, SIGTERM with the
+# summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
+# `catalog --json`, `host --catalog FILE`, the gRPC token from a file and not in argv.
+# Usage: cli_unix_tool.sh PITLANE
+set -uo pipefail
+
+pitlane="$1"
+tmp="$(mktemp -d /tmp/pitlane-cli-unix-XXXXXX)"
+ns="ctest-cli-unix-$$"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  "$pitlane" cleanup --ns "$ns" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-b" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-hup" >/dev/null 2>&1
+  [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fails=0
+ok() { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# expect_rc WANT WHAT -- command...: runs it, compares the exit code.
+expect_rc() {
+  local want="$1" what="$2"
+  shift 3
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq $want ]]; then ok "$what (exit $rc)"; else
+    fail "$what: exit $rc, want $want; stderr: $(head -c 400 "$tmp/err")"
+  fi
+}
+# wait_for SECONDS WHAT -- condition...: polls every 50 ms.
+wait_for() {
+  local seconds="$1" what="$2"
+  shift 3
+  local deadline=$((SECONDS + seconds))
+  while ! "$@" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then fail "timed out: $what"; return 1; fi
+    sleep 0.05
+  done
+  return 0
+}
+
+# ── version and exit codes ────────────────────────────────────────────────────────────────────
+expect_rc 0 "--version" -- "$pitlane" --version
+grep -qE '^pitlane [0-9]+\.[0-9]+\.[0-9]+$' "$tmp/out" && ok "--version prints the version" ||
+  fail "--version printed: $(cat "$tmp/out")"
+expect_rc 2 "no command is a usage error" -- "$pitlane"
+expect_rc 2 "an unknown option is a usage error" -- "$pitlane" host --bogus
+expect_rc 2 '--ns "" is a usage error' -- "$pitlane" host --ns ""
+grep -q 'namespace is empty' "$tmp/err" && ok '--ns "" says why' || fail "--ns \"\": $(cat "$tmp/err")"
+for cmd in stat emit cleanup; do
+  extra=(); [[ $cmd == emit ]] && extra=(python.call.start)
+  expect_rc 2 "$cmd --ns \"\" is a usage error" -- "$pitlane" "$cmd" --ns "" "${extra[@]}"
+done
+expect_rc 2 'ctl --ns "" is a usage error' -- "$pitlane" ctl --ns "" workers
+expect_rc 2 "a malformed metric spec is a usage error" -- \
+  "$pitlane" host --ns "$ns" --metrics 127.0.0.1:0 --metric 'gauge(x.y)' --duration 1
+expect_rc 2 "an unknown --metric-naming is a usage error" -- \
+  "$pitlane" host --ns "$ns" --metrics 127.0.0.1:0 --metric-naming camel --duration 1
+expect_rc 1 "an unwritable --jsonl-file is a runtime failure" -- \
+  "$pitlane" host --ns "$ns" --jsonl-file "$tmp/no/such/dir/x.jsonl" --duration 1
+expect_rc 1 "a missing --catalog file is a runtime failure" -- \
+  "$pitlane" host --ns "$ns" --catalog "$tmp/missing.txt" --duration 1
+printf 'root app\nbogus line\n' >"$tmp/bad-catalog.txt"
+expect_rc 2 "a malformed --catalog file is a usage error" -- \
+  "$pitlane" host --ns "$ns" --catalog "$tmp/bad-catalog.txt" --duration 1
+expect_rc 1 "an unreadable --grpc-token-file is a runtime failure" -- \
+  "$pitlane" host --ns "$ns" --grpc-token-file "$tmp/missing-token" --duration 1
+expect_rc 1 "a StatsD name that does not resolve is a runtime failure" -- \
+  "$pitlane" host --ns "$ns" --statsd no-such-host.invalid:8125 --duration 1
+expect_rc 2 "a malformed StatsD address is a usage error" -- \
+  "$pitlane" host --ns "$ns" --statsd 999.1.1.1:8125 --duration 1
+
+# ── catalog ───────────────────────────────────────────────────────────────────────────────────
+expect_rc 0 "catalog --json" -- "$pitlane" catalog --json
+/usr/bin/python3 - "$tmp/out" <<'EOF' && ok "catalog --json is one JSON document with units" || fail "catalog --json"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["root"] == "snakepit" and len(d["events"]) > 11, d
+units = {m["key"]: m["unit"] for m in d["measurement_keys"]}
+assert units["duration"] == "nanosecond" and units["rss_bytes"] == "byte" and units["count"] is None
+EOF
+printf 'root app\nmeasurement duration nanosecond\nevent job.start worker start job.start\n' \
+  >"$tmp/catalog.txt"
+"$pitlane" host --ns "$ns" --catalog "$tmp/catalog.txt" --jsonl --no-admin --duration 30 \
+  >"$tmp/catalog.out" 2>"$tmp/catalog.err" &
+host=$!; pids+=("$host")
+wait_for 10 "host with --catalog starts" -- grep -q "Ctrl-C stops" "$tmp/catalog.err"
+"$pitlane" emit --ns "$ns" job.start -m duration=5 >/dev/null 2>&1
+wait_for 10 "an event of the custom catalog is delivered" -- grep -q '"name":"app.job.start"' "$tmp/catalog.out" &&
+  ok "host --catalog FILE delivers the file's events"
+kill -TERM "$host"; wait "$host"
+
+# ── a closed stdout pipe ──────────────────────────────────────────────────────────────────────
+( for _ in $(seq 1 40); do
+    "$pitlane" emit --ns "$ns" python.call.start -m system_time=1 >/dev/null 2>&1
+    sleep 0.1
+  done ) &
+emitter=$!; pids+=("$emitter")
+start=$SECONDS
+timeout 30 "$pitlane" host --ns "$ns" --jsonl --no-admin 2>"$tmp/pipe.err" | head -1 >"$tmp/pipe.out"
+rcs=("${PIPESTATUS[@]}")
+kill "$emitter" 2>/dev/null; wait "$emitter" 2>/dev/null
+if [[ ${rcs[0]} -eq 0 ]] && grep -q '"name":"snakepit' "$tmp/pipe.out" &&
+   grep -q 'stdout closed (broken pipe) after 1 lines; stopping' "$tmp/pipe.err"; then
+  ok "pitlane host --jsonl | head -1 stops, exit 0, in $((SECONDS - start)) s"
+else
+  fail "broken pipe: exit ${rcs[0]}; stderr: $(cat "$tmp/pipe.err")"
+fi
+grep -qE 'events not printed after stdout closed' "$tmp/pipe.err" && ok "the lost lines are counted" ||
+  fail "no count of lost lines: $(cat "$tmp/pipe.err")"
+
+# ── SIGHUP reopens --jsonl-file; SIGTERM stops with the summary ───────────────────────────────
+"$pitlane" host --ns "$ns-hup" --jsonl-file "$tmp/events.jsonl" --interval 0.2 >"$tmp/hup.out" 2>&1 &
+host=$!; pids+=("$host")
+wait_for 10 "host with --jsonl-file starts" -- grep -q "Ctrl-C stops" "$tmp/hup.out"
+"$pitlane" emit --ns "$ns-hup" --id hup-1 python.call.start -m system_time=1 >/dev/null 2>&1
+wait_for 10 "first line in the file" -- grep -q hup-1 "$tmp/events.jsonl"
+mv "$tmp/events.jsonl" "$tmp/events.jsonl.1"
+kill -HUP "$host"
+wait_for 10 "SIGHUP acknowledged" -- grep -q "SIGHUP, reopening" "$tmp/hup.out"
+"$pitlane" emit --ns "$ns-hup" --id hup-2 python.call.start -m system_time=2 >/dev/null 2>&1
+if wait_for 10 "a new file after SIGHUP" -- grep -q hup-2 "$tmp/events.jsonl"; then
+  ok "SIGHUP reopens --jsonl-file at its path"
+fi
+kill -0 "$host" 2>/dev/null && ok "the host runs on after SIGHUP" || fail "SIGHUP ended the host"
+grep -q hup-2 "$tmp/events.jsonl.1" && fail "an event went to the rotated file after SIGHUP"
+# Workers gone are one "(N departed)" row.
+wait_for 10 "departed row" -- grep -qE '^  \(2 departed\) ' "$tmp/hup.out" &&
+  ok "gone workers are summed into one departed row"
+kill -TERM "$host"; wait "$host"; rc=$?
+if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
+   tail -3 "$tmp/hup.out" | grep -q "reopened 1, reopen errors 0"; then
+  ok "SIGTERM stops with the summary (exit 0)"
+else
+  fail "SIGTERM: exit $rc; $(tail -5 "$tmp/hup.out")"
+fi
+
+# ── cleanup removes the admin socket of a dead host ───────────────────────────────────────────
+sock="/tmp/pitlane.$ns.admin.sock"
+"$pitlane" host --ns "$ns" >"$tmp/dead.out" 2>&1 &
+host=$!; pids+=("$host")
+wait_for 10 "admin socket" -- test -S "$sock"
+expect_rc 0 "cleanup keeps a live host's socket" -- "$pitlane" cleanup --ns "$ns"
+test -S "$sock" && ok "a served admin socket is kept" || fail "cleanup removed a served socket"
+kill -KILL "$host"; wait "$host" 2>/dev/null
+expect_rc 0 "cleanup --dry-run" -- "$pitlane" cleanup --ns "$ns" --dry-run
+grep -q "would remove $sock: admin socket nobody serves" "$tmp/out" && test -S "$sock" &&
+  ok "cleanup --dry-run names the stale socket and keeps it" || fail "dry run: $(cat "$tmp/out")"
+expect_rc 0 "cleanup" -- "$pitlane" cleanup --ns "$ns"
+if grep -q "removed $sock" "$tmp/out" && ! test -e "$sock"; then
+  ok "cleanup removes a dead host's admin socket"
+else
+  fail "cleanup: $(cat "$tmp/out")"
+fi
+
+# ── gRPC token from a file, never in argv ─────────────────────────────────────────────────────
+secret="s3cret-$$-token"
+printf '%s\n' "$secret" >"$tmp/token"
+"$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 --grpc-token-file "$tmp/token" \
+  --jsonl-file "$tmp/grpc.jsonl" >"$tmp/grpc.out" 2>&1 &
+host=$!; pids+=("$host")
+wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc.out"
+port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc.out")
+if tr '\0' ' ' <"/proc/$host/cmdline" | grep -q "$secret"; then fail "the token is in argv"; else
+  ok "the token is not in the host's argv"
+fi
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
+  "$pitlane" emit --ns "$ns-b" --id grpc-good python.call.start -m system_time=1 >/dev/null 2>&1
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="wrong" \
+  "$pitlane" emit --ns "$ns-b" --id grpc-bad python.call.start -m system_time=1 >/dev/null 2>&1
+wait_for 10 "a worker with the file's token is served" -- grep -q grpc-good "$tmp/grpc.jsonl" &&
+  ok "the token from --grpc-token-file admits a worker"
+grep -q grpc-bad "$tmp/grpc.jsonl" && fail "a worker with a wrong token was served" ||
+  ok "a wrong token is refused"
+kill -TERM "$host"; wait "$host"
+
+if ((fails > 0)); then
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
