@@ -1,8 +1,13 @@
 #!/bin/sh
-# Installs a pitlane build tree into a fresh prefix and builds tests/install/main.cc against it,
-# once through find_package(pitlane CONFIG) and once through pkg-config, and runs them: with no
-# host in their (unique) namespace each must report dropped_no_ring. host_main.cc checks that
-# pitlane::host links too.
+# Installs a pitlane build tree into a fresh prefix and builds outside consumers against it:
+#   - CMake, COMPONENTS worker, with gRPC and Protobuf made unfindable: a shared-memory worker
+#     needs neither (tests/install/main.cc; with no host it must report dropped_no_ring);
+#   - CMake, COMPONENTS host prometheus: a host, and a host serving /metrics and the admin
+#     service (host_main.cc, prometheus_main.cc);
+#   - CMake, an unknown component: configuring fails naming it;
+#   - pkg-config pitlane (= pitlane-worker), pitlane-host and pitlane-prometheus: the same
+#     programs with `g++ $(pkg-config --cflags --libs ...)`, linked and run;
+#   - every header the README documents is installed.
 #
 # usage: check.sh <build dir> [<temp parent dir>]
 #   The install prefix is a unique directory made with mktemp -d under <temp parent dir>
@@ -17,22 +22,29 @@ tmp=$(mktemp -d "$parent/pitlane-install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 step() { echo "== $*"; }
+run_logged() {  # run_logged LOG command...: runs it, prints LOG if it fails
+  log=$1
+  shift
+  "$@" >"$log" 2>&1 || { cat "$log"; echo "failed: $*"; exit 1; }
+}
 
 step "cmake --install $build --prefix $tmp/prefix"
-cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log" || {
-  cat "$tmp/install.log"
-  exit 1
-}
-for f in include/pitlane/worker.h include/pitlane/host.h include/pitlane/fb/event_generated.h \
-         bin/pitlane; do
+run_logged "$tmp/install.log" cmake --install "$build" --prefix "$tmp/prefix"
+for f in include/pitlane/worker.h include/pitlane/span.h include/pitlane/correlation.h \
+         include/pitlane/host.h include/pitlane/admin.h include/pitlane/prometheus.h \
+         include/pitlane/jsonl_exporter.h include/pitlane/statsd_exporter.h \
+         include/pitlane/exporter.h include/pitlane/units.h include/pitlane/fb/event_generated.h \
+         bin/pitlane share/doc/pitlane/README.md; do
   [ -e "$tmp/prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
 # lib/ or lib/<multiarch>/, depending on how the build was configured.
-pc=$(find "$tmp/prefix" -name pitlane.pc | head -n 1)
 config=$(find "$tmp/prefix" -name pitlaneConfig.cmake | head -n 1)
-[ -n "$pc" ] || { echo "missing after install: pitlane.pc"; exit 1; }
 [ -n "$config" ] && [ -e "$(dirname "$config")/pitlaneConfigVersion.cmake" ] ||
   { echo "missing after install: pitlaneConfig.cmake / pitlaneConfigVersion.cmake"; exit 1; }
+pcdir=$(dirname "$(find "$tmp/prefix" -name pitlane.pc | head -n 1)")
+for pc in pitlane pitlane-worker pitlane-proto pitlane-grpc pitlane-host pitlane-prometheus; do
+  [ -e "$pcdir/$pc.pc" ] || { echo "missing after install: $pc.pc"; exit 1; }
+done
 
 # A sanitizer build's static libraries need the sanitizer runtime at link time too.
 extra=${PITLANE_CHECK_CXXFLAGS:-}
@@ -40,24 +52,54 @@ extra=${PITLANE_CHECK_CXXFLAGS:-}
 # Each run gets its own namespace so no host (and no other test) is found.
 export PITLANE_NAMESPACE="install-check-$$"
 
-step "find_package(pitlane CONFIG): configure + build tests/install"
-cmake -S "$here" -B "$tmp/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CXX_FLAGS="$extra" \
-  >"$tmp/configure.log" 2>&1 || { cat "$tmp/configure.log"; exit 1; }
-cmake --build "$tmp/build" >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
-out=$("$tmp/build/app")
-echo "app: $out"
-case "$out" in *dropped_no_ring*) ;; *) echo "expected dropped_no_ring"; exit 1 ;; esac
-out=$("$tmp/build/host_app")
-echo "host_app: $out"
+expect_in() {  # expect_in TEXT WHAT
+  case "$1" in *"$2"*) ;; *) echo "expected \"$2\" in: $1"; exit 1 ;; esac
+}
 
-step "pkg-config: g++ -std=c++20 main.cc \$(pkg-config --cflags --libs pitlane)"
-flags=$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --cflags --libs pitlane)
-echo "pkg-config: $flags"
-# shellcheck disable=SC2086  # the flag lists are meant to split
-g++ -std=c++20 $extra -o "$tmp/app-pc" "$here/main.cc" $flags
-out=$("$tmp/app-pc")
-echo "app-pc: $out"
-case "$out" in *dropped_no_ring*) ;; *) echo "expected dropped_no_ring"; exit 1 ;; esac
+step "find_package(pitlane COMPONENTS worker), gRPC and Protobuf unfindable"
+run_logged "$tmp/configure-worker.log" cmake -S "$here" -B "$tmp/worker" \
+  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra" \
+  -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON
+run_logged "$tmp/build-worker.log" cmake --build "$tmp/worker"
+out=$("$tmp/worker/app")
+echo "app: $out"
+expect_in "$out" dropped_no_ring
+
+step "find_package(pitlane COMPONENTS host prometheus)"
+run_logged "$tmp/configure-host.log" cmake -S "$here" -B "$tmp/host" -DCONSUMER=host \
+  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
+run_logged "$tmp/build-host.log" cmake --build "$tmp/host"
+out=$("$tmp/host/host_app")
+echo "host_app: $out"
+expect_in "$out" "host: started"
+out=$("$tmp/host/prometheus_app")
+echo "prometheus_app: $out"
+expect_in "$out" "build info served"
+
+step "find_package(pitlane COMPONENTS nonesuch) fails naming the component"
+mkdir -p "$tmp/unknown"
+printf 'cmake_minimum_required(VERSION 3.20)\nproject(u LANGUAGES CXX)\nfind_package(pitlane CONFIG REQUIRED COMPONENTS nonesuch)\n' \
+  >"$tmp/unknown/CMakeLists.txt"
+if cmake -S "$tmp/unknown" -B "$tmp/unknown/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+    >"$tmp/unknown.log" 2>&1; then
+  echo "an unknown component configured"; exit 1
+fi
+expect_in "$(cat "$tmp/unknown.log")" 'unknown pitlane component "nonesuch"'
+
+export PKG_CONFIG_PATH="$pcdir"
+for case in "pitlane main.cc app-pc dropped_no_ring" \
+            "pitlane-worker main.cc app-worker-pc dropped_no_ring" \
+            "pitlane-host host_main.cc host-pc host:+started" \
+            "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served"; do
+  # shellcheck disable=SC2086  # the fields are meant to split
+  set -- $case
+  step "pkg-config: g++ -std=c++20 $2 \$(pkg-config --cflags --libs $1)"
+  flags=$(pkg-config --cflags --libs "$1")
+  # shellcheck disable=SC2086  # the flag lists are meant to split
+  run_logged "$tmp/$3.log" g++ -std=c++20 $extra -o "$tmp/$3" "$here/$2" $flags
+  out=$("$tmp/$3")
+  echo "$3: $out"
+  expect_in "$out" "$(echo "$4" | tr + ' ')"
+done
 
 echo "install_consumer_builds: OK"
