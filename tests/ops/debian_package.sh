@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The Debian package `pitlane` (cpack -G DEB; cmake/pitlaneCPack.cmake) of a build tree:
+#   - its contents (dpkg-deb -c): the command, man pages, completion, the systemd template unit,
+#     dashboard, alert rules, environment file template, the Python module; its Depends;
+#   - extracted into a temporary root: the command runs, the Python module imports from any
+#     directory, and `systemd-analyze verify` accepts the unit (its ExecStart pointed into the
+#     root; any diagnostic fails the test);
+#   - when run as root and no `pitlane` package is installed already: `dpkg -i`, the installed
+#     unit verified, the command and module used from their installed places, then `dpkg -r`
+#     (also on failure).
+# The libpitlane-dev package's contents are what install_consumer_builds builds against.
+# Usage: debian_package.sh BUILD_DIR
+set -uo pipefail
+build="$(cd "$1" && pwd)"
+tmp="$(mktemp -d /tmp/pitlane-deb-XXXXXX)"
+installed=""
+cleanup() {
+  if [[ -n "$installed" ]]; then dpkg -r pitlane >/dev/null 2>&1; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fails=0
+ok() { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+prefix=$(sed -n 's/^set(CPACK_PACKAGING_INSTALL_PREFIX "\(.*\)")$/\1/p' "$build/CPackConfig.cmake")
+[[ -n "$prefix" ]] || { echo "FAIL: no CPACK_PACKAGING_INSTALL_PREFIX in $build/CPackConfig.cmake"; exit 1; }
+if ! (cd "$build" && cpack -G DEB -B "$tmp/out" -D CPACK_COMPONENTS_ALL="cli;service;python") \
+    >"$tmp/cpack.log" 2>&1; then
+  cat "$tmp/cpack.log"; echo "FAIL: cpack"; exit 1
+fi
+deb=$(ls "$tmp"/out/pitlane_*.deb 2>/dev/null | head -n 1)
+[[ -n "$deb" ]] && ok "cpack -G DEB made $(basename "$deb")" || { echo "FAIL: no .deb"; exit 1; }
+
+contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
+for f in bin/pitlane share/man/man1/pitlane.1 share/man/man1/pitlane-host.1 \
+         share/bash-completion/completions/pitlane "lib/systemd/system/pitlane-host@.service" \
+         share/pitlane/pitlane.json share/pitlane/pitlane-alerts.yml share/pitlane/pitlane-host.env \
+         lib/python3.11/dist-packages/pitlane/__init__.py \
+         lib/python3.11/dist-packages/pitlane/telemetry.py; do
+  grep -qxF ".$prefix/$f" <<<"$contents" && ok "the package has $prefix/$f" || fail "missing $prefix/$f"
+done
+grep -qE "lib/python3.11/dist-packages/pitlane/_native\..*\.so$" <<<"$contents" &&
+  ok "the package has the native module" || fail "missing the native module"
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q "libgrpc++" <<<"$depends" && grep -q python3 <<<"$depends" &&
+  ok "Depends: $depends" || fail "Depends: $depends"
+
+root="$tmp/root"
+dpkg-deb -x "$deb" "$root"
+"$root$prefix/bin/pitlane" --version | grep -q "^pitlane " && ok "the extracted command runs" ||
+  fail "extracted pitlane --version"
+(cd / && PYTHONPATH="$root$prefix/lib/python3.11/dist-packages" /usr/bin/python3 -c \
+  'import pitlane.telemetry, sys; assert pitlane.telemetry.new_correlation_id().startswith("pl-")') &&
+  ok "the extracted Python module imports from /" || fail "extracted Python module"
+
+verify() {  # verify UNIT_FILE: systemd-analyze verify prints nothing for a clean unit
+  local out
+  out=$(MANPATH="$root$prefix/share/man:$prefix/share/man" systemd-analyze verify "$1" 2>&1)
+  if [[ -z "$out" ]]; then ok "systemd-analyze verify accepts $(basename "$1")"; else
+    fail "systemd-analyze verify $(basename "$1"):"$'\n'"$out"
+  fi
+}
+mkdir -p "$tmp/units"
+sed "s|$prefix/bin/pitlane|$root$prefix/bin/pitlane|" "$root$prefix/lib/systemd/system/pitlane-host@.service" \
+  >"$tmp/units/pitlane-host@.service"
+verify "$tmp/units/pitlane-host@.service"
+cp "$tmp/units/pitlane-host@.service" "$tmp/units/pitlane-host@demo.service"
+verify "$tmp/units/pitlane-host@demo.service"
+# The check must be able to fail: a unit with an unknown key is reported.
+printf '[Service]\nExecStart=/bin/true\nNoSuchKey=1\n' >"$tmp/units/broken.service"
+[[ -n "$(systemd-analyze verify "$tmp/units/broken.service" 2>&1)" ]] &&
+  ok "systemd-analyze verify reports a broken unit" || fail "verify does not report problems"
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "skipped: dpkg -i (not root)"
+elif dpkg-query -W -f='${Status}' pitlane 2>/dev/null | grep -q "install ok installed"; then
+  echo "skipped: dpkg -i (a pitlane package is installed already; left alone)"
+else
+  if dpkg -i "$deb" >"$tmp/dpkg.log" 2>&1; then
+    installed=yes
+    ok "dpkg -i $(basename "$deb")"
+    verify "$prefix/lib/systemd/system/pitlane-host@.service"
+    "$prefix/bin/pitlane" --version >/dev/null && ok "the installed command runs" ||
+      fail "installed pitlane"
+    (cd / && env -u PYTHONPATH /usr/bin/python3 -c 'import pitlane.telemetry') &&
+      ok "the installed Python module imports from /" || fail "installed Python module"
+    dpkg -r pitlane >"$tmp/dpkg-r.log" 2>&1 && installed="" && [[ ! -e "$prefix/bin/pitlane" ]] &&
+      ok "dpkg -r removes it" || fail "dpkg -r: $(cat "$tmp/dpkg-r.log")"
+  else
+    fail "dpkg -i: $(cat "$tmp/dpkg.log")"
+  fi
+fi
+((fails == 0)) && echo "all checks passed" || { echo "$fails check(s) failed"; exit 1; }
