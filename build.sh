@@ -25,13 +25,23 @@ case "$command" in
 esac
 
 # ── (a) Debian packages ───────────────────────────────────────────────────────────────────────
+# `demo` installs what building the libraries and the `pitlane` command needs; `test` adds what
+# the tests drive: googletest/benchmark, clang for the fuzz run, Prometheus and promtool, the
+# Python module and its interop peers, matplotlib (bench/render.py), help2man and man/groff
+# (man pages), systemd-analyze and dpkg-dev (the Debian package test), python3-venv,
+# python3-setuptools and python3-wheel (the offline pip install test).
 packages=(
   build-essential cmake pkg-config libboost-dev libflatbuffers-dev flatbuffers-compiler
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libbenchmark-dev
-  libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-  clang libclang-rt-14-dev prometheus
-  python3-dev pybind11-dev python3-grpcio python3-protobuf python3-matplotlib iproute2
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libcli11-dev nlohmann-json3-dev zlib1g-dev
 )
+if [[ $command == test ]]; then
+  packages+=(
+    libbenchmark-dev libgtest-dev libgmock-dev clang libclang-rt-14-dev prometheus
+    python3-dev pybind11-dev python3-grpcio python3-protobuf python3-matplotlib iproute2
+    help2man man-db groff-base systemd dpkg-dev python3-venv python3-setuptools python3-wheel
+  )
+fi
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -53,9 +63,17 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 # ── (b) configure and build ───────────────────────────────────────────────────────────────────
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPITLANE_BUILD_CLI=ON -DPITLANE_BUILD_TESTS=ON -DPITLANE_BUILD_BENCHMARKS=ON
-cmake --build build -j"$(nproc)"
+# The demo needs only the libraries and the command; the tests and benchmarks are built for
+# `test` (a later `test` reconfigures the same build directory and builds the rest).
+with_tests=OFF
+[[ $command == test ]] && with_tests=ON
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPITLANE_BUILD_CLI=ON \
+  -DPITLANE_BUILD_TESTS=$with_tests -DPITLANE_BUILD_BENCHMARKS=$with_tests
+if [[ $command == demo ]]; then
+  cmake --build build -j"$(nproc)" --target pitlane
+else
+  cmake --build build -j"$(nproc)"
+fi
 
 # ── (c) run ───────────────────────────────────────────────────────────────────────────────────
 case "$command" in

@@ -35,13 +35,16 @@ deb=$(ls "$tmp"/out/pitlane_*.deb 2>/dev/null | head -n 1)
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 for f in bin/pitlane share/man/man1/pitlane.1 share/man/man1/pitlane-host.1 \
          share/bash-completion/completions/pitlane "lib/systemd/system/pitlane-host@.service" \
-         share/pitlane/pitlane.json share/pitlane/pitlane-alerts.yml share/pitlane/pitlane-host.env \
-         lib/python3.11/dist-packages/pitlane/__init__.py \
-         lib/python3.11/dist-packages/pitlane/telemetry.py; do
+         share/pitlane/pitlane.json share/pitlane/pitlane-alerts.yml \
+         share/pitlane/pitlane-host.env; do
   grep -qxF ".$prefix/$f" <<<"$contents" && ok "the package has $prefix/$f" || fail "missing $prefix/$f"
 done
-grep -qE "lib/python3.11/dist-packages/pitlane/_native\..*\.so$" <<<"$contents" &&
-  ok "the package has the native module" || fail "missing the native module"
+# The module's directory: lib/python3.X/dist-packages (/usr/local) or lib/python3/dist-packages.
+pydir=$(grep -E "^\.$prefix/lib/python3[^/]*/dist-packages/pitlane/__init__\.py$" <<<"$contents" |
+        sed -e 's|^\.||' -e 's|/pitlane/__init__\.py$||')
+[[ -n "$pydir" ]] && ok "the package has the Python module in $pydir" || fail "no pitlane/__init__.py"
+grep -qE "^\.$pydir/pitlane/_native\..*\.so$" <<<"$contents" && grep -qxF ".$pydir/pitlane/telemetry.py" <<<"$contents" &&
+  ok "the package has the native module and telemetry.py" || fail "missing module files"
 depends=$(dpkg-deb -f "$deb" Depends)
 grep -q "libgrpc++" <<<"$depends" && grep -q python3 <<<"$depends" &&
   ok "Depends: $depends" || fail "Depends: $depends"
@@ -50,7 +53,7 @@ root="$tmp/root"
 dpkg-deb -x "$deb" "$root"
 "$root$prefix/bin/pitlane" --version | grep -q "^pitlane " && ok "the extracted command runs" ||
   fail "extracted pitlane --version"
-(cd / && PYTHONPATH="$root$prefix/lib/python3.11/dist-packages" /usr/bin/python3 -c \
+(cd / && PYTHONPATH="$root$pydir" /usr/bin/python3 -c \
   'import pitlane.telemetry, sys; assert pitlane.telemetry.new_correlation_id().startswith("pl-")') &&
   ok "the extracted Python module imports from /" || fail "extracted Python module"
 
