@@ -546,7 +546,8 @@ TEST_F(PrometheusTest, GzipWhenTheScraperAsks) {
   EXPECT_FALSE(Contains(refused.headers, "content-encoding")) << refused.headers;
 }
 
-// HostOptions::departed_retention 0: a gone worker leaves Host::Workers() at once.
+// HostOptions::departed_retention 0: a gone worker leaves Host::Workers() at once, into
+// Host::Departed(). (With the default 5 minutes it stays: CountersStayMonotonicWhen...)
 TEST_F(PrometheusTest, GoneWorkersRetireIntoDepartedAfterTheRetention) {
   StartHost(std::chrono::milliseconds(0));
   StartWorker("short-lived");
@@ -556,6 +557,12 @@ TEST_F(PrometheusTest, GoneWorkersRetireIntoDepartedAfterTheRetention) {
   EXPECT_TRUE(Contains(Scrape(), "pitlane_delivered_total{worker_id=\"short-lived\"} 5\n"));
   worker_.reset();
   EXPECT_TRUE(host_->DrainAll(5s));
+  for (const WorkerInfo& w : host_->Workers()) EXPECT_NE(w.id, "short-lived");
+  const DepartedWorkers departed = host_->Departed();
+  EXPECT_EQ(departed.workers, 1u);
+  EXPECT_EQ(departed.delivered, 5u);
+  EXPECT_TRUE(departed.Conserved());
+  EXPECT_EQ(departed.unaccounted, 0u);
   const std::string body = Scrape();
   EXPECT_FALSE(Contains(body, "worker_id=\"short-lived\"")) << body;
   EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"(departed)\"} 5\n"));

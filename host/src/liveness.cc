@@ -179,7 +179,7 @@ void ShmSource::ReclaimRing(Ring* r) {
   ++d.rings_total;
   d.quarantined |= final_stats.quarantined;
   history_.push_back(std::move(final_stats));
-  if (history_.size() > 4096) history_.pop_front();
+  if (history_.size() > kReclaimedRingHistory) history_.pop_front();
   auto& wr = r->worker->rings;
   wr.erase(std::remove(wr.begin(), wr.end(), r), wr.end());
   drain_order_.erase(std::remove(drain_order_.begin(), drain_order_.end(), r), drain_order_.end());

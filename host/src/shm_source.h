@@ -127,7 +127,10 @@ class ShmSource {
   std::map<uint32_t, std::unique_ptr<Worker>> workers_;  // by worker slot; GUARDED_BY(mu_)
   std::map<uint32_t, std::unique_ptr<Ring>> rings_;      // by ring slot; GUARDED_BY(mu_)
   std::vector<Ring*> drain_order_;                       // GUARDED_BY(mu_)
-  std::deque<RingStats> history_;                        // reclaimed rings; GUARDED_BY(mu_)
+  // The last kReclaimedRingHistory reclaimed rings, for Rings() (their totals live on in
+  // departed_ / departed_total_, so dropping old entries loses no count); GUARDED_BY(mu_).
+  static constexpr size_t kReclaimedRingHistory = 256;
+  std::deque<RingStats> history_;
   std::map<std::string, WorkerInfo> departed_;  // by id: totals of what is reclaimed; GUARDED_BY(mu_)
   // When each departed_ entry last changed; GUARDED_BY(mu_).
   std::map<std::string, std::chrono::steady_clock::time_point> departed_at_;
