@@ -100,7 +100,7 @@ int RunEmit(const EmitOptions& o) {
   auto started = Worker::Start(wo);
   if (!started.ok()) {
     Error("emit", started.status().ToString());
-    return 1;
+    return ExitCodeOf(started.status());  // a bad --id or ring size is a usage error
   }
   Worker& w = **started;
   const bool attached = w.WaitAttached(std::chrono::milliseconds(1000));

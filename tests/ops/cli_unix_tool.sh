@@ -72,6 +72,9 @@ expect_rc 1 "an unreadable --grpc-token-file is a runtime failure" -- \
   "$pitlane" host --ns "$ns" --grpc-token-file "$tmp/missing-token" --duration 1
 expect_rc 1 "a StatsD name that does not resolve is a runtime failure" -- \
   "$pitlane" host --ns "$ns" --statsd no-such-host.invalid:8125 --duration 1
+PITLANE_RING_BYTES=3 expect_rc 2 "emit with a malformed PITLANE_RING_BYTES is a usage error" -- \
+  "$pitlane" emit --ns "$ns" python.call.start
+expect_rc 1 "emit without a host is a runtime failure" -- "$pitlane" emit --ns "$ns" python.call.start
 expect_rc 2 "a malformed StatsD address is a usage error" -- \
   "$pitlane" host --ns "$ns" --statsd 999.1.1.1:8125 --duration 1
 
