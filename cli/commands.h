@@ -27,6 +27,7 @@ struct DemoOptions {
   int remote = 0;  // extra workers that stream over loopback gRPC
   double duration_s = 8;
   int64_t rate = 20000;  // events per second per worker
+  std::string metrics;   // "" → none; else serve Prometheus /metrics on ADDR (dashboard specs)
 };
 struct DemoWorkerOptions {
   std::string ns;

@@ -20,6 +20,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -31,6 +32,7 @@
 #include "commands.h"
 #include "pitlane/correlation.h"
 #include "pitlane/host.h"
+#include "pitlane/prometheus.h"
 #include "pitlane/span.h"
 #include "pitlane/worker.h"
 
@@ -464,6 +466,30 @@ int RunDemo(const DemoOptions& o) {
     }
     c.pid = pid.value();
     children.push_back(c);
+  }
+
+  // --metrics: the host's /metrics with the event metrics packaging/grafana/pitlane.json and
+  // packaging/prometheus/pitlane-alerts.yml query (the same list as packaging/pitlane-host.env).
+  // Destroyed before the host (declared after it).
+  std::unique_ptr<PrometheusExporter> metrics;
+  if (!o.metrics.empty()) {
+    PrometheusOptions po;
+    po.listen = o.metrics;
+    for (const char* text : {"histogram(snakepit.python.call.stop.duration, tags: [command])",
+                             "counter(snakepit.python.call.exception.count, tags: [error_type])",
+                             "last_value(snakepit.python.memory.sampled.rss_bytes, "
+                             "tags: [worker_id])"}) {
+      po.specs.push_back(MetricSpec::Parse(text).value());
+    }
+    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, po);
+    if (!m.ok()) {
+      Error("demo", m.status().message());
+      StopChildren(children);
+      return ExitCodeOf(m.status());
+    }
+    metrics = std::move(m).value();
+    note("Prometheus metrics on http://" + o.metrics.substr(0, o.metrics.rfind(':')) + ":" +
+         std::to_string(metrics->port()) + "/metrics");
   }
 
   const bool tty = isatty(STDOUT_FILENO) == 1;

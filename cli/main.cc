@@ -59,6 +59,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   demo_cmd->add_option("--ns", demo.ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
       ->check(NamespaceName());
+  demo_cmd
+      ->add_option("--metrics", demo.metrics,
+                   "Serve Prometheus /metrics on ADDR with the event metrics the shipped Grafana "
+                   "dashboard uses (e.g. 127.0.0.1:9464)")
+      ->type_name("ADDR");
 
   DemoWorkerOptions dw;
   auto* dw_cmd = app.add_subcommand("demo-worker", "A worker process of `pitlane demo`");

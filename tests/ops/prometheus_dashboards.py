@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """The shipped Grafana dashboard and Prometheus alert rules, against a real Prometheus server.
 
-Starts `pitlane host --metrics` with the event metrics the dashboard needs, three
-`pitlane demo-worker` processes (one exits early: a worker gone), and Debian's `prometheus` on a
-free port with a temporary storage directory, scraping the host every second and evaluating
-packaging/prometheus/pitlane-alerts.yml. Then, through the HTTP query API:
+Runs the demo (`pitlane demo --metrics ADDR`: a host serving /metrics with the event metrics
+the dashboard uses, and three worker processes emitting the demo's mix), and Debian's
+`prometheus` on a free port with a temporary storage directory, scraping the demo every second
+and evaluating packaging/prometheus/pitlane-alerts.yml. Then, through the HTTP query API:
   - every expression of every panel of packaging/grafana/pitlane.json returns data
     ($__rate_interval as 15s, Grafana's value for a 1 s scrape interval is 4 x 1 s; 15 s keeps
     a few samples in each window);
@@ -27,11 +27,6 @@ import urllib.parse
 import urllib.request
 
 PROMETHEUS = "/usr/bin/prometheus"
-METRIC_SPECS = [  # the dashboard's description names these
-    "histogram(snakepit.python.call.stop.duration, tags: [command])",
-    "counter(snakepit.python.call.exception.count, tags: [error_type])",
-    "last_value(snakepit.python.memory.sampled.rss_bytes, tags: [worker_id])",
-]
 DEADLINE_S = 45
 
 
@@ -65,7 +60,7 @@ def alert_measure(expr):
 
 def stop(proc):
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # the demo stops and reaps its workers; Prometheus too
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -88,23 +83,17 @@ def main():
     procs = []
     try:
         metrics_port = free_port()
-        host_cmd = [pitlane, "host", "--ns", ns, "--no-admin", "--interval", "1",
-                    "--metrics", f"127.0.0.1:{metrics_port}"]
-        for spec in METRIC_SPECS:
-            host_cmd += ["--metric", spec]
-        host_log = open(os.path.join(tmp, "host.log"), "w")
-        host = subprocess.Popen(host_cmd, stdout=host_log, stderr=subprocess.STDOUT)
-        procs.append(host)
+        demo_log = open(os.path.join(tmp, "demo.log"), "w")
+        demo = subprocess.Popen(
+            [pitlane, "demo", "--ns", ns, "--workers", "3", "--duration", "40", "--rate", "2000",
+             "--metrics", f"127.0.0.1:{metrics_port}"], stdout=demo_log, stderr=subprocess.STDOUT)
+        procs.append(demo)
         deadline = time.monotonic() + 10
-        while b"Prometheus metrics on" not in open(os.path.join(tmp, "host.log"), "rb").read():
-            if host.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("FAIL: the host did not start:\n" +
-                                 open(os.path.join(tmp, "host.log")).read())
+        while b"Prometheus metrics on" not in open(os.path.join(tmp, "demo.log"), "rb").read():
+            if demo.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("FAIL: the demo did not start:\n" +
+                                 open(os.path.join(tmp, "demo.log")).read())
             time.sleep(0.05)
-        for worker_id, duration in (("dash-w0", 40), ("dash-w1", 40), ("dash-short", 2)):
-            procs.append(subprocess.Popen(
-                [pitlane, "demo-worker", "--ns", ns, "--id", worker_id, "--duration",
-                 str(duration), "--rate", "2000"], stdout=subprocess.DEVNULL))
 
         web_port = free_port()
         with open(os.path.join(tmp, "prometheus.yml"), "w") as cfg:
@@ -167,6 +156,8 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+        subprocess.run([pitlane, "cleanup", "--ns", ns], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
