@@ -8,20 +8,21 @@ Delivery::Delivery(const Catalog& catalog, HandlerRegistry& handlers)
     : catalog_(catalog), handlers_(handlers), folder_(catalog) {}
 
 void Delivery::DeliverRecord(const uint8_t* payload, uint32_t length, const FoldContext& ctx,
-                             Tally* source) {
+                             Tally* source, HostSideMirror* source_mirror) {
   RawEvent raw;
   if (!decoder_.Decode(payload, length, time_, &raw)) {
-    Reject(shm::kRejectMalformed, 1, source);
+    Reject(shm::kRejectMalformed, 1, source, source_mirror);
     return;
   }
-  Deliver(raw, ctx, source);
+  Deliver(raw, ctx, source, source_mirror);
 }
 
-void Delivery::Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* source) {
+void Delivery::Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* source,
+                       HostSideMirror* source_mirror) {
   EventView view;
   const FoldOutcome out = folder_.Fold(raw, ctx, &view);
   if (!out.delivered) {
-    Reject(out.reject_reason, 1, source);
+    Reject(out.reject_reason, 1, source, source_mirror);
     return;
   }
   ++source->delivered;
@@ -31,11 +32,14 @@ void Delivery::Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* sourc
     ++totals_.truncated;
   }
   mirror_.StoreDelivered(totals_);
+  if (source_mirror != nullptr) source_mirror->StoreDelivered(*source);
   handlers_.Dispatch(view);
 }
 
-void Delivery::Reject(uint32_t reason, uint64_t n, Tally* source) {
+void Delivery::Reject(uint32_t reason, uint64_t n, Tally* source,
+                      HostSideMirror* source_mirror) {
   if (source != nullptr) source->rejected[reason] += n;
+  if (source != nullptr && source_mirror != nullptr) source_mirror->StoreRejected(*source, reason);
   totals_.rejected[reason] += n;
   mirror_.StoreRejected(totals_, reason);
 }

@@ -25,12 +25,16 @@ class Delivery {
   // A record in the event.fbs format (a ring record, or a pitlane worker's record over gRPC):
   // verified and decoded, then Deliver. Malformed records are rejected as such.
   void DeliverRecord(const uint8_t* payload, uint32_t length, const FoldContext& ctx,
-                     Tally* source);
+                     Tally* source, HostSideMirror* source_mirror = nullptr);
   // An event a transport has already decoded (a foreign peer's protobuf event).
-  void Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* source);
+  // `source_mirror`, when given, receives the source's counts before a handler sees the event,
+  // so a reader on another thread never sees an event handled but not yet counted.
+  void Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* source,
+               HostSideMirror* source_mirror = nullptr);
   // Counts `n` events rejected for `reason` that never reached the fold (lost in a sequence
   // gap, ...). `source` may be null when the source counted them itself.
-  void Reject(uint32_t reason, uint64_t n, Tally* source);
+  void Reject(uint32_t reason, uint64_t n, Tally* source,
+              HostSideMirror* source_mirror = nullptr);
   // Events the host emits itself go through the same dispatch (counted apart, not in a Tally).
   void EmitHostEvent(std::string_view canonical, std::span<const MeasurementView> m,
                      std::span<const MetadataView> md, std::string_view worker_id, uint32_t pid);

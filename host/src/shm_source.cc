@@ -167,7 +167,7 @@ size_t ShmSource::DrainRing(Ring* r) {
   ctx_.worker_pid = r->worker->pid_str;
   ctx_.pid = static_cast<uint32_t>(r->worker->pid);
   for (const shm::RecordBatch::Record& rec : batch_.records) {
-    delivery_.DeliverRecord(batch_.payload(rec), rec.length, ctx_, &reader.counts());
+    delivery_.DeliverRecord(batch_.payload(rec), rec.length, ctx_, &reader.counts(), &r->counts);
   }
   reader.Publish();
   if (n != 0 || batch_.lost != 0 || reader.state() != shm::RingReader::State::kOk) {
