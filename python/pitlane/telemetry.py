@@ -79,17 +79,19 @@ def start(
     namespace: Optional[str] = None,
     worker_id: Optional[str] = None,
     attach_wait: float = 0.2,
+    transport: Optional[str] = None,
 ) -> dict:
     """Starts the process's worker and returns :func:`stats`.
 
     ``namespace`` / ``worker_id`` default to ``PITLANE_NAMESPACE`` / ``PITLANE_WORKER_ID``
-    (else ``default`` / ``<hostname>-<pid>``). Waits up to ``attach_wait`` seconds for the
+    (else ``default`` / ``<hostname>-<pid>``); ``transport`` (``"auto"``, ``"shm"``,
+    ``"grpc"``) to ``PITLANE_TRANSPORT``. Waits up to ``attach_wait`` seconds for the
     namespace's host; without one the worker counts events as ``dropped.no_ring`` and attaches
-    when the host appears. A running worker with the same namespace and id is kept; a different
-    one raises ``RuntimeError`` (call :func:`shutdown` first). An invalid namespace or id raises
-    ``ValueError``.
+    when the host appears. A running worker with the same namespace, id and transport is kept;
+    a different one raises ``RuntimeError`` (call :func:`shutdown` first). An invalid
+    namespace, id or transport raises ``ValueError``.
     """
-    return _native.start(namespace, worker_id, attach_wait)
+    return _native.start(namespace, worker_id, attach_wait, transport)
 
 
 def shutdown() -> dict:
@@ -164,6 +166,9 @@ class span:  # noqa: N801 - the seed's name; used as a function
 
     __slots__ = ("operation", "metadata", "correlation_id", "_stack", "_names")
 
+    # Where the span's events go; pitlane.snakepit.telemetry's span sends them to its backend.
+    _emit = staticmethod(_native.emit)
+
     def __init__(
         self,
         operation: str,
@@ -181,7 +186,7 @@ class span:  # noqa: N801 - the seed's name; used as a function
     def __enter__(self) -> "span":
         correlation = self.correlation_id or _correlation_id.get() or new_correlation_id()
         token = _correlation_id.set(correlation)
-        emit(self._names[0], {"system_time": time.time_ns()}, self.metadata, correlation)
+        self._emit(self._names[0], {"system_time": time.time_ns()}, self.metadata, correlation)
         self._stack.append((time.monotonic_ns(), correlation, token))
         return self
 
@@ -190,7 +195,7 @@ class span:  # noqa: N801 - the seed's name; used as a function
         duration = time.monotonic_ns() - begin
         try:
             if exc_type is None:
-                emit(self._names[1], {"duration": duration}, self.metadata, correlation)
+                self._emit(self._names[1], {"duration": duration}, self.metadata, correlation)
             else:
                 try:
                     metadata = dict(self.metadata) if self.metadata else {}
@@ -198,7 +203,7 @@ class span:  # noqa: N801 - the seed's name; used as a function
                     metadata = {}
                 metadata["error_type"] = exc_type.__name__
                 metadata["error_message"] = _describe(exc) if exc is not None else ""
-                emit(self._names[2], {"duration": duration}, metadata, correlation)
+                self._emit(self._names[2], {"duration": duration}, metadata, correlation)
         finally:
             try:
                 _correlation_id.reset(token)
@@ -213,19 +218,20 @@ class span:  # noqa: N801 - the seed's name; used as a function
         return self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: _F) -> _F:
+        kind = type(self)
         operation, metadata, correlation_id = self.operation, self.metadata, self.correlation_id
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args, **kwargs):
-                with span(operation, metadata, correlation_id):
+                with kind(operation, metadata, correlation_id):
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with span(operation, metadata, correlation_id):
+            with kind(operation, metadata, correlation_id):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

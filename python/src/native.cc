@@ -392,6 +392,7 @@ struct StartRequest {
   std::string ns;
   std::string worker_id;
   std::chrono::milliseconds attach_wait{200};
+  pitlane::WorkerTransport transport = pitlane::WorkerTransport::kAuto;  // kAuto: the environment's
 };
 
 // REQUIRES: lifecycle_mu held, no worker running.
@@ -401,6 +402,7 @@ pitlane::Status StartLocked(const StartRequest& req) {
   options.ns = req.ns;
   options.worker_id = req.worker_id;
   options.attach_wait = req.attach_wait;
+  options.transport = req.transport;
   pitlane::Result<std::unique_ptr<pitlane::Worker>> started = pitlane::Worker::Start(options);
   if (!started.ok()) {
     g.start_error = started.status().ToString();
@@ -584,6 +586,7 @@ py::dict StatsDict() {
   Native& g = G();
   pitlane::WorkerStats s;
   std::string id, ns, start_error;
+  pitlane::WorkerTransport transport = pitlane::WorkerTransport::kAuto;
   bool running = false;
   {
     py::gil_scoped_release release;
@@ -593,6 +596,7 @@ py::dict StatsDict() {
       s = g.owned->Stats();
       id = g.owned->id();
       ns = g.owned->ns();
+      transport = g.owned->transport();
     }
     start_error = g.start_error;
   }
@@ -600,6 +604,9 @@ py::dict StatsDict() {
   d["running"] = running;
   d["worker_id"] = running ? py::object(py::str(id)) : py::object(py::none());
   d["namespace"] = running ? py::object(py::str(ns)) : py::object(py::none());
+  d["transport"] = running ? py::object(py::str(std::string(pitlane::WorkerTransportName(
+                                  transport))))
+                            : py::object(py::none());
   d["attached"] = s.attached;
   d["live_rings"] = s.live_rings;
   d["emitted"] = s.emitted;
@@ -625,12 +632,22 @@ py::dict StatsDict() {
   return d;
 }
 
-py::dict Start(py::object ns, py::object worker_id, double attach_wait) {
+py::dict Start(py::object ns, py::object worker_id, double attach_wait, py::object transport) {
   Native& g = G();
   if (!(attach_wait >= 0 && attach_wait <= 3600)) {
     throw py::value_error("attach_wait must be between 0 and 3600 seconds");
   }
   StartRequest req;
+  if (!transport.is_none()) {
+    const std::string name = py::str(transport);
+    if (name == "shm") {
+      req.transport = pitlane::WorkerTransport::kShm;
+    } else if (name == "grpc") {
+      req.transport = pitlane::WorkerTransport::kGrpc;
+    } else if (name != "auto") {
+      throw py::value_error("transport must be 'auto', 'shm' or 'grpc', not '" + name + "'");
+    }
+  }
   if (!ns.is_none()) req.ns = py::str(ns);
   if (!worker_id.is_none()) req.worker_id = py::str(worker_id);
   req.attach_wait = std::chrono::milliseconds(static_cast<int64_t>(attach_wait * 1000));
@@ -643,9 +660,13 @@ py::dict Start(py::object ns, py::object worker_id, double attach_wait) {
       status = pitlane::FailedPrecondition("pitlane is closed (the interpreter is exiting)");
     } else if (g.owned) {
       if ((!req.ns.empty() && req.ns != g.owned->ns()) ||
-          (!req.worker_id.empty() && req.worker_id != g.owned->id())) {
+          (!req.worker_id.empty() && req.worker_id != g.owned->id()) ||
+          (req.transport != pitlane::WorkerTransport::kAuto &&
+           req.transport != g.owned->transport())) {
         conflict = "the worker already runs as \"" + g.owned->id() + "\" in namespace \"" +
-                   g.owned->ns() + "\"; call shutdown() first";
+                   g.owned->ns() + "\" over " +
+                   std::string(pitlane::WorkerTransportName(g.owned->transport())) +
+                   "; call shutdown() first";
       }
     } else {
       status = StartLocked(req);
@@ -721,8 +742,9 @@ PYBIND11_MODULE(_native, m) {
       "A fresh correlation id in pitlane's format: 'pl-' + 24 hex digits.");
   m.attr("MAX_CORRELATION_ID_BYTES") = pitlane::kMaxCorrelationIdBytes;
   m.def("start", &Start, py::arg("namespace") = py::none(), py::arg("worker_id") = py::none(),
-        py::arg("attach_wait") = 0.2,
-        "Starts the process's worker (no-op when it runs with the same namespace and id).");
+        py::arg("attach_wait") = 0.2, py::arg("transport") = py::none(),
+        "Starts the process's worker (no-op when it runs with the same namespace, id and\n"
+        "transport). transport: 'auto', 'shm', 'grpc' or None (PITLANE_TRANSPORT).");
   m.def("shutdown", &Shutdown, py::arg("final") = false,
         "Retires the worker; returns its last stats. final=True: no emit starts it again.");
   m.def("stats", &StatsDict, "The worker's counters and the module's own.");

@@ -1,0 +1,5 @@
+"""Telemetry backends (Snakepit's ``snakepit_bridge.telemetry.backends``)."""
+
+from .base import TelemetryBackend
+
+__all__ = ["TelemetryBackend"]
