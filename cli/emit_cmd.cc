@@ -124,11 +124,20 @@ int RunEmit(const EmitOptions& o) {
   const EmitResult r =
       w.Emit(ev, std::span<const Measurement>(measurements.data(), measurements.size()),
              std::span<const Metadata>(metadata.data(), metadata.size()), o.correlation_id);
-  std::printf("%s: %s (worker %s, namespace \"%s\")\n", o.event.c_str(),
-              std::string(EmitResultName(r)).c_str(), w.id().c_str(), ns.c_str());
+  // Over gRPC an event is queued ("ok") whether or not a host is there to take it: without a
+  // connected host it would be lost when this process exits, so that is no success.
+  const bool undeliverable = r == EmitResult::kOk && !attached;
+  std::printf("%s: %s (worker %s, namespace \"%s\", %s)\n", o.event.c_str(),
+              undeliverable ? "not_delivered" : std::string(EmitResultName(r)).c_str(),
+              w.id().c_str(), ns.c_str(), std::string(WorkerTransportName(w.transport())).c_str());
   for (const Measurement& m : measurements) {
     std::printf("  measurement %.*s = %s\n", static_cast<int>(m.key.size()), m.key.data(),
                 Describe(m.value).c_str());
+  }
+  if (undeliverable) {
+    Error("emit", "no host connected over gRPC within 1 s (PITLANE_GRPC_TARGET / "
+                  "PITLANE_GRPC_LISTEN); the event was not delivered");
+    return 1;
   }
   if (r == EmitResult::kOk) return 0;
   if (r == EmitResult::kDroppedNoRing) {

@@ -40,6 +40,7 @@ import atexit
 import contextvars
 import functools
 import inspect
+import sys
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
@@ -63,6 +64,17 @@ _correlation_id: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "pitlane_correlation_id", default=None
 )
 _native._bind_correlation_var(_correlation_id)
+
+# A multiprocessing child started by "spawn" or "forkserver" imports this module afresh (a
+# fork()ed child does not: the worker's atfork handler gives it its own id). Its environment,
+# PITLANE_WORKER_ID included, is its parent's, so it registers as "<id>-<pid>" instead.
+# While the child unpickles its target (which may import this module) parent_process() is not
+# set yet, but the process is flagged as inheriting.
+_mp = sys.modules.get("multiprocessing")
+if _mp is not None and (_mp.parent_process() is not None
+                        or getattr(_mp.current_process(), "_inheriting", False)):
+    _native._mark_spawned_child()
+del _mp
 
 #: ``emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str``.
 #: Emits one event and returns the outcome: ``"ok"``, ``"dropped_full"``,

@@ -34,10 +34,12 @@
 // Thread safety: every function may be called from any Python thread.
 #include <Python.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <pybind11/pybind11.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -51,6 +53,7 @@
 
 #include "pitlane/catalog.h"
 #include "pitlane/correlation.h"
+#include "pitlane/defaults.h"
 #include "pitlane/record.h"
 #include "pitlane/worker.h"
 
@@ -80,6 +83,10 @@ struct Native {
 
   std::atomic<uint64_t> not_emitted[static_cast<size_t>(PyOutcome::kCount)] = {};
   std::atomic<uint64_t> conversion_errors{0};
+
+  // This interpreter is a multiprocessing child that did not fork (spawn, forkserver): it
+  // inherited its parent's environment, PITLANE_WORKER_ID included, but not its worker.
+  bool spawned_child = false;  // guarded by lifecycle_mu
 
   PyObject* correlation_var = nullptr;  // the ContextVar of telemetry.py (strong reference)
   // The compiled-in catalog, and whether the running worker uses it (name caches valid).
@@ -401,6 +408,12 @@ pitlane::Status StartLocked(const StartRequest& req) {
   pitlane::WorkerOptions options;
   options.ns = req.ns;
   options.worker_id = req.worker_id;
+  // A spawned child must not register under its parent's id: it takes "<id>-<pid>", the id a
+  // fork()ed child gets from the worker's atfork handler.
+  const char* env_id = std::getenv(pitlane::defaults::kWorkerIdEnv);
+  if (options.worker_id.empty() && g.spawned_child && env_id != nullptr && *env_id != '\0') {
+    options.worker_id = std::string(env_id) + "-" + std::to_string(getpid());
+  }
   options.attach_wait = req.attach_wait;
   options.transport = req.transport;
   pitlane::Result<std::unique_ptr<pitlane::Worker>> started = pitlane::Worker::Start(options);
@@ -736,6 +749,12 @@ PYBIND11_MODULE(_native, m) {
     Native& g = G();
     Py_XDECREF(g.correlation_var);
     g.correlation_var = var.release().ptr();
+  });
+  m.def("_mark_spawned_child", [] {
+    Native& g = G();
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(g.lifecycle_mu);
+    g.spawned_child = true;
   });
   m.def(
       "new_correlation_id", [] { return pitlane::NewCorrelationId(); },
