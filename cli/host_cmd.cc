@@ -25,6 +25,7 @@
 #include "host_exporters.h"
 #include "pitlane/admin.h"
 #include "pitlane/defaults.h"
+#include "pitlane/grpc_common.h"
 #include "pitlane/prometheus.h"
 #include "pitlane/host.h"
 #include "pitlane/jsonl_exporter.h"
@@ -222,6 +223,20 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
         return 2;
       }
       prometheus.specs.push_back(std::move(spec).value());
+    }
+  }
+  if (!o.grpc_listen.empty()) {
+    const Status s = internal::ValidateGrpcAddress(o.grpc_listen, internal::AddressUse::kServe,
+                                                   "--grpc-listen");
+    if (!s.ok()) {
+      Error("host", s.message());
+      return 2;
+    }
+  }
+  for (const std::string& spec : o.grpc_dial) {
+    if (auto d = internal::ParseDialSpec(spec, "--grpc-dial"); !d.ok()) {
+      Error("host", d.status().message());
+      return 2;
     }
   }
   BlockStopSignals();  // before any thread: the main thread takes SIGINT/SIGTERM/SIGHUP

@@ -607,6 +607,10 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
   impl->catalog = &catalog;
   impl->hooks = std::move(hooks);
   if (!options.grpc_listen.empty()) {
+    if (Status s = ValidateGrpcAddress(options.grpc_listen, AddressUse::kServe, "grpc_listen");
+        !s.ok()) {
+      return s;
+    }
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (!options.grpc_tls_cert.empty() || !options.grpc_tls_key.empty()) {
@@ -632,12 +636,12 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
   }
   for (const std::string& spec : options.grpc_dial) {
     auto d = std::make_unique<Impl::Dialer>();
-    const size_t eq = spec.find('=');
-    d->address = eq == std::string::npos ? spec : spec.substr(eq + 1);
-    d->id = eq == std::string::npos ? spec : spec.substr(0, eq);
-    if (d->address.empty() || d->id.empty() || d->id.size() > kMaxWorkerIdBytes) {
-      return InvalidArgument("bad worker endpoint \"" + spec +
-                             "\" (expected HOST:PORT or ID=HOST:PORT, id ≤ 63 bytes)");
+    Result<DialSpec> parsed = ParseDialSpec(spec, "grpc_dial");
+    if (!parsed.ok()) return parsed.status();
+    d->address = std::move(parsed.value().address);
+    d->id = std::move(parsed.value().id);
+    if (d->id.size() > kMaxWorkerIdBytes) {
+      return InvalidArgument("grpc_dial \"" + spec + "\": worker id longer than 63 bytes");
     }
     impl->WorkerFor(d->id, Direction::kDialOut);
     impl->dialers.push_back(std::move(d));

@@ -83,4 +83,79 @@ Tally TallyFromProto(const pitlane::v1::WorkerCounters& c) {
   return t;
 }
 
+namespace {
+
+bool IsDnsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_';
+}
+
+// An IPv6 literal: hex digits, ':' and '.' (an embedded IPv4), then optionally '%' and a zone
+// (an interface name).
+bool IsIpv6Literal(std::string_view s) {
+  const size_t zone = s.find('%');
+  if (zone == std::string_view::npos || zone + 1 < s.size()) {
+    for (char c : s.substr(0, zone)) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+            c == ':' || c == '.')) {
+        return false;
+      }
+    }
+    if (zone == std::string_view::npos) return s.find(':') != std::string_view::npos;
+    for (char c : s.substr(zone + 1)) {
+      if (!IsDnsNameChar(c)) return false;
+    }
+    return s.substr(0, zone).find(':') != std::string_view::npos;
+  }
+  return false;
+}
+
+}  // namespace
+
+Status ValidateGrpcAddress(std::string_view address, AddressUse use, std::string_view what) {
+  const auto bad = [&](std::string_view why) {
+    return InvalidArgument(std::string(what) + " \"" + std::string(address) + "\": " +
+                           std::string(why) + " (expected HOST:PORT, e.g. 127.0.0.1:7070 or " +
+                           "[::1]:7070)");
+  };
+  const size_t colon = address.rfind(':');
+  if (colon == std::string_view::npos) return bad("no port");
+  const std::string_view host = address.substr(0, colon);
+  const std::string_view port = address.substr(colon + 1);
+  if (host.empty()) return bad("no host");
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return bad("unterminated [IPv6] host");
+    if (!IsIpv6Literal(host.substr(1, host.size() - 2))) {
+      return bad("not an IPv6 address in brackets");
+    }
+  } else {
+    for (char c : host) {
+      if (c == ':') return bad("an IPv6 host must be in brackets");
+      if (!IsDnsNameChar(c)) return bad("the host is not a name or an IP address");
+    }
+  }
+  if (port.empty() || port.size() > 5) return bad("the port is not a number in 0-65535");
+  uint32_t n = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return bad("the port is not a number in 0-65535");
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (n > 65535) return bad("port out of range (0-65535)");
+  if (n == 0 && use == AddressUse::kDial) return bad("port 0 cannot be dialed");
+  return Status::Ok();
+}
+
+Result<DialSpec> ParseDialSpec(std::string_view spec, std::string_view what) {
+  DialSpec d;
+  const size_t eq = spec.find('=');
+  d.address = std::string(eq == std::string_view::npos ? spec : spec.substr(eq + 1));
+  d.id = std::string(eq == std::string_view::npos ? spec : spec.substr(0, eq));
+  if (d.id.empty()) {
+    return InvalidArgument(std::string(what) + " \"" + std::string(spec) +
+                           "\": empty worker id (expected HOST:PORT or ID=HOST:PORT)");
+  }
+  if (Status s = ValidateGrpcAddress(d.address, AddressUse::kDial, what); !s.ok()) return s;
+  return d;
+}
+
 }  // namespace pitlane::internal

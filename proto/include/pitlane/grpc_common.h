@@ -1,11 +1,14 @@
 // What both ends of pitlane's gRPC streams share (the worker's transport, the host's hub):
-// control state <-> TelemetryControl, the bearer-token check, reading PEM files.
+// control state <-> TelemetryControl, the bearer-token check, reading PEM files, and what an
+// address to serve on or dial must look like.
 #pragma once
 
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "pitlane/accounting.h"
 #include "pitlane/control.h"
@@ -34,5 +37,21 @@ grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string&
 
 // The whole file, or NOT_FOUND naming it.
 Result<std::string> ReadPemFile(const std::string& path);
+
+// An address to serve on or dial: HOST:PORT, HOST a DNS name, an IPv4 address or a bracketed
+// IPv6 address ([::1]), PORT decimal in 1–65535 (0 too for a server: "any free port"). gRPC
+// itself takes the port modulo 65536 and defers the rest to the first connect, so a typo
+// would serve or dial the wrong place silently. INVALID_ARGUMENT naming `what` (the flag or
+// variable) and the address, saying what is wrong.
+enum class AddressUse : uint8_t { kServe, kDial };
+Status ValidateGrpcAddress(std::string_view address, AddressUse use, std::string_view what);
+
+// A worker a host dials: "ID=HOST:PORT", or "HOST:PORT" (the id is then the address itself).
+struct DialSpec {
+  std::string id;
+  std::string address;
+};
+// INVALID_ARGUMENT for an empty id or an address ValidateGrpcAddress refuses.
+Result<DialSpec> ParseDialSpec(std::string_view spec, std::string_view what);
 
 }  // namespace pitlane::internal
