@@ -31,7 +31,7 @@ Status ApplyControlMessage(const pb::TelemetryControl& msg, ControlState* state)
       next.allow.assign(msg.filter().allow().begin(), msg.filter().allow().end());
       next.deny.assign(msg.filter().deny().begin(), msg.filter().deny().end());
       break;
-    default: return InvalidArgument("control message sets no toggle, sampling or filter");
+    default: return Status::Ok();  // sets nothing: ignored, as Snakepit's worker does
   }
   if (Status s = next.Validate(); !s.ok()) return s;
   *state = std::move(next);

@@ -42,6 +42,8 @@ constexpr size_t kMaxUnackedEvents = 65536;
 constexpr auto kHeartbeat = std::chrono::milliseconds(500);
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+// How long a new served stream waits for an ending one it replaces (a re-registering host).
+constexpr auto kReplaceWait = std::chrono::milliseconds(1000);
 
 // A record this process encoded (event.fbs) as the seed's TelemetryEvent. false: not a valid
 // record (EmitEncoded was handed garbage); `out` then carries no event name, which the host
@@ -188,10 +190,21 @@ class GrpcTransport final : public RemoteTransport {
   grpc::Status Serve(grpc::ServerContext* ctx,
                      grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) {
     if (grpc::Status auth = CheckBearerToken(*ctx, cfg_.token); !auth.ok()) return auth;
-    std::unique_lock<std::mutex> consumer(consumer_mu_, std::try_to_lock);
+    std::unique_lock<std::timed_mutex> consumer(consumer_mu_, std::try_to_lock);
+    if (!consumer.owns_lock() && ServedStreamEnding()) {
+      // A host that re-registers (Snakepit's does) cancels its stream and opens a new one at
+      // once: the new one waits for the old to notice, then replaces it.
+      cfg_.queue->WakeConsumer();
+      consumer.try_lock_for(kReplaceWait);
+    }
     if (!consumer.owns_lock()) {
       return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
                           "another host is already streaming from worker " + cfg_.worker_id);
+    }
+    {
+      std::lock_guard<std::mutex> lock(active_mu_);
+      active_ctx_ = ctx;
+      active_host_done_ = false;
     }
     const bool pitlane_host = ctx->client_metadata().count("x-pitlane-host") != 0;
     ctx->AddInitialMetadata("x-pitlane-worker-id", cfg_.worker_id);
@@ -211,6 +224,10 @@ class GrpcTransport final : public RemoteTransport {
           break;  // previous state kept; the stream ends with INVALID_ARGUMENT
         }
         cfg_.apply_control(control_);
+      }
+      {
+        std::lock_guard<std::mutex> lock(active_mu_);
+        active_host_done_ = true;
       }
       std::lock_guard<std::mutex> l(mu);
       reader_done = true;
@@ -265,6 +282,10 @@ class GrpcTransport final : public RemoteTransport {
     }
     if (!done) ctx->TryCancel();  // unblocks the reader's Read
     reader.join();
+    {
+      std::lock_guard<std::mutex> lock(active_mu_);
+      active_ctx_ = nullptr;
+    }
     return result;
   }
 
@@ -412,9 +433,16 @@ class GrpcTransport final : public RemoteTransport {
     return s;
   }
 
+  // True while the served stream that holds the queue is ending: its host cancelled it or
+  // closed its side, and the serving loop has not noticed yet.
+  bool ServedStreamEnding() {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    return active_ctx_ != nullptr && (active_host_done_ || active_ctx_->IsCancelled());
+  }
+
   // One stream's lifetime. Returns its final status.
   grpc::Status RunStream() {
-    std::unique_lock<std::mutex> consumer(consumer_mu_);
+    std::unique_lock<std::timed_mutex> consumer(consumer_mu_);
     grpc::ClientContext ctx;
     if (!cfg_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg_.token);
     std::unique_ptr<Stream> stream = ingest_->StreamTelemetry(&ctx);
@@ -487,7 +515,11 @@ class GrpcTransport final : public RemoteTransport {
   std::mt19937_64 rng_;
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point flush_deadline_{};
-  std::mutex consumer_mu_;  // one consumer of the queue at a time
+  std::timed_mutex consumer_mu_;  // one consumer of the queue at a time
+  // The served stream holding consumer_mu_, and whether its host's side has ended.
+  std::mutex active_mu_;
+  grpc::ServerContext* active_ctx_ = nullptr;  // guarded by active_mu_
+  bool active_host_done_ = false;              // guarded by active_mu_
   std::mutex control_mu_;
   ControlState control_;
 

@@ -22,8 +22,8 @@ namespace pitlane::internal {
 void ControlToMessages(const ControlState& state, pitlane::v1::TelemetryControl out[3]);
 
 // Applies one control message: it replaces the state of its kind (doc/architecture.md, "Control").
-// INVALID_ARGUMENT (state unchanged) for a message that sets nothing or a value Validate()
-// refuses.
+// A message that sets nothing changes nothing (Snakepit's peers send and accept such messages).
+// INVALID_ARGUMENT (state unchanged) for a value Validate() refuses.
 Status ApplyControlMessage(const pitlane::v1::TelemetryControl& msg, ControlState* state);
 
 // The worker-side counts of a Tally as the WorkerCounters message (`sent` is `published`), and
