@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "peer_gate.h"
 #include "pitlane/grpc_common.h"
 #include "snakepit_compat.grpc.pb.h"
 #include "telemetry.grpc.pb.h"
@@ -48,6 +49,11 @@ struct RemoteWorker {
   Tally reported;         // the worker's own counts (pitlane workers report them)
   bool warned_catalog = false;  // poll thread: logged its records against another catalog
   bool reported_known = false;  // Snakepit's workers report none
+  // Dial-out: true until the peer shows it is a pitlane worker; meanwhile the host applies
+  // sampling and filters itself (peer_gate.h) and counts what it stops in host_side's
+  // suppressed counts. Under `mu`.
+  bool host_gated = false;
+  PeerGate gate;
   std::atomic<uint64_t> acked{0};  // events with a smaller sequence are folded
 };
 
@@ -74,6 +80,7 @@ struct Item {
   std::vector<pb::TelemetryEvent> events;                 // dial-out
   std::unique_ptr<pb::WorkerCounters> counters;           // dial-out counters-only message
   bool sequenced = false;
+  bool gated = false;  // dial-out: the host applies sampling and filters (peer_gate.h)
   // kOpened / kClosed
   bool reconnect = false;
   bool lost = false;
@@ -356,9 +363,20 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       uint64_t messages = 0;
       pb::TelemetryEvent ev;
       const auto opened = std::chrono::steady_clock::now();
-      auto send_control = [&stream](const ControlState& s, bool) {
+      bool pid_known = false;  // from x-pitlane-pid, or else from the peer's events
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        w->host_gated = true;  // until the peer shows it is a pitlane worker
+      }
+      auto send_control = [&stream, &w, this](const ControlState& s, bool) {
+        bool gated;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          gated = w->host_gated;
+        }
+        if (gated) w->gate.Update(s, *catalog);
         pb::TelemetryControl c[3];
-        ControlToMessages(s, c);
+        ControlToMessages(gated ? PeerGate::PeerPart(s) : s, c);
         for (auto& m : c) {
           if (!stream->Write(m)) return false;
         }
@@ -375,14 +393,24 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
           if (messages++ == 0) {
             const auto& md = ctx.GetServerInitialMetadata();
             if (auto it = md.find("x-pitlane-pid"); it != md.end()) {
-              std::lock_guard<std::mutex> lock(mu);
-              w->pid_str.assign(it->second.data(), it->second.size());
-              w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
+              {
+                std::lock_guard<std::mutex> lock(mu);
+                w->pid_str.assign(it->second.data(), it->second.size());
+                w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
+                w->host_gated = false;  // a pitlane worker applies its control state itself
+              }
+              pid_known = true;
+              SendInitialControl(h);
             }
           }
+          if (!pid_known) pid_known = AdoptPeerPid(*w, ev);
           Item it;
           it.kind = Item::kEvents;
           it.worker = w;
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            it.gated = w->host_gated;
+          }
           size_t n = 0;
           if (ev.has_pitlane_counters() && ev.event_parts_size() == 0) {
             it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
@@ -426,14 +454,48 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
   }
 
+  // A peer that sends no x-pitlane-pid header (Snakepit's worker) tells its pid, if at all, in
+  // its events' metadata (worker_pid, python_pid). Returns whether `w` has a pid now.
+  bool AdoptPeerPid(RemoteWorker& w, const pb::TelemetryEvent& ev) {
+    for (const char* key : {"worker_pid", "python_pid"}) {
+      const auto it = ev.metadata().find(key);
+      if (it == ev.metadata().end() || it->second.empty() || it->second.size() > 10) continue;
+      char* end = nullptr;
+      const unsigned long pid = std::strtoul(it->second.c_str(), &end, 10);
+      if (*end != '\0' || pid == 0 || pid > UINT32_MAX || it->second[0] == '0') continue;
+      std::lock_guard<std::mutex> lock(mu);
+      w.pid = static_cast<uint32_t>(pid);
+      w.pid_str = it->second;
+      return true;
+    }
+    return false;
+  }
+
   // ── poll thread ──────────────────────────────────────────────────────────────────────────
+  static void JoinParts(const pb::TelemetryEvent& e, std::string* name) {
+    name->clear();
+    for (int i = 0; i < e.event_parts_size(); ++i) {
+      if (i) name->push_back('.');
+      *name += e.event_parts(i);
+    }
+  }
+
+  // The host's share of the gate for a peer that cannot apply it (peer_gate.h). True: the event
+  // is suppressed and counted in `t`.
+  bool HostSuppressed(RemoteWorker& w, const pb::TelemetryEvent& e, Tally* t) {
+    JoinParts(e, &name);
+    switch (w.gate.Judge(catalog->FindWorkerEvent(name))) {
+      case PeerGate::Verdict::kPass: return false;
+      case PeerGate::Verdict::kDisabled: ++t->suppressed_disabled; break;
+      case PeerGate::Verdict::kSampled: ++t->suppressed_sampled; break;
+      case PeerGate::Verdict::kFiltered: ++t->suppressed_filtered; break;
+    }
+    return true;
+  }
+
   void DeliverOne(const pb::TelemetryEvent& e, const FoldContext& ctx, Delivery& delivery,
                   Tally* t) {
-    name.clear();
-    for (int i = 0; i < e.event_parts_size(); ++i) {
-      if (i) name.push_back('.');
-      name += e.event_parts(i);
-    }
+    JoinParts(e, &name);
     raw_m.clear();
     for (const auto& [k, v] : e.measurements()) {
       RawMeasurement m;
@@ -552,7 +614,10 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         w.expected = std::max<uint64_t>(w.expected, seq + count);
         if (b.has_counters()) counters = &b.counters();
       } else {
-        for (const auto& e : it.events) DeliverOne(e, ctx, delivery, &t);
+        for (const auto& e : it.events) {
+          if (it.gated && HostSuppressed(w, e, &t)) continue;
+          DeliverOne(e, ctx, delivery, &t);
+        }
       }
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -582,16 +647,22 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     r.transport = Transport::kGrpc;
     r.worker_alive = w.open_streams > 0;
     const uint64_t received = w.host_side.delivered + w.host_side.rejected_total();
+    // What the host's gate stopped (peer_gate.h) was sent but is suppressed, not published.
+    const uint64_t host_suppressed = w.host_side.suppressed();
     if (w.reported_known) {
       static_cast<Tally&>(r) = w.reported;
       // Sent but never received: lost in transit (counted, not silent).
       r.dropped_in_flight = w.lost;
-      r.published = w.reported.published >= w.lost ? w.reported.published - w.lost : 0;
+      const uint64_t not_published = w.lost + host_suppressed;
+      r.published = w.reported.published >= not_published ? w.reported.published - not_published : 0;
     } else {
-      // A worker that reports no counters (Snakepit's): what arrived is what was published.
-      r.emitted = received;
+      // A worker that reports no counters (Snakepit's): what arrived is what it emitted.
+      r.emitted = received + host_suppressed;
       r.published = received;
     }
+    r.suppressed_disabled += w.host_side.suppressed_disabled;
+    r.suppressed_sampled += w.host_side.suppressed_sampled;
+    r.suppressed_filtered += w.host_side.suppressed_filtered;
     r.delivered = w.host_side.delivered;
     r.truncated = w.host_side.truncated;
     std::copy(std::begin(w.host_side.rejected), std::end(w.host_side.rejected),
@@ -734,7 +805,9 @@ bool RemoteHub::Settled() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   for (const auto& [id, w] : impl_->workers) {
     const uint64_t received = w->host_side.delivered + w->host_side.rejected_total();
-    if (w->reported_known && received + w->lost < w->reported.published) return false;
+    if (w->reported_known && received + w->lost + w->host_side.suppressed() < w->reported.published) {
+      return false;
+    }
   }
   return true;
 }

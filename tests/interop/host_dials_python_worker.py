@@ -14,10 +14,15 @@ py=127.0.0.1:PORT --jsonl` dials it:
   transport grpc) in order with their measurements, metadata and correlation ids; an event with
   an unknown name is not delivered;
 - when `pitlane ctl` exists: it lists worker "py" as a live gRPC worker whose unknown event was
-  counted as rejected; `toggle py off`, `sampling py 0.25 'python.memory.*'` and `filter py
-  --allow 'python.*' --deny 'python.cpu.*'` reach the worker as TelemetryControl messages; and
-  after the worker restarts on the same port the host redials it, reports the reconnection and
-  replays that control state. Without `pitlane ctl` these checks are skipped with a message.
+  counted as rejected; `toggle py off` reaches the worker as a TelemetryControl message;
+  `sampling py 0.25 'python.memory.*'` and `filter py --allow 'python.*' --deny
+  'python.cpu.*'`, which a Snakepit worker cannot apply as pitlane means them (it samples every
+  event and matches wire names only), reach it as rate 1 and an empty filter while `ctl show`
+  reports the rules as set; after the worker restarts on the same port the host redials it,
+  reports the reconnection and replays that state; then the host itself samples out and
+  filters the worker's events by those rules (canonical names included), counts them as
+  suppressed, and takes the worker's pid from its events' python_pid. Without `pitlane ctl`
+  these checks are skipped with a message.
 """
 
 import json
@@ -228,21 +233,26 @@ def run(hosts):
             expect(("toggle", "py", "off"),
                    lambda c: c.WhichOneof("control") == "toggle" and not c.toggle.enabled,
                    "the Python worker received toggle{enabled: false}")
+            # A Snakepit worker would sample every event at 0.25 and match the filter against
+            # wire names only: it is sent what it applies exactly, the host does the rest.
             expect(("sampling", "py", "0.25", "python.memory.*"),
                    lambda c: c.WhichOneof("control") == "sampling"
-                   and c.sampling.sampling_rate == 0.25
-                   and list(c.sampling.event_patterns) == ["python.memory.*"],
-                   "the Python worker received sampling{0.25, [python.memory.*]}")
+                   and c.sampling.sampling_rate == 1.0
+                   and list(c.sampling.event_patterns) == [],
+                   "the Python worker received sampling{1.0, []} (the host samples)")
             expect(("filter", "py", "--allow", "python.*", "--deny", "python.cpu.*"),
                    lambda c: c.WhichOneof("control") == "filter"
-                   and list(c.filter.allow) == ["python.*"]
-                   and list(c.filter.deny) == ["python.cpu.*"],
-                   "the Python worker received filter{allow [python.*], deny [python.cpu.*]}")
-            wanted = {"enabled": False, "sampling": (0.25, ["python.memory.*"]),
-                      "filter": (["python.*"], ["python.cpu.*"])}
+                   and list(c.filter.allow) == [] and list(c.filter.deny) == [],
+                   "the Python worker received an empty filter (the host filters)")
+            wanted = {"enabled": False, "sampling": (1.0, []), "filter": ([], [])}
             iu.check(control_state(worker.controls()) == wanted,
-                     "the controls leave the worker in the state ctl set",
+                     "the worker holds only the toggle ctl set",
                      control_state(worker.controls()))
+            shown = json.loads(ctl("show", "py", "--json"))["workers"][0]["control"]
+            iu.check(shown == {"enabled": False, "sampling_rate": 0.25,
+                               "sampling_patterns": ["python.memory.*"],
+                               "allow": ["python.*"], "deny": ["python.cpu.*"]},
+                     "pitlane ctl show reports the rules as set", shown)
 
             # The worker restarts on the same port: the host redials and replays the state.
             server.stop(None)
@@ -265,6 +275,36 @@ def run(hosts):
             host.wait_events(lambda e: e.get("name") == "snakepit.python.call.stop"
                              and e.get("metadata", {}).get("command") == "after", 1, WAIT,
                              "the restarted worker's events are delivered")
+
+            # ── the host applies what the Snakepit worker cannot ─────────────────────────────
+            ctl("sampling", "py", "0", "python.memory.*")
+            ctl("filter", "py", "--deny", "python.tool.*")
+            before = json.loads(ctl("workers", "--json"))
+            before = [w for w in before["workers"] if w["worker_id"] == "py"][0]["counters"]
+            pid = {"python_pid": "4242"}
+            restarted.emit(event("python.memory.sampled", {"rss_bytes": 1}, pid))   # sampled out
+            restarted.emit(event("tool.execution.start", {"system_time": 1}, pid))  # denied
+            restarted.emit(event("python.cpu.sampled", {"cpu_percent": 1.5}, pid))  # delivered
+            cpu = host.wait_events(lambda e: e.get("name") == "snakepit.python.cpu.sampled"
+                                   and e.get("worker_id") == "py", 1, WAIT,
+                                   "the event no rule stops is delivered")[-1]
+            iu.check(cpu["metadata"].get("worker_pid") == "4242" and cpu["worker_pid"] == 4242,
+                     "the worker's pid is taken from its events (python_pid)", cpu)
+            names = [e["name"] for e in host.events() if e.get("worker_id") == "py"]
+            iu.check("snakepit.python.memory.sampled" not in names
+                     and "snakepit.python.tool.execution.start" not in names,
+                     "sampling 0 on python.memory.* and deny python.tool.* (a canonical name "
+                     "of tool.execution.start) stop those events at the host", names)
+
+            def suppressed():
+                listing = json.loads(ctl("workers", "--json"))
+                now = [w for w in listing["workers"] if w["worker_id"] == "py"][0]["counters"]
+                return (now["suppressed_sampled"] - before["suppressed_sampled"],
+                        now["suppressed_filtered"] - before["suppressed_filtered"])
+
+            iu.eventually(lambda: suppressed() == (1, 1), WAIT,
+                          "the host counts them as suppressed (sampled 1, filtered 1)",
+                          still_running=host.running)
 
         rc = host.stop()
         iu.check(rc == 0, "the host exits 0 on SIGTERM", rc)

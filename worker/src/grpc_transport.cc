@@ -237,7 +237,9 @@ class GrpcTransport final : public RemoteTransport {
     grpc::Status result = grpc::Status::OK;
     std::vector<uint8_t> data;
     std::vector<std::pair<uint32_t, uint32_t>> recs;
-    auto last_counters = std::chrono::steady_clock::now();
+    // A pitlane host gets the counters at once: its first message from a pitlane worker is
+    // what tells the host the worker applies its control state itself (host/src/peer_gate.h).
+    auto last_counters = std::chrono::steady_clock::now() - kHeartbeat;
     while (true) {
       {
         std::lock_guard<std::mutex> l(mu);
