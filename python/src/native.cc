@@ -416,6 +416,11 @@ pitlane::Status StartLocked(const StartRequest& req) {
   }
   options.attach_wait = req.attach_wait;
   options.transport = req.transport;
+  // Python's own default unless PITLANE_RING_BYTES says otherwise (sizing rule: defaults.h).
+  const char* ring_env = std::getenv(pitlane::defaults::kRingBytesEnv);
+  if (ring_env == nullptr || *ring_env == '\0') {
+    options.ring_bytes = pitlane::defaults::kPythonRingBytes;
+  }
   pitlane::Result<std::unique_ptr<pitlane::Worker>> started = pitlane::Worker::Start(options);
   if (!started.ok()) {
     g.start_error = started.status().ToString();

@@ -11,7 +11,10 @@ import subprocess
 import sys
 import unittest
 
-from pitlane_testing import TIMEOUT, HostProcess, remove_segments, unique_namespace
+from pitlane import telemetry
+
+from pitlane_testing import (TIMEOUT, HostProcess, HostTestCase, remove_segments, ring_totals,
+                             unique_namespace)
 
 START = "snakepit.python.call.start"
 PITLANE = os.path.join(os.environ["PITLANE_PY_BUILD_DIR"], "cli", "pitlane")
@@ -113,6 +116,23 @@ class EmitCommandTest(HostCase):
         self.assertEqual(out.returncode, 0, out)
         self.assertIn(": ok", out.stdout)
         self.assertEqual(host.wait_count(START, 1)[0]["transport"], "grpc")
+
+
+class BurstTest(HostTestCase):
+    quiet_host = True
+
+    def test_ten_thousand_event_burst_from_one_thread_is_not_dropped(self) -> None:
+        # Python's default ring (4 MiB, defaults.h) holds the whole burst, whether or not the
+        # host runs during it.
+        self.assertNotIn("PITLANE_RING_BYTES", os.environ)
+        m = {"duration": 1500, "response_size": 256, "latency_ms": 1.5}
+        md = {"command": "predict", "result": "ok", "session_id": "s-1"}
+        outcomes = {telemetry.emit("python.call.stop", m, md, "0123456789abcdef0123456789a")
+                    for _ in range(10_000)}
+        self.assertEqual(outcomes, {"ok"})
+        s = telemetry.stats()
+        self.assertEqual((s["emitted"], s["published"]), (10_000, 10_000))
+        self.host.wait_stats(lambda h: ring_totals(h)["delivered"] == 10_000)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ std::string PoolName() { return Env(kPoolNameEnv, kPoolName); }
 
 Result<uint64_t> RingBytes() {
   const char* v = std::getenv(kRingBytesEnv);
-  if (v == nullptr || *v == '\0') return uint64_t{256} << 10;
+  if (v == nullptr || *v == '\0') return kRingBytes;
   errno = 0;
   char* end = nullptr;
   const unsigned long long n = std::strtoull(v, &end, 10);

@@ -11,7 +11,7 @@
 // | gRPC bearer token          | PITLANE_GRPC_TOKEN    | unset                            |
 // | gRPC TLS CA (worker side)  | PITLANE_GRPC_TLS_CA   | unset (plaintext)                |
 // | gRPC queue size (bytes)    | PITLANE_GRPC_QUEUE_BYTES | 4194304 (4 MiB)               |
-// | ring data size (bytes)     | PITLANE_RING_BYTES    | 262144 (256 KiB)                 |
+// | ring data size (bytes)     | PITLANE_RING_BYTES    | 262144 (256 KiB); Python 4 MiB   |
 // | node / pool_name context   | PITLANE_NODE / PITLANE_POOL_NAME (host) | hostname / default |
 #pragma once
 
@@ -34,6 +34,16 @@ inline constexpr const char* kRingBytesEnv = "PITLANE_RING_BYTES";
 inline constexpr const char* kNodeEnv = "PITLANE_NODE";
 inline constexpr const char* kPoolNameEnv = "PITLANE_POOL_NAME";
 
+// Ring data size. Sizing rule: a ring must hold the largest burst one thread emits while the
+// host may be off its CPU, i.e. burst events x record bytes (a typical record is ~200 B from
+// C++, ~300 B from Python), rounded up to a power of two. C++: 256 KiB holds ~1,200 records,
+// a 1 ms host stall at 1 M events/s, and 64 threads' rings cost 16 MiB. Python workers emit
+// in bursts (a request's spans, a loop) and have few emitting threads: a 10,000-event burst
+// from one Python thread takes 2.4-14 ms; with a back-off host on a loaded 2-vCPU machine a
+// 1 MiB ring dropped 38-65 % of it and 2 MiB up to 10 %, 4 MiB none (README "Defaults").
+inline constexpr uint64_t kRingBytes = uint64_t{256} << 10;
+inline constexpr uint64_t kPythonRingBytes = uint64_t{4} << 20;
+
 inline constexpr const char* kNamespace = "default";
 inline constexpr const char* kPoolName = "default";
 
@@ -42,7 +52,7 @@ std::string Namespace();         // PITLANE_NAMESPACE or "default"
 std::string WorkerId();          // PITLANE_WORKER_ID or <hostname>-<pid>
 std::string Node();              // PITLANE_NODE or the hostname
 std::string PoolName();          // PITLANE_POOL_NAME or "default"
-// PITLANE_RING_BYTES (a power of two in [4096, 64 MiB]) or 256 KiB; INVALID_ARGUMENT naming
+// PITLANE_RING_BYTES (a power of two in [4096, 64 MiB]) or kRingBytes; INVALID_ARGUMENT naming
 // the variable and value otherwise.
 Result<uint64_t> RingBytes();
 
