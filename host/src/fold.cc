@@ -9,20 +9,11 @@
 #include <type_traits>
 
 #include "pitlane/fb/event_generated.h"
+#include "pitlane/limits.h"
 #include "record_verify.h"
 
 namespace pitlane::internal {
 namespace {
-
-// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
-[[gnu::always_inline]] inline std::string_view Truncate(std::string_view s, size_t max,
-                                                        bool* truncated) {
-  if (s.size() <= max) return s;
-  *truncated = true;
-  size_t n = max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n);
-}
 
 bool IsContextKey(std::string_view k) {
   return k == "node" || k == "worker_id" || k == "pool_name" || k == "worker_pid" ||
@@ -164,7 +155,7 @@ FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView*
     v.key = key;
     v.value = m.value;
     if (v.value.kind == Value::Kind::kString) {
-      v.value.s = Truncate(v.value.s, lim.max_value_bytes, &truncated);
+      v.value.s = TruncateValue(v.value.s, lim.max_value_bytes, &truncated);
     }
   }
   size_t nd = 0;
@@ -182,7 +173,7 @@ FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView*
       kid = catalog_.MetadataKeyId(key);
       if (kid != 0 ? is_context_[kid] != 0 : IsContextKey(key)) continue;
     }
-    Put(&metadata_[nd++], key, Truncate(m.value, lim.max_value_bytes, &truncated), kid);
+    Put(&metadata_[nd++], key, TruncateValue(m.value, lim.max_value_bytes, &truncated), kid);
   }
   Put(&metadata_[nd++], "node", ctx.node, node_id_);
   Put(&metadata_[nd++], "worker_id", ctx.worker_id, worker_id_id_);

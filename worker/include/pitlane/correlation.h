@@ -8,9 +8,12 @@
 #include <string>
 #include <string_view>
 
+#include "pitlane/catalog.h"
+
 namespace pitlane {
 
-inline constexpr size_t kMaxCorrelationIdBytes = 128;
+// The catalog's default limit (schemas/catalog.txt): longer ids are rejected by the host.
+inline constexpr size_t kMaxCorrelationIdBytes = CatalogLimits{}.max_correlation_id_bytes;
 
 // A fresh random id: "pl-" + 24 hex digits (27 bytes), like the typical ids of the catalog.
 std::string NewCorrelationId();
