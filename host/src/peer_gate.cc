@@ -32,7 +32,6 @@ PeerGate::Verdict PeerGate::Judge(uint16_t event_id) {
       if (!(rng_() < table->sample_threshold)) return Verdict::kSampled;
       break;
     case GateDecision::kPass:
-    case GateDecision::kFiltered:
       break;
   }
   return table->filtered[event_id] ? Verdict::kFiltered : Verdict::kPass;
