@@ -126,7 +126,7 @@ int RunEmit(const EmitOptions& o) {
              std::span<const Metadata>(metadata.data(), metadata.size()), o.correlation_id);
   // Over gRPC an event is queued ("ok") whether or not a host is there to take it: without a
   // connected host it would be lost when this process exits, so that is no success.
-  const bool undeliverable = r == EmitResult::kOk && !attached;
+  const bool undeliverable = (r == EmitResult::kOk || r == EmitResult::kOkTruncated) && !attached;
   std::printf("%s: %s (worker %s, namespace \"%s\", %s)\n", o.event.c_str(),
               undeliverable ? "not_delivered" : std::string(EmitResultName(r)).c_str(),
               w.id().c_str(), ns.c_str(), std::string(WorkerTransportName(w.transport())).c_str());
@@ -139,8 +139,8 @@ int RunEmit(const EmitOptions& o) {
                   "PITLANE_GRPC_LISTEN); the event was not delivered");
     return 1;
   }
-  if (r == EmitResult::kOk) return 0;
-  if (r == EmitResult::kDroppedNoRing) {
+  if (r == EmitResult::kOk || r == EmitResult::kOkTruncated) return 0;
+  if (r == EmitResult::kDroppedNoRing || r == EmitResult::kBuffered) {
     Error("emit", attached ? "the worker has no ring (ring cap reached)"
                            : "no host is running for namespace \"" + ns + "\"");
   } else {

@@ -93,6 +93,30 @@ constexpr const char* kWorkerId = "rules-worker";
 constexpr const char* kNode = "node-under-test";
 constexpr const char* kPool = "pool-under-test";
 
+// Publishes an event as a worker that does not apply the catalog's limits at emit (an older or
+// foreign one) would: these tests hold the host's own enforcement. (Worker::Emit refuses or cuts
+// such events itself: worker_dropin_test.cc.)
+EmitResult EmitUnchecked(Worker& w, std::string_view name, std::span<const Measurement> m,
+                         std::span<const Metadata> md, std::string_view correlation_id = {}) {
+  RecordFields f;
+  f.name = name;  // event_id 0: by name, keys by name
+  f.timestamp = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  f.clock = 0;  // Unix-epoch nanoseconds
+  f.correlation_id = correlation_id;
+  f.measurements = m.data();
+  f.measurement_count = m.size();
+  f.metadata = md.data();
+  f.metadata_count = md.size();
+  PreparedRecord p;
+  PrepareRecord(f, &w.catalog(), /*use_ids=*/false, &p);
+  if (p.size == 0) return EmitResult::kDroppedTooLarge;
+  std::vector<uint64_t> buf((p.size + 7) / 8);
+  EncodeRecord(f, p, reinterpret_cast<uint8_t*>(buf.data()));
+  return w.EmitEncoded(w.Event(name), reinterpret_cast<const uint8_t*>(buf.data()), p.size);
+}
+
 class CatalogRulesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -158,18 +182,24 @@ class CatalogRulesTest : public ::testing::Test {
     SCOPED_TRACE(std::string(name) + " -> " + shm::RejectReasonName(reason));
     const uint64_t before = Rejected(reason);
     const size_t seen_before = seen_.size();
-    ASSERT_EQ(worker_->Emit(name, m, md, correlation_id), EmitResult::kOk);
+    ASSERT_EQ(EmitUnchecked(*worker_, name, {m.begin(), m.size()}, {md.begin(), md.size()},
+                            correlation_id),
+              EmitResult::kOk);
     Drain();
     EXPECT_EQ(Rejected(reason), before + 1);
     EXPECT_EQ(seen_.size(), seen_before) << "a rejected event reached a handler";
   }
 
   // Emits and returns what the handler saw (exactly one new event expected).
+  // `unchecked`: published past the worker's emit-time limits (EmitUnchecked).
   std::optional<Seen> EmitAndReceive(std::string_view name, std::initializer_list<Measurement> m,
                                      std::initializer_list<Metadata> md,
-                                     std::string_view correlation_id = {}) {
+                                     std::string_view correlation_id = {}, bool unchecked = false) {
     const size_t before = seen_.size();
-    const EmitResult r = worker_->Emit(name, m, md, correlation_id);
+    const EmitResult r =
+        unchecked ? EmitUnchecked(*worker_, name, {m.begin(), m.size()}, {md.begin(), md.size()},
+                                  correlation_id)
+                  : worker_->Emit(name, m, md, correlation_id);
     EXPECT_EQ(r, EmitResult::kOk) << EmitResultName(r);
     EXPECT_TRUE(host_->DrainAll(5s));
     EXPECT_EQ(seen_.size(), before + 1) << "event " << name << " was not delivered";
@@ -418,9 +448,7 @@ std::optional<Seen> EmitSpans(CatalogRulesTest* t, Worker& w, std::vector<Seen>&
                               std::string_view correlation_id = {}) {
   (void)t;
   const size_t before = seen.size();
-  EXPECT_EQ(w.Emit(w.Event("python.call.stop"), std::span<const Measurement>(m),
-                   std::span<const Metadata>(md), correlation_id),
-            EmitResult::kOk);
+  EXPECT_EQ(EmitUnchecked(w, "python.call.stop", m, md, correlation_id), EmitResult::kOk);
   EXPECT_TRUE(host.DrainAll(5s));
   if (seen.size() != before + 1) return std::nullopt;
   return seen.back();
@@ -485,14 +513,14 @@ TEST_F(CatalogRulesTest, LongValuesAreTruncatedTo1KiBAndTheEventDelivered) {
   for (int i = 0; i < 2000; ++i) long_value += static_cast<char>('a' + i % 26);
   const std::string exact(1024, 'e');
 
-  const std::optional<Seen> meta =
-      EmitAndReceive("python.error.occurred", {{"count", 1}}, {{"traceback", long_value}});
+  const std::optional<Seen> meta = EmitAndReceive(
+      "python.error.occurred", {{"count", 1}}, {{"traceback", long_value}}, {}, true);
   ASSERT_TRUE(meta);
   EXPECT_EQ(meta->meta("traceback"), long_value.substr(0, 1024));
   EXPECT_EQ(Truncated(), 1u);
 
   const std::optional<Seen> measure = EmitAndReceive(
-      "python.call.start", {{"request_size", std::string_view(long_value)}}, {});
+      "python.call.start", {{"request_size", std::string_view(long_value)}}, {}, {}, true);
   ASSERT_TRUE(measure);
   const OwnedValue* v = measure->measurement("request_size");
   ASSERT_NE(v, nullptr);
@@ -502,7 +530,7 @@ TEST_F(CatalogRulesTest, LongValuesAreTruncatedTo1KiBAndTheEventDelivered) {
 
   // Unknown metadata keys are bounded the same way.
   const std::optional<Seen> custom =
-      EmitAndReceive("python.call.stop", {}, {{"custom", long_value}});
+      EmitAndReceive("python.call.stop", {}, {{"custom", long_value}}, {}, true);
   ASSERT_TRUE(custom);
   EXPECT_EQ(custom->meta("custom"), long_value.substr(0, 1024));
   EXPECT_EQ(Truncated(), 3u);

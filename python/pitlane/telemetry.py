@@ -77,8 +77,11 @@ if _mp is not None and (_mp.parent_process() is not None
 del _mp
 
 #: ``emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str``.
-#: Emits one event and returns the outcome: ``"ok"``, ``"dropped_full"``,
-#: ``"dropped_too_large"``, ``"dropped_no_ring"``, ``"suppressed_disabled"``,
+#: Emits one event and returns the outcome: ``"ok"``, ``"ok_truncated"`` (a value cut to the
+#: catalog's 1 KiB, where the host would cut it), ``"buffered"`` (no host yet: kept, bounded,
+#: and published in order when one appears), ``"dropped_full"``, ``"dropped_too_large"``,
+#: ``"dropped_over_limit"`` (over the catalog's field-count, key or correlation-id limits: the
+#: host would reject it), ``"dropped_no_ring"``, ``"suppressed_disabled"``,
 #: ``"suppressed_sampled"``, ``"suppressed_filtered"``, ``"invalid_argument"``,
 #: ``"no_worker"`` or ``"out_of_memory"``. The GIL is released while the event is written.
 emit = _native.emit
@@ -115,7 +118,8 @@ def shutdown() -> dict:
 def stats() -> dict:
     """The worker's counters: ``emitted``, ``published``, ``dropped`` (``full``,
     ``too_large``, ``no_ring``), ``suppressed`` (``disabled``, ``sampled``, ``filtered``),
-    plus ``worker_id``, ``namespace``, ``attached``, ``live_rings``, ``running``; and the
+    plus ``worker_id``, ``namespace``, ``transport``, ``attached``, ``live_rings``,
+    ``running``, ``pending`` (events kept until a host appears, not counted yet); and the
     module's own: ``not_emitted`` (``invalid_argument``, ``no_worker``, ``out_of_memory``),
     ``conversion_errors``, ``start_error`` (why the last start failed, or None).
     Per worker: ``emitted = suppressed + dropped + published``."""

@@ -69,7 +69,7 @@ enum class PyOutcome : uint8_t {
   kCount,
 };
 constexpr const char* kPyOutcomeNames[] = {"invalid_argument", "no_worker", "out_of_memory"};
-constexpr size_t kEmitResultCount = 7;  // pitlane::EmitResult::kOk .. kSuppressedFiltered
+constexpr size_t kEmitResultCount = 10;  // pitlane::EmitResult::kOk .. kBuffered
 
 struct Native {
   // Start/shutdown/close. Never held while waiting for the GIL.
@@ -442,8 +442,9 @@ void ShutdownLocked() {
   g.owned.reset();
 }
 
-// The lazy start of the first emit: the environment's defaults. Returns the worker or null.
-// Called with the GIL held; releases it while starting (Start may wait for a host).
+// The lazy start of the first emit: the environment's defaults, and no wait for a host (events
+// before one appears are buffered, kBuffered). Returns the worker or null. Called with the GIL
+// held; releases it while starting.
 pitlane::Worker* EnsureStarted() {
   Native& g = G();
   if (pitlane::Worker* w = g.worker.load(std::memory_order_acquire)) return w;
@@ -451,7 +452,11 @@ pitlane::Worker* EnsureStarted() {
   Py_BEGIN_ALLOW_THREADS;
   {
     std::lock_guard<std::mutex> lock(g.lifecycle_mu);
-    if (!g.owned && !g.closed) (void)StartLocked(StartRequest{});
+    if (!g.owned && !g.closed) {
+      StartRequest lazy;
+      lazy.attach_wait = std::chrono::milliseconds(0);
+      (void)StartLocked(lazy);
+    }
     w = g.worker.load(std::memory_order_acquire);
   }
   Py_END_ALLOW_THREADS;
@@ -588,7 +593,10 @@ PyObject* EmitFast(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargsf,
 constexpr const char kEmitDoc[] =
     "emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str\n\n"
     "Emits one event through the process's pitlane worker (started on first use) and returns\n"
-    "the outcome: 'ok', 'dropped_full', 'dropped_too_large', 'dropped_no_ring',\n"
+    "the outcome: 'ok', 'ok_truncated' (a value cut to the catalog's 1 KiB, as the host\n"
+    "would), 'buffered' (no host yet: published when one appears), 'dropped_full',\n"
+    "'dropped_too_large', 'dropped_over_limit' (over the catalog's field, key or correlation\n"
+    "id limits: the host would reject it), 'dropped_no_ring',\n"
     "'suppressed_disabled', 'suppressed_sampled', 'suppressed_filtered', 'invalid_argument'\n"
     "(measurements/metadata not a mapping), 'no_worker' (the worker could not start) or\n"
     "'out_of_memory'.\n"
@@ -627,6 +635,7 @@ py::dict StatsDict() {
                             : py::object(py::none());
   d["attached"] = s.attached;
   d["live_rings"] = s.live_rings;
+  d["pending"] = s.pending;
   d["emitted"] = s.emitted;
   d["published"] = s.published;
   py::dict dropped;
@@ -730,8 +739,7 @@ bool WaitAttached(double timeout) {
 PYBIND11_MODULE(_native, m) {
   m.doc() = "pitlane's native worker binding; use pitlane.telemetry.";
   Native& g = G();
-  static_assert(static_cast<size_t>(pitlane::EmitResult::kSuppressedFiltered) + 1 ==
-                kEmitResultCount);
+  static_assert(static_cast<size_t>(pitlane::EmitResult::kBuffered) + 1 == kEmitResultCount);
   for (size_t i = 0; i < kEmitResultCount; ++i) {
     const std::string_view name = pitlane::EmitResultName(static_cast<pitlane::EmitResult>(i));
     g.result_names[i] = PyUnicode_InternFromString(std::string(name).c_str());

@@ -84,9 +84,15 @@ class CorrelationEmitTest(HostTestCase):
         events = self.host.wait_count(START, 2)
         self.assertEqual([e["correlation_id"] for e in events], ["4242", "7"])
 
-    def test_id_over_128_bytes_is_rejected_by_the_host_and_counted(self) -> None:
-        self.assertEqual(telemetry.emit("python.call.start", None, None, "x" * 129), "ok")
-        self.host.wait_stats(lambda h: h["host"]["rejected"]["correlation_id_too_long"] == 1)
+    def test_id_over_128_bytes_is_refused_at_emit_and_counted(self) -> None:
+        # The host would reject it (correlation_id_too_long): the worker refuses it instead of
+        # saying "ok".
+        self.assertEqual(telemetry.emit("python.call.start", None, None, "x" * 129),
+                         "dropped_over_limit")
+        self.assertEqual(telemetry.emit("python.call.start", None, None, "x" * 128), "ok")
+        self.assertEqual(telemetry.stats()["dropped"]["too_large"], 1)
+        host = self.host.wait_stats(lambda h: h["host"]["delivered"] == 1)
+        self.assertEqual(host["host"]["rejected"]["correlation_id_too_long"], 0)
 
     def test_asyncio_tasks_each_keep_their_own_id(self) -> None:
         async def request(name: str, gate: asyncio.Event, other: asyncio.Event) -> None:

@@ -135,5 +135,103 @@ class BurstTest(HostTestCase):
         self.host.wait_stats(lambda h: ring_totals(h)["delivered"] == 10_000)
 
 
+class PreAttachTest(unittest.TestCase):
+    """Emits before any host exists: kept in order, never blocking, overflow counted."""
+
+    def setUp(self) -> None:
+        telemetry.shutdown()
+        self.ns = unique_namespace()
+        self.addCleanup(remove_segments, self.ns)
+        self.addCleanup(telemetry.shutdown)
+
+    def start_host(self) -> HostProcess:
+        host = HostProcess(self.ns)
+        self.addCleanup(host.close)
+        return host
+
+    def test_events_before_the_host_are_buffered_then_delivered_in_order(self) -> None:
+        telemetry.start(namespace=self.ns, worker_id="early", attach_wait=0)
+        outcomes = [telemetry.emit("python.memory.sampled", {"rss_bytes": i})
+                    for i in range(10)]
+        self.assertEqual(set(outcomes), {"buffered"})
+        s = telemetry.stats()
+        self.assertEqual((s["pending"], s["emitted"], s["published"]), (10, 0, 0))
+        host = self.start_host()
+        self.assertTrue(telemetry.wait_attached(TIMEOUT))
+        events = host.wait_count("snakepit.python.memory.sampled", 10)
+        self.assertEqual([e["measurements"]["rss_bytes"] for e in events], list(range(10)))
+        self.assertEqual(telemetry.emit("python.memory.sampled", {"rss_bytes": 10}), "ok")
+        host.wait_count("snakepit.python.memory.sampled", 11)
+        s = telemetry.stats()
+        self.assertEqual((s["pending"], s["emitted"], s["published"]), (0, 11, 11))
+
+    def test_buffer_overflow_is_counted_as_dropped_no_ring(self) -> None:
+        telemetry.start(namespace=self.ns, worker_id="early", attach_wait=0)
+        outcomes = [telemetry.emit("python.memory.sampled", {"rss_bytes": i})
+                    for i in range(1100)]
+        self.assertEqual(outcomes.count("buffered"), 1024)
+        self.assertEqual(outcomes[1024:], ["dropped_no_ring"] * 76)
+        host = self.start_host()
+        self.assertTrue(telemetry.wait_attached(TIMEOUT))
+        events = host.wait_count("snakepit.python.memory.sampled", 1024)
+        self.assertEqual([e["measurements"]["rss_bytes"] for e in events], list(range(1024)))
+        s = telemetry.stats()
+        self.assertEqual(s["dropped"]["no_ring"], 76)
+        self.assertEqual(s["emitted"], 1100)
+        self.assertTrue(s["emitted"] == s["published"] + sum(s["dropped"].values())
+                        + sum(s["suppressed"].values()), s)
+
+    def test_first_emit_without_a_host_does_not_wait_for_one(self) -> None:
+        # The lazy start of the first emit does not wait for a host: the event is buffered.
+        env = clean_env(PITLANE_NAMESPACE=self.ns)
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "from pitlane import telemetry; import json; "
+             "r = telemetry.emit('python.call.start', {'system_time': 1}); "
+             "print(json.dumps([r, telemetry.stats()['attached']]))"],
+            env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout), ["buffered", False])
+
+
+class LimitsAtEmitTest(HostTestCase):
+    """The worker applies the host's limits (schemas/catalog.txt) when it emits."""
+
+    def test_events_the_host_would_reject_for_size_are_refused_and_counted(self) -> None:
+        cases = {
+            "33 metadata entries": ({"duration": 1}, {f"k{i}": "v" for i in range(33)}, None),
+            "a 65-byte key": ({"duration": 1}, {"k" * 65: "v"}, None),
+            "a 129-byte correlation id": ({"duration": 1}, {}, "c" * 129),
+            "33 measurements": ({"duration": i for i in range(1)} | {
+                f"m{i}": i for i in range(32)}, {}, None),
+        }
+        for what, (m, md, cid) in cases.items():
+            with self.subTest(what):
+                self.assertEqual(telemetry.emit("python.call.stop", m, md, cid),
+                                 "dropped_over_limit")
+        # Within the limits: 32 of each, a 64-byte key, a 128-byte id.
+        self.assertEqual(telemetry.emit("python.call.stop", {"duration": 1},
+                                        {f"k{i}": "v" for i in range(31)} | {"k" * 64: "v"},
+                                        "c" * 128), "ok")
+        self.host.wait_count("snakepit.python.call.stop", 1)
+        s = telemetry.stats()
+        self.assertEqual(s["dropped"]["too_large"], 4)
+        host = self.host.wait_stats(lambda h: ring_totals(h)["delivered"] == 1)
+        self.assertEqual(sum(ring_totals(host)["rejected"].values()), 0)
+
+    def test_long_values_are_cut_where_the_host_cuts_them_not_dropped(self) -> None:
+        message = "x" * (70 << 10)  # bigger than the largest record a ring takes
+        with self.assertRaises(ValueError):
+            with telemetry.span("python.call"):
+                raise ValueError(message)
+        self.assertEqual(telemetry.emit("python.error.occurred", {"count": 1},
+                                        {"error_message": message}), "ok_truncated")
+        (exc,) = self.host.wait_count("snakepit.python.call.exception", 1)
+        self.assertEqual(exc["metadata"]["error_message"], "x" * 1024)
+        (err,) = self.host.wait_count("snakepit.python.error.occurred", 1)
+        self.assertEqual(err["metadata"]["error_message"], "x" * 1024)
+        self.assertEqual(telemetry.stats()["dropped"]["too_large"], 0)
+
+
 if __name__ == "__main__":
     unittest.main()

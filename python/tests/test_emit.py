@@ -262,7 +262,7 @@ class ValueConversionTest(HostTestCase):
 
         metadata["command"] = Mutator()
         result = telemetry.emit("python.call.stop", {"duration": 1}, metadata)
-        self.assertIn(result, ("ok", "invalid_argument"))
+        self.assertIn(result, ("ok", "invalid_argument", "dropped_over_limit"))
 
 
 class CatalogRejectionTest(HostTestCase):
@@ -308,13 +308,17 @@ class CatalogRejectionTest(HostTestCase):
 
 
 class DropTest(HostTestCase):
-    def test_record_larger_than_a_quarter_ring_is_dropped_and_counted(self) -> None:
+    def test_value_the_host_would_cut_is_cut_at_emit_not_the_event_dropped(self) -> None:
+        # 300 KiB would make a record beyond any ring's largest: cut to the catalog's 1 KiB
+        # where the host would cut it, the event delivered.
         result = telemetry.emit("python.error.occurred", {"count": 1},
                                 {"traceback": "x" * (300 * 1024)})
-        self.assertEqual(result, "dropped_too_large")
-        self.assertEqual(telemetry.dropped_count(), 1)
+        self.assertEqual(result, "ok_truncated")
+        (event,) = self.host.wait_count("snakepit.python.error.occurred", 1)
+        self.assertEqual(event["metadata"]["traceback"], "x" * 1024)
+        self.assertEqual(telemetry.dropped_count(), 0)
         s = telemetry.stats()
-        self.assertEqual(s["dropped"]["too_large"], 1)
+        self.assertEqual(s["published"], 1)
         self.assertTrue(worker_conserved(s), s)
 
 
@@ -331,12 +335,13 @@ class LifecycleTest(unittest.TestCase):
         for i in ids:
             self.assertRegex(i, r"^pl-[0-9a-f]{24}$")
 
-    def test_without_a_host_events_are_counted_as_dropped_no_ring(self) -> None:
+    def test_without_a_host_events_are_kept_until_one_appears(self) -> None:
         info = telemetry.start(namespace=self.ns, worker_id="lonely", attach_wait=0)
         self.assertFalse(info["attached"])
-        self.assertEqual(telemetry.emit("python.call.start"), "dropped_no_ring")
-        self.assertEqual(telemetry.dropped_count(), 1)
-        self.assertEqual(telemetry.stats()["dropped"]["no_ring"], 1)
+        self.assertEqual(telemetry.emit("python.call.start"), "buffered")
+        self.assertEqual(telemetry.dropped_count(), 0)
+        s = telemetry.stats()
+        self.assertEqual((s["pending"], s["emitted"]), (1, 0))
 
     def test_worker_attaches_when_the_host_appears_later(self) -> None:
         telemetry.start(namespace=self.ns, worker_id="early", attach_wait=0)

@@ -74,7 +74,8 @@ class ThreadsTest(HostTestCase):
             for t in ts:
                 t.join()
         self.host.wait_count(START, 24)
-        host = self.host.wait_stats(lambda h: sum(r["retired"] or r["reclaimed"]
+        host = self.host.wait_stats(lambda h: all(r["conserved"] for r in h["rings"])
+                                    and sum(r["retired"] or r["reclaimed"]
                                                   for r in h["rings"]) == 24)
         self.assertTrue(all(r["conserved"] for r in host["rings"]), host)
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <new>
 
 #include "pitlane/defaults.h"
@@ -71,13 +72,74 @@ void AtforkChild() {
 
 }  // namespace
 
-// Emit path for a thread without a ring: the same gate, counted in process memory.
+// Emit path for a thread without a ring: the same gate, counted in process memory. Before the
+// first attach an event the gate lets through goes to the pre-attach buffer (kBuffered: the
+// caller encodes it there through PreAttachLane, which counts it if it does not fit).
 EmitResult Worker::Impl::EmitUnringed(EventHandle ev) noexcept {
-  unringed.emitted.fetch_add(1, std::memory_order_relaxed);
   const EmitResult gated = internal::Decide(gates.current(), ev);
+  if (gated == EmitResult::kOk && pre_attach && !attached.load(std::memory_order_acquire) &&
+      awaiting_host.load(std::memory_order_relaxed)) {
+    return EmitResult::kBuffered;
+  }
+  unringed.emitted.fetch_add(1, std::memory_order_relaxed);
   const EmitResult outcome = gated == EmitResult::kOk ? EmitResult::kDroppedNoRing : gated;
   unringed.CountOutcome(outcome);
   return outcome;
+}
+
+uint8_t* internal::PreAttachLane::Reserve(Worker::Impl& w, size_t size,
+                                          EmitResult* drop) noexcept {
+  uint8_t* at = size != 0 ? w.pre_attach->Reserve(size) : nullptr;
+  if (at == nullptr) [[unlikely]] {
+    // A record that cannot be encoded is too large; otherwise the buffer is full, or the attach
+    // flushed it meanwhile: no ring for this event.
+    *drop = size == 0 ? EmitResult::kDroppedTooLarge : EmitResult::kDroppedNoRing;
+    w.unringed.emitted.fetch_add(1, std::memory_order_relaxed);
+    w.unringed.CountOutcome(*drop);
+  }
+  return at;
+}
+
+void internal::PreAttachLane::Commit(Worker::Impl& w) noexcept { w.pre_attach->Commit(); }
+
+void Worker::Impl::FlushPreAttachLocked() {
+  if (!pre_attach || pre_attach->closed()) return;
+  ThreadRing* r = pre_attach->pending() != 0 ? CreateRingLocked() : nullptr;
+  const internal::PreAttachBuffer::Flushed f =
+      pre_attach->Flush([&](const uint8_t* record, size_t size) {
+        if (r == nullptr) {  // no ring to be had (cap or registry full): counted, not lost
+          unringed.emitted.fetch_add(1, std::memory_order_relaxed);
+          unringed.CountOutcome(EmitResult::kDroppedNoRing);
+          return false;
+        }
+        shm::WorkerCounters& c = r->writer.counters();
+        shm::RingWriter::Bump(c.emitted);
+        shm::RingWriter::Reserve why = shm::RingWriter::Reserve::kTooLarge;
+        uint8_t* at = r->writer.TryReserve(static_cast<uint32_t>(size), &why);
+        if (at == nullptr) {
+          shm::RingWriter::Bump(OutcomeCounter(
+              c, why == shm::RingWriter::Reserve::kFull ? EmitResult::kDroppedFull
+                                                         : EmitResult::kDroppedTooLarge));
+          return false;
+        }
+        std::memcpy(at, record, size);
+        r->writer.Commit();
+        return true;
+      });
+  if (r != nullptr) {
+    // No thread writes this ring again: the host drains and reclaims it.
+    RetireLocked(r);
+    if (f.published != 0) WakeHost();
+  }
+}
+
+void Worker::Impl::DropPreAttach() {
+  if (!pre_attach) return;
+  pre_attach->Flush([&](const uint8_t*, size_t) {
+    unringed.emitted.fetch_add(1, std::memory_order_relaxed);
+    unringed.CountOutcome(EmitResult::kDroppedNoRing);
+    return false;
+  });
 }
 
 // ── rings ────────────────────────────────────────────────────────────────────────────────────
@@ -209,10 +271,12 @@ bool Worker::Impl::TryAttach() {
   if (attached.load(std::memory_order_relaxed)) return true;
   if (!reg.ok()) {
     attach_error = reg.status();
+    awaiting_host.store(attach_error.code() == StatusCode::kNotFound, std::memory_order_relaxed);
     return false;
   }
   const int32_t index = shm::ClaimWorkerSlot(*reg, pid, start_time, id);
   if (index < 0) {
+    awaiting_host.store(false, std::memory_order_relaxed);
     attach_error = ResourceExhausted("namespace \"" + ns + "\" has no free worker slot (at most " +
                                      std::to_string(shm::kMaxWorkers) + " workers)");
     return false;
@@ -223,6 +287,7 @@ bool Worker::Impl::TryAttach() {
   use_ids = shm::Header(registry)->catalog_hash == catalog->hash();
   registry_header.store(shm::Header(registry), std::memory_order_release);
   attached.store(true, std::memory_order_release);
+  FlushPreAttachLocked();
   return true;
 }
 
@@ -302,6 +367,7 @@ void Worker::Impl::ForgetParentInChild() {
   forked = true;
   retired = Tally();
   unringed.Reset();
+  if (pre_attach) pre_attach->ResetInChild();
 }
 
 void Worker::Impl::ReattachAfterFork() {

@@ -21,6 +21,7 @@
 
 #include "gate.h"
 #include "pitlane/registry.h"
+#include "pre_attach.h"
 #include "pitlane/shm.h"
 #include "pitlane/worker.h"
 #include "remote.h"
@@ -66,6 +67,12 @@ struct QueueLane {  // worker.cc
   uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
   void Commit(Worker::Impl& w) noexcept;
 };
+// Before any host is attached (RingLane::Admit said kBuffered): the pre-attach buffer. Its
+// events are counted (unringed) only when dropped here, or when the flush publishes them.
+struct PreAttachLane {  // rings.cc
+  uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
+  void Commit(Worker::Impl& w) noexcept;
+};
 
 }  // namespace internal
 
@@ -101,6 +108,11 @@ class Worker::Impl {
   std::atomic<uint64_t> retire_count{0};
   Tally retired;                  // counts of rings that are gone (GUARDED_BY(mu))
   EmitCounters unringed;          // events of threads without a ring
+  // Events emitted before the first attach, published by the attach (shm mode only), while
+  // the namespace simply has no host yet (the last attach found no registry): an incompatible
+  // or full registry means no attach is coming, and events count as dropped_no_ring at once.
+  std::unique_ptr<internal::PreAttachBuffer> pre_attach;
+  std::atomic<bool> awaiting_host{true};
 
   // ── gRPC mode (rqueue set): the queue the transport drains; the transport itself ──
   std::unique_ptr<internal::RemoteQueue> rqueue;
@@ -132,6 +144,10 @@ class Worker::Impl {
   Status Register();  // takes one of the process's kMaxWorkersPerProcess places
   void Unregister();
   void Leave();  // destruction: retire every ring, hand the slot back
+  // REQUIRES: mu held, attached. Publishes the pre-attach buffer through a ring of its own.
+  void FlushPreAttachLocked();
+  // Counts what is still buffered as dropped_no_ring (no host ever came).
+  void DropPreAttach();
 
   // worker.cc
   Status StartRemote(const WorkerOptions& o);

@@ -21,7 +21,8 @@
 
 namespace pitlane {
 
-// The outcome of one emit; each value but kOk names exactly one Tally count (kOk: published).
+// The outcome of one emit; each value names exactly one Tally count (kOk, kOkTruncated:
+// published; kDroppedOverLimit: dropped_too_large), except kBuffered, an event not counted yet.
 enum class EmitResult : uint8_t {
   kOk = 0,
   kDroppedFull,         // ring (or gRPC queue) full: the newest event is dropped, never blocks
@@ -30,6 +31,14 @@ enum class EmitResult : uint8_t {
   kSuppressedDisabled,  // telemetry toggled off
   kSuppressedSampled,   // lost the sampling draw
   kSuppressedFiltered,  // denied, or not in the allow list
+  // Published with a value cut to the catalog's max_value_bytes, where the host would cut it.
+  kOkTruncated,
+  // Over the catalog's limits (field counts, key or correlation id length): the host would
+  // reject it. Counted as dropped_too_large.
+  kDroppedOverLimit,
+  // No host yet: kept (in order, bounded) until the worker's first ring; counted when it is
+  // published or dropped then (worker/src/pre_attach.h).
+  kBuffered,
 };
 std::string_view EmitResultName(EmitResult r);
 
@@ -118,9 +127,11 @@ class HostSideMirror {
 // kDroppedNoRing (a ring exists). Inline: the emit path counts every outcome through it.
 inline std::atomic<uint64_t>& OutcomeCounter(shm::WorkerCounters& c, EmitResult r) {
   switch (r) {
-    case EmitResult::kOk: return c.published;
+    case EmitResult::kOk:
+    case EmitResult::kOkTruncated: return c.published;
     case EmitResult::kDroppedFull: return c.dropped_full;
-    case EmitResult::kDroppedTooLarge: return c.dropped_too_large;
+    case EmitResult::kDroppedTooLarge:
+    case EmitResult::kDroppedOverLimit: return c.dropped_too_large;
     case EmitResult::kSuppressedDisabled: return c.suppressed_disabled;
     case EmitResult::kSuppressedSampled: return c.suppressed_sampled;
     default: return c.suppressed_filtered;

@@ -90,6 +90,9 @@ struct WorkerOptions {
 struct WorkerStats : Tally {
   uint32_t live_rings = 0;
   bool attached = false;
+  // Events emitted before any host was attached, kept to be published when one is (kBuffered);
+  // not counted in the tally yet.
+  uint64_t pending = 0;
 };
 
 class Worker {

@@ -1,0 +1,155 @@
+// What a worker promises a Snakepit pool beyond the ring: events emitted before any host exists
+// are kept and published in order once one appears (never blocking the emit), and the catalog's
+// limits are applied when the event is emitted, so `Emit` never says "ok" for an event the
+// host will reject, and a long value is cut instead of dropping the event.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/worker.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Collects what a host delivers.
+struct Seen {
+  std::mutex mu;
+  std::vector<int64_t> rss;              // python.memory.sampled rss_bytes, in delivery order
+  std::vector<std::string> error_messages;  // python.error.occurred error_message
+  size_t Count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return rss.size() + error_messages.size();
+  }
+};
+
+bool WaitFor(const std::function<bool()>& pred) {
+  const auto until = std::chrono::steady_clock::now() + milliseconds(10000);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return true;
+}
+
+std::unique_ptr<Host> CollectingHost(const std::string& ns, Seen* seen) {
+  std::unique_ptr<Host> host = testing::StartHost(ns);
+  if (!host) return nullptr;
+  EXPECT_TRUE(host->Attach("seen", "*", [seen](const EventView& e) {
+                    std::lock_guard<std::mutex> lock(seen->mu);
+                    if (const Value* v = e.measurement("rss_bytes")) seen->rss.push_back(v->i);
+                    if (auto m = e.meta("error_message")) seen->error_messages.emplace_back(*m);
+                  }).ok());
+  host->RunInBackground();
+  return host;
+}
+
+TEST(PreAttachTest, EventsBeforeTheHostArePublishedInOrderWhenItAppears) {
+  testing::ScopedNamespace ns;
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "early";
+  o.attach_wait = milliseconds(0);
+  auto w = Worker::Start(o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
+  }
+  WorkerStats s = (*w)->Stats();
+  EXPECT_EQ(s.pending, 100u);
+  EXPECT_EQ(s.emitted, 0u);  // counted when published or dropped
+
+  Seen seen;
+  std::unique_ptr<Host> host = CollectingHost(ns.name(), &seen);
+  ASSERT_TRUE(host);
+  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return seen.Count() == 100; }));
+  std::vector<int64_t> want(100);
+  for (int i = 0; i < 100; ++i) want[i] = i;
+  EXPECT_EQ(seen.rss, want);
+  s = (*w)->Stats();
+  EXPECT_EQ(s.pending, 0u);
+  EXPECT_EQ(s.emitted, 100u);
+  EXPECT_EQ(s.published, 100u);
+}
+
+TEST(PreAttachTest, OverflowBeyondTheBufferIsCountedAsNoRing) {
+  testing::ScopedNamespace ns;
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "early";
+  o.attach_wait = milliseconds(0);
+  o.ring_bytes = 1 << 20;  // the buffer takes half a ring: room for more than 1,024 of these
+  auto w = Worker::Start(o);
+  ASSERT_TRUE(w.ok());
+  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  size_t buffered = 0, dropped = 0;
+  for (int i = 0; i < 1100; ++i) {
+    const EmitResult r = (*w)->Emit(mem, {{"rss_bytes", i}});
+    if (r == EmitResult::kBuffered) ++buffered;
+    if (r == EmitResult::kDroppedNoRing) ++dropped;
+  }
+  EXPECT_EQ(buffered, 1024u);
+  EXPECT_EQ(dropped, 76u);
+  const WorkerStats s = (*w)->Stats();
+  EXPECT_EQ(s.dropped_no_ring, 76u);
+  EXPECT_EQ(s.emitted, 76u);
+}
+
+class LimitsAtEmitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host_ = CollectingHost(ns_.name(), &seen_);
+    ASSERT_TRUE(host_);
+    worker_ = testing::StartWorker(ns_.name(), "limits");
+    ASSERT_TRUE(worker_);
+  }
+  testing::ScopedNamespace ns_;
+  Seen seen_;
+  std::unique_ptr<Host> host_;
+  std::unique_ptr<Worker> worker_;
+};
+
+TEST_F(LimitsAtEmitTest, EventsOverTheHostsLimitsAreRefusedAndCounted) {
+  const std::string long_key(65, 'k');
+  const std::string long_id(129, 'c');
+  std::vector<Metadata> many;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 33; ++i) keys.push_back("k" + std::to_string(i));
+  for (const std::string& k : keys) many.emplace_back(k, "v");
+  const EventHandle stop = worker_->Event("python.call.stop");
+  const Measurement d("duration", Value(1));
+  EXPECT_EQ(worker_->Emit(stop, {&d, 1}, many), EmitResult::kDroppedOverLimit);
+  EXPECT_EQ(worker_->Emit(stop, {d}, {{long_key, "v"}}), EmitResult::kDroppedOverLimit);
+  EXPECT_EQ(worker_->Emit(stop, {d}, {}, long_id), EmitResult::kDroppedOverLimit);
+  many.pop_back();  // 32: within
+  EXPECT_EQ(worker_->Emit(stop, {&d, 1}, many), EmitResult::kOk);
+  ASSERT_TRUE(host_->DrainAll(milliseconds(10000)));
+  const WorkerStats s = worker_->Stats();
+  EXPECT_EQ(s.dropped_too_large, 3u);
+  EXPECT_EQ(s.published, 1u);
+  EXPECT_EQ(host_->Stats().delivered, 1u);
+  uint64_t rejected = 0;
+  for (uint64_t r : host_->Stats().rejected) rejected += r;
+  EXPECT_EQ(rejected, 0u);
+}
+
+TEST_F(LimitsAtEmitTest, ValueOverTheLimitIsCutNotTheWholeEventDropped) {
+  const std::string message(96 << 10, 'x');  // bigger than the largest record a ring takes
+  EXPECT_EQ(worker_->Emit("python.error.occurred", {{"count", 1}}, {{"error_message", message}}),
+            EmitResult::kOkTruncated);
+  ASSERT_TRUE(WaitFor([&] { return seen_.Count() == 1; }));
+  EXPECT_EQ(seen_.error_messages.at(0), std::string(1024, 'x'));
+  EXPECT_EQ(worker_->Stats().dropped_too_large, 0u);
+}
+
+}  // namespace
+}  // namespace pitlane
