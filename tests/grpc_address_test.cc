@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 
 #include "pitlane/grpc_common.h"
@@ -73,14 +74,41 @@ TEST(GrpcAddressTest, DialSpecSplitsAtTheFirstEqualsSign) {
   }
 }
 
-TEST(GrpcAddressTest, HostStartRefusesABadAddress) {
+bool SegmentsOf(const std::string& ns) {
+  const std::string prefix = "pitlane." + ns + ".";
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
+TEST(GrpcAddressTest, FailedHostStartLeavesNothingInDevShm) {
   HostOptions o;
   o.ns = "gaddr" + std::to_string(getpid());
   o.grpc_listen = "127.0.0.1:470400";
   Result<std::unique_ptr<Host>> h = Host::Start(o);
   ASSERT_FALSE(h.ok());
   EXPECT_EQ(h.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(h.status().message().find("port"), std::string::npos) << h.status().ToString();
+  EXPECT_FALSE(SegmentsOf(o.ns));
+  o.grpc_listen.clear();
+  o.grpc_dial = {"w=a=b=c"};
+  h = Host::Start(o);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(SegmentsOf(o.ns));
+
+  // A valid address that cannot be served (the port is taken).
+  o.grpc_dial.clear();
+  o.grpc_listen = "127.0.0.1:0";
+  Result<std::unique_ptr<Host>> first = Host::Start(o);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  HostOptions second = o;
+  second.ns = o.ns + "b";
+  second.grpc_listen = "127.0.0.1:" + std::to_string((*first)->grpc_port());
+  h = Host::Start(second);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(SegmentsOf(second.ns));
 }
 
 }  // namespace

@@ -694,6 +694,8 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
       creds = grpc::SslServerCredentials(o);
     }
     b.AddListeningPort(options.grpc_listen, creds, &impl->port);
+    // gRPC sets SO_REUSEPORT by default: a second host would share a port another serves.
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     // Workers ping every 30 s while a stream is open; allow every 10 s, never too_many_pings.
     b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
     b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);

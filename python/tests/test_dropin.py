@@ -233,5 +233,42 @@ class LimitsAtEmitTest(HostTestCase):
         self.assertEqual(telemetry.stats()["dropped"]["too_large"], 0)
 
 
+@unittest.skipUnless(os.path.exists(PITLANE), "the pitlane CLI is not built")
+class HostAddressTest(unittest.TestCase):
+    def run_host(self, ns: str, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PITLANE, "host", "--ns", ns, "--no-admin", "--duration", "0.2",
+                               *flags], capture_output=True, text=True, timeout=TIMEOUT * 2,
+                              env=clean_env())
+
+    def segments(self, ns: str) -> list:
+        return [p for p in os.listdir("/dev/shm") if p.startswith(f"pitlane.{ns}.")]
+
+    def test_bad_addresses_are_usage_errors_that_leave_nothing_behind(self) -> None:
+        for flag, address, why in (("--grpc-listen", "127.0.0.1:470400", "0-65535"),
+                                   ("--grpc-listen", "127.0.0.1:99999", "out of range"),
+                                   ("--grpc-listen", "noport", "no port"),
+                                   ("--grpc-dial", "a=b=c", "no port"),
+                                   ("--grpc-dial", "w=127.0.0.1:0", "cannot be dialed")):
+            with self.subTest(flag=flag, address=address):
+                ns = unique_namespace()
+                self.addCleanup(remove_segments, ns)
+                out = self.run_host(ns, flag, address)
+                self.assertEqual(out.returncode, 2, out)
+                self.assertIn(flag, out.stderr)
+                self.assertIn(why, out.stderr)
+                self.assertEqual(self.segments(ns), [])
+
+    def test_a_port_another_process_serves_fails_the_start_and_leaves_nothing(self) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            ns = unique_namespace()
+            self.addCleanup(remove_segments, ns)
+            out = self.run_host(ns, "--grpc-listen", f"127.0.0.1:{busy.getsockname()[1]}")
+        self.assertEqual(out.returncode, 1, out)
+        self.assertIn("cannot serve gRPC", out.stderr)
+        self.assertEqual(self.segments(ns), [])
+
+
 if __name__ == "__main__":
     unittest.main()
