@@ -85,7 +85,7 @@ class Mix {
         session_id_("session-" + std::to_string(getpid() % 1000)),
         rng_(static_cast<uint64_t>(getpid()) * 0x9E3779B97F4A7C15ull) {
     // A deep-recursion traceback: larger than the ring's largest record (64 KiB with the
-    // default 256 KiB ring), so the worker drops it as too_large and counts it.
+    // default 256 KiB ring); the worker cuts it to the catalog's 1 KiB (kOkTruncated).
     huge_traceback_.reserve(96 << 10);
     while (huge_traceback_.size() < (96u << 10)) {
       huge_traceback_ += "  File \"model.py\", line 42, in forward\n    return self.forward(x)\n";
