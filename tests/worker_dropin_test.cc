@@ -4,6 +4,7 @@
 // host will reject, and a long value is cut instead of dropping the event.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -102,6 +103,54 @@ TEST(PreAttachTest, OverflowBeyondTheBufferIsCountedAsNoRing) {
   const WorkerStats s = (*w)->Stats();
   EXPECT_EQ(s.dropped_no_ring, 76u);
   EXPECT_EQ(s.emitted, 76u);
+}
+
+TEST(SharedRingTest, ThreadsBeyondTheRingCapShareOneRingAndLoseNothing) {
+  testing::ScopedNamespace ns;
+  Seen seen;
+  std::unique_ptr<Host> host = CollectingHost(ns.name(), &seen);
+  ASSERT_TRUE(host);
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "capped";
+  o.max_rings = 2;
+  o.attach_wait = milliseconds(5000);
+  auto w = Worker::Start(o);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->attached());
+  constexpr int kThreads = 6, kEach = 200;
+  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  std::vector<std::thread> threads;
+  std::atomic<int> not_ok{0}, started{0}, finished{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      // All threads live at once, so 4 of them are over the cap.
+      ++started;
+      while (started.load() < kThreads) std::this_thread::yield();
+      for (int i = 0; i < kEach; ++i) {
+        // rss_bytes = thread * 10000 + i: each thread's events must arrive in its order.
+        if ((*w)->Emit(mem, {{"rss_bytes", t * 10000 + i}}) != EmitResult::kOk) ++not_ok;
+      }
+      ++finished;
+      while (finished.load() < kThreads) std::this_thread::yield();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(not_ok.load(), 0);
+  ASSERT_TRUE(WaitFor([&] { return seen.Count() == kThreads * kEach; }));
+  std::vector<int64_t> last(kThreads, -1);
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    for (int64_t v : seen.rss) {
+      const int64_t t = v / 10000, i = v % 10000;
+      EXPECT_EQ(i, last[t] + 1) << "thread " << t;
+      last[t] = i;
+    }
+  }
+  const WorkerStats s = (*w)->Stats();
+  EXPECT_EQ(s.dropped_no_ring, 0u);
+  EXPECT_EQ(s.published, static_cast<uint64_t>(kThreads * kEach));
+  EXPECT_LE(s.live_rings, 3u);  // max_rings, plus the one they share
 }
 
 class LimitsAtEmitTest : public ::testing::Test {

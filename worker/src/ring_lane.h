@@ -14,25 +14,34 @@ namespace pitlane::internal {
   ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
   if (r == nullptr) [[unlikely]] {
     r = w.AcquireRing();
-    if (r == nullptr) return w.EmitUnringed(ev);
+    if (r == nullptr) {
+      // Over the ring cap: the shared ring, if there is one to be had.
+      r = w.attached.load(std::memory_order_acquire) ? w.LockShared() : nullptr;
+      if (r == nullptr) return w.EmitUnringed(ev);
+      shared = true;
+    }
   }
   const uint64_t version = r->control_version->load(std::memory_order_relaxed);
   if (version != r->seen_version) [[unlikely]] {
     r = w.OnControlChange(r, version);
-    if (r == nullptr) return w.EmitUnringed(ev);
+    if (r == nullptr) {
+      if (shared) w.UnlockShared();
+      return w.EmitUnringed(ev);
+    }
   }
   shm::WorkerCounters& c = r->writer.counters();
   shm::RingWriter::Bump(c.emitted);
   const EmitResult gated = Decide(r->gate, ev);
   if (gated != EmitResult::kOk) [[unlikely]] {
     shm::RingWriter::Bump(OutcomeCounter(c, gated));
+    if (shared) w.UnlockShared();
     return gated;
   }
   ring = r;
   return EmitResult::kOk;
 }
 
-[[gnu::always_inline]] inline uint8_t* RingLane::Reserve(Worker::Impl&, size_t size, EmitResult* drop) noexcept {
+[[gnu::always_inline]] inline uint8_t* RingLane::Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept {
   shm::RingWriter::Reserve why = shm::RingWriter::Reserve::kTooLarge;
   uint8_t* at = size != 0 && size < 0xFFFFFFF0u
                     ? ring->writer.TryReserve(static_cast<uint32_t>(size), &why)
@@ -42,12 +51,14 @@ namespace pitlane::internal {
     const bool full = why == shm::RingWriter::Reserve::kFull;
     *drop = full ? EmitResult::kDroppedFull : EmitResult::kDroppedTooLarge;
     shm::RingWriter::Bump(full ? c.dropped_full : c.dropped_too_large);
+    if (shared) w.UnlockShared();
   }
   return at;
 }
 
 [[gnu::always_inline]] inline void RingLane::Commit(Worker::Impl& w) noexcept {
   ring->writer.Commit();
+  if (shared) w.UnlockShared();
   // One FUTEX_WAKE if the host flagged itself asleep.
   if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
           std::memory_order_relaxed) != 0) [[unlikely]] {

@@ -166,9 +166,29 @@ ThreadRing* Worker::Impl::AcquireRing() noexcept {
   }
 }
 
-// REQUIRES: mu held.
-ThreadRing* Worker::Impl::CreateRingLocked() {
-  if (rings.size() >= max_rings || !attached.load(std::memory_order_relaxed)) return nullptr;
+ThreadRing* Worker::Impl::LockShared() noexcept {
+  // Acquire pairs with the release in UnlockShared: the previous holder's writes to the ring
+  // (and to `shared`) are visible.
+  while (shared_lock.exchange(1, std::memory_order_acquire) != 0) _mm_pause();
+  if (shared == nullptr) {
+    try {
+      std::lock_guard<std::mutex> lock(mu);  // lock order: shared_lock, then mu
+      shared = CreateRingLocked(/*for_shared=*/true);
+    } catch (...) {
+    }
+  }
+  if (shared == nullptr) UnlockShared();
+  return shared;
+}
+
+void Worker::Impl::UnlockShared() noexcept { shared_lock.store(0, std::memory_order_release); }
+
+// REQUIRES: mu held. `for_shared`: the shared ring, one more than max_rings.
+ThreadRing* Worker::Impl::CreateRingLocked(bool for_shared) {
+  if (rings.size() >= max_rings + (for_shared ? 1 : 0) ||
+      !attached.load(std::memory_order_relaxed)) {
+    return nullptr;
+  }
   const auto worker_slot = static_cast<uint32_t>(
       (reinterpret_cast<char*>(slot) - static_cast<char*>(registry.base()) -
        sizeof(shm::RegistryHeader)) /
@@ -228,6 +248,11 @@ ThreadRing* Worker::Impl::OnControlChange(ThreadRing* r, uint64_t version) noexc
       r->quarantine_epoch_seen = g->quarantine_epoch;
       // Acquire pairs with the host's release of its counters (shm_layout.h: HostCounters).
       if (r->writer.header()->host.quarantined.load(std::memory_order_acquire) != 0) {
+        if (r == shared) {  // REQUIRES here: shared_lock held by this thread
+          RetireLocked(r);
+          shared = CreateRingLocked(/*for_shared=*/true);
+          return shared;
+        }
         RetireLocked(r);
         ThreadRing* fresh = CreateRingLocked();
         t_rings[tls_index].ring = fresh;
@@ -368,6 +393,8 @@ void Worker::Impl::ForgetParentInChild() {
   retired = Tally();
   unringed.Reset();
   if (pre_attach) pre_attach->ResetInChild();
+  shared = nullptr;  // unmapped with the parent's rings above
+  shared_lock.store(0, std::memory_order_relaxed);
 }
 
 void Worker::Impl::ReattachAfterFork() {

@@ -58,6 +58,7 @@ extern thread_local constinit TlsEntry t_rings[kMaxWorkersPerProcess];
 // `size` bytes or counts the drop; Commit publishes.
 struct RingLane {  // ring_lane.h: inline, the emit hot path
   ThreadRing* ring = nullptr;
+  bool shared = false;  // `ring` is the worker's shared ring, locked until Commit / a drop
   EmitResult Admit(Worker::Impl& w, EventHandle ev) noexcept;
   uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
   void Commit(Worker::Impl& w) noexcept;
@@ -114,6 +115,16 @@ class Worker::Impl {
   std::unique_ptr<internal::PreAttachBuffer> pre_attach;
   std::atomic<bool> awaiting_host{true};
 
+  // Threads beyond max_rings share one more ring instead of losing their events: whoever holds
+  // `shared_lock` is its single producer (a spin lock around one emit). `shared` is created
+  // under mu on first need, read and replaced only with shared_lock held.
+  internal::ThreadRing* shared = nullptr;
+  std::atomic<uint32_t> shared_lock{0};
+  // Returns the shared ring locked (UnlockShared releases it), or nullptr (unlocked) when the
+  // worker is not attached or no ring can be had.
+  internal::ThreadRing* LockShared() noexcept;
+  void UnlockShared() noexcept;
+
   // ── gRPC mode (rqueue set): the queue the transport drains; the transport itself ──
   std::unique_ptr<internal::RemoteQueue> rqueue;
   std::unique_ptr<internal::RemoteTransport> rtransport;
@@ -129,7 +140,7 @@ class Worker::Impl {
   // rings.cc
   EmitResult EmitUnringed(EventHandle ev) noexcept;
   internal::ThreadRing* AcquireRing() noexcept;
-  internal::ThreadRing* CreateRingLocked();
+  internal::ThreadRing* CreateRingLocked(bool for_shared = false);
   internal::ThreadRing* OnControlChange(internal::ThreadRing* r, uint64_t version) noexcept;
   void RetireLocked(internal::ThreadRing* r);
   bool TryAttach();

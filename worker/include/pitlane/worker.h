@@ -3,17 +3,19 @@
 // Threads and rings: every thread that emits gets its own SPSC ring (created on its first
 // emit while a host is attached), so no lock is shared between emitting threads. When the
 // thread exits its ring is retired: the host drains what is left, then unlinks it. At most
-// `max_rings` rings per worker are live; events of threads beyond the cap are dropped and
-// counted (dropped_no_ring). A ring the host quarantined is replaced by a fresh one at the
-// thread's next emit.
+// `max_rings` rings per worker are their threads' own; threads beyond the cap share one more
+// ring, each emit holding a spin lock around its write (cost: an atomic exchange and the lock's
+// cache line moving between those threads; their events keep each thread's order). A ring the
+// host quarantined is replaced by a fresh one at the thread's next emit.
 //
 // fork(): the child never writes its parent's rings. An atfork handler detaches them in the
 // child; the child's first emit registers it as a worker of its own (id: the default id with
 // the child's pid, or "<explicit id>-<child pid>") with rings of its own.
 //
-// No host: Start() waits up to `attach_wait` for the namespace's host, then runs in drop mode
-// (every event counted as dropped_no_ring); a background thread keeps looking (every 50 ms)
-// and attaches when the host appears.
+// No host: Start() waits up to `attach_wait` for the namespace's host; until one appears the
+// worker keeps what is emitted (EmitResult::kBuffered: 1,024 events or half a ring, the rest
+// counted as dropped_no_ring), a background thread keeps looking (every 50 ms), and the attach
+// publishes the kept events in order (worker/src/pre_attach.h).
 //
 // Emit path: noexcept, no heap allocation, no syscall (it reads the TSC or the vDSO clock and,
 // only when the host has flagged itself asleep, makes one FUTEX_WAKE). It takes a thread's
@@ -68,7 +70,7 @@ struct WorkerOptions {
   std::string ns;             // "" → PITLANE_NAMESPACE, else "default"
   std::string worker_id;      // "" → PITLANE_WORKER_ID, else <hostname>-<pid>
   uint64_t ring_bytes = 0;    // 0 → PITLANE_RING_BYTES, else 256 KiB (power of two)
-  uint32_t max_rings = 64;    // live rings (emitting threads) per worker, at most 1024
+  uint32_t max_rings = 64;    // threads' own rings per worker (plus one they share beyond)
   // How long Start() waits for a host before going on in drop mode.
   std::chrono::milliseconds attach_wait{200};
   // First producer position of every ring (tests start near 2^64 to force wrap-around).
