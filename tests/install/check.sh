@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs a pitlane build tree into a fresh prefix and builds outside consumers against it:
 #   - CMake, COMPONENTS worker, with gRPC and Protobuf made unfindable: a shared-memory worker
-#     needs neither (tests/install/main.cc; with no host it must report dropped_no_ring);
+#     needs neither (tests/install/main.cc; with no host it must report buffered: kept for one);
 #   - CMake, COMPONENTS host prometheus: a host, and a host serving /metrics and the admin
 #     service (host_main.cc, prometheus_main.cc);
 #   - CMake, an unknown component: configuring fails naming it;
@@ -63,7 +63,7 @@ run_logged "$tmp/configure-worker.log" cmake -S "$here" -B "$tmp/worker" \
 run_logged "$tmp/build-worker.log" cmake --build "$tmp/worker"
 out=$("$tmp/worker/app")
 echo "app: $out"
-expect_in "$out" dropped_no_ring
+expect_in "$out" buffered
 
 step "find_package(pitlane COMPONENTS host prometheus)"
 run_logged "$tmp/configure-host.log" cmake -S "$here" -B "$tmp/host" -DCONSUMER=host \
@@ -87,8 +87,8 @@ fi
 expect_in "$(cat "$tmp/unknown.log")" 'unknown pitlane component "nonesuch"'
 
 export PKG_CONFIG_PATH="$pcdir"
-for case in "pitlane main.cc app-pc dropped_no_ring" \
-            "pitlane-worker main.cc app-worker-pc dropped_no_ring" \
+for case in "pitlane main.cc app-pc buffered" \
+            "pitlane-worker main.cc app-worker-pc buffered" \
             "pitlane-host host_main.cc host-pc host:+started" \
             "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served"; do
   # shellcheck disable=SC2086  # the fields are meant to split
