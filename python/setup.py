@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -73,7 +73,7 @@ class VersionedBuildPy(build_py):
 
 setup(
     version=project_version(),
-    packages=["pitlane"],
+    packages=find_packages(include=["pitlane", "pitlane.*"]),  # pitlane.snakepit too
     ext_modules=[Extension("pitlane._native", sources=[])],
     cmdclass={"build_ext": CMakeBuildExt, "build_py": VersionedBuildPy},
     zip_safe=False,

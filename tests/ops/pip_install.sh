@@ -37,6 +37,8 @@ import pitlane
 from pitlane import telemetry
 assert pitlane.__file__.startswith(sys.argv[1]), f"imported from {pitlane.__file__}"
 assert pitlane.__version__[0].isdigit(), pitlane.__version__
+from pitlane.snakepit import telemetry as snakepit_telemetry  # the subpackages are installed too
+assert snakepit_telemetry.__file__.startswith(sys.argv[1]), snakepit_telemetry.__file__
 telemetry.start(worker_id="pip-worker", attach_wait=2.0)
 assert telemetry.emit("python.memory.sampled", {"rss_bytes": 1234}) == "ok"
 telemetry.shutdown()
