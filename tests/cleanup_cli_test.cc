@@ -84,8 +84,8 @@ TEST_F(CleanupCli, RemovesDeadRingsAndRegistryKeepsLiveRing) {
   std::string log;
   auto reg = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);
   ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-  shm::Header(*reg)->host_pid.store(static_cast<uint32_t>(dead));
-  shm::Header(*reg)->host_start_time.store(4242);
+  reg->header()->host_pid.store(static_cast<uint32_t>(dead));
+  reg->header()->host_start_time.store(4242);
   const std::string registry = shm::RegistryName(ns_.name());
 
   int code = -1;
@@ -140,9 +140,11 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
 
   // The host is dead but a live worker is registered: a new host adopts the registry.
   const pid_t dead = DeadPid();
-  shm::Header(*reg)->host_pid.store(static_cast<uint32_t>(dead));
-  shm::Header(*reg)->host_start_time.store(4242);
-  ASSERT_GE(shm::ClaimWorkerSlot(*reg, self_, self_start_, "live-worker"), 0);
+  reg->header()->host_pid.store(static_cast<uint32_t>(dead));
+  reg->header()->host_start_time.store(4242);
+  auto worker_view = shm::OpenRegistry(ns_.name());
+  ASSERT_TRUE(worker_view.ok()) << worker_view.status().ToString();
+  ASSERT_GE(shm::ClaimWorkerSlot(*worker_view, self_, self_start_, "live-worker"), 0);
   out = RunCli("cleanup --ns " + ns_.name(), &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("kept " + registry + ": 1 live worker (pid " + std::to_string(self_)),

@@ -26,10 +26,10 @@ Result<std::unique_ptr<ShmSource>> ShmSource::Start(const HostOptions& options,
                                                     Hooks hooks) {
   std::unique_ptr<ShmSource> s(new ShmSource(options, delivery, std::move(hooks)));
   std::string log;
-  Result<shm::Segment> reg = shm::CreateOrAdoptRegistry(options.ns, catalog.hash(), &log);
+  Result<shm::HostRegistry> reg = shm::CreateOrAdoptRegistry(options.ns, catalog.hash(), &log);
   if (!reg.ok()) return reg.status();
   s->registry_ = std::move(reg).value();
-  s->header_ = shm::Header(s->registry_);
+  s->header_ = s->registry_.header();
   for (size_t pos = 0; pos < log.size();) {
     const size_t end = log.find('\n', pos);
     s->hooks_.log(log.substr(pos, end - pos));
@@ -53,7 +53,7 @@ ShmSource::~ShmSource() {
     if (w->pidfd >= 0) ::close(w->pidfd);
   }
   // With no worker left the namespace is gone; otherwise a restarted host adopts it.
-  if (!any) shm::Segment::Unlink(registry_.name());
+  if (!any) registry_.UnlinkIfHeld();
 }
 
 // ── discovery ────────────────────────────────────────────────────────────────────────────────

@@ -117,7 +117,7 @@ class ShmSource {
   const HostOptions& opt_;
   Delivery& delivery_;
   Hooks hooks_;
-  shm::Segment registry_;
+  shm::HostRegistry registry_;
   shm::RegistryHeader* header_ = nullptr;
   uint64_t seen_epoch_ = ~uint64_t{0};
   shm::RecordBatch batch_;  // poll thread: the copy of the ring being drained

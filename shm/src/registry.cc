@@ -1,10 +1,20 @@
 #include "pitlane/registry.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+
+#include "segment_file.h"
+#include "shared_mappings.h"
 
 namespace pitlane::shm {
 namespace {
@@ -18,91 +28,286 @@ void InitRegistryHeader(void* base, uint64_t catalog_hash) {
   h->worker_slot_bytes = kWorkerSlotBytes;
   h->ring_slot_bytes = sizeof(RingSlot);
   h->catalog_hash = catalog_hash;
-  // Release pairs with the acquire load of the magic in OpenRegistry / CreateOrAdoptRegistry.
+  // Release pairs with the acquire load of the magic in OpenRegistry / CopyIdentity.
   std::atomic_ref<uint64_t>(h->magic).store(kRegistryMagic, std::memory_order_release);
 }
 
+// The identity fields of a registry header, copied out of the mapping under a guard.
+struct RegistryIdentity {
+  uint64_t magic = 0;
+  uint32_t layout_version = 0;
+  uint32_t header_bytes = 0;
+  uint32_t max_workers = 0;
+  uint32_t max_rings = 0;
+  uint32_t worker_slot_bytes = 0;
+  uint32_t ring_slot_bytes = 0;
+  uint64_t catalog_hash = 0;
+  uint32_t host_pid = 0;
+};
+
+// False when the mapping was truncated under the copy.
+bool CopyIdentity(const void* base, RegistryIdentity* out) {
+  struct Ctx {
+    const RegistryHeader* h;
+    RegistryIdentity* out;
+  } ctx{static_cast<const RegistryHeader*>(base), out};
+  return RunGuarded(
+      [](void* p) {
+        auto* c = static_cast<Ctx*>(p);
+        const RegistryHeader* h = c->h;
+        RegistryIdentity& o = *c->out;
+        // Acquire pairs with the release store of the magic in InitRegistryHeader.
+        o.magic = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(h->magic))
+                      .load(std::memory_order_acquire);
+        o.layout_version = h->layout_version;
+        o.header_bytes = h->header_bytes;
+        o.max_workers = h->max_workers;
+        o.max_rings = h->max_rings;
+        o.worker_slot_bytes = h->worker_slot_bytes;
+        o.ring_slot_bytes = h->ring_slot_bytes;
+        o.catalog_hash = h->catalog_hash;
+        o.host_pid = h->host_pid.load(std::memory_order_relaxed);
+      },
+      &ctx);
+}
+
 // Why an existing registry cannot be used as is, or "" when it can.
-std::string CheckRegistry(const Segment& seg) {
-  const auto* h = static_cast<const RegistryHeader*>(seg.base());
-  const uint64_t magic =
-      std::atomic_ref<uint64_t>(const_cast<uint64_t&>(h->magic)).load(std::memory_order_acquire);
-  if (magic != kRegistryMagic) return "it is not an initialised pitlane registry (bad magic)";
-  if (h->layout_version != kLayoutVersion) {
-    return "it has layout version " + std::to_string(h->layout_version) +
+std::string CheckIdentity(const RegistryIdentity& h, uint64_t catalog_hash) {
+  if (h.magic != kRegistryMagic) return "it is not an initialised pitlane registry (bad magic)";
+  if (h.layout_version != kLayoutVersion) {
+    return "it has layout version " + std::to_string(h.layout_version) +
            ", this build uses version " + std::to_string(kLayoutVersion);
   }
-  if (h->header_bytes != sizeof(RegistryHeader) || h->max_workers != kMaxWorkers ||
-      h->max_rings != kMaxRings || h->worker_slot_bytes != kWorkerSlotBytes ||
-      h->ring_slot_bytes != sizeof(RingSlot)) {
+  if (h.header_bytes != sizeof(RegistryHeader) || h.max_workers != kMaxWorkers ||
+      h.max_rings != kMaxRings || h.worker_slot_bytes != kWorkerSlotBytes ||
+      h.ring_slot_bytes != sizeof(RingSlot)) {
     return "its geometry differs from this build's";
   }
+  // Workers compare hashes when they attach; ones attached under the old catalog keep emitting
+  // by id. Refuse rather than misread their ids.
+  if (h.catalog_hash != catalog_hash) return "it was created for a different catalog";
   return "";
+}
+
+// The pid /proc/locks names as holder of a flock on the file `st` describes, or 0. The kernel
+// writes this table, so unlike the registry's host_pid word it cannot be forged.
+pid_t FlockHolder(const struct stat& st) {
+  FILE* f = std::fopen("/proc/locks", "re");
+  if (f == nullptr) return 0;
+  char want[64];
+  std::snprintf(want, sizeof(want), "%02x:%02x:%lu", major(st.st_dev), minor(st.st_dev),
+                static_cast<unsigned long>(st.st_ino));
+  char line[256];
+  pid_t holder = 0;
+  while (holder == 0 && std::fgets(line, sizeof(line), f) != nullptr) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; waiters have "->" after the index.
+    char kind[16], advisory[16], access[16], file[64];
+    int pid = 0;
+    if (std::strstr(line, "->") != nullptr) continue;
+    if (std::sscanf(line, "%*s %15s %15s %15s %d %63s", kind, advisory, access, &pid, file) != 5) {
+      continue;
+    }
+    if (std::strcmp(kind, "FLOCK") == 0 && std::strcmp(file, want) == 0) holder = pid;
+  }
+  std::fclose(f);
+  return holder;
+}
+
+// The running host of the registry open as `fd`: 0 when nobody holds its lock. Probes with a
+// shared lock on a descriptor of our own (flock locks belong to open file descriptions, so
+// this conflicts with a host's exclusive lock even inside the host's own process).
+pid_t LockedBy(int fd, const struct stat& st, const void* mapped_header) {
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return 0;
+  }
+  if (const pid_t pid = FlockHolder(st); pid > 0) return pid;
+  // No /proc/locks entry we can read (another pid namespace): fall back to the word the host
+  // wrote. -1 = "a host, pid unknown".
+  RegistryIdentity id;
+  if (mapped_header != nullptr && CopyIdentity(mapped_header, &id) && id.host_pid != 0) {
+    return static_cast<pid_t>(id.host_pid);
+  }
+  return -1;
+}
+
+std::string HostPidText(pid_t pid) {
+  return pid > 0 ? "pid " + std::to_string(pid) : std::string("pid unknown");
 }
 
 }  // namespace
 
-Result<Segment> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
-                                      std::string* log) {
+// ─── HostRegistry ────────────────────────────────────────────────────────────────────────────
+
+HostRegistry::~HostRegistry() { Release(); }
+
+HostRegistry::HostRegistry(HostRegistry&& o) noexcept
+    : base_(o.base_), size_(o.size_), name_(std::move(o.name_)), lock_fd_(o.lock_fd_),
+      dev_(o.dev_), ino_(o.ino_) {
+  o.base_ = nullptr;
+  o.size_ = 0;
+  o.lock_fd_ = -1;
+}
+
+HostRegistry& HostRegistry::operator=(HostRegistry&& o) noexcept {
+  if (this != &o) {
+    Release();
+    base_ = o.base_;
+    size_ = o.size_;
+    name_ = std::move(o.name_);
+    lock_fd_ = o.lock_fd_;
+    dev_ = o.dev_;
+    ino_ = o.ino_;
+    o.base_ = nullptr;
+    o.size_ = 0;
+    o.lock_fd_ = -1;
+  }
+  return *this;
+}
+
+void HostRegistry::Release() {
+  if (base_ != nullptr) {
+    internal::ForgetMapping(base_);
+    ::munmap(base_, size_);
+    base_ = nullptr;
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock taken in CreateOrAdoptRegistry
+  lock_fd_ = -1;
+}
+
+bool HostRegistry::Lost() const { return base_ != nullptr && internal::MappingLost(base_); }
+
+bool HostRegistry::UnlinkIfHeld() {
+  struct stat st;
+  if (lock_fd_ < 0 || ::lstat(internal::SegmentPath(name_).c_str(), &st) != 0) return false;
+  if (st.st_dev != dev_ || st.st_ino != ino_) return false;  // someone else's file by now
+  return Segment::Unlink(name_);
+}
+
+Result<HostRegistry> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
+                                           std::string* log) {
   if (Status s = ValidateNamespace(ns); !s.ok()) return s;
   const std::string name = RegistryName(ns);
+  const std::string path = internal::SegmentPath(name);
   const pid_t self = ::getpid();
   const uint64_t self_start = ProcessStartTime(self);
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    Result<Segment> created = Segment::Create(name, kRegistryBytes);
-    if (created.ok()) {
-      InitRegistryHeader(created->base(), catalog_hash);
-      RegistryHeader* h = Header(*created);
-      h->host_start_time.store(self_start, std::memory_order_relaxed);
-      h->host_generation.store(1, std::memory_order_relaxed);
-      h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
-      return created;
-    }
-    if (created.status().code() != StatusCode::kAlreadyExists) return created.status();
-    Result<Segment> existing = Segment::Open(name, 0);
-    if (!existing.ok()) {
-      if (existing.status().code() == StatusCode::kNotFound) continue;  // raced with an unlink
-      if (existing.status().code() == StatusCode::kDataLoss) {
-        if (log) *log += "removing registry " + name + ": " + existing.status().message() + "\n";
-        Segment::Unlink(name);
-        continue;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    // 1. Create it, or open the existing file (no symlink followed, never blocking, only a
+    //    regular file of ours with mode 0600).
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                    0600);
+    const bool created = fd >= 0;
+    struct stat st;
+    if (created) {
+      // open() applies the umask; the mode must be exactly 0600 whatever it is.
+      if (::fchmod(fd, 0600) != 0 || ::fstat(fd, &st) != 0) {
+        const int err = errno;
+        ::close(fd);
+        ::unlink(path.c_str());
+        return Unavailable("cannot set up registry " + path + ": " + std::strerror(err));
       }
-      return existing.status();
-    }
-    std::string why = existing->size() < kRegistryBytes
-                          ? "it is " + std::to_string(existing->size()) + " bytes, expected " +
-                                std::to_string(kRegistryBytes)
-                          : CheckRegistry(*existing);
-    if (why.empty()) {
-      RegistryHeader* h = Header(*existing);
-      const pid_t owner = static_cast<pid_t>(h->host_pid.load(std::memory_order_acquire));
-      const uint64_t owner_start = h->host_start_time.load(std::memory_order_relaxed);
-      if (owner != 0 && ProcessAlive(owner, owner_start)) {
-        return Status(StatusCode::kAlreadyExists,
-                      "namespace \"" + ns + "\" already has a running host (pid " +
-                          std::to_string(owner) + ")");
+    } else {
+      if (errno != EEXIST) {
+        return Unavailable("cannot create registry " + path + ": " + std::strerror(errno));
       }
-      if (h->catalog_hash != catalog_hash) {
-        // Workers compare hashes when they attach; ones attached under the old catalog keep
-        // emitting by id. Refuse rather than misread their ids.
-        why = "it was created for a different catalog";
+      Result<internal::SegmentFile> f = internal::OpenSegmentFile(name, /*writable=*/true);
+      if (!f.ok()) {
+        if (f.status().code() == StatusCode::kNotFound) continue;  // raced with an unlink
+        return f.status();
+      }
+      fd = f->fd;
+      st = f->st;
+    }
+    // 2. Become the namespace's host: its exclusive lock, held until this host goes away.
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      void* hdr = nullptr;
+      if (st.st_size >= static_cast<off_t>(sizeof(RegistryHeader))) {
+        hdr = ::mmap(nullptr, sizeof(RegistryHeader), PROT_READ, MAP_SHARED, fd, 0);
+        if (hdr == MAP_FAILED) hdr = nullptr;
+      }
+      const pid_t holder = LockedBy(fd, st, hdr);
+      if (hdr != nullptr) ::munmap(hdr, sizeof(RegistryHeader));
+      ::close(fd);
+      if (holder == 0) continue;  // the holder just exited: try again
+      return Status(StatusCode::kAlreadyExists, "namespace \"" + ns +
+                                                    "\" already has a running host (" +
+                                                    HostPidText(holder) + "); registry " + path);
+    }
+    // The name may have been unlinked and reused between our open and our lock: the lock is
+    // only worth something on the file the name refers to now.
+    struct stat now;
+    if (::lstat(path.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      ::close(fd);
+      continue;
+    }
+    HostRegistry reg;
+    reg.name_ = name;
+    reg.lock_fd_ = fd;
+    reg.dev_ = st.st_dev;
+    reg.ino_ = st.st_ino;
+    // 3. Map it. We hold the lock, so no other host uses this file; only a process of our uid
+    //    (the file is ours, 0600) may still resize it, and the mapping table survives that.
+    if (created && ::ftruncate(fd, static_cast<off_t>(kRegistryBytes)) != 0) {
+      const int err = errno;
+      reg.UnlinkIfHeld();
+      return ResourceExhausted("cannot size registry " + path + " to " +
+                               std::to_string(kRegistryBytes) + " bytes: " + std::strerror(err));
+    }
+    std::string why;
+    if (!created && static_cast<size_t>(st.st_size) != kRegistryBytes) {
+      why = "it is " + std::to_string(st.st_size) + " bytes, expected " +
+            std::to_string(kRegistryBytes);
+    } else {
+      void* p = ::mmap(nullptr, kRegistryBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        if (created) reg.UnlinkIfHeld();
+        return ResourceExhausted("cannot map registry " + path + ": " + std::strerror(err));
+      }
+      if (!internal::RegisterMapping(p, kRegistryBytes)) {
+        ::munmap(p, kRegistryBytes);
+        if (created) reg.UnlinkIfHeld();
+        return ResourceExhausted("cannot map registry " + path + ": this process maps " +
+                                 std::to_string(internal::kMaxSharedMappings) + " segments");
+      }
+      reg.base_ = p;
+      reg.size_ = kRegistryBytes;
+      if (created) {
+        InitRegistryHeader(p, catalog_hash);
       } else {
-        h->host_start_time.store(self_start, std::memory_order_relaxed);
-        h->host_generation.fetch_add(1, std::memory_order_relaxed);
-        h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
-        if (log) {
-          *log += "adopted registry " + name +
-                  (owner == 0 ? std::string(" left by a host that exited with workers attached")
-                              : " of a dead host (pid " + std::to_string(owner) + ")") +
-                  "\n";
-        }
-        return existing;
+        RegistryIdentity id;
+        why = CopyIdentity(p, &id) ? CheckIdentity(id, catalog_hash)
+                                   : "it was truncated while being read";
       }
     }
+    if (why.empty()) {
+      RegistryHeader* h = reg.header();
+      const uint32_t previous = h->host_pid.load(std::memory_order_relaxed);
+      h->host_start_time.store(self_start, std::memory_order_relaxed);
+      h->host_generation.fetch_add(1, std::memory_order_relaxed);
+      h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
+      if (!created && log != nullptr) {
+        *log += "adopted registry " + name +
+                (previous == 0 ? std::string(" left by a host that exited with workers attached")
+                               : " of a host that is gone (pid " + std::to_string(previous) + ")") +
+                "\n";
+      }
+      return reg;
+    }
+    // Unusable, and ours to replace: we hold its lock, so no host uses it.
     if (log) *log += "removing registry " + name + ": " + why + "\n";
-    Segment::Unlink(name);
+    reg.UnlinkIfHeld();
   }
-  return Unavailable("could not create registry " + name + " (kept racing with another process)");
+  return Unavailable("could not create registry " + path + " (kept racing with another process)");
+}
+
+Result<pid_t> NamespaceHostPid(const std::string& ns) {
+  if (Status s = ValidateNamespace(ns); !s.ok()) return s;
+  Result<internal::SegmentFile> f = internal::OpenSegmentFile(RegistryName(ns), false);
+  if (!f.ok()) return f.status();
+  const pid_t pid = LockedBy(f->fd, f->st, nullptr);
+  ::close(f->fd);
+  return pid;
 }
 
 Result<Segment> OpenRegistry(const std::string& ns) {

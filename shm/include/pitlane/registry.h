@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 
@@ -17,12 +19,59 @@ inline RegistryHeader* Header(const Segment& registry) {
   return static_cast<RegistryHeader*>(registry.base());
 }
 
-// Host: creates the namespace's registry, or adopts an existing one whose host is dead (its
-// live workers and rings stay registered). A registry that is garbage, of another layout
-// version or too small is removed and recreated; `log` receives one line per such decision.
-// Fails with ALREADY_EXISTS when a live host owns the namespace.
-Result<Segment> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
-                                      std::string* log);
+// The host's hold on its namespace: the registry mapping, and an exclusive flock(2) on the
+// registry file held for the host's lifetime. The kernel releases the lock when the host exits
+// or dies, so the lock (not the host_pid word, which anyone who can open the file can write)
+// decides whether a namespace has a host. Movable, not copyable; unmaps and releases the lock
+// on destruction (it never unlinks: see UnlinkIfHeld).
+class HostRegistry {
+ public:
+  HostRegistry() = default;
+  ~HostRegistry();
+  HostRegistry(HostRegistry&& o) noexcept;
+  HostRegistry& operator=(HostRegistry&& o) noexcept;
+  HostRegistry(const HostRegistry&) = delete;
+  HostRegistry& operator=(const HostRegistry&) = delete;
+
+  void* base() const { return base_; }
+  size_t size() const { return size_; }
+  const std::string& name() const { return name_; }
+  RegistryHeader* header() const { return static_cast<RegistryHeader*>(base_); }
+  // True once someone truncated the registry under this host: the mapping now holds private
+  // zeros (see shared_mappings.h), so no worker can be discovered through it any more.
+  bool Lost() const;
+  // Removes the registry's name if it still refers to the file this host holds (same device
+  // and inode) and returns whether it did. A host never unlinks a registry it does not hold.
+  bool UnlinkIfHeld();
+
+ private:
+  friend Result<HostRegistry> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
+                                                    std::string* log);
+  void Release();
+
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  std::string name_;
+  int lock_fd_ = -1;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+// Host: becomes the host of namespace `ns`: creates its registry, or adopts an existing one
+// whose host is gone (its live workers and rings stay registered). Before adopting, the file
+// must be a regular file owned by the effective uid with mode 0600 (else PERMISSION_DENIED or
+// FAILED_PRECONDITION naming the file, its owner, mode and the fix; the file is left alone).
+// Fails with ALREADY_EXISTS naming the running host's pid when another host holds the lock.
+// A registry that is garbage, of another layout version, too small or made for another catalog
+// is unlinked (only ever while holding its lock) and recreated; `log` receives one line per
+// such decision.
+Result<HostRegistry> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
+                                           std::string* log);
+
+// The pid of the host holding the lock of `ns`'s registry; 0 when the registry exists and no
+// host holds it (a host that died releases it). NOT_FOUND when there is no registry; the
+// adoption checks' errors when the file may not be adopted.
+Result<pid_t> NamespaceHostPid(const std::string& ns);
 
 // Worker: opens the registry of `ns`. NOT_FOUND when no host has created it yet;
 // FAILED_PRECONDITION naming both versions when its layout version differs; UNAVAILABLE while

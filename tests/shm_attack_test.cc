@@ -1,0 +1,339 @@
+// Attacks on a namespace through /dev/shm, each as separate processes: an attacker that knows
+// nothing of pitlane (tests/attacker/shm_attacker.cc: raw open/pwrite/ftruncate/mkfifo, optionally
+// as another uid), a host process and worker processes. Each test asserts what must hold: every
+// pitlane process survives, the host delivers what the honest workers published, the
+// conservation law is exact, and /dev/shm is left as it should be. The README's threat model
+// maps each attack class to the test here that covers it.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/registry.h"
+#include "pitlane/shm.h"
+#include "pitlane/worker.h"
+#include "testing.h"
+
+namespace pitlane {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uid_t kNobody = 65534;
+
+std::string ShmPath(const std::string& name) { return "/dev/shm" + name; }
+
+// Runs the attacker with `args`; returns its exit code (0: the attack was carried out).
+int Attack(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string exe = PITLANE_SHM_ATTACKER;
+  argv.push_back(exe.data());
+  std::vector<std::string> copy = args;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// "exited 0", "killed by signal 7 (Bus error)".
+std::string DescribeStatus(int status) {
+  if (WIFEXITED(status)) return "exited " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  }
+  return "status " + std::to_string(status);
+}
+
+// Reads lines from `fd` until EOF or `deadline`.
+std::string ReadAll(int fd, std::chrono::steady_clock::time_point deadline, bool one_line) {
+  std::string out;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[4096];
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (one_line && out.find('\n') != std::string::npos) break;
+  }
+  return out;
+}
+
+// A host in a process of its own. Its first report line is "started" or the error Host::Start
+// returned; it then polls until Stop(), drains, and reports its final numbers as "key=value"
+// lines before its Host is destroyed and it exits 0.
+class HostProcess {
+ public:
+  HostProcess(testing::Children& children, const std::string& ns) {
+    int report[2], stop[2];
+    EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
+    EXPECT_EQ(::pipe2(stop, O_CLOEXEC), 0);
+    pid_ = children.Spawn([&]() -> int {
+      // Keep only our own pipe ends: a host started later must not hold this one's stop pipe
+      // open (fork copies every descriptor).
+      for (int fd = 3; fd < 1024; ++fd) {
+        if (fd != report[1] && fd != stop[0]) ::close(fd);
+      }
+      return Body(ns, report[1], stop[0]);
+    });
+    ::close(report[1]);
+    ::close(stop[0]);
+    report_fd_ = report[0];
+    stop_fd_ = stop[1];
+    // The first line that is not a log line.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    std::string text;
+    for (;;) {
+      const std::string more = ReadAll(report_fd_, deadline, /*one_line=*/true);
+      if (more.empty()) break;
+      text += more;
+      size_t pos = 0, nl;
+      bool found = false;
+      while ((nl = text.find('\n', pos)) != std::string::npos) {
+        const std::string line = text.substr(pos, nl - pos);
+        pos = nl + 1;
+        if (line.rfind("log=", 0) == 0) {
+          logs_ += line.substr(4) + "\n";
+        } else {
+          started_ = line;
+          found = true;
+          break;
+        }
+      }
+      text.erase(0, pos);
+      if (found) break;
+    }
+    pending_ = text;
+  }
+  ~HostProcess() {
+    if (stop_fd_ >= 0) ::close(stop_fd_);
+    if (report_fd_ >= 0) ::close(report_fd_);
+  }
+
+  pid_t pid() const { return pid_; }
+  // "started", the error Host::Start returned, or "" when the process said nothing in 10 s.
+  const std::string& started() const { return started_; }
+  // The host's log lines before it started.
+  const std::string& logs() const { return logs_; }
+
+  // Asks the host to drain and exit; returns its report. *status receives its wait status.
+  std::map<std::string, std::string> Stop(testing::Children& children, int* status) {
+    ::close(stop_fd_);
+    stop_fd_ = -1;
+    const std::string text =
+        pending_ + ReadAll(report_fd_, std::chrono::steady_clock::now() + 30s, false);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!children.TryReap(pid_, status)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "host process " << pid_ << " did not exit; killing it";
+        children.Kill(pid_);
+        *status = children.Reap(pid_);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    std::map<std::string, std::string> kv;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t eq = line.find('=');
+      if (eq == std::string::npos) continue;
+      if (line.compare(0, eq, "log") == 0) {
+        kv["log"] += line.substr(eq + 1) + "\n";
+      } else {
+        kv[line.substr(0, eq)] = line.substr(eq + 1);
+      }
+    }
+    return kv;
+  }
+
+ private:
+  static void Say(int fd, const std::string& line) {
+    const std::string l = line + "\n";
+    (void)!::write(fd, l.data(), l.size());
+  }
+
+  static int Body(const std::string& ns, int report, int stop) {
+    HostOptions o;
+    o.ns = ns;
+    o.log = [report](std::string_view line) { Say(report, "log=" + std::string(line)); };
+    Result<std::unique_ptr<Host>> started = Host::Start(std::move(o));
+    if (!started.ok()) {
+      Say(report, started.status().ToString());
+      return 0;
+    }
+    std::unique_ptr<Host> host = std::move(started).value();
+    Say(report, "started");
+    host->RunInBackground();
+    char b;
+    while (::read(stop, &b, 1) > 0) {
+    }
+    host->DrainAll(5s);
+    const HostStats s = host->Stats();
+    bool law = true;
+    uint64_t emitted = 0;
+    for (const RingStats& r : host->Rings()) {
+      law &= r.Conserved();
+      emitted += r.emitted;
+    }
+    Say(report, "delivered=" + std::to_string(s.delivered));
+    Say(report, "emitted=" + std::to_string(emitted));
+    Say(report, "quarantined=" + std::to_string(s.quarantined_rings));
+    Say(report, "truncated_quarantines=" +
+                    std::to_string(s.quarantined_by_reason[shm::kQuarantineTruncated]));
+    Say(report, "terminated=" + std::to_string(s.workers_terminated));
+    Say(report, std::string("law=") + (law ? "holds" : "VIOLATED"));
+    host.reset();
+    Say(report, "end=1");
+    return 0;
+  }
+
+  pid_t pid_ = -1;
+  int report_fd_ = -1;
+  int stop_fd_ = -1;
+  std::string started_;
+  std::string logs_;
+  std::string pending_;
+};
+
+bool Exists(const std::string& name) {
+  struct stat st;
+  return ::lstat(ShmPath(name).c_str(), &st) == 0;
+}
+
+// ─── Adoption: what sits under a segment's name is checked before it is used ───────────────
+
+TEST(AdoptionAttack, RegistryPrecreatedByAnotherUidIsRefusedAndLeftToItsOwner) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as uid " << kNobody;
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  const std::string reg = shm::RegistryName(ns.name());
+  ASSERT_EQ(Attack({"--uid", std::to_string(kNobody), "create", ShmPath(reg), "600",
+                    std::to_string(shm::kRegistryBytes)}),
+            0);
+  HostProcess host(children, ns.name());
+  EXPECT_NE(host.started().find("PERMISSION_DENIED: refusing " + ShmPath(reg) + " (owner "),
+            std::string::npos)
+      << host.started();
+  EXPECT_NE(host.started().find("(uid 65534), mode 0600, a regular file)"), std::string::npos)
+      << host.started();
+  EXPECT_NE(host.started().find("remove it as its owner or root (rm " + ShmPath(reg) + ")"),
+            std::string::npos)
+      << host.started();
+  // The owner may truncate its file: nothing of ours has it mapped.
+  EXPECT_EQ(Attack({"--uid", std::to_string(kNobody), "truncate", ShmPath(reg), "0"}), 0);
+  int status = 0;
+  host.Stop(children, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
+  // A worker refuses it too, and the file is left to its owner.
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "w";
+  Result<std::unique_ptr<Worker>> w = Worker::Start(wo);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_FALSE((*w)->attached());
+  struct stat st;
+  ASSERT_EQ(::lstat(ShmPath(reg).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kNobody);
+}
+
+TEST(AdoptionAttack, WorldWritableRegistryIsRefused) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  const std::string reg = shm::RegistryName(ns.name());
+  ASSERT_EQ(Attack({"create", ShmPath(reg), "666", std::to_string(shm::kRegistryBytes)}), 0);
+  HostProcess host(children, ns.name());
+  EXPECT_NE(host.started().find("FAILED_PRECONDITION: refusing " + ShmPath(reg)),
+            std::string::npos)
+      << host.started();
+  EXPECT_NE(host.started().find("mode 0666"), std::string::npos) << host.started();
+  int status = 0;
+  host.Stop(children, &status);
+  EXPECT_TRUE(Exists(reg));
+}
+
+TEST(AdoptionAttack, FifoInPlaceOfTheRegistryNeverBlocksTheHost) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  const std::string reg = shm::RegistryName(ns.name());
+  ASSERT_EQ(Attack({"fifo", ShmPath(reg)}), 0);
+  HostProcess host(children, ns.name());  // reports within 10 s or the test fails
+  EXPECT_NE(host.started().find("refusing " + ShmPath(reg)), std::string::npos) << host.started();
+  EXPECT_NE(host.started().find("a FIFO"), std::string::npos) << host.started();
+  int status = 0;
+  host.Stop(children, &status);
+  EXPECT_TRUE(WIFEXITED(status)) << DescribeStatus(status);
+}
+
+// ─── One host per namespace ─────────────────────────────────────────────────────────────────
+
+TEST(SecondHostAttack, SecondHostIsRefusedNamingTheFirstsPidAndTakesOverWhenItDies) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess first(children, ns.name());
+  ASSERT_EQ(first.started(), "started");
+  HostProcess second(children, ns.name());
+  EXPECT_NE(second.started().find("ALREADY_EXISTS: namespace \"" + ns.name() +
+                                  "\" already has a running host (pid " +
+                                  std::to_string(first.pid()) + ")"),
+            std::string::npos)
+      << second.started();
+  // The first host dies without a word: the kernel drops its lock, a new host takes over.
+  children.Kill(first.pid());
+  children.Reap(first.pid());
+  HostProcess third(children, ns.name());
+  EXPECT_EQ(third.started(), "started");
+  int status = 0;
+  third.Stop(children, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
+  EXPECT_FALSE(Exists(shm::RegistryName(ns.name())));
+}
+
+TEST(SecondHostAttack, AHostNeverUnlinksARegistryItDoesNotHold) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  const std::string reg = shm::RegistryName(ns.name());
+  HostProcess first(children, ns.name());
+  ASSERT_EQ(first.started(), "started");
+  // Someone removes the first host's registry name; a second host creates a new registry.
+  ASSERT_EQ(Attack({"unlink", ShmPath(reg)}), 0);
+  HostProcess second(children, ns.name());
+  ASSERT_EQ(second.started(), "started");
+  struct stat before;
+  ASSERT_EQ(::lstat(ShmPath(reg).c_str(), &before), 0);
+  // The first host exits normally: the second's registry stays.
+  int status = 0;
+  first.Stop(children, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
+  struct stat after;
+  ASSERT_EQ(::lstat(ShmPath(reg).c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  second.Stop(children, &status);
+  EXPECT_FALSE(Exists(reg));
+}
+
+}  // namespace
+}  // namespace pitlane
