@@ -4,6 +4,7 @@
 // pitlane process survives, the host delivers what the honest workers published, the
 // conservation law is exact, and /dev/shm is left as it should be. The README's threat model
 // maps each attack class to the test here that covers it.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -198,6 +199,12 @@ class HostProcess {
     for (const RingStats& r : host->Rings()) {
       law &= r.Conserved();
       emitted += r.emitted;
+      // "ring.<worker id>=<emitted> <published> <delivered> <rejected> <law> <quarantine>"
+      Say(report, "ring." + r.worker_id + "=" + std::to_string(r.emitted) + " " +
+                      std::to_string(r.published) + " " + std::to_string(r.delivered) + " " +
+                      std::to_string(r.rejected_total()) + " " +
+                      (r.Conserved() ? "holds" : "VIOLATED") + " " +
+                      shm::QuarantineReasonName(r.quarantine_kind));
     }
     Say(report, "delivered=" + std::to_string(s.delivered));
     Say(report, "emitted=" + std::to_string(emitted));
@@ -218,6 +225,130 @@ class HostProcess {
   std::string logs_;
   std::string pending_;
 };
+
+
+// A worker in a process of its own: attaches (5 s), then emits python.call.stop events in
+// bursts of `burst` with a short pause until Stop(), then detaches gracefully and reports its
+// WorkerStats as "emitted=... published=... dropped=..." before exiting 0.
+class WorkerProcess {
+ public:
+  WorkerProcess(testing::Children& children, const std::string& ns, const std::string& id,
+                int burst = 100) {
+    int report[2], stop[2];
+    EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
+    EXPECT_EQ(::pipe2(stop, O_CLOEXEC), 0);
+    pid_ = children.Spawn([&]() -> int {
+      for (int fd = 3; fd < 1024; ++fd) {
+        if (fd != report[1] && fd != stop[0]) ::close(fd);
+      }
+      return Body(ns, id, burst, report[1], stop[0]);
+    });
+    ::close(report[1]);
+    ::close(stop[0]);
+    report_fd_ = report[0];
+    stop_fd_ = stop[1];
+    attached_ = ReadAll(report_fd_, std::chrono::steady_clock::now() + 10s, true) == "attached\n";
+  }
+  ~WorkerProcess() {
+    if (stop_fd_ >= 0) ::close(stop_fd_);
+    if (report_fd_ >= 0) ::close(report_fd_);
+  }
+  pid_t pid() const { return pid_; }
+  bool attached() const { return attached_; }
+  // The ring segment of its (single) emitting thread.
+  std::string RingSegment(const std::string& ns) const {
+    const std::string prefix = shm::SegmentPrefix(ns) + "ring." + std::to_string(pid_) + ".";
+    std::string found;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) found = e->d_name;
+      }
+      ::closedir(d);
+    }
+    return found.empty() ? found : "/" + found;
+  }
+  // Stops emitting, detaches; returns its report line and sets *status to its wait status.
+  std::string Stop(testing::Children& children, int* status) {
+    ::close(stop_fd_);
+    stop_fd_ = -1;
+    const std::string text = ReadAll(report_fd_, std::chrono::steady_clock::now() + 20s, false);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!children.TryReap(pid_, status)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "worker process " << pid_ << " did not exit; killing it";
+        children.Kill(pid_);
+        *status = children.Reap(pid_);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return text;
+  }
+
+ private:
+  static int Body(const std::string& ns, const std::string& id, int burst, int report, int stop) {
+    WorkerOptions o;
+    o.ns = ns;
+    o.worker_id = id;
+    o.attach_wait = 5s;
+    Result<std::unique_ptr<Worker>> started = Worker::Start(o);
+    if (!started.ok() || !(*started)->attached()) {
+      (void)!::write(report, "not attached\n", 13);
+      return 2;
+    }
+    std::unique_ptr<Worker> w = std::move(started).value();
+    (void)!::write(report, "attached\n", 9);
+    const EventHandle ev = w->Event("python.call.stop");
+    const MeasurementKey seq = w->Measure("sequence_number");
+    ::fcntl(stop, F_SETFL, O_NONBLOCK);
+    int64_t i = 0;
+    for (;;) {
+      for (int k = 0; k < burst; ++k, ++i) (void)w->Emit(ev, {{seq, i}});
+      char b;
+      if (::read(stop, &b, 1) == 0) break;  // EOF: the parent wants us to stop
+      std::this_thread::sleep_for(1ms);
+    }
+    const WorkerStats s = w->Stats();
+    w.reset();
+    const std::string line = "emitted=" + std::to_string(s.emitted) +
+                             " published=" + std::to_string(s.published) +
+                             " dropped=" + std::to_string(s.dropped()) + "\n";
+    (void)!::write(report, line.data(), line.size());
+    return 0;
+  }
+
+  pid_t pid_ = -1;
+  int report_fd_ = -1;
+  int stop_fd_ = -1;
+  bool attached_ = false;
+};
+
+// "<emitted> <published> <delivered> <rejected> <law> <quarantine>" of a host report line.
+struct RingLine {
+  uint64_t emitted = 0, published = 0, delivered = 0, rejected = 0;
+  std::string law, quarantine;
+};
+RingLine ParseRing(const std::string& text) {
+  RingLine r;
+  std::istringstream in(text);
+  in >> r.emitted >> r.published >> r.delivered >> r.rejected >> r.law >> r.quarantine;
+  return r;
+}
+
+bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+// The names in /dev/shm of namespace `ns`.
+std::vector<std::string> Leftovers(const std::string& ns) {
+  std::vector<std::string> out;
+  const std::string prefix = shm::SegmentPrefix(ns);
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
 
 bool Exists(const std::string& name) {
   struct stat st;
@@ -333,6 +464,118 @@ TEST(SecondHostAttack, AHostNeverUnlinksARegistryItDoesNotHold) {
   EXPECT_EQ(after.st_ino, before.st_ino);
   second.Stop(children, &status);
   EXPECT_FALSE(Exists(reg));
+}
+
+
+// ─── Truncation: no mapping someone else can resize may kill a pitlane process ─────────────
+
+class RingTruncationAttack : public ::testing::TestWithParam<int> {};
+
+TEST_P(RingTruncationAttack, HostAndVictimSurviveAndOtherWorkersLoseNothing) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim");
+  WorkerProcess bystander(children, ns.name(), "bystander");
+  ASSERT_TRUE(victim.attached());
+  ASSERT_TRUE(bystander.attached());
+  std::this_thread::sleep_for(100ms);  // both write, the host drains
+  const std::string ring = victim.RingSegment(ns.name());
+  ASSERT_FALSE(ring.empty());
+  ASSERT_EQ(Attack({"truncate", ShmPath(ring), std::to_string(GetParam())}), 0);
+  std::this_thread::sleep_for(300ms);  // the victim keeps writing; the host keeps draining
+
+  int status = 0;
+  const std::string victim_report = victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "victim worker " << DescribeStatus(status);
+  const std::string bystander_report = bystander.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "bystander worker " << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "host " << DescribeStatus(status);
+  EXPECT_EQ(report["end"], "1") << report["log"];
+  EXPECT_EQ(report["truncated_quarantines"], "1") << report["log"];
+  // The bystander's ring: everything it emitted delivered, the law exact.
+  const RingLine b = ParseRing(report["ring.bystander"]);
+  EXPECT_GT(b.emitted, 0u);
+  EXPECT_EQ(b.delivered, b.published) << report["ring.bystander"];
+  EXPECT_EQ(b.law, "holds") << report["ring.bystander"];
+  EXPECT_NE(bystander_report.find("emitted=" + std::to_string(b.emitted) + " "),
+            std::string::npos)
+      << bystander_report << " vs " << report["ring.bystander"];
+  // Nothing of the namespace is left behind.
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+INSTANTIATE_TEST_SUITE_P(ToSize, RingTruncationAttack, ::testing::Values(0, 4096),
+                         [](const auto& info) { return "Bytes" + std::to_string(info.param); });
+
+class RegistryTruncationAttack : public ::testing::TestWithParam<int> {};
+
+TEST_P(RegistryTruncationAttack, HostAndWorkersSurviveAndAttachedRingsDeliverEverything) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess a(children, ns.name(), "a");
+  WorkerProcess b(children, ns.name(), "b");
+  ASSERT_TRUE(a.attached());
+  ASSERT_TRUE(b.attached());
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(Attack({"truncate", ShmPath(shm::RegistryName(ns.name())),
+                    std::to_string(GetParam())}),
+            0);
+  std::this_thread::sleep_for(300ms);
+  int status = 0;
+  const std::string ra = a.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "worker a " << DescribeStatus(status);
+  const std::string rb = b.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "worker b " << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << "host " << DescribeStatus(status);
+  EXPECT_NE(report["log"].find("registry"), std::string::npos) << report["log"];
+  // The rings were attached before the registry was lost: every event reaches the host.
+  for (const char* id : {"a", "b"}) {
+    const RingLine r = ParseRing(report[std::string("ring.") + id]);
+    EXPECT_GT(r.emitted, 0u) << id;
+    EXPECT_EQ(r.delivered, r.emitted) << id << ": " << report[std::string("ring.") + id];
+    EXPECT_EQ(r.law, "holds") << id;
+  }
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+INSTANTIATE_TEST_SUITE_P(ToSize, RegistryTruncationAttack, ::testing::Values(0, 4096),
+                         [](const auto& info) { return "Bytes" + std::to_string(info.param); });
+
+TEST(StaleTruncationAttack, HostsStartAmongStaleSegmentsBeingTruncatedAndRemoveThem) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  // 200 stale rings of a process that is gone, each a full ring-sized file.
+  const pid_t gone = children.Spawn([] { return 0; });
+  children.Reap(gone);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(Attack({"create", ShmPath(shm::RingName(ns.name(), gone, i)), "600",
+                      std::to_string(shm::RingSegmentBytes(shm::kMinRingBytes))}),
+              0);
+  }
+  // The attacker truncates them to 0 and 4 KiB and back, round after round, while ten hosts
+  // start and stop one after the other.
+  const pid_t churn = children.Spawn([&] {
+    return Attack({"churn", shm::SegmentPrefix(ns.name()) + "ring.", "1500"});
+  });
+  for (int i = 0; i < 10; ++i) {
+    HostProcess host(children, ns.name());
+    EXPECT_EQ(host.started(), "started") << "host " << i << ": " << host.logs();
+    int status = 0;
+    host.Stop(children, &status);
+    EXPECT_TRUE(ExitedZero(status)) << "host " << i << " " << DescribeStatus(status);
+  }
+  EXPECT_TRUE(ExitedZero(children.Reap(churn)));
+  HostProcess last(children, ns.name());
+  EXPECT_EQ(last.started(), "started");
+  int status = 0;
+  last.Stop(children, &status);
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
 }
 
 }  // namespace
