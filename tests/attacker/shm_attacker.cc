@@ -12,9 +12,11 @@
 //   shm_attacker [--uid UID] write64  PATH OFFSET VALUE    pwrite of a little-endian uint64
 //   shm_attacker [--uid UID] writestr PATH OFFSET TEXT     pwrite of TEXT and a NUL
 //   shm_attacker [--uid UID] unlink   PATH                 unlink
-//   shm_attacker [--uid UID] churn    PREFIX MS            for MS milliseconds, ftruncate every
-//                                                          /dev/shm/PREFIX* file in turn to 0,
-//                                                          4096 and back to its size
+//   shm_attacker [--uid UID] churn    PREFIX MS            for MS milliseconds, in alternate
+//                                                          passes, ftruncate every
+//                                                          /dev/shm/PREFIX* file to 0 (or 4096)
+//                                                          and back to its first-seen size,
+//                                                          re-creating the ones removed
 //
 // Exit status: 0 done, 1 the system call failed (message on stderr), 2 usage.
 #include <dirent.h>
@@ -28,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,28 +45,28 @@ int OpenRw(const std::string& path) { return ::open(path.c_str(), O_RDWR | O_NON
 
 int Churn(const std::string& prefix, long ms) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  const off_t sizes[] = {0, 4096};
+  std::map<std::string, off_t> original;  // size when first seen
   uint64_t round = 0;
   while (std::chrono::steady_clock::now() < end) {
-    std::vector<std::string> paths;
     if (DIR* d = ::opendir("/dev/shm")) {
       while (dirent* e = ::readdir(d)) {
-        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) {
-          paths.push_back(std::string("/dev/shm/") + e->d_name);
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) != 0) continue;
+        const std::string p = std::string("/dev/shm/") + e->d_name;
+        struct stat st;
+        if (original.count(p) == 0 && ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+          original[p] = st.st_size;
         }
       }
       ::closedir(d);
     }
-    for (const std::string& p : paths) {
-      const int fd = OpenRw(p);
+    // Every file shrinks in one pass and is restored in the next, so half of the time any
+    // reader that sized a file before a shrinking pass holds a mapping past its end.
+    const off_t shrink_to = (round / 2) % 2 == 0 ? 0 : 4096;
+    for (const auto& [p, size] : original) {
+      // Removed by someone (a host cleaning up stale segments): put it back.
+      const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
       if (fd < 0) continue;
-      struct stat st;
-      if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        const off_t original = st.st_size;
-        if (::ftruncate(fd, sizes[round % 2]) == 0 && original > 4096) {
-          (void)::ftruncate(fd, original);  // back, so the next reader maps it and faults later
-        }
-      }
+      (void)::ftruncate(fd, round % 2 == 0 ? shrink_to : size);
       ::close(fd);
     }
     ++round;
