@@ -120,6 +120,12 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   bool ack_pending = false;
   std::thread ack_thread;
 
+  // Dial-in streams: how many are open (capped by opt.grpc_max_streams), and the ones still
+  // waiting for their WorkerHello with the time they are cancelled at (the ack thread does it).
+  std::atomic<size_t> dial_in_streams{0};
+  std::mutex hello_mu;
+  std::map<grpc::ServerContext*, std::chrono::steady_clock::time_point> awaiting_hello;
+
   // Dial-out.
   struct Dialer {
     std::string id, address;
@@ -230,9 +236,34 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>* stream) override {
     if (grpc::Status auth = CheckBearerToken(*ctx, opt.grpc_token); !auth.ok()) return auth;
+    // Each open stream holds this thread (the synchronous API): bound how many there are.
+    struct StreamSeat {
+      std::atomic<size_t>& n;
+      ~StreamSeat() { n.fetch_sub(1, std::memory_order_relaxed); }
+    } seat{dial_in_streams};
+    if (dial_in_streams.fetch_add(1, std::memory_order_relaxed) >= opt.grpc_max_streams) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "this host already serves " + std::to_string(opt.grpc_max_streams) +
+                              " streams (HostOptions::grpc_max_streams)");
+    }
     auto first_batch = std::make_unique<Item::ArenaBatch>();
     const pb::TelemetryUpstream* first = first_batch->msg;
-    if (!stream->Read(first_batch->msg)) return grpc::Status::OK;
+    {
+      std::lock_guard<std::mutex> lock(hello_mu);
+      awaiting_hello[ctx] = std::chrono::steady_clock::now() + opt.grpc_hello_timeout;
+    }
+    const bool got_first = stream->Read(first_batch->msg);
+    {
+      // After this, the ack thread no longer touches ctx (it cancels only under hello_mu).
+      std::lock_guard<std::mutex> lock(hello_mu);
+      awaiting_hello.erase(ctx);
+    }
+    if (!got_first) {
+      return ctx->IsCancelled()
+                 ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                "no WorkerHello within the hello timeout")
+                 : grpc::Status::OK;
+    }
     if (!first->has_hello() || first->hello().worker_id().empty()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first message of a stream must carry WorkerHello.worker_id");
@@ -309,6 +340,16 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     return grpc::Status::OK;
   }
 
+  // Streams that sent no WorkerHello in time are cancelled: their blocked Read returns and
+  // their thread goes back to the server.
+  void CancelSilentStreams() {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(hello_mu);
+    for (auto& [ctx, deadline] : awaiting_hello) {
+      if (now >= deadline) ctx->TryCancel();
+    }
+  }
+
   void AckLoop() {
     std::unique_lock<std::mutex> lock(ack_mu);
     while (!stopping.load()) {
@@ -316,6 +357,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
                       [&] { return ack_pending || stopping.load(); });
       ack_pending = false;
       lock.unlock();
+      CancelSilentStreams();
       std::vector<std::shared_ptr<StreamHandle>> open;
       {
         std::lock_guard<std::mutex> l(mu);
@@ -696,9 +738,16 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
     b.AddListeningPort(options.grpc_listen, creds, &impl->port);
     // gRPC sets SO_REUSEPORT by default: a second host would share a port another serves.
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    // Workers ping every 30 s while a stream is open; allow every 10 s, never too_many_pings.
+    // Workers ping every 30 s while a stream is open; pings more often than every 10 s are
+    // strikes, and a peer with more than 2 is sent GOAWAY (a ping flood costs it its
+    // connection). The host pings idle peers every 60 s and drops one silent for 20 s more, so
+    // a vanished peer's stream and thread do not stay forever; a connection with no stream for
+    // 5 minutes is closed.
     b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 300000);
     b.SetMaxReceiveMessageSize(static_cast<int>(options.grpc_max_message_bytes));
     b.RegisterService(impl.get());
     impl->server = b.BuildAndStart();

@@ -98,6 +98,11 @@ struct HostOptions {
   std::string grpc_tls_cert, grpc_tls_key;
   // Larger messages are refused with RESOURCE_EXHAUSTED.
   size_t grpc_max_message_bytes = 4u << 20;
+  // Dial-in streams open at once; more are refused with RESOURCE_EXHAUSTED (each open stream
+  // holds a server thread until it ends).
+  size_t grpc_max_streams = 64;
+  // A dial-in stream that has not sent its WorkerHello within this time is cancelled.
+  std::chrono::milliseconds grpc_hello_timeout{5000};
   // How long a gone shared-memory worker (not alive, every ring reclaimed) stays in Workers()
   // under its own id, so tables and exporters show its final numbers; then its totals fold into
   // Departed() and its entry goes, so short-lived workers (`vm-<pid>` ids) do not grow the
