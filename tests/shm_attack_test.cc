@@ -15,11 +15,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "pitlane/host.h"
@@ -206,6 +209,7 @@ class HostProcess {
                       (r.Conserved() ? "holds" : "VIOLATED") + " " +
                       shm::QuarantineReasonName(r.quarantine_kind));
     }
+    Say(report, "rings=" + std::to_string(host->Rings().size()));
     Say(report, "delivered=" + std::to_string(s.delivered));
     Say(report, "emitted=" + std::to_string(emitted));
     Say(report, "quarantined=" + std::to_string(s.quarantined_rings));
@@ -575,6 +579,184 @@ TEST(StaleTruncationAttack, HostsStartAmongStaleSegmentsBeingTruncatedAndRemoveT
   EXPECT_EQ(last.started(), "started");
   int status = 0;
   last.Stop(children, &status);
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+// ─── Forged bookkeeping: what a same-uid process writes into the registry ──────────────────
+
+// Byte offsets of registry fields, from the layout specification (shm_layout.h); the attacker
+// gets them as plain numbers.
+size_t WorkerSlotOffset(uint32_t i) { return sizeof(shm::RegistryHeader) + size_t{i} * shm::kWorkerSlotBytes; }
+size_t RingSlotOffset(uint32_t i) {
+  return sizeof(shm::RegistryHeader) + size_t{shm::kMaxWorkers} * shm::kWorkerSlotBytes +
+         size_t{i} * sizeof(shm::RingSlot);
+}
+constexpr size_t kEpochOffset = offsetof(shm::RegistryHeader, registry_epoch);
+
+// The worker slot of `pid` in `ns`'s registry (read by the test, not the attacker).
+struct SlotOf {
+  int32_t index = -1;
+  uint64_t generation = 0;
+};
+SlotOf FindWorkerSlot(const std::string& ns, pid_t pid) {
+  SlotOf out;
+  Result<shm::Segment> reg = shm::OpenRegistry(ns);
+  if (!reg.ok()) return out;
+  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
+    const shm::WorkerSlot* w = shm::WorkerSlotAt(reg->base(), i);
+    if (w->state.load() == shm::kSlotReady && w->pid == static_cast<uint32_t>(pid)) {
+      out.index = static_cast<int32_t>(i);
+      out.generation = w->generation;
+    }
+  }
+  return out;
+}
+uint32_t SlotState(const std::string& ns, size_t offset) {
+  Result<shm::Segment> reg = shm::OpenRegistry(ns);
+  if (!reg.ok()) return ~0u;
+  return reinterpret_cast<const std::atomic<uint32_t>*>(static_cast<const char*>(reg->base()) +
+                                                         offset)->load();
+}
+
+std::string Hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+// A forger fills a free worker slot (a pid that is gone) and a ring slot naming the victim's
+// live segment, then bumps the epoch. The host must neither open the victim's segment a second
+// time (delivering its events twice) nor unlink it when it reclaims the forger's slots.
+TEST(ForgedSlotAttack, RingSlotNamingAnotherWorkersSegmentIsNeverOpenedNorUnlinked) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim");
+  ASSERT_TRUE(victim.attached());
+  std::this_thread::sleep_for(50ms);
+  const std::string victim_ring = victim.RingSegment(ns.name());
+  ASSERT_FALSE(victim_ring.empty());
+  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
+  ASSERT_GE(v.index, 0);
+  const pid_t gone = children.Spawn([] { return 0; });
+  children.Reap(gone);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  const uint32_t ws = shm::kMaxWorkers - 1, rs = shm::kMaxRings - 1;
+  // Two forged ring slots: one in the forger's worker slot, one claiming to be the victim's.
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws) + 8), "4242"}), 0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws) + 16), "7"}), 0);
+  ASSERT_EQ(Attack({"writestr", reg, std::to_string(WorkerSlotOffset(ws) + 64), "forger"}), 0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws)),
+                    Hex(uint64_t{static_cast<uint32_t>(gone)} << 32 | shm::kSlotReady)}),
+            0);
+  for (const auto& [slot, owner, generation] :
+       {std::tuple<uint32_t, uint32_t, uint64_t>{rs, ws, 7},
+        {rs - 1, static_cast<uint32_t>(v.index), v.generation}}) {
+    ASSERT_EQ(Attack({"writestr", reg, std::to_string(RingSlotOffset(slot) + 16), victim_ring}), 0);
+    ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(slot) + 8),
+                      std::to_string(generation)}),
+              0);
+    ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(slot)),
+                      Hex(uint64_t{owner} << 32 | shm::kSlotReady)}),
+              0);
+  }
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "1000000"}), 0);
+  std::this_thread::sleep_for(500ms);  // several liveness passes: the forger is reclaimed
+  EXPECT_TRUE(Exists(victim_ring));
+
+  int status = 0;
+  const std::string victim_report = victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_NE(victim_report.find("emitted=" + std::to_string(r.emitted) + " "), std::string::npos)
+      << victim_report << " vs " << report["ring.victim"];
+  EXPECT_EQ(r.delivered, r.published) << report["ring.victim"];
+  EXPECT_EQ(r.law, "holds");
+  EXPECT_EQ(report["delivered"], std::to_string(r.delivered)) << "events delivered twice";
+  EXPECT_EQ(report["rings"], "1") << report["log"];
+}
+
+// One 8-byte write to a live worker's slot generation: the worker is not declared terminated
+// and its ring is not unlinked while it writes (liveness comes from the process, via pidfd).
+TEST(ForgedSlotAttack, GenerationScribbleOnALiveWorkerNeitherTerminatesItNorUnlinksItsRing) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim");
+  ASSERT_TRUE(victim.attached());
+  std::this_thread::sleep_for(50ms);
+  const std::string victim_ring = victim.RingSegment(ns.name());
+  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
+  ASSERT_GE(v.index, 0);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index) + 16),
+                    std::to_string(v.generation + 1000)}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "2000000"}), 0);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_TRUE(Exists(victim_ring));
+  int status = 0;
+  const std::string victim_report = victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_NE(victim_report.find("emitted=" + std::to_string(r.emitted) + " "), std::string::npos)
+      << victim_report << " vs " << report["ring.victim"];
+  EXPECT_EQ(r.delivered, r.published) << report["ring.victim"];
+  EXPECT_EQ(r.law, "holds");
+}
+
+// Slots left CLAIMING by a process that died mid-claim are freed within the liveness interval,
+// by a running host and by one that starts later.
+TEST(ForgedSlotAttack, SlotsLeftClaimingByADeadProcessAreFreed) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  const pid_t gone = children.Spawn([] { return 0; });
+  children.Reap(gone);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  auto strand = [&](uint32_t ws, uint32_t rs) {
+    ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws)),
+                      Hex(uint64_t{static_cast<uint32_t>(gone)} << 32 | shm::kSlotClaiming)}),
+              0);
+    ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(rs)),
+                      Hex(uint64_t{ws} << 32 | shm::kSlotClaiming)}),
+              0);
+  };
+  {
+    HostProcess host(children, ns.name());
+    ASSERT_EQ(host.started(), "started");
+    WorkerProcess keeper(children, ns.name(), "keeper");  // keeps the registry across hosts
+    ASSERT_TRUE(keeper.attached());
+    strand(10, 20);
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    while ((SlotState(ns.name(), WorkerSlotOffset(10)) != shm::kSlotFree ||
+            SlotState(ns.name(), RingSlotOffset(20)) != shm::kSlotFree) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(SlotState(ns.name(), WorkerSlotOffset(10)), shm::kSlotFree);
+    EXPECT_EQ(SlotState(ns.name(), RingSlotOffset(20)), shm::kSlotFree);
+    int status = 0;
+    host.Stop(children, &status);
+    // With no host running, strand two more; the next host frees them.
+    strand(11, 21);
+    HostProcess next(children, ns.name());
+    ASSERT_EQ(next.started(), "started");
+    const auto deadline2 = std::chrono::steady_clock::now() + 2s;
+    while ((SlotState(ns.name(), WorkerSlotOffset(11)) != shm::kSlotFree ||
+            SlotState(ns.name(), RingSlotOffset(21)) != shm::kSlotFree) &&
+           std::chrono::steady_clock::now() < deadline2) {
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(SlotState(ns.name(), WorkerSlotOffset(11)), shm::kSlotFree);
+    EXPECT_EQ(SlotState(ns.name(), RingSlotOffset(21)), shm::kSlotFree);
+    keeper.Stop(children, &status);
+    next.Stop(children, &status);
+  }
   EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
 }
 
