@@ -236,8 +236,9 @@ class HostProcess {
 // WorkerStats as "emitted=... published=... dropped=..." before exiting 0.
 class WorkerProcess {
  public:
+  // `total` >= 0: emit that many events, then idle until Stop().
   WorkerProcess(testing::Children& children, const std::string& ns, const std::string& id,
-                int burst = 100) {
+                int burst = 100, int64_t total = -1) {
     int report[2], stop[2];
     EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
     EXPECT_EQ(::pipe2(stop, O_CLOEXEC), 0);
@@ -245,7 +246,7 @@ class WorkerProcess {
       for (int fd = 3; fd < 1024; ++fd) {
         if (fd != report[1] && fd != stop[0]) ::close(fd);
       }
-      return Body(ns, id, burst, report[1], stop[0]);
+      return Body(ns, id, burst, total, report[1], stop[0]);
     });
     ::close(report[1]);
     ::close(stop[0]);
@@ -290,7 +291,8 @@ class WorkerProcess {
   }
 
  private:
-  static int Body(const std::string& ns, const std::string& id, int burst, int report, int stop) {
+  static int Body(const std::string& ns, const std::string& id, int burst, int64_t total,
+                  int report, int stop) {
     WorkerOptions o;
     o.ns = ns;
     o.worker_id = id;
@@ -307,7 +309,7 @@ class WorkerProcess {
     ::fcntl(stop, F_SETFL, O_NONBLOCK);
     int64_t i = 0;
     for (;;) {
-      for (int k = 0; k < burst; ++k, ++i) (void)w->Emit(ev, {{seq, i}});
+      for (int k = 0; k < burst && (total < 0 || i < total); ++k, ++i) (void)w->Emit(ev, {{seq, i}});
       char b;
       if (::read(stop, &b, 1) == 0) break;  // EOF: the parent wants us to stop
       std::this_thread::sleep_for(1ms);
@@ -758,6 +760,181 @@ TEST(ForgedSlotAttack, SlotsLeftClaimingByADeadProcessAreFreed) {
     next.Stop(children, &status);
   }
   EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+// ─── Forged records and counters in a ring ──────────────────────────────────────────────────
+
+// The victim's ring header as the test reads it (pitlane code on the test's side only).
+struct RingPeek {
+  uint64_t producer = 0, data_bytes = 0, published = 0, snapshot_count = 0;
+};
+RingPeek PeekRing(const std::string& name) {
+  RingPeek p;
+  Result<shm::Segment> seg = shm::Segment::Open(name, shm::kRingHeaderBytes, false);
+  if (!seg.ok()) return p;
+  const auto* h = static_cast<const shm::RingHeader*>(seg->base());
+  p.producer = h->producer.load();
+  p.data_bytes = h->data_bytes;
+  p.published = h->worker.published.load();
+  p.snapshot_count = h->snapshot_count.load();
+  return p;
+}
+
+// Waits until `published` records are in `ring` and the host has read them all.
+bool WaitDrained(const std::string& ring, uint64_t published, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    Result<shm::Segment> seg = shm::Segment::Open(ring, shm::kRingHeaderBytes, false);
+    if (seg.ok()) {
+      const auto* h = static_cast<const shm::RingHeader*>(seg->base());
+      if (h->worker.published.load() == published && h->producer.load() == h->consumer.load()) {
+        return true;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+// One record whose sequence number jumps by 2^31 - 16: no ring can hold that many records, so
+// it is corruption (the ring is quarantined under its own reason), not two billion lost events.
+TEST(ForgedRecordAttack, SequenceJumpLargerThanTheRingIsQuarantinedNotCountedAsLoss) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim", 100, /*total=*/1000);
+  ASSERT_TRUE(victim.attached());
+  const std::string ring = victim.RingSegment(ns.name());
+  ASSERT_TRUE(WaitDrained(ring, 1000, 5s));
+  const RingPeek p = PeekRing(ring);
+  ASSERT_EQ(p.published, 1000u);
+  const uint64_t off = p.producer & (p.data_bytes - 1);
+  ASSERT_LE(off + 16, p.data_bytes);
+  const std::string path = ShmPath(ring);
+  const uint64_t header = 8 | (uint64_t{static_cast<uint32_t>(p.published + 0x7FFFFFF0u)} << 32);
+  ASSERT_EQ(Attack({"write64", path, std::to_string(shm::kRingHeaderBytes + off), Hex(header)}), 0);
+  ASSERT_EQ(Attack({"write64", path, std::to_string(shm::kRingHeaderBytes + off + 8), "0"}), 0);
+  ASSERT_EQ(Attack({"write64", path, std::to_string(offsetof(shm::RingHeader, producer)),
+                    std::to_string(p.producer + 16)}),
+            0);
+  std::this_thread::sleep_for(200ms);
+  int status = 0;
+  victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_EQ(r.quarantine, "sequence_gap") << report["ring.victim"];
+  EXPECT_EQ(r.delivered, 1000u);
+  EXPECT_EQ(r.rejected, 0u) << report["ring.victim"];
+  EXPECT_EQ(r.law, "holds") << report["ring.victim"];
+}
+
+// A host restarted over a ring whose counter snapshot was forged never adopts the forged
+// numbers: its report for the ring keeps the law (or says why it cannot), never a billion.
+TEST(ForgedRecordAttack, RestartedHostNeverAdoptsAForgedCounterSnapshot) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  WorkerProcess* victim_ptr = nullptr;
+  int status = 0;
+  auto first = std::make_unique<HostProcess>(children, ns.name());
+  ASSERT_EQ(first->started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim", 100, /*total=*/1000);
+  victim_ptr = &victim;
+  ASSERT_TRUE(victim.attached());
+  const std::string ring = victim.RingSegment(ns.name());
+  ASSERT_TRUE(WaitDrained(ring, 1000, 5s));
+  std::this_thread::sleep_for(50ms);
+  first->Stop(children, &status);  // the worker stays: the registry and ring stay
+  const RingPeek p = PeekRing(ring);
+  ASSERT_GT(p.snapshot_count, 0u);
+  const size_t snap = offsetof(shm::RingHeader, snapshots) +
+                      ((p.snapshot_count - 1) & 1) * sizeof(shm::HostSnapshot);
+  ASSERT_EQ(Attack({"write64", ShmPath(ring),
+                    std::to_string(snap + offsetof(shm::HostSnapshot, delivered)), "1000000000"}),
+            0);
+  HostProcess second(children, ns.name());
+  ASSERT_EQ(second.started(), "started");
+  std::this_thread::sleep_for(200ms);
+  victim_ptr->Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = second.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_LT(r.delivered, 1000000000u) << report["ring.victim"];
+  EXPECT_NE(r.law, "VIOLATED") << report["ring.victim"] << "\n" << report["log"];
+}
+
+// Workers SIGKILLed while emitting flat out: some die inside Emit (counted as emitted, never
+// published). That is an honest crash, accounted as such: the host's table never says VIOLATED.
+TEST(CrashAttack, WorkersKilledInsideEmitAreAccountedAndTheLawHolds) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  for (int i = 0; i < 12; ++i) {
+    WorkerProcess w(children, ns.name(), "crash" + std::to_string(i), 100000);
+    ASSERT_TRUE(w.attached());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 + 3 * i));
+    children.Kill(w.pid());
+    children.Reap(w.pid());
+  }
+  int status = 0;
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  EXPECT_EQ(report["terminated"], "12");
+  EXPECT_EQ(report["law"], "holds");
+  for (const auto& [key, value] : report) {
+    if (key.rfind("ring.", 0) == 0) {
+      EXPECT_EQ(ParseRing(value).law, "holds") << key << " " << value;
+    }
+  }
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+// ─── The CLI meets a FIFO where a segment should be ────────────────────────────────────────
+
+std::string CliPath() {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return {};
+  std::string dir(self, static_cast<size_t>(n));
+  dir.resize(dir.rfind('/'));
+  return dir + "/../cli/pitlane";
+}
+
+// Runs `pitlane <args>` under a 5 s timeout; returns its output, *code its exit status (124
+// when it had to be killed: it blocked).
+std::string RunCli(const std::string& args, int* code) {
+  const std::string cmd = "timeout -s KILL 5 " + CliPath() + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int st = ::pclose(p);
+  *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return out;
+}
+
+TEST(AdoptionAttack, FifosInPlaceOfSegmentsNeverBlockStatOrCleanup) {
+  if (::access(CliPath().c_str(), X_OK) != 0) GTEST_SKIP() << "no pitlane CLI at " << CliPath();
+  testing::ScopedNamespace ns;
+  const std::string reg = shm::RegistryName(ns.name());
+  const std::string ring = shm::RingName(ns.name(), 1, 0);
+  ASSERT_EQ(Attack({"fifo", ShmPath(reg)}), 0);
+  ASSERT_EQ(Attack({"fifo", ShmPath(ring)}), 0);
+  for (const char* cmd : {"stat", "cleanup --dry-run", "cleanup"}) {
+    int code = -1;
+    const std::string out = RunCli(std::string(cmd) + " --ns " + ns.name(), &code);
+    EXPECT_NE(code, 128 + SIGKILL) << "pitlane " << cmd << " blocked: " << out;
+    EXPECT_NE(out.find("FIFO"), std::string::npos) << "pitlane " << cmd << ": " << out;
+  }
+  // Not segments of ours: cleanup leaves them to whoever made them.
+  EXPECT_TRUE(Exists(reg));
+  EXPECT_TRUE(Exists(ring));
 }
 
 }  // namespace
