@@ -105,7 +105,8 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
       continue;
     }
     ++departed.workers;
-    departed_violated |= !w.Conserved();
+    // A truncated ring's worker counts are the last read: its worker is not checkable.
+    departed_violated |= !w.segment_lost && !w.Conserved();
     static_cast<Tally&>(departed) += w;
   }
   if (rows.empty() && departed.workers == 0) return;
@@ -122,7 +123,9 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
   for (const WorkerInfo& w : rows) {
     // Live rings are read while their writer runs, so a difference there means events in
     // flight; once every ring of the worker is reclaimed the numbers are final.
-    const char* law = w.Conserved()                   ? "holds"
+    // A ring someone truncated keeps its worker-side counts as last read: not checkable.
+    const char* law = w.segment_lost                  ? "unverifiable (segment truncated)"
+                      : w.Conserved()                 ? "holds"
                       : w.rings > 0 && w.Consistent() ? "in flight"
                                                       : "VIOLATED";
     print_row(w.id, std::to_string(w.pid), w.alive, w.rings, w, law);

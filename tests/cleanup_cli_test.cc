@@ -80,12 +80,14 @@ TEST_F(CleanupCli, RemovesDeadRingsAndRegistryKeepsLiveRing) {
   const std::string live_ring = shm::RingName(ns_.name(), self_, 1);
   MakeRing(stale_ring, dead, 4242, "gone-worker");
   MakeRing(live_ring, self_, self_start_, "live-worker");
-  // A registry whose host died, with no worker registered.
-  std::string log;
-  auto reg = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);
-  ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-  reg->header()->host_pid.store(static_cast<uint32_t>(dead));
-  reg->header()->host_start_time.store(4242);
+  // A registry whose host died (its lock is released), with no worker registered.
+  {
+    std::string log;
+    auto reg = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);
+    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+    reg->header()->host_pid.store(static_cast<uint32_t>(dead));
+    reg->header()->host_start_time.store(4242);
+  }
   const std::string registry = shm::RegistryName(ns_.name());
 
   int code = -1;
@@ -138,10 +140,12 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
       << out;
   EXPECT_TRUE(Exists(registry));
 
-  // The host is dead but a live worker is registered: a new host adopts the registry.
+  // The host is dead (its lock released) but a live worker is registered: a new host adopts
+  // the registry.
   const pid_t dead = DeadPid();
   reg->header()->host_pid.store(static_cast<uint32_t>(dead));
   reg->header()->host_start_time.store(4242);
+  reg = shm::HostRegistry();
   auto worker_view = shm::OpenRegistry(ns_.name());
   ASSERT_TRUE(worker_view.ok()) << worker_view.status().ToString();
   ASSERT_GE(shm::ClaimWorkerSlot(*worker_view, self_, self_start_, "live-worker"), 0);

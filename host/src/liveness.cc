@@ -14,6 +14,8 @@
 namespace pitlane::internal {
 
 void ShmSource::Housekeeping() {
+  CheckTruncation();
+  ReclaimStrandedClaims();
   CheckLiveness();
   // Reclaim retired rings that are drained, and workers that are gone.
   std::vector<Worker*> gone;
@@ -52,8 +54,12 @@ void ShmSource::RetireDepartedLocked() {
     const WorkerInfo& gone = it->second;
     static_cast<Tally&>(departed_total_) += gone;
     ++departed_total_.workers;
-    departed_total_.unaccounted += static_cast<uint64_t>(std::abs(gone.in_flight())) +
-                                   static_cast<uint64_t>(std::abs(gone.unread()));
+    if (gone.segment_lost) {
+      ++departed_total_.unverifiable;  // its worker counts are the last read: not checkable
+    } else {
+      departed_total_.unaccounted += static_cast<uint64_t>(std::abs(gone.in_flight())) +
+                                     static_cast<uint64_t>(std::abs(gone.unread()));
+    }
     if (at != departed_at_.end()) departed_at_.erase(at);
     it = departed_.erase(it);
   }
@@ -79,6 +85,90 @@ void ShmSource::CheckLiveness() {
   }
 }
 
+// Segments someone truncated. A writer into a truncated ring writes into private zeros and
+// never publishes again, so draining alone might never notice; the registry's loss shows only
+// when a missing page is touched.
+void ShmSource::CheckTruncation() {
+  for (Ring* r : drain_order_) {
+    if (r->reader->state() == shm::RingReader::State::kOk) {
+      // Kept for the day the segment is truncated (StatsOf): after that it reads as zeros.
+      Tally worker_side;
+      const shm::RingHeader* h = r->reader->header();
+      if (shm::Guarded([&] { worker_side = ReadRing(h->worker, Tally()); }) &&
+          !r->segment.lost()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        r->last_worker_side = worker_side;
+      }
+    }
+    r->reader->CheckTruncated();
+    if (r->reader->state() != shm::RingReader::State::kOk) ReportQuarantine(r);
+  }
+  if (!registry_lost_ && registry_.Lost()) {
+    registry_lost_ = true;
+    hooks_.log("registry " + registry_.name() + " was truncated by another process: workers " +
+               "that attach from now on are not seen until the host restarts; rings already " +
+               "attached are still read");
+  }
+}
+
+// Frees slots left CLAIMING by a process that died mid-claim (seen CLAIMING two passes in a
+// row with the same claimer, and the claimer gone), with the ring segment such a claimer may
+// have created. A process that exists keeps its claim, however long it takes (it may be
+// stopped).
+void ShmSource::ReclaimStrandedClaims() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<uint32_t, uint32_t> workers_now, rings_now;
+  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
+    shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), i);
+    if (s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) continue;
+    const uint32_t pid = s->pid;
+    auto before = claiming_workers_.find(i);
+    const bool gone = pid == 0 || shm::ProcessStartTime(static_cast<pid_t>(pid)) == 0;
+    uint32_t expected = shm::kSlotClaiming;
+    if (before != claiming_workers_.end() && before->second == pid && gone &&
+        s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
+      hooks_.log("freed worker slot " + std::to_string(i) + " left claiming by pid " +
+                 std::to_string(pid) + ", which is gone");
+      continue;
+    }
+    workers_now[i] = pid;
+  }
+  for (uint32_t i = 0; i < shm::kMaxRings; ++i) {
+    shm::RingSlot* s = shm::RingSlotAt(registry_.base(), i);
+    if (s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) continue;
+    const uint32_t ws = s->worker_slot;
+    auto before = claiming_rings_.find(i);
+    // Its claimer is the process in worker slot `ws`.
+    uint32_t pid = 0;
+    bool gone = ws >= shm::kMaxWorkers;
+    if (!gone) {
+      const shm::WorkerSlot* w = shm::WorkerSlotAt(registry_.base(), ws);
+      const uint32_t state = w->state.load(std::memory_order_acquire);
+      pid = w->pid;
+      gone = state == shm::kSlotFree || shm::ProcessStartTime(static_cast<pid_t>(pid)) == 0 ||
+             (state != shm::kSlotClaiming && !shm::ProcessAlive(static_cast<pid_t>(pid), w->start_time));
+    }
+    uint32_t expected = shm::kSlotClaiming;
+    if (before != claiming_rings_.end() && before->second == ws && gone &&
+        s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
+      // The claimer is gone, so the segment of this slot under its pid is no live writer's.
+      if (pid != 0) shm::Segment::Unlink(shm::RingName(opt_.ns, static_cast<pid_t>(pid), i));
+      hooks_.log("freed ring slot " + std::to_string(i) + " left claiming by a process that is gone");
+      continue;
+    }
+    rings_now[i] = ws;
+  }
+  claiming_workers_ = std::move(workers_now);
+  claiming_rings_ = std::move(rings_now);
+}
+
+// Whether the worker slot still holds `w`'s claim: the same process (pid and start time). Not
+// the generation: anyone can rewrite it, and only this host frees a slot for a new claim.
+bool ShmSource::SlotStillOf(const Worker& w) const {
+  const shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), w.slot);
+  return s->pid == static_cast<uint32_t>(w.pid) && s->start_time == w.start_time;
+}
+
 // Drains everything the worker published, emits its terminated event, frees its slots.
 void ShmSource::ReclaimWorker(Worker* w) {
   // Rings the worker registered that this host has not opened yet (it died before a rescan)
@@ -86,8 +176,7 @@ void ShmSource::ReclaimWorker(Worker* w) {
   // (it died in between) are freed, with the segment it may have created.
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const bool slot_still_ours =
-        shm::WorkerSlotAt(registry_.base(), w->slot)->generation == w->generation;
+    const bool slot_still_ours = SlotStillOf(*w);
     for (uint32_t i = 0; slot_still_ours && i < shm::kMaxRings; ++i) {
       shm::RingSlot* s = shm::RingSlotAt(registry_.base(), i);
       const uint32_t state = s->state.load(std::memory_order_acquire);
@@ -109,9 +198,9 @@ void ShmSource::ReclaimWorker(Worker* w) {
   // process normally exits right after that, so whether it is still alive does not matter;
   // the slot is re-read in case the process died before a rescan saw the RETIRED state.
   shm::WorkerSlot* ws = shm::WorkerSlotAt(registry_.base(), w->slot);
-  const bool planned = w->leaving || (ws->generation == w->generation &&
-                                      ws->state.load(std::memory_order_acquire) ==
-                                          shm::kSlotRetired);
+  const bool planned =
+      w->leaving ||
+      (SlotStillOf(*w) && ws->state.load(std::memory_order_acquire) == shm::kSlotRetired);
   const std::vector<Ring*> rs = w->rings;
   for (Ring* r : rs) ReclaimRing(r);
   terminated_.fetch_add(1, std::memory_order_relaxed);
@@ -122,11 +211,11 @@ void ShmSource::ReclaimWorker(Worker* w) {
   d.id = w->id;
   d.pid = static_cast<uint32_t>(w->pid);
   NoteDepartedLocked(w->id);
-  // Free the slot only if it is still the claim we know (generation unchanged). Its ringless
+  // Free the slot only if it is still this worker's claim (SlotStillOf). Its ringless
   // threads' counts go into the departed totals first. Reset its control block: the next
   // claimer (maybe another worker id) must not inherit this worker's toggle/sampling/filter;
   // the host re-applies what it remembers for that id.
-  if (ws->generation == w->generation) {
+  if (SlotStillOf(*w)) {
     static_cast<Tally&>(d) += ReadUnringed(ws->unringed);
     if (ws->control.version.load(std::memory_order_relaxed) != 0) {
       shm::WriteControl(&ws->control, ControlState());
@@ -154,10 +243,10 @@ void ShmSource::EmitTerminated(const Worker& w, bool planned) {
 void ShmSource::ReclaimRing(Ring* r) {
   RingStats final_stats = StatsOf(*r);
   // A writer killed inside an emit has counted it as emitted and nothing else.
-  if (!r->worker->alive && final_stats.in_flight() > 0) {
+  if (!r->worker->alive && !final_stats.segment_lost && final_stats.in_flight() > 0) {
     final_stats.dropped_in_flight = static_cast<uint64_t>(final_stats.in_flight());
   }
-  if (final_stats.quarantined && final_stats.unread() > 0) {
+  if (final_stats.quarantined && !final_stats.segment_lost && final_stats.unread() > 0) {
     // Whatever the worker published that we never read is lost: count it, so the ring's
     // accounting still closes.
     const uint64_t lost = static_cast<uint64_t>(final_stats.unread());
@@ -178,6 +267,7 @@ void ShmSource::ReclaimRing(Ring* r) {
   static_cast<Tally&>(d) += final_stats;
   ++d.rings_total;
   d.quarantined |= final_stats.quarantined;
+  d.segment_lost |= final_stats.segment_lost;
   history_.push_back(std::move(final_stats));
   if (history_.size() > kReclaimedRingHistory) history_.pop_front();
   auto& wr = r->worker->rings;

@@ -70,9 +70,14 @@ void ShmSource::Discover(bool force) {
     const uint32_t state = s->state.load(std::memory_order_acquire);
     if (state != shm::kSlotReady && state != shm::kSlotRetired) continue;
     auto it = workers_.find(i);
-    if (it != workers_.end() && it->second->generation != s->generation) {
-      // The slot was freed and claimed again while we were not looking.
-      it->second->alive = false;
+    if (it != workers_.end() && it->second->generation != s->generation &&
+        !it->second->generation_forged) {
+      // Only this host frees a slot (after reclaiming its worker), so a known worker's
+      // generation cannot change honestly. Whether the worker lives is its process's business
+      // (the pidfd), never a word anyone can write.
+      it->second->generation_forged = true;
+      hooks_.log("worker slot " + std::to_string(i) + " of worker " + it->second->id + " (pid " +
+                 it->second->pid_str + ") had its generation rewritten; ignored");
     }
     if (it == workers_.end()) AddWorker(i, s);
     if (state == shm::kSlotRetired) {
@@ -118,17 +123,21 @@ void ShmSource::AddWorker(uint32_t index, shm::WorkerSlot* s) {
 
 // REQUIRES: mu_ held.
 void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
-  char name[shm::kSegmentNameBytes];
-  std::memcpy(name, s->segment_name, sizeof(name));
-  name[sizeof(name) - 1] = '\0';
-  const std::string seg_name = name;
-  const std::string prefix = "/" + shm::SegmentPrefix(opt_.ns) + "ring.";
   auto w = workers_.find(s->worker_slot);
-  if (seg_name.rfind(prefix, 0) != 0 || w == workers_.end() ||
-      w->second->generation != s->generation) {
-    // Not a name of ours, or not a ring of the worker now in that slot: never open arbitrary
-    // segments a slot points to. (A dead worker's unopened rings are picked up by
-    // ReclaimWorker; segments nobody refers to are removed as stale at the next host start.)
+  if (w == workers_.end() || w->second->generation != s->generation) {
+    // Not a ring of the worker now in that slot. (A dead worker's unopened rings are picked up
+    // by ReclaimWorker; segments nobody refers to are removed as stale at the next host start.)
+    return;
+  }
+  // The one segment a ring slot may name is derived from its identity: its worker's pid and
+  // the slot index. Whatever segment_name says, no other segment is opened for the slot.
+  const std::string seg_name = shm::RingName(opt_.ns, w->second->pid, index);
+  char named[shm::kSegmentNameBytes];
+  std::memcpy(named, s->segment_name, sizeof(named));
+  named[sizeof(named) - 1] = '\0';
+  if (seg_name != named) {
+    hooks_.log("ignoring ring slot " + std::to_string(index) + " of worker " + w->second->id +
+               ": it names " + std::string(named) + ", the segment of this slot is " + seg_name);
     return;
   }
   Result<shm::Segment> seg =
@@ -137,6 +146,14 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
     hooks_.log("cannot open ring " + seg_name + " of worker " + w->second->id + ": " +
                seg.status().message());
     return;
+  }
+  // One file, one reader: the same file under another name (a hard link) is not read twice.
+  for (const Ring* other : drain_order_) {
+    if (other->segment.dev() == seg->dev() && other->segment.ino() == seg->ino()) {
+      hooks_.log("ignoring ring " + seg_name + " of worker " + w->second->id +
+                 ": it is the file already read as " + other->reader->name());
+      return;
+    }
   }
   Result<shm::RingReader> reader = shm::RingReader::Attach(seg->base(), seg->size(), seg_name);
   if (!reader.ok()) {
@@ -234,10 +251,19 @@ RingStats ShmSource::StatsOf(const Ring& r) const {
   Tally t = host_side;
   uint64_t producer = reader.consumer();
   const shm::RingHeader* h = reader.header();
-  shm::Guarded([&] {
-    t = ReadRing(h->worker, host_side);
-    producer = h->producer.load(std::memory_order_relaxed);
-  });
+  s.segment_lost = reader.quarantine_reason() == shm::kQuarantineTruncated;
+  if (s.segment_lost) {
+    // The mapping now holds zeros: the worker side as last read, the host side as counted.
+    t = r.last_worker_side;
+    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) t.rejected[i] = host_side.rejected[i];
+    t.delivered = host_side.delivered;
+    t.truncated = host_side.truncated;
+  } else {
+    shm::Guarded([&] {
+      t = ReadRing(h->worker, host_side);
+      producer = h->producer.load(std::memory_order_relaxed);
+    });
+  }
   static_cast<Tally&>(s) = t;
   s.used_bytes = std::min(producer - reader.consumer(), s.capacity);
   return s;
@@ -269,6 +295,7 @@ std::vector<WorkerInfo> ShmSource::Workers() const {
       i.used_bytes += s.used_bytes;
       i.capacity += s.capacity;
       i.quarantined |= s.quarantined;
+      i.segment_lost |= s.segment_lost;
     }
   }
   std::vector<WorkerInfo> out;

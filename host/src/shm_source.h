@@ -28,6 +28,7 @@
 
 #include "delivery.h"
 #include "pitlane/host.h"
+#include "pitlane/registry.h"
 #include "pitlane/shm.h"
 
 namespace pitlane::internal {
@@ -81,6 +82,7 @@ class ShmSource {
     int pidfd = -1;
     bool alive = true;
     bool leaving = false;  // the Worker object was destroyed (graceful)
+    bool generation_forged = false;  // its slot's generation was rewritten (reported once)
     std::vector<Ring*> rings;
   };
   struct Ring {
@@ -94,6 +96,9 @@ class ShmSource {
     // The reader's host-side counts as other threads may read them (the poll thread stores
     // after every batch; the reader's own Tally is the poll thread's).
     HostSideMirror counts;
+    // The worker-side counts as last read from the segment (poll thread, each housekeeping
+    // pass; GUARDED_BY(mu_)): what StatsOf reports once the segment was truncated.
+    Tally last_worker_side;
   };
 
   ShmSource(const HostOptions& options, Delivery& delivery, Hooks hooks);
@@ -108,6 +113,9 @@ class ShmSource {
   void RetireDepartedLocked();
   // Records that `id` departed now (a ring of it was reclaimed, or the worker). REQUIRES: mu_.
   void NoteDepartedLocked(const std::string& id);
+  void CheckTruncation();
+  void ReclaimStrandedClaims();
+  bool SlotStillOf(const Worker& w) const;
   void ReclaimWorker(Worker* w);
   void ReclaimRing(Ring* r);
   void EmitTerminated(const Worker& w, bool planned);
@@ -120,6 +128,11 @@ class ShmSource {
   shm::HostRegistry registry_;
   shm::RegistryHeader* header_ = nullptr;
   uint64_t seen_epoch_ = ~uint64_t{0};
+  bool registry_lost_ = false;  // poll thread: reported once
+  // Poll thread: slots found CLAIMING at the last housekeeping pass (worker slot → the pid it
+  // held, ring slot → the worker slot it named). A claim lasts microseconds; one still there a
+  // pass later whose claimer is gone was left by a process that died mid-claim.
+  std::map<uint32_t, uint32_t> claiming_workers_, claiming_rings_;
   shm::RecordBatch batch_;  // poll thread: the copy of the ring being drained
   FoldContext ctx_;         // poll thread: the context of the ring being drained
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "pitlane/registry.h"
 #include "pitlane/shm.h"
 
 namespace pitlane::shm {
@@ -204,8 +205,11 @@ InspectedRegistry InspectRegistry(const std::string& ns, bool read_rings) {
     out.rings.clear();
     return out;
   }
-  out.host_alive =
-      out.host_pid != 0 && ProcessAlive(static_cast<pid_t>(out.host_pid), out.host_start_time);
+  // A host is running while it holds the registry's lock (registry.h); the pid word in the
+  // header is whatever the last writer put there.
+  Result<pid_t> holder = NamespaceHostPid(ns);
+  out.host_alive = holder.ok() && *holder != 0;
+  if (holder.ok() && *holder > 0) out.host_pid = static_cast<uint32_t>(*holder);
   for (InspectedWorker& w : out.workers) {
     w.alive = ProcessAlive(static_cast<pid_t>(w.pid), w.start_time);
   }
@@ -260,6 +264,12 @@ Staleness RingStaleness(const SegmentEntry& e) {
   Result<Segment> seg = Segment::Open(e.name, kRingHeaderBytes, /*writable=*/false);
   if (seg.ok()) {
     ReadInspectedRing(*seg, &r);
+  } else if (seg.status().code() == StatusCode::kPermissionDenied ||
+             seg.status().code() == StatusCode::kFailedPrecondition) {
+    // Not a file pitlane would adopt (another owner, another mode, a FIFO...): whoever made it
+    // removes it.
+    v.why = seg.status().message() + "; left alone";
+    return v;
   } else {
     r.error = seg.status().ToString();
   }

@@ -47,28 +47,21 @@ struct RegistryIdentity {
 
 // False when the mapping was truncated under the copy.
 bool CopyIdentity(const void* base, RegistryIdentity* out) {
-  struct Ctx {
-    const RegistryHeader* h;
-    RegistryIdentity* out;
-  } ctx{static_cast<const RegistryHeader*>(base), out};
-  return RunGuarded(
-      [](void* p) {
-        auto* c = static_cast<Ctx*>(p);
-        const RegistryHeader* h = c->h;
-        RegistryIdentity& o = *c->out;
-        // Acquire pairs with the release store of the magic in InitRegistryHeader.
-        o.magic = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(h->magic))
-                      .load(std::memory_order_acquire);
-        o.layout_version = h->layout_version;
-        o.header_bytes = h->header_bytes;
-        o.max_workers = h->max_workers;
-        o.max_rings = h->max_rings;
-        o.worker_slot_bytes = h->worker_slot_bytes;
-        o.ring_slot_bytes = h->ring_slot_bytes;
-        o.catalog_hash = h->catalog_hash;
-        o.host_pid = h->host_pid.load(std::memory_order_relaxed);
-      },
-      &ctx);
+  const auto* h = static_cast<const RegistryHeader*>(base);
+  RegistryIdentity& o = *out;
+  return Guarded([&] {
+    // Acquire pairs with the release store of the magic in InitRegistryHeader.
+    o.magic =
+        std::atomic_ref<uint64_t>(const_cast<uint64_t&>(h->magic)).load(std::memory_order_acquire);
+    o.layout_version = h->layout_version;
+    o.header_bytes = h->header_bytes;
+    o.max_workers = h->max_workers;
+    o.max_rings = h->max_rings;
+    o.worker_slot_bytes = h->worker_slot_bytes;
+    o.ring_slot_bytes = h->ring_slot_bytes;
+    o.catalog_hash = h->catalog_hash;
+    o.host_pid = h->host_pid.load(std::memory_order_relaxed);
+  });
 }
 
 // Why an existing registry cannot be used as is, or "" when it can.
@@ -175,7 +168,13 @@ void HostRegistry::Release() {
   lock_fd_ = -1;
 }
 
-bool HostRegistry::Lost() const { return base_ != nullptr && internal::MappingLost(base_); }
+bool HostRegistry::Lost() const {
+  if (base_ == nullptr) return false;
+  // Touch the last byte: a truncation shows even if nothing else touched the missing pages.
+  const volatile char* last = static_cast<const char*>(base_) + size_ - 1;
+  const bool touched = Guarded([&] { (void)*last; });
+  return !touched || internal::MappingLost(base_);
+}
 
 bool HostRegistry::UnlinkIfHeld() {
   struct stat st;

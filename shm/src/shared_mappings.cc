@@ -40,6 +40,7 @@ Entry* Find(const void* addr) {
 }  // namespace
 
 bool RegisterMapping(void* base, size_t bytes) {
+  InstallSigbusHandler();
   for (Entry& e : g_entries) {
     uint32_t expected = kFree;
     if (!e.state.compare_exchange_strong(expected, kFilling, std::memory_order_acquire)) continue;

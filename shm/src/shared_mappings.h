@@ -20,8 +20,13 @@ namespace pitlane::shm::internal {
 
 inline constexpr size_t kMaxSharedMappings = 4096;
 
-// Enters [base, base + bytes) in the table. False when the table is full (the caller refuses
-// to map more segments rather than hold one it cannot rescue).
+// Installs the process-wide SIGBUS handler (once; shm.cc) that calls RescueFault, then the
+// guard of RunGuarded, then the previous handler.
+void InstallSigbusHandler();
+
+// Enters [base, base + bytes) in the table (installing the handler first). False when the
+// table is full (the caller refuses to map more segments rather than hold one it cannot
+// rescue).
 bool RegisterMapping(void* base, size_t bytes);
 // Removes the mapping at `base` from the table. Call before munmap: once it returns, no rescue
 // of that range is in flight and none will start, so the address range may be reused.

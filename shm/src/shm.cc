@@ -1,7 +1,6 @@
 #include "pitlane/shm.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -16,6 +15,9 @@
 #include <atomic>
 #include <mutex>
 #include <sstream>
+
+#include "segment_file.h"
+#include "shared_mappings.h"
 
 namespace pitlane::shm {
 
@@ -44,6 +46,7 @@ const char* QuarantineReasonName(uint32_t reason) {
     case kQuarantinePastProducer: return "past_producer";
     case kQuarantineSequenceBackwards: return "sequence_backwards";
     case kQuarantineTruncated: return "truncated";
+    case kQuarantineSequenceGap: return "sequence_gap";
     default: return "unknown_reason";
   }
 }
@@ -123,20 +126,27 @@ uint64_t UnixNowNs() {
 
 // ─── Segment ─────────────────────────────────────────────────────────────────────────────────
 
-Segment::~Segment() {
-  if (base_ != nullptr) ::munmap(base_, size_);
+void Segment::Unmap() {
+  if (base_ == nullptr) return;
+  internal::ForgetMapping(base_);  // before munmap: the range may be reused right after
+  ::munmap(base_, size_);
+  base_ = nullptr;
+  size_ = 0;
 }
+Segment::~Segment() { Unmap(); }
 Segment::Segment(Segment&& o) noexcept
-    : base_(o.base_), size_(o.size_), name_(std::move(o.name_)) {
+    : base_(o.base_), size_(o.size_), name_(std::move(o.name_)), dev_(o.dev_), ino_(o.ino_) {
   o.base_ = nullptr;
   o.size_ = 0;
 }
 Segment& Segment::operator=(Segment&& o) noexcept {
   if (this != &o) {
-    if (base_ != nullptr) ::munmap(base_, size_);
+    Unmap();
     base_ = o.base_;
     size_ = o.size_;
     name_ = std::move(o.name_);
+    dev_ = o.dev_;
+    ino_ = o.ino_;
     o.base_ = nullptr;
     o.size_ = 0;
   }
@@ -147,96 +157,74 @@ namespace {
 
 std::string Errno(int err) { return std::strerror(err); }
 
-std::string OwnerAndMode(int fd_or_minus1, const std::string& name) {
-  struct stat st;
-  int rc = -1;
-  if (fd_or_minus1 >= 0) {
-    rc = ::fstat(fd_or_minus1, &st);
-  } else {
-    rc = ::stat(("/dev/shm" + name).c_str(), &st);
-  }
-  if (rc != 0) return "owner and mode unknown";
-  std::ostringstream os;
-  const passwd* pw = ::getpwuid(st.st_uid);
-  os << "owner " << (pw ? pw->pw_name : "?") << " (uid " << st.st_uid << "), mode " << std::oct
-     << (st.st_mode & 07777);
-  return os.str();
-}
-
 }  // namespace
 
 Result<Segment> Segment::Create(const std::string& name, size_t bytes, bool populate) {
-  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  const std::string path = internal::SegmentPath(name);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                        0600);
   if (fd < 0) {
     const int err = errno;
     if (err == EEXIST) return Status(StatusCode::kAlreadyExists, "segment " + name + " exists");
     if (err == EACCES) return PermissionDenied("cannot create segment " + name + ": " + Errno(err));
     return Unavailable("cannot create segment " + name + ": " + Errno(err));
   }
-  // shm_open applies the umask; the mode must be exactly 0600 whatever it is.
-  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+  // open() applies the umask; the mode must be exactly 0600 whatever it is.
+  struct stat st;
+  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+      ::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    ::shm_unlink(name.c_str());
+    ::unlink(path.c_str());
     return ResourceExhausted("cannot size segment " + name + " to " + std::to_string(bytes) +
                              " bytes: " + Errno(err));
   }
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
-  const int err = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) {
-    ::shm_unlink(name.c_str());
-    return ResourceExhausted("cannot map segment " + name + ": " + Errno(err));
-  }
-  Segment s;
-  s.base_ = p;
-  s.size_ = bytes;
-  s.name_ = name;
+  Result<Segment> s = Map(fd, name, bytes, /*writable=*/true, populate, st);
+  if (!s.ok()) ::unlink(path.c_str());
   return s;
 }
 
 Result<Segment> Segment::Open(const std::string& name, size_t min_bytes, bool writable,
                               bool populate) {
-  const int fd = ::shm_open(name.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return NotFound("segment " + name + " does not exist");
-    if (err == EACCES) {
-      return PermissionDenied("cannot open segment " + name + (writable ? " read-write" : "") +
-                              " as uid " + std::to_string(::geteuid()) + ": " +
-                              OwnerAndMode(-1, name));
-    }
-    return Unavailable("cannot open segment " + name + ": " + Errno(err));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return Unavailable("cannot stat segment " + name + ": " + Errno(err));
-  }
-  const size_t bytes = static_cast<size_t>(st.st_size);
+  Result<internal::SegmentFile> f = internal::OpenSegmentFile(name, writable);
+  if (!f.ok()) return f.status();
+  const size_t bytes = static_cast<size_t>(f->st.st_size);
   if (bytes == 0) {
-    ::close(fd);
+    ::close(f->fd);
     return DataLoss("segment " + name + " is empty (0 bytes): half-initialised or truncated");
   }
   if (bytes < min_bytes) {
-    ::close(fd);
+    ::close(f->fd);
     return DataLoss("segment " + name + " is " + std::to_string(bytes) +
                     " bytes, smaller than the " + std::to_string(min_bytes) +
                     " its layout needs (half-initialised or truncated)");
   }
+  return Map(f->fd, name, bytes, writable, populate, f->st);
+}
+
+Result<Segment> Segment::Map(int fd, const std::string& name, size_t bytes, bool writable,
+                             bool populate, const struct stat& st) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | (writable ? PROT_WRITE : 0),
                    MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   ::close(fd);
   if (p == MAP_FAILED) return Unavailable("cannot map segment " + name + ": " + Errno(err));
+  // Entered before anyone touches it: a truncation from now on cannot kill this process.
+  if (!internal::RegisterMapping(p, bytes)) {
+    ::munmap(p, bytes);
+    return ResourceExhausted("cannot map segment " + name + ": this process already maps " +
+                             std::to_string(internal::kMaxSharedMappings) + " segments");
+  }
   Segment s;
   s.base_ = p;
   s.size_ = bytes;
   s.name_ = name;
+  s.dev_ = st.st_dev;
+  s.ino_ = st.st_ino;
   return s;
 }
+
+bool Segment::lost() const { return base_ != nullptr && internal::MappingLost(base_); }
 
 bool Segment::Unlink(const std::string& name) { return ::shm_unlink(name.c_str()) == 0; }
 
@@ -305,11 +293,15 @@ thread_local sigjmp_buf* t_guard = nullptr;
 struct sigaction g_previous_sigbus;
 
 void OnSigbus(int sig, siginfo_t* info, void* ctx) {
+  // A fault inside one of our segment mappings: someone truncated the file. The mapping now
+  // holds private zeros (shared_mappings.h), so returning retries the access harmlessly.
+  const bool rescued = internal::RescueFault(info->si_addr);
   if (t_guard != nullptr) {
     sigjmp_buf* env = t_guard;
     t_guard = nullptr;
     siglongjmp(*env, 1);
   }
+  if (rescued) return;
   if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
     if (g_previous_sigbus.sa_sigaction != nullptr) {
       g_previous_sigbus.sa_sigaction(sig, info, ctx);
@@ -323,7 +315,9 @@ void OnSigbus(int sig, siginfo_t* info, void* ctx) {
   raise(SIGBUS);
 }
 
-void InstallSigbusHandler() {
+}  // namespace
+
+void internal::InstallSigbusHandler() {
   static std::once_flag once;
   std::call_once(once, [] {
     struct sigaction sa;
@@ -335,10 +329,8 @@ void InstallSigbusHandler() {
   });
 }
 
-}  // namespace
-
 __attribute__((noinline)) bool RunGuarded(void (*fn)(void*), void* arg) {
-  InstallSigbusHandler();
+  internal::InstallSigbusHandler();
   sigjmp_buf env;
   if (sigsetjmp(env, 0) != 0) return false;  // t_guard already cleared by the handler
   t_guard = &env;
@@ -358,7 +350,7 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   r.h_ = static_cast<RingHeader*>(base);
   r.name_ = std::move(name);
   RingHeader copy;
-  uint64_t consumer = 0, producer = 0, snapshot_position = 0, snapshot_count = 0;
+  uint64_t consumer = 0, producer = 0, snapshot_position = 0, snapshot_count = 0, published = 0;
   HostSnapshot* snapshot = nullptr;
   RingHeader* h = r.h_;
   Tally& k = r.counts_;
@@ -384,6 +376,7 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
       }
     }
     producer = h->producer.load(std::memory_order_acquire);
+    published = h->worker.published.load(std::memory_order_relaxed);
   });
   if (!ok) return DataLoss("segment " + r.name_ + " was truncated while attaching");
   if (Status s = ValidateRingHeader(copy, mapped_bytes, r.name_); !s.ok()) return s;
@@ -402,6 +395,18 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
                       std::to_string(snapshot_position) + " outside [consumer " +
                       std::to_string(consumer) + ", producer " + std::to_string(producer) + "]");
     }
+    // Nor may its counts break the law against the ring: records accounted for cannot exceed
+    // what the writer published (+1: a writer killed between publishing a record and counting
+    // it), and what it published beyond them must fit between the snapshot and the producer.
+    const uint64_t seen = k.delivered + k.rejected_total();
+    const uint64_t room = (producer - snapshot_position) / RecordBytes(1);
+    if (k.truncated > k.delivered || seen > published + 1 ||
+        (published > seen && published - seen > room)) {
+      return DataLoss("segment " + r.name_ + " has a host snapshot whose counts (" +
+                      std::to_string(k.delivered) + " delivered, " +
+                      std::to_string(k.rejected_total()) + " rejected) contradict the " +
+                      std::to_string(published) + " records its writer published");
+    }
     r.rpos_ = snapshot_position;
   }
   r.snapshot_count_ = snapshot_count;
@@ -415,6 +420,13 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
 }
 
 void RingReader::Quarantine(State s, QuarantineReason reason, uint64_t offset, std::string why) {
+  if (internal::MappingLost(h_) && reason != kQuarantineTruncated) {
+    // Another thread's fault replaced the mapping with zeros: what looked corrupt is the
+    // truncation.
+    s = State::kBusError;
+    reason = kQuarantineTruncated;
+    why = "segment was truncated under the reader (SIGBUS)";
+  }
   state_ = s;
   reason_ = reason;
   error_offset_ = offset;
@@ -479,6 +491,9 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
       if (rec > wp - rp) return fail(kQuarantinePastProducer, "record runs past the producer position");
       const uint32_t gap = hdr.seq - expected;
       if (gap >= 0x80000000u) return fail(kQuarantineSequenceBackwards, "record sequence number went backwards");
+      // At most capacity / 16 records are ever published and unread at once, so a larger gap
+      // is corruption, not loss (it would count billions of events as lost).
+      if (gap > capacity / RecordBytes(1)) return fail(kQuarantineSequenceGap, "record sequence number jumps further than the ring holds records");
       const size_t padded = AlignUp8(hdr.length);
       if (used + padded > dst_size) return;  // the batch is full: the rest waits
       std::memcpy(dst + used, data + off + kRecordHeaderBytes, hdr.length);
@@ -555,6 +570,16 @@ uint64_t RingReader::LoadProducerUntrusted() const {
   const RingHeader* h = h_;
   Guarded([&] { v = h->producer.load(std::memory_order_acquire); });
   return v;
+}
+
+void RingReader::CheckTruncated() {
+  if (state_ != State::kOk) return;
+  const volatile uint8_t* last = data_ + capacity_ - 1;
+  const bool ok = Guarded([&] { (void)*last; });
+  if (!ok || internal::MappingLost(h_)) {
+    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
+               "segment was truncated under the reader (SIGBUS)");
+  }
 }
 
 bool RingReader::HasUnreadUntrusted() const {

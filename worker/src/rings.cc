@@ -185,8 +185,9 @@ void Worker::Impl::UnlockShared() noexcept { shared_lock.store(0, std::memory_or
 
 // REQUIRES: mu held. `for_shared`: the shared ring, one more than max_rings.
 ThreadRing* Worker::Impl::CreateRingLocked(bool for_shared) {
+  // A lost (truncated) registry reaches no host: a ring published in it would never be read.
   if (rings.size() >= max_rings + (for_shared ? 1 : 0) ||
-      !attached.load(std::memory_order_relaxed)) {
+      !attached.load(std::memory_order_relaxed) || registry.lost()) {
     return nullptr;
   }
   const auto worker_slot = static_cast<uint32_t>(
@@ -247,7 +248,10 @@ ThreadRing* Worker::Impl::OnControlChange(ThreadRing* r, uint64_t version) noexc
     if (g->quarantine_epoch != r->quarantine_epoch_seen) {
       r->quarantine_epoch_seen = g->quarantine_epoch;
       // Acquire pairs with the host's release of its counters (shm_layout.h: HostCounters).
-      if (r->writer.header()->host.quarantined.load(std::memory_order_acquire) != 0) {
+      // A ring someone truncated is lost to both sides: its mapping holds private zeros here
+      // (so the host's quarantine flag cannot be read from it).
+      if (r->writer.header()->host.quarantined.load(std::memory_order_acquire) != 0 ||
+          r->segment.lost()) {
         if (r == shared) {  // REQUIRES here: shared_lock held by this thread
           RetireLocked(r);
           shared = CreateRingLocked(/*for_shared=*/true);

@@ -116,6 +116,9 @@ struct DepartedWorkers : Tally {
   // Over the folded workers, each worker's |in_flight()| + |unread()| (settled numbers): what
   // the conservation law cannot account for. 0 unless something is broken.
   uint64_t unaccounted = 0;
+  // Folded workers one of whose rings someone truncated (RingStats::segment_lost): their law
+  // cannot be checked, and they are not in `unaccounted`.
+  uint64_t unverifiable = 0;
 };
 
 struct HandlerInfo {
@@ -135,6 +138,10 @@ struct RingStats : Tally {
   bool retired = false;      // writer thread exited
   bool reclaimed = false;    // segment unlinked; final numbers
   bool quarantined = false;
+  // Someone truncated the segment: the worker-side counts are the last ones read before (at
+  // most ~100 ms old), so the law cannot be checked for this ring; the host-side counts are the
+  // host's own and exact.
+  bool segment_lost = false;
   std::string quarantine_reason;  // the reader's message (what, and where)
   shm::QuarantineReason quarantine_kind = shm::kQuarantineNone;
   uint64_t capacity = 0;
@@ -153,6 +160,7 @@ struct WorkerInfo : Tally {
   uint64_t used_bytes = 0;   // over live rings
   uint64_t capacity = 0;    // over live rings
   bool quarantined = false;  // one of its rings was quarantined
+  bool segment_lost = false;  // one of its rings was truncated: the law cannot be checked
   ControlState control;
 };
 

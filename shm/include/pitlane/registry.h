@@ -37,8 +37,9 @@ class HostRegistry {
   size_t size() const { return size_; }
   const std::string& name() const { return name_; }
   RegistryHeader* header() const { return static_cast<RegistryHeader*>(base_); }
-  // True once someone truncated the registry under this host: the mapping now holds private
-  // zeros (see shared_mappings.h), so no worker can be discovered through it any more.
+  // True once someone truncated the registry under this host (touches its last page, guarded):
+  // the mapping then holds private zeros (see shared_mappings.h), so no worker can be
+  // discovered through it any more.
   bool Lost() const;
   // Removes the registry's name if it still refers to the file this host holds (same device
   // and inode) and returns whether it did. A host never unlinks a registry it does not hold.

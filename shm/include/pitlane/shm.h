@@ -11,6 +11,7 @@
 //    the copy on.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -54,8 +55,10 @@ class Segment {
   // `populate` maps every page up front (MAP_POPULATE), so the first lap of a ring takes no
   // page fault on the emit or read path; the sparse registry is not populated.
   static Result<Segment> Create(const std::string& name, size_t bytes, bool populate = false);
-  // Maps an existing segment read-write (or read-only). Errors name the segment, its owner
-  // uid and mode when permission is denied, and its size when it is smaller than `min_bytes`.
+  // Maps an existing segment read-write (or read-only), after the adoption checks of
+  // segment_file.h (no symlink followed, never blocking, a regular 0600 file of the effective
+  // uid). Errors name the segment, its owner and mode when refused, and its size when it is
+  // smaller than `min_bytes`.
   static Result<Segment> Open(const std::string& name, size_t min_bytes, bool writable = true,
                               bool populate = false);
   static bool Unlink(const std::string& name);
@@ -64,11 +67,23 @@ class Segment {
   size_t size() const { return size_; }
   const std::string& name() const { return name_; }
   bool valid() const { return base_ != nullptr; }
+  // The file's identity when it was opened: one file is mapped at most once by the host.
+  dev_t dev() const { return dev_; }
+  ino_t ino() const { return ino_; }
+  // True once someone truncated the file under this mapping: it now holds private zeros
+  // (see "Threat model" in README.md), and what it shows is no longer the segment.
+  bool lost() const;
 
  private:
+  static Result<Segment> Map(int fd, const std::string& name, size_t bytes, bool writable,
+                             bool populate, const struct stat& st);
+  void Unmap();
+
   void* base_ = nullptr;
   size_t size_ = 0;
   std::string name_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
 };
 
 // Checks the identity fields of a ring header copy: magic, layout version (the message names
@@ -223,6 +238,11 @@ class RingReader {
   // Makes the space of everything read so far writable again (release) and mirrors the host
   // counts and a resumable snapshot into the segment. Call after counting a batch.
   void Publish();
+
+  // Touches the last byte of the data area (guarded): a segment truncated under the reader is
+  // quarantined now, not only once a record reaches the missing pages (a writer whose ring
+  // was truncated writes into private zeros, so its records never would).
+  void CheckTruncated();
 
   State state() const { return state_; }
   QuarantineReason quarantine_reason() const { return reason_; }

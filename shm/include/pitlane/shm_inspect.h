@@ -10,6 +10,9 @@
 //  - a ring segment is stale when its creator is dead: the pid and start time in its header
 //    (robust against pid reuse); when the header is unusable, when the pid in its name is not
 //    running at all. A ring a live host has registered is that host's to reclaim, never stale.
+//  - a file under a segment name that pitlane would not adopt (another owner, a mode other than
+//    0600, not a regular file: segment_file.h) is never stale: whoever made it removes it.
+//  - a registry's host runs while it holds the registry's lock (registry.h, NamespaceHostPid).
 //  - a registry is stale when its host is dead (or none ever attached) and no worker slot
 //    belongs to a live process. A registry that is not readable as one (bad magic, too small,
 //    another layout version) is never stale: it may be being created, or belong to another

@@ -283,6 +283,7 @@ enum QuarantineReason : uint8_t {
   kQuarantinePastProducer,       // record runs past the producer position
   kQuarantineSequenceBackwards,  // record sequence number went backwards
   kQuarantineTruncated,          // the segment was truncated under the reader (SIGBUS)
+  kQuarantineSequenceGap,        // a sequence number jumps further than the ring holds records
   kQuarantineReasonCount,
 };
 const char* QuarantineReasonName(uint32_t reason);
