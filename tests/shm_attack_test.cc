@@ -389,18 +389,22 @@ TEST(AdoptionAttack, RegistryPrecreatedByAnotherUidIsRefusedAndLeftToItsOwner) {
   EXPECT_NE(host.started().find("remove it as its owner or root (rm " + ShmPath(reg) + ")"),
             std::string::npos)
       << host.started();
-  // The owner may truncate its file: nothing of ours has it mapped.
-  EXPECT_EQ(Attack({"--uid", std::to_string(kNobody), "truncate", ShmPath(reg), "0"}), 0);
-  int status = 0;
-  host.Stop(children, &status);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
-  // A worker refuses it too, and the file is left to its owner.
+  // A worker refuses it too, for the same reason.
   WorkerOptions wo;
   wo.ns = ns.name();
   wo.worker_id = "w";
   Result<std::unique_ptr<Worker>> w = Worker::Start(wo);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   EXPECT_FALSE((*w)->attached());
+  EXPECT_EQ((*w)->attach_status().code(), StatusCode::kPermissionDenied)
+      << (*w)->attach_status().ToString();
+  w->reset();
+  // The owner may truncate its file: nothing of ours has it mapped.
+  EXPECT_EQ(Attack({"--uid", std::to_string(kNobody), "truncate", ShmPath(reg), "0"}), 0);
+  int status = 0;
+  host.Stop(children, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
+  // The file is left to its owner.
   struct stat st;
   ASSERT_EQ(::lstat(ShmPath(reg).c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, kNobody);

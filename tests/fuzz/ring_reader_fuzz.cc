@@ -1,7 +1,8 @@
 // libFuzzer target: the host's read path (shm::RingReader, then the record verification and
 // catalog fold the host runs on every payload) over a ring segment whose header, positions and
-// data area come from the fuzz input. Whatever the input, the reader must not crash, hang or
-// read out of bounds (ASan/UBSan), and must hand the sink only payloads that fit a record.
+// data area come from the fuzz input; and, in registry mode, the readers of a namespace registry
+// and its slot tables. Whatever the input, the reader must not crash, hang or read out of
+// bounds (ASan/UBSan), and must hand the sink only payloads that fit a record.
 //
 // Build and run: tests/fuzz/run.sh [SECONDS] [--corpus DIR] (README "Testing").
 //
@@ -23,6 +24,17 @@
 //     repeated    uint16 offset, uint8 xor, uint8 op (op bit 0: also write 0xFF.. as a
 //                 uint32 length at that offset)
 //   mode 3 as mode 1, then garbage bytes spliced over the producer position and one header
+//   byte 0 bit 7 "registry": the namespace registry and its slot tables as any process of the
+//     user could leave them, read by what reads a registry from outside its host (the
+//     inspector behind host start, `pitlane stat` and `pitlane cleanup`) and by a host adopting
+//     it. The inspector must return bounded rows; nothing may crash, hang or read out of bounds.
+//     byte 1      bit 0: keep the identity fields valid (magic, version, geometry, catalog hash)
+//     +256        the registry header (identity fields overwritten when bit 0 is set)
+//     repeated    uint8 kind (bit 0: ring slot, else worker slot), uint16 index, uint8 n, then
+//                 n bytes over the start of that slot (state, pid, start time, generation,
+//                 names, counters, control block)
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -31,11 +43,14 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <string>
 
 #include "../../host/src/fold.h"
 #include "pitlane/catalog.h"
 #include "pitlane/record.h"
+#include "pitlane/registry.h"
 #include "pitlane/shm.h"
+#include "pitlane/shm_inspect.h"
 #include "../ring_drain.h"
 
 namespace {
@@ -257,9 +272,63 @@ void MutatedMode(Input& in, uint8_t* seg, uint64_t data_bytes) {
 
 }  // namespace
 
+// A registry segment of this process's own namespace, rewritten for every input.
+void RegistryMode(Input& in) {
+  static const std::string ns = "fuzz" + std::to_string(::getpid());
+  static const std::string name = RegistryName(ns);
+  static const bool cleanup = [] {
+    std::atexit([] { Segment::Unlink(name); });
+    return true;
+  }();
+  (void)cleanup;
+  Segment::Unlink(name);
+  Result<Segment> seg = Segment::Create(name, kRegistryBytes);
+  if (!seg.ok()) std::abort();
+  auto* base = static_cast<uint8_t*>(seg->base());
+  const uint8_t flags = in.U8();
+  for (size_t i = 0; i < sizeof(RegistryHeader); ++i) base[i] = in.U8();
+  if (flags & 1) {
+    auto* h = reinterpret_cast<RegistryHeader*>(base);
+    h->magic = kRegistryMagic;
+    h->layout_version = kLayoutVersion;
+    h->header_bytes = sizeof(RegistryHeader);
+    h->max_workers = kMaxWorkers;
+    h->max_rings = kMaxRings;
+    h->worker_slot_bytes = kWorkerSlotBytes;
+    h->ring_slot_bytes = sizeof(RingSlot);
+    h->catalog_hash = G().catalog->hash();
+  }
+  while (in.left() >= 4) {
+    const uint8_t kind = in.U8();
+    const uint16_t index = in.U16();
+    const uint8_t n = in.U8();
+    uint8_t* slot = (kind & 1)
+                        ? reinterpret_cast<uint8_t*>(RingSlotAt(base, index % kMaxRings))
+                        : reinterpret_cast<uint8_t*>(WorkerSlotAt(base, index % kMaxWorkers));
+    for (uint8_t k = 0; k < n && in.left() > 0; ++k) slot[k] = in.U8();
+  }
+  const InspectedRegistry r = InspectRegistry(ns, /*read_rings=*/true);
+  if (r.workers.size() > kMaxWorkers || r.rings.size() > kMaxRings) __builtin_trap();
+  for (const InspectedWorker& w : r.workers) {
+    if (w.id.size() >= kWorkerIdBytes) __builtin_trap();
+  }
+  for (const InspectedRing& ring : r.rings) {
+    if (ring.segment.size() >= kSegmentNameBytes) __builtin_trap();
+  }
+  (void)RegistryStaleness(r);
+  std::string log;
+  // Adopts it, or replaces it when it is not one this build can use; never crashes either way.
+  Result<HostRegistry> host = CreateOrAdoptRegistry(ns, G().catalog->hash(), &log);
+  (void)host;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in(data, size);
   const uint8_t sel = in.U8();
+  if (sel & 0x80) {
+    RegistryMode(in);
+    return 0;
+  }
   const uint64_t data_bytes = kSizes[(sel >> 2) & 3];
   uint8_t* seg = G().segment;
   switch (sel & 3) {
