@@ -24,7 +24,7 @@
 //     repeated    uint16 offset, uint8 xor, uint8 op (op bit 0: also write 0xFF.. as a
 //                 uint32 length at that offset)
 //   mode 3 as mode 1, then garbage bytes spliced over the producer position and one header
-//   byte 0 bit 7 "registry": the namespace registry and its slot tables as any process of the
+//   byte 0 bits 6 and 7 both set, "registry": the namespace registry and its slot tables as any process of the
 //     user could leave them, read by what reads a registry from outside its host (the
 //     inspector behind host start, `pitlane stat` and `pitlane cleanup`) and by a host adopting
 //     it. The inspector must return bounded rows; nothing may crash, hang or read out of bounds.
@@ -310,10 +310,10 @@ void RegistryMode(Input& in) {
   const InspectedRegistry r = InspectRegistry(ns, /*read_rings=*/true);
   if (r.workers.size() > kMaxWorkers || r.rings.size() > kMaxRings) __builtin_trap();
   for (const InspectedWorker& w : r.workers) {
-    if (w.id.size() >= kWorkerIdBytes) __builtin_trap();
+    if (w.id.size() > kWorkerIdBytes) __builtin_trap();  // a bounded copy, NUL or not
   }
   for (const InspectedRing& ring : r.rings) {
-    if (ring.segment.size() >= kSegmentNameBytes) __builtin_trap();
+    if (ring.segment.size() > kSegmentNameBytes) __builtin_trap();
   }
   (void)RegistryStaleness(r);
   std::string log;
@@ -325,7 +325,7 @@ void RegistryMode(Input& in) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in(data, size);
   const uint8_t sel = in.U8();
-  if (sel & 0x80) {
+  if ((sel & 0xC0) == 0xC0) {
     RegistryMode(in);
     return 0;
   }
