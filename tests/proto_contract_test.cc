@@ -28,6 +28,9 @@ TEST(ProtoContractTest, TelemetryEventFieldsMatchSnakepit) {
   EXPECT_TRUE(d->FindFieldByName("metadata")->is_map());
   ExpectField(d, "timestamp_ns", 4, FieldDescriptor::TYPE_INT64);
   ExpectField(d, "correlation_id", 5, FieldDescriptor::TYPE_STRING);
+  // pitlane's extensions, beyond Snakepit's numbers (a Snakepit peer skips them).
+  ExpectField(d, "pitlane_span_id", 101, FieldDescriptor::TYPE_FIXED64);
+  ExpectField(d, "pitlane_parent_span_id", 102, FieldDescriptor::TYPE_FIXED64);
 }
 
 TEST(ProtoContractTest, ValueAndControlOneofsMatchSnakepit) {

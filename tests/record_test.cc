@@ -94,6 +94,8 @@ void ExpectRoundTrip(const RecordFields& f, const Catalog* catalog, bool use_ids
     ASSERT_NE(e->correlation_id(), nullptr);
     EXPECT_EQ(View(e->correlation_id()), f.correlation_id);
   }
+  EXPECT_EQ(e->span_id(), f.span.span_id);
+  EXPECT_EQ(e->parent_span_id(), f.span.span_id != 0 ? f.span.parent_span_id : 0u);
 
   // Expected placement of each measurement, resolved independently of the encoder.
   size_t ni = 0, nf = 0, ng = 0;
@@ -393,6 +395,30 @@ TEST(RecordTest, MaximumOf255FieldsOfEachKindEncodes) {
   f.metadata_count = md.size();
   ExpectRoundTrip(f, &Cat(), true);
   ExpectRoundTrip(f, &Cat(), false);
+}
+
+TEST(RecordTest, SpanIdsTravelOnlyOnSpanEventsAndCostSixteenBytes) {
+  const Measurement ms[] = {{MKey("duration"), int64_t{1500}}};
+  const Metadata md[] = {{DKey("command"), "predict"}, {"custom", "x"}};
+  RecordFields f = Base();
+  f.correlation_id = "0af7651916cd43dd8448eb211c80319c";
+  f.measurements = ms;
+  f.measurement_count = 1;
+  f.metadata = md;
+  f.metadata_count = 2;
+  PreparedRecord plain;
+  PrepareRecord(f, &Cat(), true, &plain);
+  ExpectRoundTrip(f, &Cat(), true);
+
+  f.span = SpanIds{0xb7ad6b7169203331ull, 0x00f067aa0ba902b7ull};
+  PreparedRecord with_span;
+  PrepareRecord(f, &Cat(), true, &with_span);
+  EXPECT_EQ(with_span.size, plain.size + 16);
+  ExpectRoundTrip(f, &Cat(), true);
+  ExpectRoundTrip(f, &Cat(), false);
+
+  f.span = SpanIds{~uint64_t{0}, 0};  // a root span
+  ExpectRoundTrip(f, &Cat(), true);
 }
 
 TEST(RecordTest, MoreThan255FieldsCannotBeEncoded) {

@@ -97,6 +97,8 @@ Reference ReferenceDecode(const uint8_t* buf) {
   r.rec.timestamp = e->timestamp();
   r.rec.clock = static_cast<uint8_t>(e->clock());
   r.rec.correlation_id = View(e->correlation_id());
+  r.rec.span_id = e->span_id();
+  r.rec.parent_span_id = e->parent_span_id();
   if (e->ints()) {
     for (const fb::IntMeasure* m : *e->ints()) {
       r.measurements.push_back(
@@ -167,7 +169,8 @@ bool ExpectAgreement(const std::vector<uint8_t>& bytes, const std::string& what)
   const Reference want = ReferenceDecode(b.data());
   bool same = rec.event_id == want.rec.event_id && rec.name == want.rec.name &&
               rec.timestamp == want.rec.timestamp && rec.clock == want.rec.clock &&
-              rec.correlation_id == want.rec.correlation_id;
+              rec.correlation_id == want.rec.correlation_id && rec.span_id == want.rec.span_id &&
+              rec.parent_span_id == want.rec.parent_span_id;
   const bool too_many = want.measurements.size() > internal::Folder::kMaxFields ||
                         want.metadata.size() > internal::Folder::kMaxFields;
   if (too_many) {
@@ -247,6 +250,7 @@ class EncoderRecords {
     f.timestamp = rng_();
     f.clock = static_cast<uint8_t>(rng_() % 3);
     f.correlation_id = rng_() % 2 ? Str(Pick(64)) : std::string_view();
+    if (rng_() % 3 == 0) f.span = SpanIds{rng_() | 1, rng_() % 2 ? rng_() : 0};
     f.measurements = ms.data();
     f.measurement_count = ms.size();
     f.metadata = md.data();
@@ -399,6 +403,7 @@ struct Shape {
 };
 
 void Put32(std::vector<uint8_t>& v, size_t at, uint32_t x) { std::memcpy(v.data() + at, &x, 4); }
+void Put16(std::vector<uint8_t>& v, size_t at, uint16_t x) { std::memcpy(v.data() + at, &x, 2); }
 uint32_t Get32(const std::vector<uint8_t>& v, size_t at) {
   uint32_t x;
   std::memcpy(&x, v.data() + at, 4);
@@ -513,11 +518,43 @@ std::vector<Shape> MaliciousShapes() {
     f.measurements = ms;
     f.measurement_count = 1;
     std::vector<uint8_t> p = Encode(f, true);
-    constexpr size_t kIntsField = 32 + 12;  // Event table + its `ints` slot (record_writer.cc)
+    constexpr size_t kIntsField = 40 + 12;  // Event table + its `ints` slot (record_writer.cc)
     const size_t vec = kIntsField + Get32(p, kIntsField);
     Put32(p, kIntsField, Get32(p, kIntsField) - 4);
     Put32(p, vec - 4, 1);
     add("struct vector with misaligned elements", p);
+  }
+  {
+    // A span event whose span_id slot is moved 4 bytes: no longer 8-aligned.
+    RecordFields f;
+    f.event_id = 1;
+    f.span = SpanIds{7, 3};
+    std::vector<uint8_t> p = Encode(f, true);
+    constexpr size_t kVtable = 8, kSpanIdSlot = 4 + 2 * 9;  // record_writer.cc
+    Put16(p, kVtable + kSpanIdSlot, 44);
+    add("span id misaligned", p);
+  }
+  {
+    // A record written before span ids existed (a vtable that ends at `meta`), read by a
+    // FlatBufferBuilder of today's schema: valid, no span ids.
+    flatbuffers::FlatBufferBuilder m;
+    fb::EventBuilder e(m);
+    e.add_event_id(1);
+    e.add_timestamp(5);
+    m.Finish(e.Finish(), fb::EventIdentifier());
+    add("record without span fields (valid)",
+        std::vector<uint8_t>(m.GetBufferPointer(), m.GetBufferPointer() + m.GetSize()));
+  }
+  {
+    // The builder's own layout of a span event (its vtable order, not the encoder's).
+    flatbuffers::FlatBufferBuilder m;
+    fb::EventBuilder e(m);
+    e.add_event_id(1);
+    e.add_span_id(0x0123456789abcdefull);
+    e.add_parent_span_id(42);
+    m.Finish(e.Finish(), fb::EventIdentifier());
+    add("builder span event (valid)",
+        std::vector<uint8_t>(m.GetBufferPointer(), m.GetBufferPointer() + m.GetSize()));
   }
   {
     // Empty struct vectors whose (absent) elements would be misaligned: valid, nothing to read.

@@ -7,6 +7,8 @@ OwnedEvent OwnedEvent::From(const EventView& v) {
   e.name = std::string(v.name());
   e.timestamp_ns = v.timestamp_ns;
   e.correlation_id = std::string(v.correlation_id);
+  e.span_id = v.span_id;
+  e.parent_span_id = v.parent_span_id;
   e.measurements.reserve(v.measurements.size());
   for (const MeasurementView& m : v.measurements) {
     Measurement o;

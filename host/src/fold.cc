@@ -187,6 +187,8 @@ FoldOutcome Folder::Fold(const RawEvent& raw, const FoldContext& ctx, EventView*
   out->event = &catalog_.event(id);
   out->timestamp_ns = raw.timestamp_ns;
   out->correlation_id = raw.correlation_id;
+  out->span_id = raw.span_id;
+  out->parent_span_id = raw.parent_span_id;
   out->measurements = std::span<const MeasurementView>(measurements_, nm);
   out->metadata = std::span<const MetadataView>(metadata_, nd);
   out->worker_id = ctx.worker_id;
@@ -277,6 +279,8 @@ bool RecordDecoder::Decode(const uint8_t* payload, uint32_t length, const TimeCo
   out->name = rec.name;
   out->timestamp_ns = time.ToUnixNs(rec.clock, rec.timestamp);
   out->correlation_id = rec.correlation_id;
+  out->span_id = rec.span_id;
+  out->parent_span_id = rec.parent_span_id;
   if (rec.too_many_fields) {
     // Too many to even look at: report as too many fields via an oversized span.
     for (size_t i = 0; i < Folder::kMaxFields; ++i) measurements_[i] = RawMeasurement{};

@@ -30,6 +30,8 @@ struct RawEvent {
   std::string_view name;
   int64_t timestamp_ns = 0;  // Unix epoch
   std::string_view correlation_id;
+  uint64_t span_id = 0;  // event.fbs span identity; 0 = none
+  uint64_t parent_span_id = 0;
   std::span<const RawMeasurement> measurements;
   std::span<const RawMeta> metadata;
 };

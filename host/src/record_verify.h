@@ -54,6 +54,8 @@ struct DecodedRecord {
   uint64_t timestamp = 0;
   uint8_t clock = 0;  // fb::Clock
   std::string_view correlation_id;
+  uint64_t span_id = 0;         // 0: absent (not a span event)
+  uint64_t parent_span_id = 0;  // 0: absent (a root span)
   size_t measurement_count = 0;  // entries written to `measurements` (ints, floats, measures)
   size_t metadata_count = 0;     // entries written to `metadata`
   // The record is valid but holds more than `capacity` measurements or metadata entries: none
@@ -75,7 +77,8 @@ inline constexpr size_t kMinBufferSize = 12;
 // Fields of schemas/event.fbs by id (vtable slot = 4 + 2 * id), as flatc numbers them.
 namespace event_field {
 inline constexpr size_t kEventId = 0, kName = 1, kTimestamp = 2, kClock = 3, kCorrelationId = 4,
-                        kInts = 5, kFloats = 6, kMeasures = 7, kMeta = 8, kCount = 9;
+                        kInts = 5, kFloats = 6, kMeasures = 7, kMeta = 8, kSpanId = 9,
+                        kParentSpanId = 10, kCount = 11;
 }
 namespace measure_field {
 inline constexpr size_t kKeyId = 0, kKey = 1, kType = 2, kIntValue = 3, kFloatValue = 4,
@@ -246,7 +249,7 @@ bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta
   Table<event_field::kCount> ev;
   if (root == 0 || !c.TableStart(root, &ev)) return false;
 
-  size_t event_id_at, timestamp_at, clock_at;
+  size_t event_id_at, timestamp_at, clock_at, span_id_at, parent_span_id_at;
   std::string_view name, correlation_id;
   size_t ints_at, floats_at, measures_at, meta_at;
   uint32_t n_ints, n_floats, n_measures, n_meta;
@@ -260,7 +263,9 @@ bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta
       !c.VectorField(ev, event_field::kFloats, kStructMeasureBytes, &floats_at, &n_floats) ||
       (n_floats != 0 && !StructElementsAligned(buf, floats_at)) ||
       !c.VectorField(ev, event_field::kMeasures, 4, &measures_at, &n_measures) ||
-      !c.VectorField(ev, event_field::kMeta, 4, &meta_at, &n_meta)) {
+      !c.VectorField(ev, event_field::kMeta, 4, &meta_at, &n_meta) ||
+      !c.ScalarField(ev, event_field::kSpanId, 8, &span_id_at) ||
+      !c.ScalarField(ev, event_field::kParentSpanId, 8, &parent_span_id_at)) {
     return false;
   }
   // The Event plus every Measure and Meta table reference (depth is at most 2 here).
@@ -275,6 +280,8 @@ bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta
     out->timestamp = timestamp_at ? Load64(buf + timestamp_at) : 0;
     out->clock = clock_at ? buf[clock_at] : 0;
     out->correlation_id = correlation_id;
+    out->span_id = span_id_at ? Load64(buf + span_id_at) : 0;
+    out->parent_span_id = parent_span_id_at ? Load64(buf + parent_span_id_at) : 0;
     out->too_many_fields = !decode;
     out->measurement_count = decode ? total_measurements : 0;
     out->metadata_count = decode ? n_meta : 0;

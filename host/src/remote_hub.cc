@@ -556,6 +556,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     raw.name = name;
     raw.timestamp_ns = e.timestamp_ns();
     raw.correlation_id = e.correlation_id();
+    raw.span_id = e.pitlane_span_id();
+    raw.parent_span_id = e.pitlane_parent_span_id();
     raw.measurements = raw_m;
     raw.metadata = raw_md;
     delivery.Deliver(raw, ctx, t);

@@ -4,11 +4,13 @@
 // its size relative to the buffer start, so the record is laid out front to back, parents
 // before children, in one pass with no builder state:
 //
-//   0    uint32 root offset (= 32)            4   "PLEV" file identifier
-//   8    Event vtable (22 bytes + 2 pad)      32  Event table (40 bytes):
+//   0    uint32 root offset (= 40)            4   "PLEV" file identifier
+//   8    Event vtable (22 bytes; 26 with span ids), zero padding to 40
+//   40   Event table (40 bytes; 56 with span ids):
 //        +0 soffset to vtable  +4 name  +8 correlation_id  +12 ints  +16 timestamp (u64)
 //        +24 floats  +28 measures  +32 meta  +36 event_id (u16)  +38 clock (u8)
-//   72   [ints]   4 pad, uint32 count, count × IntMeasure{key u16, 6 pad, value i64}
+//        +40 span_id (u64)  +48 parent_span_id (u64)   (only when span_id != 0)
+//   80/96 [ints]   4 pad, uint32 count, count × IntMeasure{key u16, 6 pad, value i64}
 //        [floats] same shape with FloatMeasure
 //        [meta]   uint32 count, count × uint32 offsets to Meta tables
 //        [measures] uint32 count, count × uint32 offsets to Measure tables
@@ -27,9 +29,13 @@
 namespace pitlane {
 namespace {
 
-constexpr uint32_t kEventTable = 32;
+constexpr uint32_t kEventTable = 40;
+// A record without span ids keeps the shorter table (and vtable), 16 bytes less per event.
 constexpr uint32_t kEventTableBytes = 40;
-constexpr uint32_t kFixedBytes = kEventTable + kEventTableBytes;  // 72
+constexpr uint32_t kSpanEventTableBytes = 56;
+inline size_t FixedBytes(const RecordFields& f) {
+  return kEventTable + (f.span.span_id != 0 ? kSpanEventTableBytes : kEventTableBytes);  // 80 / 96
+}
 constexpr uint32_t kMeasureVtableBytes = 16;
 constexpr uint32_t kMeasureTableBytes = 32;
 constexpr uint32_t kMetaVtableBytes = 12;
@@ -115,7 +121,7 @@ void PrepareRecord(const RecordFields& f, const Catalog* catalog, bool use_ids,
     strings += StringBytes(m.value.size());
     if (id == 0) strings += StringBytes(m.key.size());
   }
-  size_t size = kFixedBytes;
+  size_t size = FixedBytes(f);
   if (ints) size += 8 + 16 * size_t{ints};
   if (floats) size += 8 + 16 * size_t{floats};
   if (f.metadata_count) size += 4 + 4 * f.metadata_count;
@@ -135,9 +141,10 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
   Put32(b + 0, kEventTable);
   std::memcpy(b + 4, "PLEV", 4);
   const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
-  const uint16_t vt[11] = {
-      22,
-      kEventTableBytes,
+  const bool has_span = f.span.span_id != 0;
+  const uint16_t vt[13] = {
+      static_cast<uint16_t>(has_span ? 26 : 22),
+      static_cast<uint16_t>(has_span ? kSpanEventTableBytes : kEventTableBytes),
       static_cast<uint16_t>(f.event_id != 0 ? 36 : 0),  // event_id
       static_cast<uint16_t>(has_name ? 4 : 0),          // name
       16,                                               // timestamp
@@ -147,19 +154,26 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
       static_cast<uint16_t>(p.float_count ? 24 : 0),
       static_cast<uint16_t>(p.general_count ? 28 : 0),
       static_cast<uint16_t>(f.metadata_count ? 32 : 0),
+      40,  // span_id         (beyond the vtable's size without span ids)
+      48,  // parent_span_id
   };
-  std::memcpy(b + 8, vt, sizeof(vt));
-  Put16(b + 30, 0);
+  // Bytes 8..40: the vtable, then zeros (the unused vtable tail doubles as padding).
+  std::memset(b + 8, 0, kEventTable - 8);
+  std::memcpy(b + 8, vt, has_span ? 26 : 22);
   uint8_t* t = b + kEventTable;
-  Put32(t, kEventTable - 8);  // soffset: vtable = table - 24
+  Put32(t, kEventTable - 8);  // soffset: vtable = table - 32
   std::memset(t + 4, 0, 12);
   Put64(t + 16, f.timestamp);
   std::memset(t + 24, 0, 12);
   Put16(t + 36, f.event_id);
   t[38] = f.clock;
   t[39] = 0;
+  if (has_span) {
+    Put64(t + 40, f.span.span_id);
+    Put64(t + 48, f.span.parent_span_id);
+  }
 
-  size_t cur = kFixedBytes;
+  size_t cur = FixedBytes(f);
   // Struct vectors: 4 bytes of padding then the count, so elements start 8-aligned.
   auto struct_vector = [&](uint16_t count, uint32_t field, Value::Kind kind) {
     Put32(b + cur, 0);

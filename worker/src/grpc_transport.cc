@@ -68,6 +68,8 @@ bool RecordToProto(const uint8_t* data, uint32_t size, const Catalog& cat,
   out->set_timestamp_ns(e->clock() == fb::Clock::UnixNs ? static_cast<int64_t>(e->timestamp())
                                                         : 0);
   if (e->correlation_id() != nullptr) out->set_correlation_id(e->correlation_id()->str());
+  out->set_pitlane_span_id(e->span_id());
+  out->set_pitlane_parent_span_id(e->parent_span_id());
   auto key_of = [&](uint16_t id) {
     return id != 0 && id <= cat.measurement_key_count() ? std::string(cat.MeasurementKey(id))
                                                         : "#" + std::to_string(id);

@@ -26,6 +26,8 @@ struct OwnedEvent {
   std::string name;  // host name
   int64_t timestamp_ns = 0;
   std::string correlation_id;
+  uint64_t span_id = 0;  // EventView::span_id
+  uint64_t parent_span_id = 0;
   struct Measurement {
     std::string key;
     Value::Kind kind = Value::Kind::kInt;

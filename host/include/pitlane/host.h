@@ -62,6 +62,12 @@ struct EventView {
   const CatalogEvent* event = nullptr;
   int64_t timestamp_ns = 0;  // Unix epoch
   std::string_view correlation_id;
+  // Span identity of a span's start/stop/exception event (schemas/event.fbs), as the worker
+  // assigned it: span_id 0 = not a span event (or a worker that predates span ids);
+  // parent_span_id 0 = a root span. The trace id is derived from the correlation id
+  // (pitlane/trace_context.h).
+  uint64_t span_id = 0;
+  uint64_t parent_span_id = 0;
   std::span<const MeasurementView> measurements;
   std::span<const MetadataView> metadata;  // the worker's keys, then the host context
   std::string_view worker_id;

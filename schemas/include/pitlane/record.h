@@ -60,6 +60,12 @@ struct Metadata {
   constexpr Metadata(MetadataKey k, std::string_view v) : key(k.name), value(v), key_id(k.id) {}
 };
 
+// Span identity of a span's events (event.fbs span_id / parent_span_id; trace_context.h).
+struct SpanIds {
+  uint64_t span_id = 0;         // 0: not a span event
+  uint64_t parent_span_id = 0;  // 0: a root span
+};
+
 // One event to encode. Measurements/metadata with key_id 0 and a key the catalog knows are
 // resolved by Prepare(); keys it does not know travel by name.
 struct RecordFields {
@@ -72,6 +78,7 @@ struct RecordFields {
   size_t measurement_count = 0;
   const Metadata* metadata = nullptr;
   size_t metadata_count = 0;
+  SpanIds span;  // written when span.span_id != 0
 };
 
 // Fields beyond this are not encoded; Prepare() reports the event as too large instead.
