@@ -29,7 +29,8 @@ esac
 # the tests drive: googletest/benchmark, clang for the fuzz run, Prometheus and promtool, the
 # Python module and its interop peers, matplotlib (bench/render.py), help2man and man/groff
 # (man pages), systemd-analyze and dpkg-dev (the Debian package test), python3-venv,
-# python3-setuptools and python3-wheel (the offline pip install test).
+# python3-setuptools and python3-wheel (the offline pip install test), nodejs (the OTLP tests'
+# collector, tests/otlp).
 packages=(
   build-essential cmake pkg-config libboost-dev libflatbuffers-dev flatbuffers-compiler
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
@@ -40,6 +41,7 @@ if [[ $command == test ]]; then
     libbenchmark-dev libgtest-dev libgmock-dev clang libclang-rt-14-dev prometheus
     python3-dev pybind11-dev python3-grpcio python3-protobuf python3-matplotlib iproute2
     help2man man-db groff-base systemd dpkg-dev python3-venv python3-setuptools python3-wheel
+    nodejs
   )
 fi
 missing=()
@@ -79,6 +81,12 @@ fi
 case "$command" in
   demo) exec ./build/cli/pitlane demo "$@" ;;
   test)
+    # The OTLP tests' collector (tests/otlp/receiver.js) decodes with the official OpenTelemetry
+    # JS packages, pinned by tests/otlp/package-lock.json (Debian's nodejs may come without npm).
+    if ! command -v npm >/dev/null; then
+      apt-get install -y --no-install-recommends npm
+    fi
+    npm ci --prefix tests/otlp --no-audit --no-fund
     # First the shm, worker and host tests again under AddressSanitizer + UndefinedBehavior-
     # Sanitizer, in a second build dir (Debug: ~2x faster to build than -O2 with sanitizers,
     # and the suite is not CPU-bound). Not there: the CLI and benchmark tests (not built), the

@@ -1,0 +1,131 @@
+// pitlane::OtlpExporter — sends a Host's events to an OpenTelemetry collector over OTLP
+// (doc/otlp.md has the mapping; README "OpenTelemetry" the flags and variables).
+//
+//  * Spans: a span's start and stop/exception events (catalog roles S, P, X) pair by their span
+//    id into one OTLP span: name = the operation ("python.call"), kind INTERNAL, start/end from
+//    the two records' timestamps, trace id from the correlation id (pitlane/trace_context.h),
+//    parent = the record's parent span id, metadata and measurements as attributes, worker
+//    identity as pitlane.worker.* attributes. An exception event ends it with status ERROR and an
+//    `exception` event (exception.type / exception.message). Open spans wait in a bounded map;
+//    when it is full the oldest is evicted (counted). An end without its start (evicted, or
+//    started before the exporter) is still exported, starting `duration` before its end.
+//  * Metrics: MetricSpecs (the Prometheus exporter's language, prometheus.h) aggregated on the
+//    exporter's thread and sent every metric_interval as cumulative series: counter and sum →
+//    monotonic Sum, last_value → Gauge, summary and histogram → Histogram; UCUM units from the
+//    measurement (OtlpUnitOf).
+//  * Logs (opt-in): every other event → a LogRecord carrying the trace and span ids it has.
+//
+// Never hurts the host: the host's handler only copies the event into the bounded queue of an
+// AsyncExporter (overflow counted); conversion runs on that queue's thread; a sender thread
+// batches (max_batch items or batch_delay, whichever first), sends, and retries retryable
+// failures (HTTP 429/502/503/504, gRPC UNAVAILABLE & co., connection errors) with exponential
+// backoff and full jitter, honouring Retry-After, for up to max_retry_time. Items waiting to be
+// sent are bounded by max_pending; beyond it they are dropped and counted. Destruction flushes
+// within shutdown_deadline, then counts what is left as dropped.
+//
+// Thread safety: Start/destruction on one thread; Stats() from any thread.
+// REQUIRES: the Host outlives the exporter.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pitlane/host.h"
+#include "pitlane/prometheus.h"
+#include "pitlane/status.h"
+
+namespace pitlane {
+
+// Every string left empty (and every nullopt) takes the standard variable, then the default.
+struct OtlpOptions {
+  // OTEL_EXPORTER_OTLP_ENDPOINT. "http://HOST:PORT[/base]" (http/protobuf: /v1/<signal> is
+  // appended), "grpc://HOST:PORT" (selects grpc), "https://..." (grpc only: TLS). Default
+  // http://localhost:4318 (http/protobuf) or http://localhost:4317 (grpc).
+  std::string endpoint;
+  std::string protocol;     // OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" (default) | "grpc"
+  std::string headers;      // OTEL_EXPORTER_OTLP_HEADERS: "k=v,k2=v2" (values %-decoded)
+  std::optional<std::chrono::milliseconds> timeout;  // OTEL_EXPORTER_OTLP_TIMEOUT; 10 s
+  std::string compression;  // OTEL_EXPORTER_OTLP_COMPRESSION: "gzip" | "none" (default)
+  std::string service_name;  // OTEL_SERVICE_NAME, else service.name of the next; "pitlane"
+  std::string resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: "k=v,..." (%-decoded)
+
+  bool traces = true;
+  bool logs = false;
+  std::vector<MetricSpec> metrics;
+
+  size_t max_batch = 512;                          // items per request
+  std::chrono::milliseconds batch_delay{1000};     // the longest an item waits for a batch
+  std::chrono::milliseconds metric_interval{10000};
+  size_t max_pending = 8192;       // spans + log records waiting to be sent
+  size_t max_open_spans = 16384;   // started spans waiting for their end
+  size_t queue_capacity = 65536;   // the host handler's queue (AsyncExporter)
+  std::chrono::milliseconds initial_backoff{250};
+  std::chrono::milliseconds max_backoff{5000};
+  std::chrono::milliseconds max_retry_time{30000};  // then the batch is dropped (counted)
+  std::chrono::milliseconds shutdown_deadline{5000};
+
+  // Environment lookup (null: ::getenv). Tests substitute their own.
+  std::function<const char*(const char*)> getenv;
+  // Log lines (retries given up, refusals), rate-limited by the exporter. Null: stderr.
+  std::function<void(std::string_view)> log;
+};
+
+// What happened to everything the exporter was handed.
+struct OtlpStats {
+  uint64_t spans_exported = 0;
+  uint64_t metric_points_exported = 0;
+  uint64_t logs_exported = 0;
+  uint64_t requests = 0;  // successful requests
+  uint64_t retries = 0;   // attempts after a retryable failure
+  // Dropped, by reason. Events: the handler's queue was full. Items (spans / log records /
+  // metric points): pending was full, the collector refused them, retries ran out, or
+  // shutdown's deadline passed.
+  uint64_t dropped_queue_full_events = 0;
+  uint64_t dropped_pending_full = 0;
+  uint64_t dropped_refused = 0;
+  uint64_t dropped_retries_exhausted = 0;
+  uint64_t dropped_shutdown = 0;
+  uint64_t open_spans_evicted = 0;  // exported later without their start, or never ended
+  uint64_t unpaired_ends = 0;       // ends whose start was not seen
+  uint64_t dropped() const {
+    return dropped_queue_full_events + dropped_pending_full + dropped_refused +
+           dropped_retries_exhausted + dropped_shutdown;
+  }
+};
+
+// The UCUM unit OTLP metrics of a measurement carry, and the factor that converts pitlane's
+// value into it: durations recorded in nanoseconds → "s" (×1e-9), *_ms → "ms", byte sizes →
+// "By", cpu_percent → "%", counts → "1"; system_time (an epoch timestamp, ns) → "ns".
+struct OtlpUnit {
+  std::string_view unit;
+  double scale = 1;
+};
+OtlpUnit OtlpUnitOf(std::string_view measurement_key);
+
+class OtlpExporter {
+ public:
+  // Resolves the options against the environment, attaches to `host` and starts the threads.
+  // INVALID_ARGUMENT names the option or variable at fault.
+  static Result<std::unique_ptr<OtlpExporter>> Start(Host& host, OtlpOptions options);
+  ~OtlpExporter();  // detaches, flushes within shutdown_deadline, stops the threads
+  OtlpExporter(const OtlpExporter&) = delete;
+  OtlpExporter& operator=(const OtlpExporter&) = delete;
+
+  OtlpStats Stats() const;
+  // "http/protobuf http://localhost:4318" — what it sends to, for the status line.
+  std::string Describe() const;
+
+  class Impl;
+
+ private:
+  explicit OtlpExporter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pitlane

@@ -1,0 +1,837 @@
+#include "pitlane/otlp_exporter.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "otlp/logs_service.pb.h"
+#include "otlp/metrics_service.pb.h"
+#include "otlp/trace_service.pb.h"
+#include "otlp_transport.h"
+#include "pitlane/exporter.h"
+#include "pitlane/trace_context.h"
+
+namespace pitlane {
+
+namespace {
+
+namespace common = opentelemetry::proto::common::v1;
+namespace trace = opentelemetry::proto::trace::v1;
+namespace metrics = opentelemetry::proto::metrics::v1;
+namespace logs = opentelemetry::proto::logs::v1;
+namespace collector = opentelemetry::proto::collector;
+using internal::OtlpSendResult;
+using internal::OtlpSignal;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::string_view kScopeName = "pitlane";
+
+int64_t NowUnixNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      const std::string hex(s.substr(i + 1, 2));
+      char* end = nullptr;
+      const long v = std::strtol(hex.c_str(), &end, 16);
+      if (end == hex.c_str() + 2) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+std::string_view TrimSpaces(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+// "k=v,k2=v2" (W3C Baggage-like, as OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES
+// are written). INVALID_ARGUMENT names `what` and the entry without '='.
+Result<std::vector<std::pair<std::string, std::string>>> ParseKeyValues(std::string_view text,
+                                                                        std::string_view what) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string_view entry = TrimSpaces(text.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (entry.empty()) continue;
+    const size_t eq = entry.find('=');
+    if (eq == std::string_view::npos || TrimSpaces(entry.substr(0, eq)).empty()) {
+      return InvalidArgument(std::string(what) + ": \"" + std::string(entry) +
+                             "\" is not key=value");
+    }
+    out.emplace_back(PercentDecode(TrimSpaces(entry.substr(0, eq))),
+                     PercentDecode(TrimSpaces(entry.substr(eq + 1))));
+  }
+  return out;
+}
+
+void SetString(common::KeyValue* kv, std::string_view key, std::string_view value) {
+  kv->set_key(std::string(key));
+  kv->mutable_value()->set_string_value(std::string(value));
+}
+
+void AddAttribute(google::protobuf::RepeatedPtrField<common::KeyValue>* attrs,
+                  std::string_view key, const OwnedEvent::Measurement& m) {
+  common::KeyValue* kv = attrs->Add();
+  kv->set_key(std::string(key));
+  switch (m.kind) {
+    case Value::Kind::kInt: kv->mutable_value()->set_int_value(m.i); break;
+    case Value::Kind::kDouble: kv->mutable_value()->set_double_value(m.d); break;
+    case Value::Kind::kString: kv->mutable_value()->set_string_value(m.s); break;
+  }
+}
+
+double AsDouble(const OwnedEvent::Measurement& m, bool* ok) {
+  *ok = m.kind != Value::Kind::kString;
+  return m.kind == Value::Kind::kInt ? static_cast<double>(m.i) : m.d;
+}
+
+std::string BytesOf(const TraceId& id) { return std::string(id.begin(), id.end()); }
+std::string BytesOf(uint64_t span_id) {
+  const auto b = SpanIdBytes(span_id);
+  return std::string(b.begin(), b.end());
+}
+
+// Metadata the host adds that the span or record carries in its own fields (timestamp) or
+// under pitlane.* names.
+bool IsContextKey(std::string_view k) {
+  return k == "timestamp_ns" || k == "correlation_id" || k == "worker_id" || k == "worker_pid" ||
+         k == "node" || k == "pool_name";
+}
+
+// Attributes every span and log record carries: the worker's identity and the event's own
+// metadata (context keys renamed), then its measurements except `skip`.
+void EventAttributes(const OwnedEvent& e, std::string_view skip,
+                     google::protobuf::RepeatedPtrField<common::KeyValue>* attrs) {
+  for (const auto& [k, v] : e.metadata) {
+    if (IsContextKey(k)) continue;
+    SetString(attrs->Add(), k, v);
+  }
+  for (const OwnedEvent::Measurement& m : e.measurements) {
+    if (m.key != skip) AddAttribute(attrs, m.key, m);
+  }
+}
+
+void IdentityAttributes(const OwnedEvent& e,
+                        google::protobuf::RepeatedPtrField<common::KeyValue>* attrs) {
+  SetString(attrs->Add(), "pitlane.worker.id", e.worker_id);
+  common::KeyValue* pid = attrs->Add();
+  pid->set_key("pitlane.worker.pid");
+  pid->mutable_value()->set_int_value(e.worker_pid);
+  if (const std::string* node = e.meta("node")) SetString(attrs->Add(), "pitlane.node", *node);
+  if (const std::string* pool = e.meta("pool_name")) {
+    SetString(attrs->Add(), "pitlane.pool_name", *pool);
+  }
+  SetString(attrs->Add(), "pitlane.transport", TransportName(e.transport));
+  // A correlation id that is not itself the trace id is kept (trace_context.h).
+  if (!e.correlation_id.empty() && !IsTraceIdHex(e.correlation_id)) {
+    SetString(attrs->Add(), "pitlane.correlation_id", e.correlation_id);
+  }
+}
+
+// An operation's name: the canonical event name without its role suffix.
+std::string OperationName(const CatalogEvent& ev) {
+  const std::string& c = ev.canonical;
+  const size_t dot = c.rfind('.');
+  return dot == std::string::npos ? c : c.substr(0, dot);
+}
+
+const std::vector<double> kSecondsBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+// The OpenTelemetry SDKs' default explicit bucket boundaries.
+const std::vector<double> kOtelBuckets = {0,   5,    10,   25,   50,   75,   100,  250,
+                                          500, 750, 1000, 2500, 5000, 7500, 10000};
+
+}  // namespace
+
+OtlpUnit OtlpUnitOf(std::string_view key) {
+  if (key == "duration" || key == "queue_time" || key == "network_time" || key == "lifetime" ||
+      key == "downtime" || key == "uptime" || key == "affinity_duration") {
+    return {"s", 1e-9};
+  }
+  if (key.size() > 3 && key.substr(key.size() - 3) == "_ms") return {"ms", 1};
+  if (key == "bytes" || key == "request_size" || key == "response_size" ||
+      key == "message_size" || key == "rss_bytes" || key == "vms_bytes") {
+    return {"By", 1};
+  }
+  if (key == "cpu_percent") return {"%", 1};
+  if (key == "system_time") return {"ns", 1};
+  return {"1", 1};
+}
+
+// ── the exporter ─────────────────────────────────────────────────────────────────────────────
+
+class OtlpExporter::Impl final : public AsyncExporter {
+ public:
+  struct Resolved {
+    internal::OtlpTransportConfig transport;
+    std::string describe;
+    std::vector<std::pair<std::string, std::string>> resource;
+  };
+
+  Impl(Host& host, OtlpOptions o, Resolved r)
+      : AsyncExporter(o.queue_capacity),
+        host_(host),
+        o_(std::move(o)),
+        describe_(std::move(r.describe)),
+        transport_(internal::OtlpTransport::Create(r.transport)),
+        rng_(std::random_device{}()) {
+    for (const auto& [k, v] : r.resource) SetString(resource_.add_attributes(), k, v);
+    for (const MetricSpec& spec : o_.metrics) {
+      Metric m;
+      m.spec = spec;
+      m.name = spec.name.empty() ? spec.event + "." + spec.measurement : spec.name;
+      m.unit = spec.kind == MetricKind::kCounter ? OtlpUnit{"1", 1} : OtlpUnitOf(spec.measurement);
+      if (spec.kind == MetricKind::kHistogram || spec.kind == MetricKind::kSummary) {
+        // Spec buckets are in the measurement's own unit, like Prometheus'; OTLP's are in the
+        // metric's unit.
+        if (spec.buckets.empty()) {
+          m.bounds = m.unit.unit == "s" ? kSecondsBuckets : kOtelBuckets;
+        } else {
+          for (double b : spec.buckets) m.bounds.push_back(b * m.unit.scale);
+        }
+        std::sort(m.bounds.begin(), m.bounds.end());
+        m.bounds.erase(std::unique(m.bounds.begin(), m.bounds.end()), m.bounds.end());
+      }
+      metrics_.push_back(std::move(m));
+    }
+    start_ns_ = NowUnixNs();
+    next_metrics_ = SteadyClock::now() + o_.metric_interval;
+  }
+
+  ~Impl() override {
+    if (!handler_id_.empty()) host_.Detach(handler_id_);
+    Stop();  // the converter thread: whatever it still had queued becomes pending items
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      stop_deadline_ = SteadyClock::now() + o_.shutdown_deadline;
+    }
+    cv_.notify_all();
+    if (sender_.joinable()) sender_.join();
+  }
+
+  Status StartAndAttach() {
+    Start();
+    sender_ = std::thread([this] { SenderLoop(); });
+    const std::string id = "pitlane.otlp." + std::to_string(reinterpret_cast<uintptr_t>(this));
+    Status s = AttachTo(host_, id);
+    if (s.ok()) handler_id_ = id;
+    return s;
+  }
+
+  OtlpStats Stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    OtlpStats s = stats_;
+    s.dropped_queue_full_events = overflow();
+    return s;
+  }
+
+  const std::string& describe() const { return describe_; }
+
+ protected:
+  // ── conversion (the AsyncExporter thread) ──
+  void Export(const OwnedEvent& e) override {
+    const uint16_t id = host_.catalog().FindHostEvent(e.name);
+    if (id == 0) return;
+    const CatalogEvent& ev = host_.catalog().event(id);
+    UpdateMetrics(e);
+    const bool span_role = ev.role != SpanRole::kNone;
+    if (o_.traces && span_role) {
+      if (ev.role == SpanRole::kStart) {
+        if (e.span_id != 0) Open(e);
+      } else {
+        EndSpan(e, ev);
+      }
+      return;
+    }
+    if (o_.logs && !span_role) Log(e, ev);
+  }
+
+ private:
+  struct OpenSpan {
+    uint64_t order = 0;
+    OwnedEvent start;
+  };
+
+  struct Series {
+    std::vector<std::pair<std::string, std::string>> labels;
+    int64_t start_ns = 0;
+    uint64_t count = 0;
+    double sum = 0, last = 0, min = 0, max = 0;
+    std::vector<uint64_t> buckets;
+  };
+  struct Metric {
+    MetricSpec spec;
+    std::string name;
+    OtlpUnit unit;
+    std::vector<double> bounds;
+    std::map<std::vector<std::string>, Series> series;  // by tag values
+  };
+
+  void Open(const OwnedEvent& e) {
+    if (open_.size() >= o_.max_open_spans) {
+      const auto oldest = open_order_.begin();
+      open_.erase(oldest->second);
+      open_order_.erase(oldest);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.open_spans_evicted;
+    }
+    const uint64_t order = next_order_++;
+    auto [it, inserted] = open_.insert_or_assign(e.span_id, OpenSpan{order, e});
+    (void)inserted;
+    open_order_.emplace(order, e.span_id);
+  }
+
+  void EndSpan(const OwnedEvent& e, const CatalogEvent& ev) {
+    std::optional<OwnedEvent> start;
+    if (e.span_id != 0) {
+      if (auto it = open_.find(e.span_id); it != open_.end()) {
+        open_order_.erase(it->second.order);
+        start = std::move(it->second.start);
+        open_.erase(it);
+      }
+    }
+    trace::Span s;
+    std::optional<TraceId> tid = TraceIdFromCorrelationId(e.correlation_id);
+    if (!tid) {
+      // No correlation id: a trace of its own.
+      TraceId r;
+      for (auto& b : r) b = static_cast<uint8_t>(rng_());
+      tid = r;
+    }
+    s.set_trace_id(BytesOf(*tid));
+    uint64_t span_id = e.span_id;
+    while (span_id == 0) span_id = rng_();  // an end from a worker without span ids
+    s.set_span_id(BytesOf(span_id));
+    if (e.parent_span_id != 0) s.set_parent_span_id(BytesOf(e.parent_span_id));
+    s.set_flags(1);  // sampled
+    s.set_name(OperationName(ev));
+    s.set_kind(trace::Span::SPAN_KIND_INTERNAL);
+    int64_t begin = e.timestamp_ns;
+    if (start) {
+      begin = start->timestamp_ns;
+    } else {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.unpaired_ends;
+      }
+      if (const OwnedEvent::Measurement* d = e.measurement("duration");
+          d != nullptr && d->kind == Value::Kind::kInt && d->i > 0) {
+        begin = e.timestamp_ns - d->i;
+      }
+    }
+    s.set_start_time_unix_nano(static_cast<uint64_t>(std::max<int64_t>(begin, 0)));
+    s.set_end_time_unix_nano(static_cast<uint64_t>(std::max<int64_t>(e.timestamp_ns, begin)));
+    IdentityAttributes(e, s.mutable_attributes());
+    if (start) EventAttributes(*start, "system_time", s.mutable_attributes());
+    for (const auto& [k, v] : e.metadata) {
+      // The stop event repeats the start's metadata (both span helpers copy it).
+      if (IsContextKey(k) || k == "error_type" || k == "error_message") continue;
+      if (start && start->meta(k) != nullptr && *start->meta(k) == v) continue;
+      SetString(s.add_attributes(), k, v);
+    }
+    for (const OwnedEvent::Measurement& m : e.measurements) {
+      if (m.key != "duration") AddAttribute(s.mutable_attributes(), m.key, m);
+    }
+    if (ev.role == SpanRole::kException) {
+      const std::string* type = e.meta("error_type");
+      const std::string* message = e.meta("error_message");
+      s.mutable_status()->set_code(trace::Status::STATUS_CODE_ERROR);
+      if (message) s.mutable_status()->set_message(*message);
+      trace::Span::Event* x = s.add_events();
+      x->set_name("exception");
+      x->set_time_unix_nano(s.end_time_unix_nano());
+      SetString(x->add_attributes(), "exception.type", type ? *type : "");
+      SetString(x->add_attributes(), "exception.message", message ? *message : "");
+    }
+    Enqueue(&pending_spans_, std::move(s));
+  }
+
+  void Log(const OwnedEvent& e, const CatalogEvent& ev) {
+    logs::LogRecord r;
+    r.set_time_unix_nano(static_cast<uint64_t>(std::max<int64_t>(e.timestamp_ns, 0)));
+    r.set_observed_time_unix_nano(static_cast<uint64_t>(NowUnixNs()));
+    const bool error = ev.canonical.find("error") != std::string::npos ||
+                       ev.canonical.find("exception") != std::string::npos ||
+                       ev.canonical.find("failed") != std::string::npos;
+    r.set_severity_number(error ? logs::SEVERITY_NUMBER_ERROR : logs::SEVERITY_NUMBER_INFO);
+    r.set_severity_text(error ? "ERROR" : "INFO");
+    r.set_event_name(e.name);
+    r.mutable_body()->set_string_value(e.name);
+    if (const std::optional<TraceId> tid = TraceIdFromCorrelationId(e.correlation_id)) {
+      r.set_trace_id(BytesOf(*tid));
+      if (e.span_id != 0) r.set_span_id(BytesOf(e.span_id));
+    }
+    IdentityAttributes(e, r.mutable_attributes());
+    EventAttributes(e, "", r.mutable_attributes());
+    Enqueue(&pending_logs_, std::move(r));
+  }
+
+  template <typename T>
+  void Enqueue(std::vector<T>* pending, T item) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (pending_spans_.size() + pending_logs_.size() >= o_.max_pending) {
+        ++stats_.dropped_pending_full;
+        return;
+      }
+      pending->push_back(std::move(item));
+      // The sender wakes when a batch starts (to time its delay) and when one is full.
+      wake = oldest_pending_ == SteadyClock::time_point{} || pending->size() >= o_.max_batch;
+      if (oldest_pending_ == SteadyClock::time_point{}) oldest_pending_ = SteadyClock::now();
+    }
+    if (wake) cv_.notify_all();
+  }
+
+  void UpdateMetrics(const OwnedEvent& e) {
+    for (Metric& m : metrics_) {
+      if (m.spec.event != e.name) continue;
+      double v = 0;
+      if (m.spec.kind != MetricKind::kCounter) {
+        const OwnedEvent::Measurement* x = e.measurement(m.spec.measurement);
+        bool numeric = false;
+        if (x == nullptr || !std::isfinite(v = AsDouble(*x, &numeric)) || !numeric) continue;
+        v *= m.unit.scale;
+      }
+      std::vector<std::string> key;
+      for (const std::string& tag : m.spec.tags) {
+        const std::string* value = e.meta(tag);
+        key.push_back(value ? *value : (tag == "worker_id" ? e.worker_id : std::string()));
+      }
+      std::lock_guard<std::mutex> lock(metrics_mu_);
+      auto [it, fresh] = m.series.try_emplace(key);
+      Series& s = it->second;
+      if (fresh) {
+        for (size_t i = 0; i < m.spec.tags.size(); ++i) s.labels.emplace_back(m.spec.tags[i], key[i]);
+        s.start_ns = start_ns_;
+        s.buckets.assign(m.bounds.size() + 1, 0);
+        s.min = s.max = v;
+      }
+      ++s.count;
+      s.sum += v;
+      s.last = v;
+      s.min = std::min(s.min, v);
+      s.max = std::max(s.max, v);
+      if (!m.bounds.empty()) {
+        s.buckets[std::lower_bound(m.bounds.begin(), m.bounds.end(), v) - m.bounds.begin()]++;
+      }
+    }
+  }
+
+  // ── sending (the sender thread) ──
+
+  void SenderLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      const SteadyClock::time_point now = SteadyClock::now();
+      const bool full =
+          pending_spans_.size() >= o_.max_batch || pending_logs_.size() >= o_.max_batch;
+      const bool batch_due =
+          oldest_pending_ != SteadyClock::time_point{} && now >= oldest_pending_ + o_.batch_delay;
+      const bool metrics_due = !metrics_.empty() && (stopping_ || now >= next_metrics_);
+      if (!stopping_ && !full && !batch_due && !metrics_due) {
+        SteadyClock::time_point wake = SteadyClock::time_point::max();
+        if (oldest_pending_ != SteadyClock::time_point{}) wake = oldest_pending_ + o_.batch_delay;
+        if (!metrics_.empty()) wake = std::min(wake, next_metrics_);
+        if (wake == SteadyClock::time_point::max()) {
+          cv_.wait(lock);
+        } else {
+          cv_.wait_until(lock, wake);
+        }
+        continue;
+      }
+      std::vector<trace::Span> spans;
+      std::vector<logs::LogRecord> records;
+      if (stopping_ || full || batch_due) {
+        Take(&pending_spans_, &spans);
+        Take(&pending_logs_, &records);
+        oldest_pending_ = pending_spans_.empty() && pending_logs_.empty()
+                              ? SteadyClock::time_point{}
+                              : now;
+      }
+      if (metrics_due) next_metrics_ = now + o_.metric_interval;
+      const bool last = stopping_ && pending_spans_.empty() && pending_logs_.empty();
+      lock.unlock();
+      if (!spans.empty()) SendSpans(std::move(spans));
+      if (!records.empty()) SendLogs(std::move(records));
+      if (metrics_due) SendMetrics();
+      if (last) return;
+      lock.lock();
+    }
+  }
+
+  template <typename T>
+  void Take(std::vector<T>* from, std::vector<T>* to) {
+    const size_t n = stopping_ ? from->size() : std::min(from->size(), o_.max_batch);
+    to->assign(std::make_move_iterator(from->begin()), std::make_move_iterator(from->begin() + n));
+    from->erase(from->begin(), from->begin() + n);
+  }
+
+  void FillScope(common::InstrumentationScope* scope) { scope->set_name(std::string(kScopeName)); }
+
+  void SendSpans(std::vector<trace::Span> spans) {
+    collector::trace::v1::ExportTraceServiceRequest req;
+    trace::ResourceSpans* rs = req.add_resource_spans();
+    *rs->mutable_resource() = resource_;
+    trace::ScopeSpans* ss = rs->add_scope_spans();
+    FillScope(ss->mutable_scope());
+    for (trace::Span& s : spans) *ss->add_spans() = std::move(s);
+    if (Deliver(OtlpSignal::kTraces, req, spans.size())) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.spans_exported += spans.size();
+    }
+  }
+
+  void SendLogs(std::vector<logs::LogRecord> records) {
+    collector::logs::v1::ExportLogsServiceRequest req;
+    logs::ResourceLogs* rl = req.add_resource_logs();
+    *rl->mutable_resource() = resource_;
+    logs::ScopeLogs* sl = rl->add_scope_logs();
+    FillScope(sl->mutable_scope());
+    for (logs::LogRecord& r : records) *sl->add_log_records() = std::move(r);
+    if (Deliver(OtlpSignal::kLogs, req, records.size())) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.logs_exported += records.size();
+    }
+  }
+
+  void SendMetrics() {
+    collector::metrics::v1::ExportMetricsServiceRequest req;
+    metrics::ResourceMetrics* rm = req.add_resource_metrics();
+    *rm->mutable_resource() = resource_;
+    metrics::ScopeMetrics* sm = rm->add_scope_metrics();
+    FillScope(sm->mutable_scope());
+    const uint64_t now = static_cast<uint64_t>(NowUnixNs());
+    size_t points = 0;
+    {
+      std::lock_guard<std::mutex> lock(metrics_mu_);
+      for (const Metric& m : metrics_) {
+        if (m.series.empty()) continue;
+        metrics::Metric* out = sm->add_metrics();
+        out->set_name(m.name);
+        out->set_unit(std::string(m.unit.unit));
+        out->set_description(m.spec.help.empty()
+                                 ? std::string(MetricKindName(m.spec.kind)) + " of " +
+                                       m.spec.event +
+                                       (m.spec.kind == MetricKind::kCounter
+                                            ? std::string()
+                                            : " " + m.spec.measurement)
+                                 : m.spec.help);
+        for (const auto& [key, s] : m.series) {
+          ++points;
+          google::protobuf::RepeatedPtrField<common::KeyValue>* attrs;
+          switch (m.spec.kind) {
+            case MetricKind::kCounter:
+            case MetricKind::kSum: {
+              metrics::Sum* sum = out->mutable_sum();
+              sum->set_is_monotonic(m.spec.kind == MetricKind::kCounter || s.min >= 0);
+              sum->set_aggregation_temporality(metrics::AGGREGATION_TEMPORALITY_CUMULATIVE);
+              metrics::NumberDataPoint* p = sum->add_data_points();
+              if (m.spec.kind == MetricKind::kCounter) {
+                p->set_as_int(static_cast<int64_t>(s.count));
+              } else {
+                p->set_as_double(s.sum);
+              }
+              p->set_start_time_unix_nano(static_cast<uint64_t>(s.start_ns));
+              p->set_time_unix_nano(now);
+              attrs = p->mutable_attributes();
+              break;
+            }
+            case MetricKind::kLastValue: {
+              metrics::NumberDataPoint* p = out->mutable_gauge()->add_data_points();
+              p->set_as_double(s.last);
+              p->set_time_unix_nano(now);
+              attrs = p->mutable_attributes();
+              break;
+            }
+            default: {
+              metrics::Histogram* h = out->mutable_histogram();
+              h->set_aggregation_temporality(metrics::AGGREGATION_TEMPORALITY_CUMULATIVE);
+              metrics::HistogramDataPoint* p = h->add_data_points();
+              p->set_start_time_unix_nano(static_cast<uint64_t>(s.start_ns));
+              p->set_time_unix_nano(now);
+              p->set_count(s.count);
+              p->set_sum(s.sum);
+              p->set_min(s.min);
+              p->set_max(s.max);
+              for (double b : m.bounds) p->add_explicit_bounds(b);
+              for (uint64_t c : s.buckets) p->add_bucket_counts(c);
+              attrs = p->mutable_attributes();
+            }
+          }
+          for (const auto& [k, v] : s.labels) SetString(attrs->Add(), k, v);
+        }
+      }
+    }
+    if (points == 0) return;
+    if (Deliver(OtlpSignal::kMetrics, req, points)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.metric_points_exported += points;
+    }
+  }
+
+  // Sends with retries; true when the collector took it. Otherwise `items` are counted under
+  // the reason they were dropped.
+  bool Deliver(OtlpSignal signal, const google::protobuf::MessageLite& req, size_t items) {
+    const SteadyClock::time_point first = SteadyClock::now();
+    std::chrono::milliseconds backoff = o_.initial_backoff;
+    while (true) {
+      const OtlpSendResult r = transport_->Send(signal, req);
+      if (r.kind == OtlpSendResult::Kind::kOk) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.requests;
+        return true;
+      }
+      std::unique_lock<std::mutex> lock(mu_);
+      if (r.kind == OtlpSendResult::Kind::kFailed) {
+        stats_.dropped_refused += items;
+        lock.unlock();
+        Log("OTLP " + describe_ + " refused " + std::to_string(items) + " items: " + r.error);
+        return false;
+      }
+      // Full jitter: a uniform wait in [0, backoff]; a Retry-After replaces it.
+      std::chrono::milliseconds wait =
+          r.retry_after.count() >= 0
+              ? r.retry_after
+              : std::chrono::milliseconds(std::uniform_int_distribution<int64_t>(
+                    0, backoff.count())(rng_sender_));
+      backoff = std::min(backoff * 2, o_.max_backoff);
+      const SteadyClock::time_point at = SteadyClock::now() + wait;
+      const SteadyClock::time_point limit =
+          stopping_ ? stop_deadline_ : first + o_.max_retry_time;
+      if (at >= limit) {
+        (stopping_ ? stats_.dropped_shutdown : stats_.dropped_retries_exhausted) += items;
+        lock.unlock();
+        Log("OTLP " + describe_ + ": gave up on " + std::to_string(items) + " items after " +
+            r.error);
+        return false;
+      }
+      ++stats_.retries;
+      // A shutdown during the wait ends it early when its deadline comes before the retry.
+      cv_.wait_until(lock, at, [&] { return stopping_ && stop_deadline_ <= at; });
+      if (stopping_ && stop_deadline_ <= at) {
+        stats_.dropped_shutdown += items;
+        return false;
+      }
+    }
+  }
+
+  void Log(const std::string& line) {
+    // At most one line per second: a collector that is down must not flood the host's log.
+    const auto now = SteadyClock::now();
+    if (now - last_log_ < std::chrono::seconds(1)) return;
+    last_log_ = now;
+    if (o_.log) {
+      o_.log(line);
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+
+  Host& host_;
+  std::string handler_id_;  // set once attached
+  const OtlpOptions o_;
+  const std::string describe_;
+  std::unique_ptr<internal::OtlpTransport> transport_;
+  opentelemetry::proto::resource::v1::Resource resource_;
+
+  // Converter thread only.
+  std::mt19937_64 rng_;
+  std::unordered_map<uint64_t, OpenSpan> open_;
+  std::map<uint64_t, uint64_t> open_order_;  // order → span id, oldest first
+  uint64_t next_order_ = 0;
+
+  // Metrics: updated by the converter, read by the sender.
+  std::mutex metrics_mu_;
+  std::vector<Metric> metrics_;
+  int64_t start_ns_ = 0;
+
+  // Sender thread only.
+  std::mt19937_64 rng_sender_{std::random_device{}()};
+  SteadyClock::time_point last_log_{};
+
+  // Shared between the converter, the sender and Stats().
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<trace::Span> pending_spans_;
+  std::vector<logs::LogRecord> pending_logs_;
+  SteadyClock::time_point oldest_pending_{};  // when the current batch began; {} = none
+  SteadyClock::time_point next_metrics_{};
+  bool stopping_ = false;
+  SteadyClock::time_point stop_deadline_{};
+  OtlpStats stats_;
+  std::thread sender_;
+};
+
+// ── options ──────────────────────────────────────────────────────────────────────────────────
+
+namespace {
+
+std::string Env(const OtlpOptions& o, const char* name) {
+  const char* v = o.getenv ? o.getenv(name) : std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOptions o) {
+  Impl::Resolved r;
+  // Protocol: the option, else the variable, else a grpc:// endpoint, else http/protobuf.
+  std::string endpoint = !o.endpoint.empty() ? o.endpoint : Env(o, "OTEL_EXPORTER_OTLP_ENDPOINT");
+  std::string protocol = !o.protocol.empty() ? o.protocol : Env(o, "OTEL_EXPORTER_OTLP_PROTOCOL");
+  if (protocol.empty()) protocol = endpoint.rfind("grpc://", 0) == 0 ? "grpc" : "http/protobuf";
+  if (protocol != "grpc" && protocol != "http/protobuf") {
+    return InvalidArgument("OTLP protocol \"" + protocol +
+                           "\" is not supported (grpc, http/protobuf)");
+  }
+  r.transport.grpc = protocol == "grpc";
+  if (endpoint.empty()) {
+    endpoint = r.transport.grpc ? "http://localhost:4317" : "http://localhost:4318";
+  }
+  const size_t scheme_end = endpoint.find("://");
+  const std::string scheme = scheme_end == std::string::npos ? "" : endpoint.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https" && scheme != "grpc") {
+    return InvalidArgument("OTLP endpoint \"" + endpoint +
+                           "\": expected http://HOST:PORT, https://HOST:PORT or grpc://HOST:PORT");
+  }
+  if (scheme == "grpc" && !r.transport.grpc) {
+    return InvalidArgument("OTLP endpoint \"" + endpoint + "\" is grpc:// but the protocol is " +
+                           protocol);
+  }
+  if (scheme == "https" && !r.transport.grpc) {
+    return InvalidArgument("OTLP endpoint \"" + endpoint +
+                           "\": https is not supported by the OTLP/HTTP client (use http:// to "
+                           "a local collector, or grpc)");
+  }
+  r.transport.tls = scheme == "https";
+  std::string rest = endpoint.substr(scheme_end + 3);
+  const size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  r.transport.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!r.transport.base_path.empty() && r.transport.base_path.back() == '/') {
+    r.transport.base_path.pop_back();
+  }
+  const size_t colon = authority.rfind(':');
+  if (colon == std::string::npos || colon + 1 == authority.size() ||
+      authority.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+    r.transport.port = r.transport.grpc ? "4317" : "4318";
+    r.transport.host = authority;
+  } else {
+    r.transport.host = authority.substr(0, colon);
+    r.transport.port = authority.substr(colon + 1);
+  }
+  if (r.transport.host.size() > 2 && r.transport.host.front() == '[') {
+    r.transport.host = r.transport.host.substr(1, r.transport.host.size() - 2);
+  }
+  if (r.transport.host.empty()) {
+    return InvalidArgument("OTLP endpoint \"" + endpoint + "\" has no host");
+  }
+
+  const std::string headers = !o.headers.empty() ? o.headers : Env(o, "OTEL_EXPORTER_OTLP_HEADERS");
+  auto parsed_headers = ParseKeyValues(headers, "OTEL_EXPORTER_OTLP_HEADERS");
+  if (!parsed_headers.ok()) return parsed_headers.status();
+  r.transport.headers = std::move(*parsed_headers);
+
+  if (o.timeout) {
+    r.transport.timeout = *o.timeout;
+  } else if (const std::string t = Env(o, "OTEL_EXPORTER_OTLP_TIMEOUT"); !t.empty()) {
+    char* end = nullptr;
+    const long long ms = std::strtoll(t.c_str(), &end, 10);
+    if (end == t.c_str() || *end != '\0' || ms <= 0) {
+      return InvalidArgument("OTEL_EXPORTER_OTLP_TIMEOUT \"" + t +
+                             "\" is not a positive number of milliseconds");
+    }
+    r.transport.timeout = std::chrono::milliseconds(ms);
+  }
+  const std::string compression =
+      !o.compression.empty() ? o.compression : Env(o, "OTEL_EXPORTER_OTLP_COMPRESSION");
+  if (!compression.empty() && compression != "gzip" && compression != "none") {
+    return InvalidArgument("OTLP compression \"" + compression + "\" is not supported (gzip, none)");
+  }
+  r.transport.gzip = compression == "gzip";
+
+  // Resource: OTEL_RESOURCE_ATTRIBUTES, then service.name, host.name and process.pid.
+  const std::string attrs =
+      !o.resource_attributes.empty() ? o.resource_attributes : Env(o, "OTEL_RESOURCE_ATTRIBUTES");
+  auto resource = ParseKeyValues(attrs, "OTEL_RESOURCE_ATTRIBUTES");
+  if (!resource.ok()) return resource.status();
+  std::string service = !o.service_name.empty() ? o.service_name : Env(o, "OTEL_SERVICE_NAME");
+  for (auto it = resource->begin(); it != resource->end();) {
+    if (it->first == "service.name") {
+      if (service.empty()) service = it->second;
+      it = resource->erase(it);
+    } else {
+      ++it;
+    }
+  }
+  r.resource.emplace_back("service.name", service.empty() ? "pitlane" : service);
+  r.resource.emplace_back("host.name", HostName());
+  r.resource.emplace_back("process.pid", std::to_string(getpid()));
+  r.resource.emplace_back("telemetry.sdk.name", "pitlane");
+  for (auto& kv : *resource) r.resource.push_back(std::move(kv));
+
+  for (const MetricSpec& spec : o.metrics) {
+    const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
+                             spec.measurement + ")";
+    if (host.catalog().FindHostEvent(spec.event) == 0) {
+      return InvalidArgument("OTLP metric " + what + ": no event \"" + spec.event +
+                             "\" in the catalog");
+    }
+    if (spec.kind != MetricKind::kCounter && host.catalog().MeasurementKeyId(spec.measurement) == 0) {
+      return InvalidArgument("OTLP metric " + what + ": no measurement key \"" +
+                             spec.measurement + "\" in the catalog");
+    }
+  }
+  if (o.max_batch == 0 || o.max_pending == 0 || o.max_open_spans == 0) {
+    return InvalidArgument("OTLP max_batch, max_pending and max_open_spans must be positive");
+  }
+
+  r.describe = protocol + " " + (r.transport.grpc ? (r.transport.tls ? "https://" : "grpc://")
+                                                  : std::string("http://")) +
+               r.transport.host + ":" + r.transport.port + r.transport.base_path;
+  auto impl = std::make_unique<Impl>(host, std::move(o), std::move(r));
+  if (Status s = impl->StartAndAttach(); !s.ok()) return s;
+  return std::unique_ptr<OtlpExporter>(new OtlpExporter(std::move(impl)));
+}
+
+OtlpExporter::OtlpExporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+OtlpExporter::~OtlpExporter() = default;
+
+OtlpStats OtlpExporter::Stats() const { return impl_->Stats(); }
+
+std::string OtlpExporter::Describe() const { return impl_->describe(); }
+
+}  // namespace pitlane

@@ -1,0 +1,383 @@
+#include "otlp_transport.h"
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include "otlp/logs_service.grpc.pb.h"
+#include "otlp/metrics_service.grpc.pb.h"
+#include "otlp/trace_service.grpc.pb.h"
+
+namespace pitlane::internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kHttpPaths[] = {"/v1/traces", "/v1/metrics", "/v1/logs"};
+
+int RemainingMs(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left, 1 << 30));
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// OTLP/HTTP over a keep-alive connection, reopened after any error.
+class HttpTransport final : public OtlpTransport {
+ public:
+  explicit HttpTransport(OtlpTransportConfig c) : c_(std::move(c)) {}
+  ~HttpTransport() override { Close(); }
+
+  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& message) override {
+    const Clock::time_point deadline = Clock::now() + c_.timeout;
+    std::string request;
+    if (!message.SerializeToString(&request)) return Failed("cannot serialize the request");
+    std::string body;
+    if (c_.gzip) {
+      Result<std::string> z = GzipCompress(request);
+      if (!z.ok()) return Failed(z.status().message());
+      body = std::move(*z);
+    }
+    const std::string& payload = c_.gzip ? body : request;
+    std::string head = "POST " + c_.base_path + kHttpPaths[static_cast<int>(signal)] +
+                       " HTTP/1.1\r\nHost: " + c_.host + ":" + c_.port +
+                       "\r\nContent-Type: application/x-protobuf\r\nContent-Length: " +
+                       std::to_string(payload.size()) + "\r\n";
+    if (c_.gzip) head += "Content-Encoding: gzip\r\n";
+    for (const auto& [k, v] : c_.headers) head += k + ": " + v + "\r\n";
+    head += "\r\n";
+
+    // A kept-alive connection the server closed meanwhile fails on first use: one fresh retry.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = fd_ >= 0;
+      std::string error;
+      if (fd_ < 0 && !Connect(deadline, &error)) return Retryable("connect: " + error);
+      if (!WriteAll(head, deadline, &error) || !WriteAll(payload, deadline, &error)) {
+        Close();
+        if (reused && attempt == 0) continue;
+        return Retryable("write: " + error);
+      }
+      OtlpSendResult r;
+      int status = 0;
+      if (!ReadResponse(deadline, &status, &r.retry_after, &error)) {
+        Close();
+        if (reused && attempt == 0 && error == "connection closed") continue;
+        return Retryable("read: " + error);
+      }
+      if (status >= 200 && status < 300) return r;
+      r.error = "HTTP " + std::to_string(status);
+      r.kind = status == 429 || status == 502 || status == 503 || status == 504
+                   ? OtlpSendResult::Kind::kRetryable
+                   : OtlpSendResult::Kind::kFailed;
+      return r;
+    }
+    return Retryable("connection closed");
+  }
+
+ private:
+  static OtlpSendResult Retryable(std::string e) {
+    return {OtlpSendResult::Kind::kRetryable, std::chrono::milliseconds(-1), std::move(e)};
+  }
+  static OtlpSendResult Failed(std::string e) {
+    return {OtlpSendResult::Kind::kFailed, std::chrono::milliseconds(-1), std::move(e)};
+  }
+
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    in_.clear();
+  }
+
+  bool Connect(Clock::time_point deadline, std::string* error) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (const int rc = getaddrinfo(c_.host.c_str(), c_.port.c_str(), &hints, &res); rc != 0) {
+      *error = c_.host + ": " + gai_strerror(rc);
+      return false;
+    }
+    for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+      const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                              a->ai_protocol);
+      if (fd < 0) continue;
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+      if (rc != 0 && errno == EINPROGRESS) {
+        pollfd p{fd, POLLOUT, 0};
+        rc = ::poll(&p, 1, RemainingMs(deadline)) == 1 ? 0 : (errno = ETIMEDOUT, -1);
+        if (rc == 0) {
+          int err = 0;
+          socklen_t len = sizeof err;
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          if (err != 0) errno = err, rc = -1;
+        }
+      }
+      if (rc == 0) {
+        fd_ = fd;
+        freeaddrinfo(res);
+        return true;
+      }
+      *error = std::strerror(errno);
+      ::close(fd);
+    }
+    freeaddrinfo(res);
+    if (error->empty()) *error = "no address";
+    return false;
+  }
+
+  bool WriteAll(const std::string& data, Clock::time_point deadline, std::string* error) {
+    size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        *error = std::strerror(errno);
+        return false;
+      }
+      pollfd p{fd_, POLLOUT, 0};
+      if (::poll(&p, 1, RemainingMs(deadline)) != 1) {
+        *error = "timed out";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Appends what the socket has to in_. false: closed, error or deadline.
+  bool Fill(Clock::time_point deadline, std::string* error) {
+    char buf[16384];
+    while (true) {
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n > 0) {
+        in_.append(buf, static_cast<size_t>(n));
+        return true;
+      }
+      if (n == 0) {
+        *error = "connection closed";
+        return false;
+      }
+      if (errno != EAGAIN && errno != EINTR) {
+        *error = std::strerror(errno);
+        return false;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, RemainingMs(deadline)) != 1) {
+        *error = "timed out";
+        return false;
+      }
+    }
+  }
+
+  bool ReadResponse(Clock::time_point deadline, int* status,
+                    std::chrono::milliseconds* retry_after, std::string* error) {
+    size_t end;
+    while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
+      if (in_.size() > 65536) {
+        *error = "response header too large";
+        return false;
+      }
+      if (!Fill(deadline, error)) return false;
+    }
+    const std::string_view head(in_.data(), end);
+    // "HTTP/1.1 503 Service Unavailable"
+    const size_t sp = head.find(' ');
+    if (head.substr(0, 5) != "HTTP/" || sp == std::string_view::npos ||
+        std::from_chars(head.data() + sp + 1, head.data() + head.size(), *status).ec !=
+            std::errc()) {
+      *error = "malformed status line";
+      return false;
+    }
+    int64_t content_length = -1;
+    bool chunked = false, close = false;
+    size_t pos = head.find("\r\n");
+    while (pos != std::string_view::npos && pos < head.size()) {
+      const size_t next = head.find("\r\n", pos + 2);
+      const std::string_view line =
+          head.substr(pos + 2, (next == std::string_view::npos ? head.size() : next) - pos - 2);
+      pos = next;
+      const size_t colon = line.find(':');
+      if (colon == std::string_view::npos) continue;
+      const std::string_view name = Trim(line.substr(0, colon));
+      const std::string_view value = Trim(line.substr(colon + 1));
+      if (EqualsIgnoreCase(name, "content-length")) {
+        std::from_chars(value.data(), value.data() + value.size(), content_length);
+      } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
+        chunked = value.find("chunked") != std::string_view::npos;
+      } else if (EqualsIgnoreCase(name, "connection")) {
+        close = EqualsIgnoreCase(value, "close");
+      } else if (EqualsIgnoreCase(name, "retry-after")) {
+        int64_t seconds = -1;  // delta-seconds; an HTTP-date is ignored (backoff applies)
+        if (std::from_chars(value.data(), value.data() + value.size(), seconds).ec ==
+                std::errc() &&
+            seconds >= 0) {
+          *retry_after = std::chrono::milliseconds(std::min<int64_t>(seconds, 3600) * 1000);
+        }
+      }
+    }
+    in_.erase(0, end + 4);
+    // The body is read and discarded (a partial success is not acted upon).
+    if (chunked) {
+      while (true) {
+        size_t eol;
+        while ((eol = in_.find("\r\n")) == std::string::npos) {
+          if (!Fill(deadline, error)) return false;
+        }
+        size_t size = 0;
+        std::from_chars(in_.data(), in_.data() + eol, size, 16);
+        while (in_.size() < eol + 2 + size + 2) {
+          if (!Fill(deadline, error)) return false;
+        }
+        in_.erase(0, eol + 2 + size + 2);
+        if (size == 0) break;  // (trailers are not expected from a collector)
+      }
+    } else if (content_length >= 0) {
+      while (in_.size() < static_cast<size_t>(content_length)) {
+        if (!Fill(deadline, error)) return false;
+      }
+      in_.erase(0, static_cast<size_t>(content_length));
+    } else {
+      while (Fill(deadline, error)) {
+      }
+      close = true;
+    }
+    if (close) Close();
+    return true;
+  }
+
+  const OtlpTransportConfig c_;
+  int fd_ = -1;
+  std::string in_;  // received and not yet consumed
+};
+
+// OTLP/gRPC through the collector services' generated stubs.
+class GrpcTransport final : public OtlpTransport {
+ public:
+  explicit GrpcTransport(const OtlpTransportConfig& c) : c_(c) {
+    const std::string target = c.host + ":" + c.port;
+    channel_ = grpc::CreateChannel(
+        target, c.tls ? grpc::SslCredentials({}) : grpc::InsecureChannelCredentials());
+    traces_ = opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel_);
+    metrics_ = opentelemetry::proto::collector::metrics::v1::MetricsService::NewStub(channel_);
+    logs_ = opentelemetry::proto::collector::logs::v1::LogsService::NewStub(channel_);
+  }
+
+  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request) override {
+    namespace ct = opentelemetry::proto::collector;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + c_.timeout);
+    for (const auto& [k, v] : c_.headers) ctx.AddMetadata(Lower(k), v);
+    if (c_.gzip) ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    grpc::Status st;
+    switch (signal) {
+      case OtlpSignal::kTraces: {
+        ct::trace::v1::ExportTraceServiceResponse resp;
+        st = traces_->Export(
+            &ctx, static_cast<const ct::trace::v1::ExportTraceServiceRequest&>(request), &resp);
+        break;
+      }
+      case OtlpSignal::kMetrics: {
+        ct::metrics::v1::ExportMetricsServiceResponse resp;
+        st = metrics_->Export(
+            &ctx, static_cast<const ct::metrics::v1::ExportMetricsServiceRequest&>(request),
+            &resp);
+        break;
+      }
+      case OtlpSignal::kLogs: {
+        ct::logs::v1::ExportLogsServiceResponse resp;
+        st = logs_->Export(
+            &ctx, static_cast<const ct::logs::v1::ExportLogsServiceRequest&>(request), &resp);
+        break;
+      }
+    }
+    OtlpSendResult r;
+    if (st.ok()) return r;
+    r.error = "gRPC " + std::to_string(st.error_code()) + " " + st.error_message();
+    switch (st.error_code()) {
+      // The specification's retryable codes (RESOURCE_EXHAUSTED only matters with RetryInfo,
+      // which is not read here: it is retried with backoff like the others).
+      case grpc::StatusCode::CANCELLED:
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      case grpc::StatusCode::ABORTED:
+      case grpc::StatusCode::OUT_OF_RANGE:
+      case grpc::StatusCode::UNAVAILABLE:
+      case grpc::StatusCode::DATA_LOSS:
+        r.kind = OtlpSendResult::Kind::kRetryable;
+        break;
+      default:
+        r.kind = OtlpSendResult::Kind::kFailed;
+    }
+    return r;
+  }
+
+ private:
+  static std::string Lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+
+  const OtlpTransportConfig c_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<opentelemetry::proto::collector::trace::v1::TraceService::Stub> traces_;
+  std::unique_ptr<opentelemetry::proto::collector::metrics::v1::MetricsService::Stub> metrics_;
+  std::unique_ptr<opentelemetry::proto::collector::logs::v1::LogsService::Stub> logs_;
+};
+
+}  // namespace
+
+std::unique_ptr<OtlpTransport> OtlpTransport::Create(const OtlpTransportConfig& config) {
+  if (config.grpc) return std::make_unique<GrpcTransport>(config);
+  return std::make_unique<HttpTransport>(config);
+}
+
+Result<std::string> GzipCompress(const std::string& in) {
+  z_stream z{};
+  // windowBits 15 + 16: a gzip header and trailer instead of zlib's.
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return Internal("gzip: deflateInit2 failed");
+  }
+  std::string out(deflateBound(&z, in.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) return Internal("gzip: deflate failed");
+  return out;
+}
+
+}  // namespace pitlane::internal

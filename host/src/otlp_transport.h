@@ -1,0 +1,66 @@
+// The OTLP exporter's two ways to reach a collector: OTLP/HTTP (protobuf body, POST /v1/<signal>)
+// over a small HTTP/1.1 client of its own, and OTLP/gRPC (the collector services' Export). Both
+// make one blocking request at a time on the exporter's sender thread, bounded by a timeout.
+//
+// Why a hand-written HTTP/1.1 client rather than Boost.Beast: the exporter sends one request at
+// a time from a thread of its own and must bound every step by OTEL_EXPORTER_OTLP_TIMEOUT.
+// Beast's synchronous calls have no timeouts (tcp_stream's expiry applies to asynchronous
+// operations only), so Beast would mean an io_context and an async state machine for a single
+// POST; poll() on a plain socket bounds connect, write and read in a few lines. The client speaks
+// only what OTLP/HTTP needs: POST with Content-Length, keep-alive, responses with Content-Length,
+// chunked or close-delimited bodies, and the Retry-After header (delta-seconds). https:// is not
+// supported (refused at start with a message); gRPC supports TLS.
+//
+// Thread safety: one thread uses an OtlpTransport at a time.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pitlane/status.h"
+
+namespace google::protobuf {
+class MessageLite;
+}
+
+namespace pitlane::internal {
+
+enum class OtlpSignal : uint8_t { kTraces = 0, kMetrics = 1, kLogs = 2 };
+
+struct OtlpSendResult {
+  enum class Kind : uint8_t {
+    kOk,         // accepted (a partial success still counts as sent)
+    kRetryable,  // 429/502/503/504, UNAVAILABLE & co., or the connection failed
+    kFailed,     // refused for good (400, INVALID_ARGUMENT, ...): retrying would not help
+  };
+  Kind kind = Kind::kOk;
+  std::chrono::milliseconds retry_after{-1};  // the server's Retry-After, -1 = none
+  std::string error;                          // for the log: status line or gRPC status
+};
+
+struct OtlpTransportConfig {
+  bool grpc = false;
+  std::string host;   // name or literal
+  std::string port;   // decimal
+  std::string base_path;  // HTTP: the endpoint's path ("" or "/prefix"), /v1/<signal> appended
+  bool tls = false;       // gRPC only
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::chrono::milliseconds timeout{10000};
+  bool gzip = false;
+};
+
+class OtlpTransport {
+ public:
+  static std::unique_ptr<OtlpTransport> Create(const OtlpTransportConfig& config);
+  virtual ~OtlpTransport() = default;
+  // Sends one Export<Signal>ServiceRequest. REQUIRES: `request` is that message for `signal`.
+  virtual OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request) = 0;
+};
+
+// gzip (RFC 1952) of `in`.
+Result<std::string> GzipCompress(const std::string& in);
+
+}  // namespace pitlane::internal

@@ -1,0 +1,160 @@
+// A test OTLP collector: receives OTLP/HTTP (protobuf, optionally gzip) and OTLP/gRPC, decodes
+// every request with the official OpenTelemetry JS protobuf code (@opentelemetry/otlp-transformer's
+// generated root, built from opentelemetry-proto), and appends one JSON line per request to
+// --out: {"signal", "protocol", "encoding", "request"} with ids as lowercase hex and 64-bit
+// integers as decimal strings. pitlane's own code decodes nothing here.
+//
+//   node receiver.js --out FILE [--fail-first N] [--fail-status 503] [--retry-after SECONDS]
+//
+// Prints "ready HTTP_PORT GRPC_PORT" once both listen (ports chosen by the system), then nothing
+// (nobody reads its stdout after that). The first N requests (across protocols) are answered
+// with --fail-status (HTTP) / UNAVAILABLE (gRPC) and are not recorded.
+'use strict';
+
+const fs = require('fs');
+const http = require('http');
+const zlib = require('zlib');
+const grpc = require('@grpc/grpc-js');
+const root = require('@opentelemetry/otlp-transformer/build/src/generated/root');
+
+const args = process.argv.slice(2);
+function arg(name, fallback) {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+}
+const out = arg('--out');
+let failFirst = Number(arg('--fail-first', '0'));
+const failStatus = Number(arg('--fail-status', '503'));
+const retryAfter = arg('--retry-after');
+if (!out) {
+  console.error('usage: receiver.js --out FILE [--fail-first N]');
+  process.exit(2);
+}
+
+const collector = root.opentelemetry.proto.collector;
+const types = {
+  traces: [collector.trace.v1.ExportTraceServiceRequest, collector.trace.v1.ExportTraceServiceResponse],
+  metrics: [collector.metrics.v1.ExportMetricsServiceRequest, collector.metrics.v1.ExportMetricsServiceResponse],
+  logs: [collector.logs.v1.ExportLogsServiceRequest, collector.logs.v1.ExportLogsServiceResponse],
+};
+
+function hexify(v) {
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('hex');
+  if (Array.isArray(v)) return v.map(hexify);
+  if (v && typeof v === 'object') {
+    const o = {};
+    for (const [k, x] of Object.entries(v)) o[k] = hexify(x);
+    return o;
+  }
+  return v;
+}
+
+let received = 0;
+function record(signal, protocol, encoding, message) {
+  const [Req] = types[signal];
+  const obj = Req.toObject(message, { longs: String, enums: String, defaults: false });
+  fs.appendFileSync(out, JSON.stringify({ signal, protocol, encoding, request: hexify(obj) }) + '\n');
+  received += 1;
+}
+
+function shouldFail() {
+  if (failFirst > 0) {
+    failFirst -= 1;
+    return true;
+  }
+  return false;
+}
+
+const server = http.createServer((req, res) => {
+  const signal = { '/v1/traces': 'traces', '/v1/metrics': 'metrics', '/v1/logs': 'logs' }[req.url];
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    if (req.method !== 'POST' || !signal) {
+      res.writeHead(404).end();
+      return;
+    }
+    if (req.headers['content-type'] !== 'application/x-protobuf') {
+      res.writeHead(415).end();
+      return;
+    }
+    if (shouldFail()) {
+      const headers = retryAfter !== undefined ? { 'Retry-After': retryAfter } : {};
+      res.writeHead(failStatus, headers).end();
+      return;
+    }
+    let body = Buffer.concat(chunks);
+    const encoding = req.headers['content-encoding'] || 'identity';
+    try {
+      if (encoding === 'gzip') body = zlib.gunzipSync(body);
+      const [Req, Resp] = types[signal];
+      record(signal, 'http/protobuf', encoding, Req.decode(body));
+      if (req.headers['x-test-header'] !== undefined) {
+        fs.appendFileSync(out, JSON.stringify({ header: req.headers['x-test-header'] }) + '\n');
+      }
+      const reply = Buffer.from(Resp.encode(Resp.create({})).finish());
+      res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end(reply);
+    } catch (e) {
+      console.error(`decode failed: ${e}`);
+      res.writeHead(400).end(String(e));
+    }
+  });
+});
+
+// grpc-js decompresses a message before the handler sees it and strips grpc-encoding from the
+// metadata; to report whether a message came compressed, note the encoding grpc-js decompresses
+// each message with ('identity' for an uncompressed one). The exporter sends one request at a
+// time, so the last one noted belongs to the call being handled.
+const interceptors = require('@grpc/grpc-js/build/src/server-interceptors');
+let lastGrpcEncoding = 'identity';
+const decompress = interceptors.BaseServerInterceptingCall.prototype.decompressMessage;
+interceptors.BaseServerInterceptingCall.prototype.decompressMessage = function (message, encoding) {
+  lastGrpcEncoding = encoding;
+  return decompress.call(this, message, encoding);
+};
+
+const grpcServer = new grpc.Server();
+for (const [signal, [Req, Resp]] of Object.entries(types)) {
+  const service = { traces: 'trace', metrics: 'metrics', logs: 'logs' }[signal];
+  const name = { traces: 'TraceService', metrics: 'MetricsService', logs: 'LogsService' }[signal];
+  grpcServer.addService(
+    {
+      Export: {
+        path: `/opentelemetry.proto.collector.${service}.v1.${name}/Export`,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (m) => Buffer.from(Req.encode(m).finish()),
+        requestDeserialize: (b) => Req.decode(b),
+        responseSerialize: (m) => Buffer.from(Resp.encode(m).finish()),
+        responseDeserialize: (b) => Resp.decode(b),
+      },
+    },
+    {
+      Export: (call, callback) => {
+        if (shouldFail()) {
+          callback({ code: grpc.status.UNAVAILABLE, details: 'test collector says no' });
+          return;
+        }
+        record(signal, 'grpc', lastGrpcEncoding, call.request);
+        const h = call.metadata.get('x-test-header');
+        if (h.length) fs.appendFileSync(out, JSON.stringify({ header: String(h[0]) }) + '\n');
+        callback(null, Resp.create({}));
+      },
+    },
+  );
+}
+
+server.listen(0, '127.0.0.1', () => {
+  const httpPort = server.address().port;
+  grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, grpcPort) => {
+    if (err) {
+      console.error(String(err));
+      process.exit(1);
+    }
+    console.log(`ready ${httpPort} ${grpcPort}`);
+  });
+});
+
+// The parent closes our stdin when it is done (or dies): exit then.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
