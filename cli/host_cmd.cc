@@ -29,6 +29,7 @@
 #include "pitlane/prometheus.h"
 #include "pitlane/host.h"
 #include "pitlane/jsonl_exporter.h"
+#include "pitlane/otlp_exporter.h"
 #include "pitlane/statsd_exporter.h"
 
 namespace pitlane::cli {
@@ -42,6 +43,7 @@ struct Exporters {
   std::unique_ptr<JsonLinesExporter> stdout_jsonl;
   std::unique_ptr<JsonLinesExporter> file_jsonl;
   std::unique_ptr<StatsdExporter> statsd;
+  const OtlpExporter* otlp = nullptr;  // owned by RunHost (it must go before the host)
 
   void StopAll() {
     for (AsyncExporter* e : all()) e->Stop();
@@ -76,6 +78,18 @@ struct Exporters {
       std::fprintf(f, "%sstatsd: datagrams %" PRIu64 ", queue overflow %" PRIu64
                    ", send errors %" PRIu64, sep, statsd->datagrams_sent(),
                    statsd->overflow(), statsd->send_errors());
+      sep = "; ";
+    }
+    if (otlp) {
+      const OtlpStats s = otlp->Stats();
+      std::fprintf(f,
+                   "%sotlp: spans %" PRIu64 ", metric points %" PRIu64 ", logs %" PRIu64
+                   ", retried %" PRIu64 ", dropped %" PRIu64 " (queue full %" PRIu64
+                   ", pending full %" PRIu64 ", refused %" PRIu64 ", retries exhausted %" PRIu64
+                   ", shutdown %" PRIu64 ")",
+                   sep, s.spans_exported, s.metric_points_exported, s.logs_exported, s.retries,
+                   s.dropped(), s.dropped_queue_full_events, s.dropped_pending_full,
+                   s.dropped_refused, s.dropped_retries_exhausted, s.dropped_shutdown);
     }
   }
 };
@@ -163,11 +177,10 @@ void AddHostExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
                       ->type_name("ADDR");
   host_cmd
       ->add_option("--metric", o->metric_specs,
-                   "An event metric to export, e.g. "
+                   "An event metric to export (to --metrics and/or --otlp), e.g. "
                    "'summary(snakepit.python.call.stop.duration, tags: [worker_id, command])' "
                    "(repeatable)")
-      ->type_name("SPEC")
-      ->needs(metrics);
+      ->type_name("SPEC");
   host_cmd
       ->add_option("--metric-naming", o->metric_naming,
                    "conventional: base units and _total (promtool-clean); snakepit: the names "
@@ -181,6 +194,26 @@ void AddHostExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
                    "\"(departed)\"")
       ->check(CLI::Range(0.0, 31'536'000.0))
       ->capture_default_str();
+  host_cmd
+      ->add_option_function<std::vector<std::string>>(
+          "--otlp",
+          [o](const std::vector<std::string>& v) {
+            o->otlp = true;
+            if (!v.empty()) o->otlp_endpoint = v.front();
+          },
+          "Export spans (and --metric metrics) to an OpenTelemetry collector; ENDPOINT "
+          "http://HOST:4318 or grpc://HOST:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT, else "
+          "http://localhost:4318)")
+      ->expected(0, 1)
+      ->type_name("[ENDPOINT]");
+  host_cmd->add_option("--otlp-protocol", o->otlp_protocol,
+                       "http/protobuf or grpc (overrides OTEL_EXPORTER_OTLP_PROTOCOL)")
+      ->type_name("PROTOCOL");
+  host_cmd->add_option("--otlp-compression", o->otlp_compression,
+                       "gzip or none (overrides OTEL_EXPORTER_OTLP_COMPRESSION)")
+      ->type_name("gzip|none");
+  host_cmd->add_flag("--otlp-logs", o->otlp_logs,
+                     "Also export events that are not spans as OpenTelemetry log records");
 }
 
 int RunHost(const HostCmdOptions& o) { return RunHost(o, HostExporterOptions{}); }
@@ -215,18 +248,24 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     }
     exporters.statsd = std::move(s).value();
   }
+  if (!x.metric_specs.empty() && x.metrics.empty() && !x.otlp) {
+    Error("host", "--metric needs --metrics or --otlp");
+    return 2;
+  }
+  std::vector<MetricSpec> specs;
+  for (const std::string& text : x.metric_specs) {
+    Result<MetricSpec> spec = MetricSpec::Parse(text);
+    if (!spec.ok()) {
+      Error("host", spec.status().message());
+      return 2;
+    }
+    specs.push_back(std::move(spec).value());
+  }
   PrometheusOptions prometheus;
   if (!x.metrics.empty()) {
     prometheus.listen = x.metrics;
     ParseMetricNaming(x.metric_naming, &prometheus.naming);  // CLI11 checked the value
-    for (const std::string& text : x.metric_specs) {
-      Result<MetricSpec> spec = MetricSpec::Parse(text);
-      if (!spec.ok()) {
-        Error("host", spec.status().message());
-        return 2;
-      }
-      prometheus.specs.push_back(std::move(spec).value());
-    }
+    prometheus.specs = specs;
   }
   if (!o.grpc_listen.empty()) {
     const Status s = internal::ValidateGrpcAddress(o.grpc_listen, internal::AddressUse::kServe,
@@ -305,6 +344,24 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     }
     metrics = std::move(m).value();
   }
+  // Destroyed (flushed) before the host as well.
+  std::unique_ptr<OtlpExporter> otlp;
+  if (x.otlp) {
+    OtlpOptions oo;
+    oo.endpoint = x.otlp_endpoint;
+    oo.protocol = x.otlp_protocol;
+    oo.compression = x.otlp_compression;
+    oo.logs = x.otlp_logs;
+    oo.metrics = specs;
+    Result<std::unique_ptr<OtlpExporter>> e = OtlpExporter::Start(host, std::move(oo));
+    if (!e.ok()) {
+      Error("host", e.status().message());
+      exporters.StopAll();
+      return 2;
+    }
+    otlp = std::move(e).value();
+    exporters.otlp = otlp.get();
+  }
   // The admin service (`pitlane ctl`), on the namespace's socket unless --admin says otherwise.
   // Destroyed before the host too, and stopped before it at exit.
   std::unique_ptr<AdminServer> admin;
@@ -326,6 +383,10 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     std::fprintf(status_out, "pitlane host: Prometheus metrics on http://%s:%u/metrics\n",
                  x.metrics.substr(0, x.metrics.rfind(':')).c_str(),
                  static_cast<unsigned>(metrics->port()));
+  }
+  if (otlp) {
+    std::fprintf(status_out, "pitlane host: OpenTelemetry export to %s\n",
+                 otlp->Describe().c_str());
   }
   if (host.grpc_port() != 0) {
     std::fprintf(status_out, "pitlane host: gRPC dial-in for remote workers on %s:%d%s\n",
@@ -387,6 +448,7 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
   if (admin) admin->Stop();
   host.Stop();
   exporters.StopAll();  // each drains its queue first
+  if (otlp) otlp->Shutdown();  // sends what is left, within its deadline
   PrintSummary(status_out, host, std::chrono::duration<double>(Clock::now() - t0).count(),
                exporters, o.jsonl);
   for (const AsyncExporter* e : exporters.all()) {

@@ -1,5 +1,5 @@
 // The exporter flags of `pitlane host` (--jsonl-file, --statsd, --statsd-prefix, --statsd-tags,
-// --metrics, --metric),
+// --metrics, --metric, --otlp, --otlp-protocol, --otlp-compression, --otlp-logs),
 // kept beside host_cmd.cc, which implements both functions.
 #pragma once
 
@@ -23,6 +23,12 @@ struct HostExporterOptions {
   std::vector<std::string> metric_specs;  // event metrics, e.g. summary(...duration, tags: [...])
   std::string metric_naming = "conventional";  // or "snakepit" (PrometheusOptions::naming)
   double departed_retention_s = 300;           // HostOptions::departed_retention
+  // OpenTelemetry (README "OpenTelemetry"): empty values take the OTEL_EXPORTER_OTLP_* variables.
+  bool otlp = false;
+  std::string otlp_endpoint;     // http://HOST:4318 | grpc://HOST:4317
+  std::string otlp_protocol;     // http/protobuf | grpc
+  std::string otlp_compression;  // gzip | none
+  bool otlp_logs = false;
 };
 
 // Registers the exporter flags on the `host` subcommand.

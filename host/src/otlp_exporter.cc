@@ -223,13 +223,18 @@ class OtlpExporter::Impl final : public AsyncExporter {
     next_metrics_ = SteadyClock::now() + o_.metric_interval;
   }
 
-  ~Impl() override {
+  ~Impl() override { Shutdown(); }
+
+  void Shutdown() {
     if (!handler_id_.empty()) host_.Detach(handler_id_);
+    handler_id_.clear();
     Stop();  // the converter thread: whatever it still had queued becomes pending items
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      stop_deadline_ = SteadyClock::now() + o_.shutdown_deadline;
+      if (!stopping_) {
+        stopping_ = true;
+        stop_deadline_ = SteadyClock::now() + o_.shutdown_deadline;
+      }
     }
     cv_.notify_all();
     if (sender_.joinable()) sender_.join();
@@ -831,6 +836,8 @@ OtlpExporter::OtlpExporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 OtlpExporter::~OtlpExporter() = default;
 
 OtlpStats OtlpExporter::Stats() const { return impl_->Stats(); }
+
+void OtlpExporter::Shutdown() { impl_->Shutdown(); }
 
 std::string OtlpExporter::Describe() const { return impl_->describe(); }
 

@@ -23,7 +23,7 @@
 // sent are bounded by max_pending; beyond it they are dropped and counted. Destruction flushes
 // within shutdown_deadline, then counts what is left as dropped.
 //
-// Thread safety: Start/destruction on one thread; Stats() from any thread.
+// Thread safety: Start/Shutdown/destruction on one thread; Stats() from any thread.
 // REQUIRES: the Host outlives the exporter.
 #pragma once
 
@@ -113,9 +113,13 @@ class OtlpExporter {
   // Resolves the options against the environment, attaches to `host` and starts the threads.
   // INVALID_ARGUMENT names the option or variable at fault.
   static Result<std::unique_ptr<OtlpExporter>> Start(Host& host, OtlpOptions options);
-  ~OtlpExporter();  // detaches, flushes within shutdown_deadline, stops the threads
+  ~OtlpExporter();  // Shutdown()
   OtlpExporter(const OtlpExporter&) = delete;
   OtlpExporter& operator=(const OtlpExporter&) = delete;
+
+  // Detaches from the host, sends what is queued within shutdown_deadline (the rest counts as
+  // dropped_shutdown) and stops the threads. Idempotent; Stats() stays readable.
+  void Shutdown();
 
   OtlpStats Stats() const;
   // "http/protobuf http://localhost:4318" — what it sends to, for the status line.
