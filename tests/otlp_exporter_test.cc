@@ -588,6 +588,33 @@ TEST_F(OtlpHttpTest, EndsWithoutTheirStartAreExportedAndOpenSpansAreBounded) {
             "req-1");
 }
 
+TEST_F(OtlpHttpTest, MetricSeriesAreBoundedPerMetricAndTheOverflowCounted) {
+  OtlpReceiver r;
+  ASSERT_TRUE(r.Start());
+  OtlpOptions o = Options(r.http_port());
+  o.traces = false;
+  o.max_series_per_metric = 2;
+  o.metric_interval = 50ms;
+  o.metrics.push_back(MetricSpec::Parse("counter(snakepit.python.call.stop.count, tags: [command])").value());
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok());
+  for (const char* command : {"a", "b", "c", "a"}) {
+    ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", 1}}, {{"command", command}}),
+              EmitResult::kOk);
+  }
+  Pump([&] { return (*exporter)->Stats().metric_series_overflow == 1 &&
+                    (*exporter)->Stats().metric_points_exported >= 2; });
+  EXPECT_EQ((*exporter)->Stats().metric_series_overflow, 1u);
+  json points;
+  for (const json& rq : r.Requests()) {
+    points = rq["request"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"];
+  }
+  ASSERT_EQ(points.size(), 2u);
+  std::map<std::string, std::string> counts;
+  for (const json& p : points) counts[Attr(p["attributes"], "command")["stringValue"]] = p["asInt"];
+  EXPECT_EQ(counts, (std::map<std::string, std::string>{{"a", "2"}, {"b", "1"}}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Protocols, OtlpExporterTest,
                          ::testing::Values(Case{"http/protobuf", "none"},
                                            Case{"http/protobuf", "gzip"}, Case{"grpc", "none"},

@@ -430,6 +430,11 @@ class OtlpExporter::Impl final : public AsyncExporter {
         key.push_back(value ? *value : (tag == "worker_id" ? e.worker_id : std::string()));
       }
       std::lock_guard<std::mutex> lock(metrics_mu_);
+      if (m.series.size() >= o_.max_series_per_metric && m.series.count(key) == 0) {
+        std::lock_guard<std::mutex> stats_lock(mu_);  // order: metrics_mu_, then mu_
+        ++stats_.metric_series_overflow;
+        continue;
+      }
       auto [it, fresh] = m.series.try_emplace(key);
       Series& s = it->second;
       if (fresh) {

@@ -64,6 +64,7 @@ struct OtlpOptions {
   std::chrono::milliseconds metric_interval{10000};
   size_t max_pending = 8192;       // spans + log records waiting to be sent
   size_t max_open_spans = 16384;   // started spans waiting for their end
+  size_t max_series_per_metric = 1000;  // label sets per metric; events of new ones beyond it are counted
   size_t queue_capacity = 65536;   // the host handler's queue (AsyncExporter)
   std::chrono::milliseconds initial_backoff{250};
   std::chrono::milliseconds max_backoff{5000};
@@ -93,6 +94,7 @@ struct OtlpStats {
   uint64_t dropped_shutdown = 0;
   uint64_t open_spans_evicted = 0;  // exported later without their start, or never ended
   uint64_t unpaired_ends = 0;       // ends whose start was not seen
+  uint64_t metric_series_overflow = 0;  // events not aggregated: their metric had no room for a new series
   uint64_t dropped() const {
     return dropped_queue_full_events + dropped_pending_full + dropped_refused +
            dropped_retries_exhausted + dropped_shutdown;
