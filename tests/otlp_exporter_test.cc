@@ -6,7 +6,10 @@
 // REQUIRES: node, and `npm ci` run in tests/otlp (build.sh test does it).
 #include "pitlane/otlp_exporter.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -586,6 +589,35 @@ TEST_F(OtlpHttpTest, EndsWithoutTheirStartAreExportedAndOpenSpansAreBounded) {
   EXPECT_EQ(by_id[SpanIdHex(1)]["traceId"], TraceIdHex(*TraceIdFromCorrelationId("req-1")));
   EXPECT_EQ(Attr(by_id[SpanIdHex(1)]["attributes"], "pitlane.correlation_id")["stringValue"],
             "req-1");
+}
+
+TEST_F(OtlpHttpTest, ShutdownGivesUpOnAHungCollectorAtItsDeadline) {
+  // A collector that accepts connections and never answers: the kernel completes the
+  // handshake for the listen backlog, nobody reads.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 8), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  OtlpOptions o = Options(ntohs(addr.sin_port));
+  o.timeout = 60s;              // far beyond the test's patience
+  o.batch_delay = 60s;          // nothing is sent before shutdown
+  o.shutdown_deadline = 300ms;
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok());
+  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+  Pump([&] { return host_->PollOnce() == 0; });
+  const auto t0 = std::chrono::steady_clock::now();
+  (*exporter)->Shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "the request outlived the deadline";
+  const OtlpStats s = (*exporter)->Stats();
+  EXPECT_EQ(s.dropped_shutdown, 1u);
+  EXPECT_EQ(s.spans_exported, 0u);
+  close(fd);
 }
 
 TEST_F(OtlpHttpTest, MetricSeriesAreBoundedPerMetricAndTheOverflowCounted) {

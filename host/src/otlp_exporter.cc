@@ -612,7 +612,12 @@ class OtlpExporter::Impl final : public AsyncExporter {
     const SteadyClock::time_point first = SteadyClock::now();
     std::chrono::milliseconds backoff = o_.initial_backoff;
     while (true) {
-      const OtlpSendResult r = transport_->Send(signal, req);
+      SteadyClock::time_point until = SteadyClock::time_point::max();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) until = stop_deadline_;  // a request never outlives shutdown's deadline
+      }
+      const OtlpSendResult r = transport_->Send(signal, req, until);
       if (r.kind == OtlpSendResult::Kind::kOk) {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.requests;

@@ -54,8 +54,9 @@ class HttpTransport final : public OtlpTransport {
   explicit HttpTransport(OtlpTransportConfig c) : c_(std::move(c)) {}
   ~HttpTransport() override { Close(); }
 
-  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& message) override {
-    const Clock::time_point deadline = Clock::now() + c_.timeout;
+  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& message,
+                      Clock::time_point until) override {
+    const Clock::time_point deadline = std::min(until, Clock::now() + c_.timeout);
     std::string request;
     if (!message.SerializeToString(&request)) return Failed("cannot serialize the request");
     std::string body;
@@ -293,10 +294,12 @@ class GrpcTransport final : public OtlpTransport {
     logs_ = opentelemetry::proto::collector::logs::v1::LogsService::NewStub(channel_);
   }
 
-  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request) override {
+  OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request,
+                      Clock::time_point until) override {
     namespace ct = opentelemetry::proto::collector;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + c_.timeout);
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::min<Clock::duration>(c_.timeout, until - Clock::now()));
     for (const auto& [k, v] : c_.headers) ctx.AddMetadata(Lower(k), v);
     if (c_.gzip) ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
     grpc::Status st;

@@ -56,8 +56,10 @@ class OtlpTransport {
  public:
   static std::unique_ptr<OtlpTransport> Create(const OtlpTransportConfig& config);
   virtual ~OtlpTransport() = default;
-  // Sends one Export<Signal>ServiceRequest. REQUIRES: `request` is that message for `signal`.
-  virtual OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request) = 0;
+  // Sends one Export<Signal>ServiceRequest, giving up (retryable) at `deadline` or after the
+  // configured timeout, whichever comes first. REQUIRES: `request` is that message for `signal`.
+  virtual OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& request,
+                              std::chrono::steady_clock::time_point deadline) = 0;
 };
 
 // gzip (RFC 1952) of `in`.
