@@ -518,7 +518,7 @@ std::vector<Shape> MaliciousShapes() {
     f.measurements = ms;
     f.measurement_count = 1;
     std::vector<uint8_t> p = Encode(f, true);
-    constexpr size_t kIntsField = 40 + 12;  // Event table + its `ints` slot (record_writer.cc)
+    constexpr size_t kIntsField = 32 + 12;  // Event table + its `ints` slot (record_writer.cc)
     const size_t vec = kIntsField + Get32(p, kIntsField);
     Put32(p, kIntsField, Get32(p, kIntsField) - 4);
     Put32(p, vec - 4, 1);

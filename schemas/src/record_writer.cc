@@ -4,13 +4,13 @@
 // its size relative to the buffer start, so the record is laid out front to back, parents
 // before children, in one pass with no builder state:
 //
-//   0    uint32 root offset (= 40)            4   "PLEV" file identifier
-//   8    Event vtable (22 bytes; 26 with span ids), zero padding to 40
-//   40   Event table (40 bytes; 56 with span ids):
+//   0    uint32 root offset (= T)             4   "PLEV" file identifier
+//   8    Event vtable (22 bytes + 2 pad; with span ids 26 bytes + 6 pad)
+//   T    Event table, T = 32 (40 bytes; with span ids T = 40 and 56 bytes):
 //        +0 soffset to vtable  +4 name  +8 correlation_id  +12 ints  +16 timestamp (u64)
 //        +24 floats  +28 measures  +32 meta  +36 event_id (u16)  +38 clock (u8)
 //        +40 span_id (u64)  +48 parent_span_id (u64)   (only when span_id != 0)
-//   80/96 [ints]   4 pad, uint32 count, count × IntMeasure{key u16, 6 pad, value i64}
+//   72/96 [ints]   4 pad, uint32 count, count × IntMeasure{key u16, 6 pad, value i64}
 //        [floats] same shape with FloatMeasure
 //        [meta]   uint32 count, count × uint32 offsets to Meta tables
 //        [measures] uint32 count, count × uint32 offsets to Measure tables
@@ -29,12 +29,16 @@
 namespace pitlane {
 namespace {
 
-constexpr uint32_t kEventTable = 40;
-// A record without span ids keeps the shorter table (and vtable), 16 bytes less per event.
-constexpr uint32_t kEventTableBytes = 40;
-constexpr uint32_t kSpanEventTableBytes = 56;
+// A record without span ids keeps the layout it had before they existed (72 bytes of head); a
+// span event's longer vtable pushes its table to 40, and the table grows by the two ids.
+constexpr uint32_t kEventTable = 32, kSpanEventTable = 40;
+constexpr uint32_t kEventTableBytes = 40, kSpanEventTableBytes = 56;
+inline uint32_t EventTableAt(const RecordFields& f) {
+  return f.span.span_id != 0 ? kSpanEventTable : kEventTable;
+}
 inline size_t FixedBytes(const RecordFields& f) {
-  return kEventTable + (f.span.span_id != 0 ? kSpanEventTableBytes : kEventTableBytes);  // 80 / 96
+  return f.span.span_id != 0 ? kSpanEventTable + kSpanEventTableBytes      // 96
+                             : kEventTable + kEventTableBytes;             // 72
 }
 constexpr uint32_t kMeasureVtableBytes = 16;
 constexpr uint32_t kMeasureTableBytes = 32;
@@ -138,7 +142,8 @@ void PrepareRecord(const RecordFields& f, const Catalog* catalog, bool use_ids,
 
 void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) noexcept {
   // Header, vtable and table. Vtable: [vtable bytes, table bytes, field offsets by id].
-  Put32(b + 0, kEventTable);
+  const uint32_t et = EventTableAt(f);
+  Put32(b + 0, et);
   std::memcpy(b + 4, "PLEV", 4);
   const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
   const bool has_span = f.span.span_id != 0;
@@ -157,11 +162,16 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
       40,  // span_id         (beyond the vtable's size without span ids)
       48,  // parent_span_id
   };
-  // Bytes 8..40: the vtable, then zeros (the unused vtable tail doubles as padding).
-  std::memset(b + 8, 0, kEventTable - 8);
-  std::memcpy(b + 8, vt, has_span ? 26 : 22);
-  uint8_t* t = b + kEventTable;
-  Put32(t, kEventTable - 8);  // soffset: vtable = table - 32
+  // Bytes 8..et: the vtable, then zero padding.
+  if (has_span) {
+    std::memcpy(b + 8, vt, 26);
+    std::memset(b + 34, 0, 6);
+  } else {
+    std::memcpy(b + 8, vt, 22);
+    Put16(b + 30, 0);
+  }
+  uint8_t* t = b + et;
+  Put32(t, et - 8);  // soffset: the vtable is at 8
   std::memset(t + 4, 0, 12);
   Put64(t + 16, f.timestamp);
   std::memset(t + 24, 0, 12);
@@ -177,7 +187,7 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
   // Struct vectors: 4 bytes of padding then the count, so elements start 8-aligned.
   auto struct_vector = [&](uint16_t count, uint32_t field, Value::Kind kind) {
     Put32(b + cur, 0);
-    PutOffset(b, kEventTable + field, cur + 4);
+    PutOffset(b, et + field, cur + 4);
     Put32(b + cur + 4, count);
     uint8_t* e = b + cur + 8;
     for (size_t i = 0; i < f.measurement_count; ++i) {
@@ -199,13 +209,13 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
   size_t meta_vec = 0, general_vec = 0;
   if (f.metadata_count) {
     meta_vec = cur;
-    PutOffset(b, kEventTable + 32, meta_vec);
+    PutOffset(b, et + 32, meta_vec);
     Put32(b + cur, static_cast<uint32_t>(f.metadata_count));
     cur += 4 + 4 * f.metadata_count;
   }
   if (p.general_count) {
     general_vec = cur;
-    PutOffset(b, kEventTable + 28, general_vec);
+    PutOffset(b, et + 28, general_vec);
     Put32(b + cur, p.general_count);
     cur += 4 + 4 * size_t{p.general_count};
   }
@@ -238,9 +248,9 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
   }
 
   // Strings, after every table that refers to them.
-  if (has_name) PutOffset(b, kEventTable + 4, PutString(b, &cur, f.name));
+  if (has_name) PutOffset(b, et + 4, PutString(b, &cur, f.name));
   if (!f.correlation_id.empty()) {
-    PutOffset(b, kEventTable + 8, PutString(b, &cur, f.correlation_id));
+    PutOffset(b, et + 8, PutString(b, &cur, f.correlation_id));
   }
   if (p.general_count) {
     size_t k = 0;
