@@ -274,7 +274,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
       }
       return;
     }
-    if (o_.logs && !span_role) Log(e, ev);
+    if (o_.logs && !span_role) ToLogRecord(e, ev);
   }
 
  private:
@@ -377,7 +377,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
     Enqueue(&pending_spans_, std::move(s));
   }
 
-  void Log(const OwnedEvent& e, const CatalogEvent& ev) {
+  void ToLogRecord(const OwnedEvent& e, const CatalogEvent& ev) {
     logs::LogRecord r;
     r.set_time_unix_nano(static_cast<uint64_t>(std::max<int64_t>(e.timestamp_ns, 0)));
     r.set_observed_time_unix_nano(static_cast<uint64_t>(NowUnixNs()));
@@ -627,7 +627,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
       if (r.kind == OtlpSendResult::Kind::kFailed) {
         stats_.dropped_refused += items;
         lock.unlock();
-        Log("OTLP " + describe_ + " refused " + std::to_string(items) + " items: " + r.error);
+        LogLine("OTLP " + describe_ + " refused " + std::to_string(items) + " items: " + r.error);
         return false;
       }
       // Full jitter: a uniform wait in [0, backoff]; a Retry-After replaces it.
@@ -643,7 +643,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
       if (at >= limit) {
         (stopping_ ? stats_.dropped_shutdown : stats_.dropped_retries_exhausted) += items;
         lock.unlock();
-        Log("OTLP " + describe_ + ": gave up on " + std::to_string(items) + " items after " +
+        LogLine("OTLP " + describe_ + ": gave up on " + std::to_string(items) + " items after " +
             r.error);
         return false;
       }
@@ -657,7 +657,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
     }
   }
 
-  void Log(const std::string& line) {
+  void LogLine(const std::string& line) {
     // At most one line per second: a collector that is down must not flood the host's log.
     const auto now = SteadyClock::now();
     if (now - last_log_ < std::chrono::seconds(1)) return;
