@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <string>
@@ -13,6 +14,7 @@
 #include "pitlane/correlation.h"
 #include "pitlane/host.h"
 #include "pitlane/span.h"
+#include "pitlane/trace_context.h"
 #include "pitlane/worker.h"
 #include "testing.h"
 
@@ -24,6 +26,7 @@ using namespace std::chrono_literals;
 struct Got {
   std::string name;
   std::string correlation_id;
+  uint64_t span_id = 0, parent_span_id = 0;
   std::map<std::string, std::string> meta;
   std::map<std::string, int64_t> ints;
 };
@@ -37,6 +40,8 @@ class SpanTest : public ::testing::Test {
                         Got g;
                         g.name = std::string(v.name());
                         g.correlation_id = std::string(v.correlation_id);
+                        g.span_id = v.span_id;
+                        g.parent_span_id = v.parent_span_id;
                         for (const MetadataView& m : v.metadata) {
                           g.meta[std::string(m.key)] = std::string(m.value);
                         }
@@ -144,6 +149,104 @@ TEST_F(SpanTest, NestedSpansPickUpTheScopedCorrelationId) {
   }
   EXPECT_EQ(got_[4].correlation_id, "");
   EXPECT_EQ(got_[4].meta.count("correlation_id"), 0u);
+}
+
+TEST_F(SpanTest, NestedSpansCarryTheirIdsAndTheEnclosingSpanAsParent) {
+  const SpanEvents call = ResolveSpan(*worker_, "python.call");
+  const SpanEvents tool = ResolveSpan(*worker_, "tool.execution");
+  uint64_t outer_id = 0, inner_id = 0, sibling_id = 0;
+  EXPECT_EQ(CurrentSpanId(), 0u);
+  {
+    Span outer(*worker_, call);
+    outer_id = outer.span_id();
+    EXPECT_EQ(CurrentSpanId(), outer_id);
+    {
+      Span inner(*worker_, tool);
+      inner_id = inner.span_id();
+      EXPECT_EQ(inner.parent_span_id(), outer_id);
+    }
+    EXPECT_EQ(CurrentSpanId(), outer_id);  // restored when the inner span ended
+    EXPECT_THROW(WithSpan(*worker_, tool, [&]() -> int {
+                   sibling_id = CurrentSpanId();
+                   throw std::runtime_error("x");
+                 }),
+                 std::runtime_error);
+  }
+  EXPECT_EQ(CurrentSpanId(), 0u);
+  Drain();
+  ASSERT_EQ(got_.size(), 6u);
+  EXPECT_NE(outer_id, 0u);
+  EXPECT_NE(inner_id, outer_id);
+  EXPECT_NE(sibling_id, inner_id);
+  // start/stop of one span share its ids; every child names the outer span.
+  EXPECT_EQ(got_[0].span_id, outer_id);
+  EXPECT_EQ(got_[0].parent_span_id, 0u);
+  EXPECT_EQ(got_[1].span_id, inner_id);
+  EXPECT_EQ(got_[1].parent_span_id, outer_id);
+  EXPECT_EQ(got_[2].span_id, inner_id);
+  EXPECT_EQ(got_[2].parent_span_id, outer_id);
+  EXPECT_EQ(got_[3].span_id, sibling_id);
+  EXPECT_EQ(got_[4].name, "snakepit.python.tool.execution.exception");
+  EXPECT_EQ(got_[4].span_id, sibling_id);
+  EXPECT_EQ(got_[4].parent_span_id, outer_id);
+  EXPECT_EQ(got_[5].span_id, outer_id);
+}
+
+TEST_F(SpanTest, SpanWithoutACorrelationIdStartsATraceOf32HexDigits) {
+  const SpanEvents call = ResolveSpan(*worker_, "python.call");
+  const SpanEvents tool = ResolveSpan(*worker_, "tool.execution");
+  {
+    Span outer(*worker_, call);
+    EXPECT_TRUE(IsTraceIdHex(outer.correlation_id()));
+    EXPECT_EQ(CurrentCorrelationId(), outer.correlation_id());
+    Span inner(*worker_, tool);
+    EXPECT_EQ(inner.correlation_id(), outer.correlation_id());
+  }
+  EXPECT_EQ(CurrentCorrelationId(), "");
+  Drain();
+  ASSERT_EQ(got_.size(), 4u);
+  for (const Got& g : got_) EXPECT_EQ(g.correlation_id, got_[0].correlation_id);
+}
+
+TEST_F(SpanTest, TraceContextScopeContinuesAnIncomingTraceparent) {
+  const SpanEvents call = ResolveSpan(*worker_, "python.call");
+  std::string outgoing;
+  uint64_t span_id = 0;
+  {
+    TraceContextScope incoming("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    ASSERT_TRUE(incoming.ok());
+    EXPECT_EQ(CurrentTraceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    Span span(*worker_, call);
+    span_id = span.span_id();
+    outgoing = CurrentTraceparent();
+  }
+  EXPECT_EQ(CurrentSpanId(), 0u);
+  EXPECT_EQ(CurrentCorrelationId(), "");
+  EXPECT_EQ(CurrentTraceparent(), "");
+  EXPECT_EQ(outgoing, "00-4bf92f3577b34da6a3ce929d0e0e4736-" + SpanIdHex(span_id) + "-01");
+  Drain();
+  ASSERT_EQ(got_.size(), 2u);
+  EXPECT_EQ(got_[0].correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(got_[0].parent_span_id, 0x00f067aa0ba902b7ull);
+
+  TraceContextScope bad("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(CurrentCorrelationId(), "");
+}
+
+TEST(SpanIdTest, IdsAreNonZeroAndDistinctAcrossThreads) {
+  std::vector<uint64_t> ids[4];
+  std::vector<std::thread> threads;
+  for (auto& v : ids) {
+    threads.emplace_back([&v] {
+      for (int i = 0; i < 10000; ++i) v.push_back(NewSpanId());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::set<uint64_t> all;
+  for (const auto& v : ids) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all.size(), 40000u);
+  EXPECT_EQ(all.count(0), 0u);
 }
 
 TEST(CorrelationTest, ScopesRestoreThePreviousIdInReverseOrder) {

@@ -252,12 +252,13 @@ namespace {
 // use_ids so); a pre-attach record is stamped with CLOCK_REALTIME and names everything.
 struct FieldsRecord {
   FieldsRecord(std::span<const Measurement> m, std::span<const Metadata> md,
-               std::string_view cid) noexcept
-      : measurements(m), metadata(md), correlation_id(cid) {}
+               std::string_view cid, SpanIds s = {}) noexcept
+      : measurements(m), metadata(md), correlation_id(cid), span(s) {}
 
   std::span<const Measurement> measurements;
   std::span<const Metadata> metadata;
   std::string_view correlation_id;
+  SpanIds span;  // a span's events only (span.h)
   bool pre_attach = false;
   RecordFields f;
   PreparedRecord p;  // default-initialised: its 1 KiB of id arrays are written by Prepare only
@@ -288,6 +289,7 @@ struct FieldsRecord {
     f.measurement_count = measurements.size();
     f.metadata = metadata.data();
     f.metadata_count = metadata.size();
+    f.span = span;
     PrepareRecord(f, w.catalog.get(), use_ids, &p);
     return p.size;
   }
@@ -341,7 +343,7 @@ template <class Lane>
     d[i].value = TruncateValue(d[i].value, max, &cut);
   }
   FieldsRecord short_rec({m, rec.measurements.size()}, {d, rec.metadata.size()},
-                         rec.correlation_id);
+                         rec.correlation_id, rec.span);
   short_rec.pre_attach = rec.pre_attach;
   const EmitResult r = Publish(lane, w, ev, short_rec);
   return r == EmitResult::kOk ? EmitResult::kOkTruncated : r;
@@ -393,6 +395,14 @@ EmitResult Worker::Emit(EventHandle ev, std::span<const Measurement> measurement
                         std::span<const Metadata> metadata,
                         std::string_view correlation_id) noexcept {
   FieldsRecord rec(measurements, metadata, correlation_id);
+  return EmitAny(*impl_, ev, rec);
+}
+
+EmitResult Worker::EmitSpanEvent(EventHandle ev, SpanIds span,
+                                 std::span<const Measurement> measurements,
+                                 std::span<const Metadata> metadata,
+                                 std::string_view correlation_id) noexcept {
+  FieldsRecord rec(measurements, metadata, correlation_id, span);
   return EmitAny(*impl_, ev, rec);
 }
 

@@ -3,7 +3,19 @@
 // it ends by an exception (WithSpan records the exception's type and what(); a plain Span
 // destroyed by unwinding records error_type "unwound") or when Fail() was called.
 //
-// Thread safety: a Span belongs to the thread that created it.
+// Span identity (schemas/event.fbs span_id / parent_span_id, pitlane/trace_context.h): a Span
+// takes a fresh span id at its start from a per-thread generator (no syscall, no lock) and
+// records the thread's current span as its parent; while it lives it is the thread's current
+// span and its correlation id the thread's current id, so nested Spans are its children in the
+// same trace. With no correlation id given or current, a Span starts a new trace: its
+// correlation id is a fresh 32-hex-digit trace id. All three events carry both ids.
+//
+// W3C Trace Context: TraceContextScope continues a caller's trace from its `traceparent`
+// (the trace id becomes the current correlation id, the caller's span the current parent);
+// CurrentTraceparent() produces the value to send with an outgoing call.
+//
+// Thread safety: a Span and a TraceContextScope belong to the thread that created them and
+// are destroyed on it, in reverse order of creation (they are RAII objects on the stack).
 #pragma once
 
 #include <chrono>
@@ -14,6 +26,7 @@
 #include <string_view>
 #include <typeinfo>
 
+#include "pitlane/correlation.h"
 #include "pitlane/worker.h"
 
 namespace pitlane {
@@ -23,6 +36,33 @@ struct SpanEvents {
   EventHandle start, stop, exception;
 };
 SpanEvents ResolveSpan(const Worker& worker, std::string_view operation);
+
+// A fresh span id, never 0: the calling thread's generator (splitmix64 over a per-thread
+// seed taken from the TSC, the thread and a process-wide counter; re-seeded after fork()).
+uint64_t NewSpanId() noexcept;
+// The span the calling thread is in (the innermost live Span, or the parent a
+// TraceContextScope set); 0 = none.
+uint64_t CurrentSpanId() noexcept;
+// "00-<trace id>-<span id>-01" for the current correlation id and span; "" when either is
+// missing (a traceparent must name both).
+std::string CurrentTraceparent();
+
+// Continues the trace of an incoming call for its lifetime: the current correlation id becomes
+// the traceparent's trace id (32 lowercase hex digits) and the current span its parent id. An
+// invalid value changes nothing (ok() is false).
+class TraceContextScope {
+ public:
+  explicit TraceContextScope(std::string_view traceparent) noexcept;
+  ~TraceContextScope();
+  TraceContextScope(const TraceContextScope&) = delete;
+  TraceContextScope& operator=(const TraceContextScope&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  bool ok_ = false;
+  CorrelationToken correlation_;
+  uint64_t previous_span_ = 0;
+};
 
 class Span {
  public:
@@ -40,6 +80,10 @@ class Span {
   // Makes the span end with the exception event.
   void Fail(std::string_view error_type, std::string_view error_message) noexcept;
 
+  uint64_t span_id() const { return span_id_; }
+  uint64_t parent_span_id() const { return parent_span_id_; }
+  std::string_view correlation_id() const { return {correlation_, correlation_len_}; }
+
  private:
   void Add(std::string_view key, std::string_view value) noexcept;
   std::string_view Store(std::string_view s) noexcept;
@@ -54,8 +98,11 @@ class Span {
   size_t meta_count_ = 0;
   char arena_[kArenaBytes];
   size_t arena_used_ = 0;
-  char correlation_[128];
+  char correlation_[kMaxCorrelationIdBytes];
   size_t correlation_len_ = 0;
+  uint64_t span_id_;
+  uint64_t parent_span_id_;
+  CorrelationToken previous_correlation_;  // restored at the end of the span
 };
 
 // Demangled name of the exception currently being handled ("std::runtime_error").

@@ -125,6 +125,11 @@ class Worker {
                   std::string_view correlation_id = {}) noexcept {
     return Emit(Event(name), measurements, metadata, correlation_id);
   }
+  // A span's event (span.h): Emit, with the span's identity in the record.
+  EmitResult EmitSpanEvent(EventHandle event, SpanIds span,
+                           std::span<const Measurement> measurements,
+                           std::span<const Metadata> metadata,
+                           std::string_view correlation_id = {}) noexcept;
   // Publishes an already-encoded record (a FlatBuffer of event.fbs, whose gate decision is made
   // from `event`). The host verifies it like any other.
   EmitResult EmitEncoded(EventHandle event, const uint8_t* record, size_t size) noexcept;
