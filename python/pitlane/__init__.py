@@ -8,6 +8,7 @@ The API lives in :mod:`pitlane.telemetry` (the seed's ``snakepit_bridge.telemetr
 
 from . import telemetry
 from .telemetry import (
+    continue_trace,
     dropped_count,
     emit,
     get_correlation_id,
@@ -18,6 +19,7 @@ from .telemetry import (
     span,
     start,
     stats,
+    traceparent,
     wait_attached,
 )
 

@@ -58,12 +58,16 @@ __all__ = [
     "set_correlation_id",
     "get_correlation_id",
     "reset_correlation_id",
+    "traceparent",
+    "continue_trace",
 ]
 
 _correlation_id: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "pitlane_correlation_id", default=None
 )
 _native._bind_correlation_var(_correlation_id)
+# The innermost active span of this context (thread / asyncio task): the parent of the next one.
+_span_id: contextvars.ContextVar[int] = contextvars.ContextVar("pitlane_span_id", default=0)
 
 # A multiprocessing child started by "spawn" or "forkserver" imports this module afresh (a
 # fork()ed child does not: the worker's atfork handler gives it its own id). Its environment,
@@ -76,7 +80,8 @@ if _mp is not None and (_mp.parent_process() is not None
     _native._mark_spawned_child()
 del _mp
 
-#: ``emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str``.
+#: ``emit(event_name, measurements=None, metadata=None, correlation_id=None, *, span_id=0,
+#: parent_span_id=0) -> str`` (the span ids are for :class:`span`'s events).
 #: Emits one event and returns the outcome: ``"ok"``, ``"ok_truncated"`` (a value cut to the
 #: catalog's 1 KiB, where the host would cut it), ``"buffered"`` (no host yet: kept, bounded,
 #: and published in order when one appears), ``"dropped_full"``, ``"dropped_too_large"``,
@@ -176,6 +181,11 @@ class span:  # noqa: N801 - the seed's name; used as a function
     The span's correlation id is ``correlation_id``, else the current one, else a new one; it
     is the current id inside the span, so nested spans and emits share it.
 
+    Span identity: each entry takes a fresh span id; the enclosing span of the same context
+    (thread or asyncio task) is its parent. All three events carry both ids, and the
+    correlation id is the trace id (pitlane/trace_context.h), so an OpenTelemetry exporter on
+    the host rebuilds the tree. A new trace's correlation id is 32 hex digits (a W3C trace id).
+
     Use as ``with span(...)``, ``async with span(...)`` or as a decorator of a function or a
     coroutine function (each call is its own span).
     """
@@ -194,24 +204,34 @@ class span:  # noqa: N801 - the seed's name; used as a function
         self.operation = operation
         self.metadata = metadata
         self.correlation_id = correlation_id
-        # (begin_ns, correlation id, contextvar token) per active entry: a span object may be
-        # entered again while active (recursion through a decorated function).
+        # (begin_ns, correlation id, span id, parent id, contextvar tokens) per active entry: a
+        # span object may be entered again while active (recursion through a decorated
+        # function).
         self._stack: list = []
         self._names = (f"{operation}.start", f"{operation}.stop", f"{operation}.exception")
 
     def __enter__(self) -> "span":
-        correlation = self.correlation_id or _correlation_id.get() or new_correlation_id()
+        correlation = self.correlation_id or _correlation_id.get() or _new_trace_id()
         token = _correlation_id.set(correlation)
-        self._emit(self._names[0], {"system_time": time.time_ns()}, self.metadata, correlation)
-        self._stack.append((time.monotonic_ns(), correlation, token))
+        span_id = _native.new_span_id()
+        parent = _span_id.get()
+        span_token = _span_id.set(span_id)
+        self._send(
+            self._names[0], {"system_time": time.time_ns()}, self.metadata, correlation,
+            span_id, parent,
+        )
+        self._stack.append((time.monotonic_ns(), correlation, span_id, parent, token, span_token))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        begin, correlation, token = self._stack.pop()
+        begin, correlation, span_id, parent, token, span_token = self._stack.pop()
         duration = time.monotonic_ns() - begin
         try:
             if exc_type is None:
-                self._emit(self._names[1], {"duration": duration}, self.metadata, correlation)
+                self._send(
+                    self._names[1], {"duration": duration}, self.metadata, correlation,
+                    span_id, parent,
+                )
             else:
                 try:
                     metadata = dict(self.metadata) if self.metadata else {}
@@ -219,13 +239,26 @@ class span:  # noqa: N801 - the seed's name; used as a function
                     metadata = {}
                 metadata["error_type"] = exc_type.__name__
                 metadata["error_message"] = _describe(exc) if exc is not None else ""
-                self._emit(self._names[2], {"duration": duration}, metadata, correlation)
+                self._send(
+                    self._names[2], {"duration": duration}, metadata, correlation, span_id, parent
+                )
         finally:
             try:
+                _span_id.reset(span_token)
                 _correlation_id.reset(token)
             except ValueError:  # exited in another context than entered: leave it be
                 pass
         return False
+
+    def _send(self, name, measurements, metadata, correlation, span_id, parent) -> None:
+        # pitlane's own emit also records the span's identity; a subclass that routes events
+        # elsewhere (pitlane.snakepit's backends) gets the seed's four arguments.
+        if self._emit is _native.emit:
+            _native.emit(
+                name, measurements, metadata, correlation, span_id=span_id, parent_span_id=parent
+            )
+        else:
+            self._emit(name, measurements, metadata, correlation)
 
     async def __aenter__(self) -> "span":
         return self.__enter__()
@@ -251,6 +284,50 @@ class span:  # noqa: N801 - the seed's name; used as a function
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+
+def _new_trace_id() -> str:
+    """A fresh correlation id that is also a W3C trace id: 32 hex digits."""
+    return f"{_native.new_span_id():016x}{_native.new_span_id():016x}"
+
+
+def traceparent() -> Optional[str]:
+    """The W3C ``traceparent`` for an outgoing call made from the current span (send it beside
+    the correlation id header); None outside a span or without a correlation id."""
+    correlation = _correlation_id.get()
+    return _native.format_traceparent(correlation, _span_id.get()) if correlation else None
+
+
+class continue_trace:  # noqa: N801 - a context manager used like a function
+    """Continues the trace of an incoming call: inside ``with continue_trace(value):`` the
+    current correlation id is the ``traceparent``'s trace id and the caller's span is the
+    parent of the next span. An invalid or absent value (``None``) changes nothing
+    (``ok`` is False), so a caller's bad header never breaks the call."""
+
+    __slots__ = ("ok", "_parsed", "_tokens")
+
+    def __init__(self, value: Optional[str]) -> None:
+        parsed = _native.parse_traceparent(value) if isinstance(value, str) else None
+        self.ok = parsed is not None
+        self._tokens = None
+        self._parsed = parsed
+
+    def __enter__(self) -> "continue_trace":
+        if self._parsed is not None:
+            trace_id, parent, _flags = self._parsed
+            self._tokens = (_correlation_id.set(trace_id), _span_id.set(parent))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._tokens is not None:
+            correlation_token, span_token = self._tokens
+            self._tokens = None
+            try:
+                _span_id.reset(span_token)
+                _correlation_id.reset(correlation_token)
+            except ValueError:  # exited in another context than entered: leave it be
+                pass
+        return False
 
 
 def _close_at_exit() -> None:

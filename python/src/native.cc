@@ -43,6 +43,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,6 +56,8 @@
 #include "pitlane/correlation.h"
 #include "pitlane/defaults.h"
 #include "pitlane/record.h"
+#include "pitlane/span.h"
+#include "pitlane/trace_context.h"
 #include "pitlane/worker.h"
 
 namespace py = pybind11;
@@ -94,7 +97,9 @@ struct Native {
   std::atomic<bool> use_name_cache{false};
   PyObject* result_names[kEmitResultCount] = {};
   PyObject* outcome_names[static_cast<size_t>(PyOutcome::kCount)] = {};
-  PyObject* keyword_names[4] = {};  // interned "event_name", "measurements", ...
+  // Interned "event_name", "measurements", "metadata", "correlation_id" (positional or
+  // keyword), then the keyword-only "span_id", "parent_span_id".
+  PyObject* keyword_names[6] = {};
 };
 
 // Never destroyed: daemon threads may still run at interpreter exit, and the process's static
@@ -466,7 +471,7 @@ pitlane::Worker* EnsureStarted() {
 // ── emit ─────────────────────────────────────────────────────────────────────────────────────
 
 PyObject* EmitImpl(PyObject* name_obj, PyObject* measurements_obj, PyObject* metadata_obj,
-                   PyObject* correlation_obj) {
+                   PyObject* correlation_obj, pitlane::SpanIds span = {}) {
   Native& g = G();
   if (g.worker.load(std::memory_order_acquire) == nullptr && EnsureStarted() == nullptr) {
     return Outcome(PyOutcome::kNoWorker);
@@ -536,7 +541,9 @@ PyObject* EmitImpl(PyObject* name_obj, PyObject* measurements_obj, PyObject* met
   if (pitlane::Worker* w = g.worker.load(std::memory_order_seq_cst)) {
     have_worker = true;
     if (!event_resolved) event = w->Event(event.name);
-    result = w->Emit(event, measurements.view(), metadata.view(), correlation);
+    result = span.span_id != 0 ? w->EmitSpanEvent(event, span, measurements.view(),
+                                                  metadata.view(), correlation)
+                               : w->Emit(event, measurements.view(), metadata.view(), correlation);
   }
   g.in_flight.fetch_sub(1, std::memory_order_release);
   Py_END_ALLOW_THREADS;
@@ -551,7 +558,7 @@ PyObject* EmitFast(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargsf,
                    PyObject* kwnames) {
   Native& g = G();
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  PyObject* slots[4] = {nullptr, nullptr, nullptr, nullptr};
+  PyObject* slots[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   if (nargs > 4) {
     PyErr_Format(PyExc_TypeError, "emit() takes at most 4 positional arguments (%zd given)", nargs);
     return nullptr;
@@ -561,10 +568,10 @@ PyObject* EmitFast(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargsf,
   for (Py_ssize_t i = 0; i < nkw; ++i) {
     PyObject* kw = PyTuple_GET_ITEM(kwnames, i);
     int index = -1;
-    for (int j = 0; j < 4 && index < 0; ++j) {
+    for (int j = 0; j < 6 && index < 0; ++j) {
       if (kw == g.keyword_names[j]) index = j;  // interned: the usual case
     }
-    for (int j = 0; j < 4 && index < 0; ++j) {
+    for (int j = 0; j < 6 && index < 0; ++j) {
       if (PyUnicode_Compare(kw, g.keyword_names[j]) == 0) index = j;
     }
     if (index < 0) {
@@ -581,8 +588,17 @@ PyObject* EmitFast(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargsf,
     PyErr_SetString(PyExc_TypeError, "emit() missing required argument 'event_name'");
     return nullptr;
   }
+  // Span identity (keyword-only): non-negative ints below 2^64; anything else is a TypeError /
+  // OverflowError, as for any malformed argument (the telemetry.span helper passes its own).
+  pitlane::SpanIds span;
+  for (int i = 4; i < 6; ++i) {
+    if (slots[i] == nullptr) continue;
+    const unsigned long long v = PyLong_AsUnsignedLongLong(slots[i]);
+    if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) return nullptr;
+    (i == 4 ? span.span_id : span.parent_span_id) = v;
+  }
   try {
-    return EmitImpl(slots[0], slots[1], slots[2], slots[3]);
+    return EmitImpl(slots[0], slots[1], slots[2], slots[3], span);
   } catch (const std::bad_alloc&) {  // from the spill storage: the event is lost, never raised
     if (PyErr_Occurred() && !PendingErrorIsControlFlow()) PyErr_Clear();
     if (PyErr_Occurred()) return nullptr;
@@ -591,7 +607,8 @@ PyObject* EmitFast(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargsf,
 }
 
 constexpr const char kEmitDoc[] =
-    "emit(event_name, measurements=None, metadata=None, correlation_id=None) -> str\n\n"
+    "emit(event_name, measurements=None, metadata=None, correlation_id=None, *, span_id=0,\n"
+    "     parent_span_id=0) -> str\n\n"
     "Emits one event through the process's pitlane worker (started on first use) and returns\n"
     "the outcome: 'ok', 'ok_truncated' (a value cut to the catalog's 1 KiB, as the host\n"
     "would), 'buffered' (no host yet: published when one appears), 'dropped_full',\n"
@@ -600,7 +617,8 @@ constexpr const char kEmitDoc[] =
     "'suppressed_disabled', 'suppressed_sampled', 'suppressed_filtered', 'invalid_argument'\n"
     "(measurements/metadata not a mapping), 'no_worker' (the worker could not start) or\n"
     "'out_of_memory'.\n"
-    "Never raises for bad values; see pitlane.telemetry for the conversion rules.";
+    "Never raises for bad values; see pitlane.telemetry for the conversion rules.\n"
+    "span_id / parent_span_id: a span event's identity (telemetry.span passes them).";
 
 PyMethodDef kEmitDef = {"emit",
                         reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&EmitFast)),
@@ -747,8 +765,9 @@ PYBIND11_MODULE(_native, m) {
   for (size_t i = 0; i < static_cast<size_t>(PyOutcome::kCount); ++i) {
     g.outcome_names[i] = PyUnicode_InternFromString(kPyOutcomeNames[i]);
   }
-  const char* keywords[] = {"event_name", "measurements", "metadata", "correlation_id"};
-  for (int i = 0; i < 4; ++i) g.keyword_names[i] = PyUnicode_InternFromString(keywords[i]);
+  const char* keywords[] = {"event_name", "measurements",  "metadata",
+                            "correlation_id", "span_id", "parent_span_id"};
+  for (int i = 0; i < 6; ++i) g.keyword_names[i] = PyUnicode_InternFromString(keywords[i]);
   static std::once_flag atfork_once;
   std::call_once(atfork_once, [] { pthread_atfork(nullptr, nullptr, AtforkChild); });
 
@@ -773,6 +792,31 @@ PYBIND11_MODULE(_native, m) {
       "new_correlation_id", [] { return pitlane::NewCorrelationId(); },
       "A fresh correlation id in pitlane's format: 'pl-' + 24 hex digits.");
   m.attr("MAX_CORRELATION_ID_BYTES") = pitlane::kMaxCorrelationIdBytes;
+  m.def("new_span_id", [] { return pitlane::NewSpanId(); },
+        "A fresh span id (non-zero uint64) from the calling thread's generator.");
+  m.def(
+      "trace_id_hex",
+      [](std::string_view correlation) -> py::object {
+        const std::optional<pitlane::TraceId> id = pitlane::TraceIdFromCorrelationId(correlation);
+        return id ? py::object(py::str(pitlane::TraceIdHex(*id))) : py::object(py::none());
+      },
+      "The trace id (32 hex digits) a correlation id maps to; None for ''.");
+  m.def(
+      "parse_traceparent",
+      [](std::string_view value) -> py::object {
+        const std::optional<pitlane::Traceparent> tp = pitlane::ParseTraceparent(value);
+        if (!tp) return py::none();
+        return py::make_tuple(pitlane::TraceIdHex(tp->trace_id), tp->parent_span_id, tp->flags);
+      },
+      "(trace id hex, parent span id, flags) of a W3C traceparent; None when invalid.");
+  m.def(
+      "format_traceparent",
+      [](std::string_view correlation, uint64_t span_id) -> py::object {
+        const std::optional<pitlane::TraceId> id = pitlane::TraceIdFromCorrelationId(correlation);
+        if (!id || span_id == 0) return py::none();
+        return py::str(pitlane::FormatTraceparent(*id, span_id));
+      },
+      "The traceparent for a correlation id and span id; None when either is missing.");
   m.def("start", &Start, py::arg("namespace") = py::none(), py::arg("worker_id") = py::none(),
         py::arg("attach_wait") = 0.2, py::arg("transport") = py::none(),
         "Starts the process's worker (no-op when it runs with the same namespace, id and\n"

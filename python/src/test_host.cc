@@ -5,7 +5,8 @@
 // Starts a host in namespace NAME with one "*" handler and prints one JSON object per line on
 // stdout:
 //   {"type":"ready","ns":...,"pid":...,"grpc_port":...}      once the host runs
-//   {"type":"event","name":...,"timestamp_ns":...,"correlation_id":...,"measurements":{...},
+//   {"type":"event","name":...,"timestamp_ns":...,"correlation_id":...,"span_id":...,
+//    "parent_span_id":...,"measurements":{...},
 //    "metadata":{...},"worker_id":...,"worker_pid":...,"transport":...}
 //                                                            per delivered event (not --quiet)
 //   {"type":"stats","final":false,"host":{...},"rings":[...],"workers":[...]}
@@ -134,6 +135,8 @@ std::string EventJson(const pitlane::EventView& e) {
   Field(out, "name", e.name());
   Field(out, "timestamp_ns", e.timestamp_ns);
   Field(out, "correlation_id", e.correlation_id);
+  Field(out, "span_id", e.span_id);  // 0: none
+  Field(out, "parent_span_id", e.parent_span_id);
   out += ",\"measurements\":{";
   bool first = true;
   for (const pitlane::MeasurementView& m : e.measurements) {

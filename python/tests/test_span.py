@@ -106,7 +106,7 @@ class SpanTest(HostTestCase):
         self.assertIsNone(telemetry.get_correlation_id())
         with telemetry.span("python.call"):
             inside = telemetry.get_correlation_id()
-        self.assertRegex(inside, r"^pl-[0-9a-f]{24}$")
+        self.assertRegex(inside, r"^[0-9a-f]{32}$")  # a new trace: the id is a W3C trace id
         self.assertIsNone(telemetry.get_correlation_id())
         with telemetry.span("python.call"):
             second = telemetry.get_correlation_id()
@@ -193,6 +193,89 @@ class SpanTest(HostTestCase):
         (event,) = self.host.wait_count("snakepit.python.tool.execution.exception", 1)
         self.assertEqual(event["metadata"]["error_type"], "TimeoutError")
         self.assertEqual(event["metadata"]["error_message"], "upstream")
+
+
+class SpanIdentityTest(HostTestCase):
+    """Span ids and parents in the records (schemas/event.fbs), and W3C trace context."""
+
+    def test_nested_spans_carry_ids_and_the_enclosing_span_as_parent(self) -> None:
+        with telemetry.span("python.call"):
+            with telemetry.span("tool.execution"):
+                pass
+        outer_start, outer_stop = self.host.wait_count(START, 1)[0], self.host.wait_count(STOP, 1)[0]
+        inner_start = self.host.wait_count(TOOL_START, 1)[0]
+        inner_stop = self.host.wait_count(TOOL_STOP, 1)[0]
+        self.assertNotEqual(outer_start["span_id"], 0)
+        self.assertEqual(outer_start["span_id"], outer_stop["span_id"])
+        self.assertEqual(outer_start["parent_span_id"], 0)
+        self.assertEqual(inner_start["span_id"], inner_stop["span_id"])
+        self.assertNotEqual(inner_start["span_id"], outer_start["span_id"])
+        self.assertEqual(inner_start["parent_span_id"], outer_start["span_id"])
+        self.assertEqual(inner_stop["parent_span_id"], outer_start["span_id"])
+        # A new trace: its correlation id is a 32-hex-digit trace id, shared by both spans.
+        self.assertRegex(outer_start["correlation_id"], r"^[0-9a-f]{32}$")
+        self.assertEqual(inner_start["correlation_id"], outer_start["correlation_id"])
+
+    def test_concurrent_tasks_each_nest_under_their_own_span(self) -> None:
+        async def task(name: str) -> None:
+            with telemetry.span("python.call", {"command": name}):
+                await asyncio.sleep(0.01)
+                with telemetry.span("tool.execution", {"tool": name}):
+                    await asyncio.sleep(0.01)
+
+        async def both() -> None:
+            await asyncio.gather(task("a"), task("b"))
+
+        asyncio.run(both())
+        starts = {e["metadata"]["command"]: e for e in self.host.wait_count(START, 2)}
+        for tool in self.host.wait_count(TOOL_START, 2):
+            self.assertEqual(tool["parent_span_id"], starts[tool["metadata"]["tool"]]["span_id"])
+
+    def test_emit_takes_span_ids_as_keywords_and_refuses_bad_ones(self) -> None:
+        self.assertEqual(
+            telemetry.emit("python.call.start", {"system_time": 1}, span_id=2**64 - 1,
+                           parent_span_id=7),
+            "ok",
+        )
+        (start,) = self.host.wait_count(START, 1)
+        self.assertEqual((start["span_id"], start["parent_span_id"]), (2**64 - 1, 7))
+        with self.assertRaises(OverflowError):
+            telemetry.emit("python.call.start", span_id=-1)
+        with self.assertRaises(TypeError):
+            telemetry.emit("python.call.start", span_id="7")
+
+    def test_plain_emit_has_no_span_identity(self) -> None:
+        telemetry.emit("tool.result_size", {"bytes": 1})
+        (event,) = self.host.wait_count("snakepit.python.tool.result_size", 1)
+        self.assertEqual(event["span_id"], 0)
+
+    def test_continue_trace_makes_the_callers_span_the_parent(self) -> None:
+        value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        with telemetry.continue_trace(value) as ctx:
+            self.assertTrue(ctx.ok)
+            with telemetry.span("python.call"):
+                outgoing = telemetry.traceparent()
+        (start,) = self.host.wait_count(START, 1)
+        self.assertEqual(start["correlation_id"], "4bf92f3577b34da6a3ce929d0e0e4736")
+        self.assertEqual(start["parent_span_id"], 0x00F067AA0BA902B7)
+        self.assertEqual(
+            outgoing, f"00-4bf92f3577b34da6a3ce929d0e0e4736-{start['span_id']:016x}-01"
+        )
+        self.assertIsNone(telemetry.traceparent())  # outside any span again
+
+    def test_invalid_traceparent_changes_nothing(self) -> None:
+        for bad in (None, "", "00-zz-00f067aa0ba902b7-01", 42):
+            with telemetry.continue_trace(bad) as ctx:
+                self.assertFalse(ctx.ok)
+                self.assertIsNone(telemetry.get_correlation_id())
+
+    def test_a_correlation_id_that_is_not_hex_maps_to_a_stable_trace_id(self) -> None:
+        with telemetry.span("python.call", correlation_id="req-42"):
+            tp = telemetry.traceparent()
+        with telemetry.span("python.call", correlation_id="req-42"):
+            tp2 = telemetry.traceparent()
+        self.assertEqual(tp.split("-")[1], tp2.split("-")[1])
+        self.assertNotEqual(tp.split("-")[2], tp2.split("-")[2])
 
 
 if __name__ == "__main__":

@@ -1,36 +1,91 @@
 #!/usr/bin/env python3
-"""`pitlane host --otlp ENDPOINT` end to end: a `pitlane emit` span end reaches the test collector
-(tests/otlp/receiver.js, the official OpenTelemetry JS decoder) as a span of the emitted trace,
-a --metric counter arrives as a monotonic Sum, and the status line counts what was exported.
+"""`pitlane host --otlp ENDPOINT` end to end, against tests/otlp/receiver.js (the official
+OpenTelemetry JS decoder):
 
-usage: cli_host_exports.py PITLANE NODE
+* a `pitlane emit` span end arrives as a span of the emitted trace id, a --metric counter as a
+  monotonic Sum, and the status line counts what was exported;
+* nested `telemetry.span`s of a Python worker arrive with their parentage, over shared memory
+  and over gRPC (when the Python module is built).
+
+usage: cli_host_exports.py PITLANE NODE [PYTHON_PACKAGE_DIR]
 """
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 pitlane, node = sys.argv[1], sys.argv[2]
+python_dir = sys.argv[3] if len(sys.argv) > 3 else None
 here = os.path.dirname(os.path.abspath(__file__))
 trace = "0af7651916cd43dd8448eb211c80319c"
 ns = f"ctest-otlp-cli-{os.getpid()}"
 
+PY_WORKER = r"""
+import sys
+from pitlane import telemetry
+telemetry.start(attach_wait=5)
+assert telemetry.wait_attached(10), telemetry.stats()
+with telemetry.span("python.call", {"command": sys.argv[1]}, correlation_id=sys.argv[2]):
+    outer = telemetry.traceparent()
+    with telemetry.span("tool.execution", {"tool": sys.argv[1]}):
+        inner = telemetry.traceparent()
+print(outer, inner)
+telemetry.shutdown()
+"""
+
+
+def spans_of(requests):
+    return [s for r in requests if r.get("signal") == "traces"
+            for rs in r["request"]["resourceSpans"] for ss in rs["scopeSpans"]
+            for s in ss["spans"]]
+
+
+def wait_for(predicate, what, timeout=20.0):
+    until = time.time() + timeout
+    while time.time() < until:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "requests.jsonl")
+
+    def requests():
+        if not os.path.exists(out):
+            return []
+        with open(out) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
     receiver = subprocess.Popen([node, os.path.join(here, "receiver.js"), "--out", out],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    host = None
     try:
         ready = receiver.stdout.readline().split()
         assert ready[:1] == ["ready"], f"receiver did not start: {ready}"
         http_port = ready[1]
         host = subprocess.Popen(
-            [pitlane, "host", "--ns", ns, "--no-admin", "--duration", "3", "--interval", "5",
+            [pitlane, "host", "--ns", ns, "--no-admin", "--interval", "60",
+             "--grpc-listen", "127.0.0.1:0",
              "--otlp", f"http://127.0.0.1:{http_port}",
              "--metric", "counter(snakepit.python.call.stop.count)"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, OTEL_SERVICE_NAME="cli-test"))
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(host.stdout), daemon=True)
+        reader.start()
+        grpc_line = wait_for(lambda: next((l for l in lines if "gRPC dial-in" in l), None),
+                             "the host's gRPC port")
+        grpc_port = re.search(r":(\d+)", grpc_line.split(" on ")[1]).group(1)
+
+        r = None
         for _ in range(50):
             r = subprocess.run([pitlane, "emit", "--ns", ns, "python.call.stop", "-m",
                                 "duration=2000", "--correlation-id", trace],
@@ -39,28 +94,64 @@ with tempfile.TemporaryDirectory() as tmp:
                 break
             time.sleep(0.1)
         assert r.returncode == 0, r.stdout + r.stderr
-        status, _ = host.communicate(timeout=30)
+        expected = 1
+
+        python_runs = []
+        if python_dir:
+            for transport, corr in (("shm", "a" * 32), ("grpc", "b" * 32)):
+                env = dict(os.environ, PYTHONPATH=python_dir, PITLANE_NAMESPACE=ns,
+                           PITLANE_TRANSPORT=transport,
+                           PITLANE_GRPC_TARGET=f"127.0.0.1:{grpc_port}")
+                w = subprocess.run(["python3", "-c", PY_WORKER, transport, corr], env=env,
+                                   capture_output=True, text=True, timeout=60)
+                assert w.returncode == 0, w.stdout + w.stderr
+                outer_tp, inner_tp = w.stdout.split()
+                python_runs.append((transport, corr, outer_tp, inner_tp))
+                expected += 2
+
+        wait_for(lambda: len(spans_of(requests())) >= expected, f"{expected} spans")
+        host.send_signal(signal.SIGINT)
+        host.wait(timeout=30)
+        reader.join(timeout=10)
+        status = "".join(lines)
         print(status)
         assert host.returncode == 0, f"pitlane host exited {host.returncode}"
         assert f"OpenTelemetry export to http/protobuf http://127.0.0.1:{http_port}" in status
-        assert "otlp: spans 1, metric points 1, logs 0, retried 0, dropped 0" in status, status
+        assert re.search(f"otlp: spans {expected}, metric points [1-9][0-9]*, logs 0, "
+                         "retried 0, dropped 0 ", status), status
 
-        requests = [json.loads(line) for line in open(out)]
-        spans = [s for r in requests if r["signal"] == "traces"
-                 for rs in r["request"]["resourceSpans"] for ss in rs["scopeSpans"]
-                 for s in ss["spans"]]
-        assert len(spans) == 1, spans
-        assert spans[0]["traceId"] == trace and spans[0]["name"] == "python.call", spans[0]
-        resource = [r for r in requests if r["signal"] == "traces"][0]["request"][
+        spans = spans_of(requests())
+        assert len(spans) == expected, spans
+        emitted = [s for s in spans if s["traceId"] == trace]
+        assert len(emitted) == 1 and emitted[0]["name"] == "python.call", emitted
+        resource = [r for r in requests() if r["signal"] == "traces"][0]["request"][
             "resourceSpans"][0]["resource"]["attributes"]
         assert {"key": "service.name", "value": {"stringValue": "cli-test"}} in resource, resource
-        metrics = [m for r in requests if r["signal"] == "metrics"
+
+        for transport, corr, outer_tp, inner_tp in python_runs:
+            _, outer_trace, outer_id, _ = outer_tp.split("-")
+            _, inner_trace, inner_id, _ = inner_tp.split("-")
+            assert outer_trace == inner_trace == corr, (outer_tp, inner_tp)
+            by_id = {s["spanId"]: s for s in spans if s["traceId"] == corr}
+            assert set(by_id) == {outer_id, inner_id}, (transport, by_id)
+            assert by_id[inner_id]["parentSpanId"] == outer_id, (transport, by_id)
+            assert by_id[inner_id]["name"] == "python.tool.execution"
+            assert not by_id[outer_id].get("parentSpanId"), by_id[outer_id]
+            attrs = {a["key"]: a["value"] for a in by_id[inner_id]["attributes"]}
+            assert attrs["pitlane.transport"]["stringValue"] == transport, attrs
+            print(f"python over {transport}: {outer_id} -> {inner_id} OK")
+
+        metrics = [m for r in requests() if r["signal"] == "metrics"
                    for rm in r["request"]["resourceMetrics"] for sm in rm["scopeMetrics"]
                    for m in sm["metrics"]]
         assert metrics and metrics[-1]["name"] == "snakepit.python.call.stop.count", metrics
         assert metrics[-1]["sum"]["isMonotonic"] is True
-        assert metrics[-1]["sum"]["dataPoints"][0]["asInt"] == "1", metrics[-1]
+        # The emitted stop and each Python worker's python.call.stop.
+        assert metrics[-1]["sum"]["dataPoints"][0]["asInt"] == str(1 + len(python_runs)), metrics
     finally:
+        if host and host.poll() is None:
+            host.kill()
+            host.wait()
         receiver.stdin.close()
         receiver.wait(timeout=10)
 print("OK")
