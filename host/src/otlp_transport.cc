@@ -1,6 +1,5 @@
 #include "otlp_transport.h"
 
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -11,6 +10,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
