@@ -1,5 +1,5 @@
 // End to end: nested pitlane::Spans in a C++ worker → the host (over shared memory, and over
-// gRPC) → the OTLP exporter → tests/otlp/receiver.js (the official OpenTelemetry JS decoder).
+// gRPC both ways) → the OTLP exporter → tests/otlp/receiver.js (the official OpenTelemetry JS decoder).
 // The spans arrive as one trace with the right parentage, whichever transport carried them.
 #include <gtest/gtest.h>
 
@@ -22,14 +22,31 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-class OtlpEndToEndTest : public ::testing::TestWithParam<WorkerTransport> {};
+// How the worker's events reach the host: its ring; gRPC dial-in (the host serves, the worker
+// streams its records unchanged); gRPC dial-out (the worker serves StreamTelemetry, the host
+// dials it and receives TelemetryEvent messages, Snakepit's direction).
+enum class Path { kShm, kGrpcDialIn, kGrpcHostDials };
+
+class OtlpEndToEndTest : public ::testing::TestWithParam<Path> {};
 
 TEST_P(OtlpEndToEndTest, NestedCppSpansArriveAsOneTraceWithTheirParentage) {
   testing::ScopedNamespace ns;
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "e2e-worker";
+  wo.transport = GetParam() == Path::kShm ? WorkerTransport::kShm : WorkerTransport::kGrpc;
   HostOptions ho;
   ho.ns = ns.name();
   ho.log = [](std::string_view) {};
-  if (GetParam() == WorkerTransport::kGrpc) ho.grpc_listen = "127.0.0.1:0";
+  Result<std::unique_ptr<Worker>> worker = Status::Ok();
+  if (GetParam() == Path::kGrpcHostDials) {
+    wo.grpc_listen = "127.0.0.1:0";
+    worker = Worker::Start(wo);
+    ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+    ho.grpc_dial = {"e2e-worker=127.0.0.1:" + std::to_string((*worker)->grpc_listen_port())};
+  } else if (GetParam() == Path::kGrpcDialIn) {
+    ho.grpc_listen = "127.0.0.1:0";
+  }
   auto host = Host::Start(ho);
   ASSERT_TRUE(host.ok()) << host.status().ToString();
   testing::OtlpReceiver r;
@@ -42,17 +59,13 @@ TEST_P(OtlpEndToEndTest, NestedCppSpansArriveAsOneTraceWithTheirParentage) {
   ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
   (*host)->RunInBackground();
 
-  WorkerOptions wo;
-  wo.ns = ns.name();
-  wo.worker_id = "e2e-worker";
-  wo.transport = GetParam();
-  if (GetParam() == WorkerTransport::kGrpc) {
+  if (GetParam() == Path::kGrpcDialIn) {
     wo.grpc_target = "127.0.0.1:" + std::to_string((*host)->grpc_port());
   }
-  auto worker = Worker::Start(wo);
+  if (GetParam() != Path::kGrpcHostDials) worker = Worker::Start(wo);
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   ASSERT_TRUE((*worker)->WaitAttached(10s));
-  ASSERT_EQ((*worker)->transport(), GetParam());
+  ASSERT_EQ((*worker)->transport(), wo.transport);
 
   const SpanEvents call = ResolveSpan(**worker, "python.call");
   const SpanEvents tool = ResolveSpan(**worker, "tool.execution");
@@ -107,7 +120,7 @@ TEST_P(OtlpEndToEndTest, NestedCppSpansArriveAsOneTraceWithTheirParentage) {
   for (const json& kv : inner["attributes"]) {
     if (kv["key"] == "pitlane.transport") {
       transport_seen = true;
-      EXPECT_EQ(kv["value"]["stringValue"], GetParam() == WorkerTransport::kGrpc ? "grpc" : "shm");
+      EXPECT_EQ(kv["value"]["stringValue"], GetParam() == Path::kShm ? "shm" : "grpc");
     }
   }
   EXPECT_TRUE(transport_seen);
@@ -117,9 +130,11 @@ TEST_P(OtlpEndToEndTest, NestedCppSpansArriveAsOneTraceWithTheirParentage) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, OtlpEndToEndTest,
-                         ::testing::Values(WorkerTransport::kShm, WorkerTransport::kGrpc),
-                         [](const ::testing::TestParamInfo<WorkerTransport>& i) {
-                           return i.param == WorkerTransport::kShm ? "Shm" : "Grpc";
+                         ::testing::Values(Path::kShm, Path::kGrpcDialIn, Path::kGrpcHostDials),
+                         [](const ::testing::TestParamInfo<Path>& i) {
+                           return i.param == Path::kShm          ? "Shm"
+                                  : i.param == Path::kGrpcDialIn ? "GrpcDialIn"
+                                                                 : "GrpcHostDials";
                          });
 
 }  // namespace
