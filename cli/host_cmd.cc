@@ -333,18 +333,8 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
       return 1;
     }
   }
-  // Destroyed before the host (declared after it): it reads the host at every scrape.
-  std::unique_ptr<PrometheusExporter> metrics;
-  if (!x.metrics.empty()) {
-    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, prometheus);
-    if (!m.ok()) {
-      Error("host", m.status().message());
-      exporters.StopAll();
-      return ExitCodeOf(m.status());
-    }
-    metrics = std::move(m).value();
-  }
-  // Destroyed (flushed) before the host as well.
+  // Destroyed (flushed) before the host as well, and after the Prometheus exporter that shows
+  // its counts.
   std::unique_ptr<OtlpExporter> otlp;
   if (x.otlp) {
     OtlpOptions oo;
@@ -357,10 +347,22 @@ int RunHost(const HostCmdOptions& o, const HostExporterOptions& x) {
     if (!e.ok()) {
       Error("host", e.status().message());
       exporters.StopAll();
-      return 2;
+      return ExitCodeOf(e.status());
     }
     otlp = std::move(e).value();
     exporters.otlp = otlp.get();
+  }
+  // Destroyed before the host (declared after it): it reads the host at every scrape.
+  std::unique_ptr<PrometheusExporter> metrics;
+  if (!x.metrics.empty()) {
+    if (otlp) prometheus.extra = [e = otlp.get()] { return e->PrometheusText(); };
+    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, prometheus);
+    if (!m.ok()) {
+      Error("host", m.status().message());
+      exporters.StopAll();
+      return ExitCodeOf(m.status());
+    }
+    metrics = std::move(m).value();
   }
   // The admin service (`pitlane ctl`), on the namespace's socket unless --admin says otherwise.
   // Destroyed before the host too, and stopped before it at exit.

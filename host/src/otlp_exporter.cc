@@ -849,4 +849,39 @@ void OtlpExporter::Shutdown() { impl_->Shutdown(); }
 
 std::string OtlpExporter::Describe() const { return impl_->describe(); }
 
+std::string OtlpExporter::PrometheusText() const {
+  const OtlpStats s = Stats();
+  std::string out;
+  auto family = [&](const char* name, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
+  };
+  auto sample = [&](const char* name, const char* labels, uint64_t v) {
+    out += std::string(name) + labels + " " + std::to_string(v) + "\n";
+  };
+  family("pitlane_otlp_exported_total", "Items the OTLP collector accepted, by signal.");
+  sample("pitlane_otlp_exported_total", "{signal=\"traces\"}", s.spans_exported);
+  sample("pitlane_otlp_exported_total", "{signal=\"metrics\"}", s.metric_points_exported);
+  sample("pitlane_otlp_exported_total", "{signal=\"logs\"}", s.logs_exported);
+  family("pitlane_otlp_requests_total", "OTLP requests the collector accepted.");
+  sample("pitlane_otlp_requests_total", "", s.requests);
+  family("pitlane_otlp_retries_total", "OTLP attempts made after a retryable failure.");
+  sample("pitlane_otlp_retries_total", "", s.retries);
+  family("pitlane_otlp_dropped_total",
+         "Events (queue_full) and items (the other reasons) the OTLP exporter dropped.");
+  sample("pitlane_otlp_dropped_total", "{reason=\"queue_full\"}", s.dropped_queue_full_events);
+  sample("pitlane_otlp_dropped_total", "{reason=\"pending_full\"}", s.dropped_pending_full);
+  sample("pitlane_otlp_dropped_total", "{reason=\"refused\"}", s.dropped_refused);
+  sample("pitlane_otlp_dropped_total", "{reason=\"retries_exhausted\"}",
+         s.dropped_retries_exhausted);
+  sample("pitlane_otlp_dropped_total", "{reason=\"shutdown\"}", s.dropped_shutdown);
+  family("pitlane_otlp_open_spans_evicted_total", "Started spans evicted before their end.");
+  sample("pitlane_otlp_open_spans_evicted_total", "", s.open_spans_evicted);
+  family("pitlane_otlp_unpaired_ends_total", "Span ends exported without their start.");
+  sample("pitlane_otlp_unpaired_ends_total", "", s.unpaired_ends);
+  family("pitlane_otlp_metric_series_overflow_total",
+         "Events not aggregated: their metric had no room for a new series.");
+  sample("pitlane_otlp_metric_series_overflow_total", "", s.metric_series_overflow);
+  return out;
+}
+
 }  // namespace pitlane

@@ -791,7 +791,9 @@ class PrometheusExporter::Impl {
              "Always 1: the pitlane version serving these metrics and its catalog's hash.");
     w.Sample("pitlane_build_info", {{"version", PITLANE_VERSION}, {"catalog_hash", hash}},
              uint64_t{1});
-    return w.Take();
+    std::string out = w.Take();
+    if (options_.extra) out += options_.extra();
+    return out;
   }
 
   uint16_t port() const { return port_; }

@@ -5,7 +5,8 @@ OpenTelemetry JS decoder):
 * a `pitlane emit` span end arrives as a span of the emitted trace id, a --metric counter as a
   monotonic Sum, and the status line counts what was exported;
 * nested `telemetry.span`s of a Python worker arrive with their parentage, over shared memory
-  and over gRPC (when the Python module is built).
+  and over gRPC (when the Python module is built);
+* --metrics serves the exporter's counts as pitlane_otlp_* families.
 
 usage: cli_host_exports.py PITLANE NODE [PYTHON_PACKAGE_DIR]
 """
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 pitlane, node = sys.argv[1], sys.argv[2]
 python_dir = sys.argv[3] if len(sys.argv) > 3 else None
@@ -73,7 +75,7 @@ with tempfile.TemporaryDirectory() as tmp:
         http_port = ready[1]
         host = subprocess.Popen(
             [pitlane, "host", "--ns", ns, "--no-admin", "--interval", "60",
-             "--grpc-listen", "127.0.0.1:0",
+             "--grpc-listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
              "--otlp", f"http://127.0.0.1:{http_port}",
              "--metric", "counter(snakepit.python.call.stop.count)"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -110,6 +112,17 @@ with tempfile.TemporaryDirectory() as tmp:
                 expected += 2
 
         wait_for(lambda: len(spans_of(requests())) >= expected, f"{expected} spans")
+        metrics_line = next(l for l in lines if "Prometheus metrics on" in l)
+        scrape_url = metrics_line.split(" on ")[1].strip()
+
+        def scrape():
+            text = urllib.request.urlopen(scrape_url, timeout=10).read().decode()
+            return text if (f'pitlane_otlp_exported_total{{signal="traces"}} {expected}\n'
+                            in text) else None
+        text = wait_for(scrape, "the exported spans on /metrics")
+        assert "# TYPE pitlane_otlp_dropped_total counter" in text, text
+        assert 'pitlane_otlp_dropped_total{reason="pending_full"} 0' in text, text
+        assert "pitlane_otlp_retries_total 0" in text, text
         host.send_signal(signal.SIGINT)
         host.wait(timeout=30)
         reader.join(timeout=10)

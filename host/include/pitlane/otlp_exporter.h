@@ -126,6 +126,11 @@ class OtlpExporter {
   OtlpStats Stats() const;
   // "http/protobuf http://localhost:4318" — what it sends to, for the status line.
   std::string Describe() const;
+  // Stats() as Prometheus families (PrometheusOptions::extra): pitlane_otlp_exported_total
+  // {signal}, pitlane_otlp_requests_total, pitlane_otlp_retries_total,
+  // pitlane_otlp_dropped_total{reason}, pitlane_otlp_open_spans_evicted_total,
+  // pitlane_otlp_unpaired_ends_total, pitlane_otlp_metric_series_overflow_total.
+  std::string PrometheusText() const;
 
   class Impl;
 

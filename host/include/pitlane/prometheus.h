@@ -43,6 +43,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,6 +111,9 @@ struct PrometheusOptions {
   size_t max_series_per_metric = 1000;
   size_t queue_capacity = 65536;  // events queued for aggregation before overflow counts
   MetricNaming naming = MetricNaming::kConventional;
+  // Families appended to every scrape, in the exposition format with their HELP and TYPE lines
+  // (e.g. OtlpExporter::PrometheusText). Called on the HTTP thread; must outlive the exporter.
+  std::function<std::string()> extra;
 };
 
 class PrometheusExporter {
