@@ -2,6 +2,8 @@
 // <op>.start {system_time}, then <op>.stop {duration} or <op>.exception {duration} with
 // error_type and error_message.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <map>
@@ -247,6 +249,35 @@ TEST(SpanIdTest, IdsAreNonZeroAndDistinctAcrossThreads) {
   for (const auto& v : ids) all.insert(v.begin(), v.end());
   EXPECT_EQ(all.size(), 40000u);
   EXPECT_EQ(all.count(0), 0u);
+}
+
+TEST(SpanIdTest, AForkedChildDoesNotRepeatItsParentsIds) {
+  (void)NewSpanId();  // the parent thread's generator is seeded before the fork
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    uint64_t ids[100];
+    for (uint64_t& id : ids) id = NewSpanId();
+    const ssize_t n = write(fds[1], ids, sizeof ids);
+    _exit(n == static_cast<ssize_t>(sizeof ids) ? 0 : 1);
+  }
+  close(fds[1]);
+  uint64_t child[100];
+  size_t got = 0;
+  while (got < sizeof child) {
+    const ssize_t n = read(fds[0], reinterpret_cast<char*>(child) + got, sizeof child - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_EQ(got, sizeof child);
+  std::set<uint64_t> parent;
+  for (int i = 0; i < 100; ++i) parent.insert(NewSpanId());
+  for (uint64_t id : child) EXPECT_EQ(parent.count(id), 0u) << "the child repeated an id";
 }
 
 TEST(CorrelationTest, ScopesRestoreThePreviousIdInReverseOrder) {
