@@ -568,6 +568,8 @@ TEST_F(OtlpHttpTest, EndsWithoutTheirStartAreExportedAndOpenSpansAreBounded) {
     EmitSpanRecord(*worker_, "python.call.start", {id, 0}, {{"system_time", t}}, {}, "req-1",
                    t + static_cast<int64_t>(id));
   }
+  // A repeated start of an open span replaces it (and takes no second place in the map).
+  EmitSpanRecord(*worker_, "python.call.start", {3, 0}, {{"system_time", t}}, {}, "req-1", t + 3);
   EmitSpanRecord(*worker_, "python.call.stop", {1, 0}, {{"duration", int64_t{700}}}, {}, "req-1",
                  t + 1000);
   EmitSpanRecord(*worker_, "python.call.stop", {3, 0}, {{"duration", int64_t{997}}}, {}, "req-1",

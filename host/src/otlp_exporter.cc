@@ -296,7 +296,15 @@ class OtlpExporter::Impl final : public AsyncExporter {
     std::map<std::vector<std::string>, Series> series;  // by tag values
   };
 
+  // open_ and open_order_ always hold the same spans (one order entry per open span), so both
+  // stay within max_open_spans whatever the workers send.
   void Open(const OwnedEvent& e) {
+    if (auto it = open_.find(e.span_id); it != open_.end()) {
+      // A second start under an open span's id (only a misbehaving worker sends one): the
+      // later start replaces the earlier.
+      open_order_.erase(it->second.order);
+      open_.erase(it);
+    }
     if (open_.size() >= o_.max_open_spans) {
       const auto oldest = open_order_.begin();
       open_.erase(oldest->second);
@@ -305,8 +313,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
       ++stats_.open_spans_evicted;
     }
     const uint64_t order = next_order_++;
-    auto [it, inserted] = open_.insert_or_assign(e.span_id, OpenSpan{order, e});
-    (void)inserted;
+    open_.emplace(e.span_id, OpenSpan{order, e});
     open_order_.emplace(order, e.span_id);
   }
 
