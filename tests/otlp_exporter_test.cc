@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -621,6 +622,52 @@ TEST_F(OtlpHttpTest, ShutdownGivesUpOnAHungCollectorAtItsDeadline) {
   EXPECT_EQ(s.dropped_shutdown, 1u);
   EXPECT_EQ(s.spans_exported, 0u);
   close(fd);
+}
+
+TEST_F(OtlpHttpTest, AnOversizedAnswerIsNotReadWhole) {
+  // A "collector" that answers every request with 200 and a 64 MiB body, sent for real.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 8), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sent{0};
+  std::thread server([&] {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n";
+    const std::string chunk(65536, 'x');
+    while (!stop) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) != 1) continue;
+      const int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      char buf[4096];
+      (void)recv(c, buf, sizeof buf, 0);
+      (void)send(c, head.data(), head.size(), MSG_NOSIGNAL);
+      for (int i = 0; i < 1024 && !stop; ++i) {
+        const ssize_t n = send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<uint64_t>(n);
+      }
+      close(c);
+    }
+  });
+  OtlpOptions o = Options(ntohs(addr.sin_port));
+  o.max_retry_time = 100ms;
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok());
+  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+  Pump([&] { return (*exporter)->Stats().dropped_retries_exhausted == 1; });
+  const OtlpStats s = (*exporter)->Stats();
+  stop = true;
+  server.join();
+  close(fd);
+  EXPECT_EQ(s.dropped_retries_exhausted, 1u) << "an answer that never fits is a failed attempt";
+  EXPECT_EQ(s.spans_exported, 0u);
 }
 
 TEST_F(OtlpHttpTest, MetricSeriesAreBoundedPerMetricAndTheOverflowCounted) {

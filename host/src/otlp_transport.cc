@@ -24,6 +24,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kHttpPaths[] = {"/v1/traces", "/v1/metrics", "/v1/logs"};
+// A collector's answer is a small ExportServiceResponse; anything larger is not read.
+constexpr size_t kMaxResponseBytes = 1 << 20;
 
 int RemainingMs(Clock::time_point deadline) {
   const auto left =
@@ -178,6 +180,10 @@ class HttpTransport final : public OtlpTransport {
 
   // Appends what the socket has to in_. false: closed, error or deadline.
   bool Fill(Clock::time_point deadline, std::string* error) {
+    if (in_.size() > kMaxResponseBytes) {
+      *error = "response larger than 1 MiB";
+      return false;
+    }
     char buf[16384];
     while (true) {
       const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
@@ -205,10 +211,6 @@ class HttpTransport final : public OtlpTransport {
                     std::chrono::milliseconds* retry_after, std::string* error) {
     size_t end;
     while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
-      if (in_.size() > 65536) {
-        *error = "response header too large";
-        return false;
-      }
       if (!Fill(deadline, error)) return false;
     }
     const std::string_view head(in_.data(), end);
