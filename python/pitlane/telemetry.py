@@ -211,7 +211,7 @@ class span:  # noqa: N801 - the seed's name; used as a function
         self._names = (f"{operation}.start", f"{operation}.stop", f"{operation}.exception")
 
     def __enter__(self) -> "span":
-        correlation = self.correlation_id or _correlation_id.get() or _new_trace_id()
+        correlation = self.correlation_id or _correlation_id.get() or _native.new_trace_id()
         token = _correlation_id.set(correlation)
         span_id = _native.new_span_id()
         parent = _span_id.get()
@@ -284,11 +284,6 @@ class span:  # noqa: N801 - the seed's name; used as a function
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
-
-
-def _new_trace_id() -> str:
-    """A fresh correlation id that is also a W3C trace id: 32 hex digits."""
-    return f"{_native.new_span_id():016x}{_native.new_span_id():016x}"
 
 
 def traceparent() -> Optional[str]:

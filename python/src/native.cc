@@ -795,6 +795,13 @@ PYBIND11_MODULE(_native, m) {
   m.def("new_span_id", [] { return pitlane::NewSpanId(); },
         "A fresh span id (non-zero uint64) from the calling thread's generator.");
   m.def(
+      "new_trace_id",
+      [] {
+        return pitlane::TraceIdHex(
+            pitlane::TraceIdFromSpanIds(pitlane::NewSpanId(), pitlane::NewSpanId()));
+      },
+      "A fresh trace id, 32 hex digits: the correlation id of a span that starts a trace.");
+  m.def(
       "trace_id_hex",
       [](std::string_view correlation) -> py::object {
         const std::optional<pitlane::TraceId> id = pitlane::TraceIdFromCorrelationId(correlation);

@@ -73,13 +73,24 @@ std::optional<TraceId> TraceIdFromCorrelationId(std::string_view correlation_id)
   return id;
 }
 
+void WriteTraceIdHex(const TraceId& id, char* out) noexcept {
+  for (size_t i = 0; i < 16; ++i) {
+    out[2 * i] = kHex[id[i] >> 4];
+    out[2 * i + 1] = kHex[id[i] & 15];
+  }
+}
+
 std::string TraceIdHex(const TraceId& id) {
   std::string s(32, '0');
-  for (size_t i = 0; i < 16; ++i) {
-    s[2 * i] = kHex[id[i] >> 4];
-    s[2 * i + 1] = kHex[id[i] & 15];
-  }
+  WriteTraceIdHex(id, s.data());
   return s;
+}
+
+TraceId TraceIdFromSpanIds(uint64_t high, uint64_t low) noexcept {
+  TraceId id{};
+  PutBigEndian(high, id.data());
+  PutBigEndian(low, id.data() + 8);
+  return id;
 }
 
 std::array<uint8_t, 8> SpanIdBytes(uint64_t span_id) noexcept {

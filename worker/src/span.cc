@@ -69,11 +69,7 @@ TraceContextScope::TraceContextScope(std::string_view traceparent) noexcept {
   if (!tp) return;
   ok_ = true;
   char hex[32];
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (size_t i = 0; i < 16; ++i) {
-    hex[2 * i] = kHex[tp->trace_id[i] >> 4];
-    hex[2 * i + 1] = kHex[tp->trace_id[i] & 15];
-  }
+  WriteTraceIdHex(tp->trace_id, hex);
   correlation_ = SetCorrelationId(std::string_view(hex, sizeof hex));
   previous_span_ = t_current_span;
   t_current_span = tp->parent_span_id;
@@ -116,11 +112,7 @@ Span::Span(Worker& worker, const SpanEvents& events, std::initializer_list<Metad
   if (corr.empty()) {
     // A new trace: two more generator draws make its 32-hex-digit id (trace_context.h: such a
     // correlation id is the trace id itself).
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (int word = 0; word < 2; ++word) {
-      uint64_t v = NewSpanId();
-      for (int i = 0; i < 16; ++i, v >>= 4) correlation_[16 * word + i] = kHex[v & 15];
-    }
+    WriteTraceIdHex(TraceIdFromSpanIds(NewSpanId(), NewSpanId()), correlation_);
     correlation_len_ = 32;
   } else {
     correlation_len_ = std::min(corr.size(), sizeof(correlation_));

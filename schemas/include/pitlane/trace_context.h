@@ -32,6 +32,10 @@ std::optional<TraceId> TraceIdFromCorrelationId(std::string_view correlation_id)
 
 // 32 / 16 lowercase hex digits.
 std::string TraceIdHex(const TraceId& id);
+// The same 32 digits into `out` (no allocation). REQUIRES: 32 writable chars at `out`.
+void WriteTraceIdHex(const TraceId& id, char* out) noexcept;
+// A fresh trace id from two span ids (the caller's generator).
+TraceId TraceIdFromSpanIds(uint64_t high, uint64_t low) noexcept;
 std::string SpanIdHex(uint64_t span_id);
 // The 8 bytes of a span id, big-endian.
 std::array<uint8_t, 8> SpanIdBytes(uint64_t span_id) noexcept;
