@@ -194,6 +194,20 @@ TEST_F(SpanTest, NestedSpansCarryTheirIdsAndTheEnclosingSpanAsParent) {
   EXPECT_EQ(got_[5].span_id, outer_id);
 }
 
+TEST_F(SpanTest, ASpanEventWithAValueCutAtEmitKeepsItsIds) {
+  const std::string traceback(5000, 'x');  // over max_value_bytes: the worker cuts it
+  const Measurement m[] = {{"duration", int64_t{5}}};
+  const Metadata md[] = {{"traceback", traceback}};
+  EXPECT_EQ(worker_->EmitSpanEvent(worker_->Event("python.call.exception"), SpanIds{77, 66}, m, md,
+                                   "0af7651916cd43dd8448eb211c80319c"),
+            EmitResult::kOkTruncated);
+  Drain();
+  ASSERT_EQ(got_.size(), 1u);
+  EXPECT_LT(got_[0].meta.at("traceback").size(), traceback.size());
+  EXPECT_EQ(got_[0].span_id, 77u);
+  EXPECT_EQ(got_[0].parent_span_id, 66u);
+}
+
 TEST_F(SpanTest, SpanWithoutACorrelationIdStartsATraceOf32HexDigits) {
   const SpanEvents call = ResolveSpan(*worker_, "python.call");
   const SpanEvents tool = ResolveSpan(*worker_, "tool.execution");
