@@ -20,6 +20,7 @@
 #include "otlp_transport.h"
 #include "pitlane/exporter.h"
 #include "pitlane/trace_context.h"
+#include "pitlane/units.h"
 
 namespace pitlane {
 
@@ -166,18 +167,14 @@ const std::vector<double> kOtelBuckets = {0,   5,    10,   25,   50,   75,   100
 
 }  // namespace
 
-OtlpUnit OtlpUnitOf(std::string_view key) {
-  if (key == "duration" || key == "queue_time" || key == "network_time" || key == "lifetime" ||
-      key == "downtime" || key == "uptime" || key == "affinity_duration") {
-    return {"s", 1e-9};
+OtlpUnit OtlpUnitOf(const Catalog& catalog, std::string_view key) {
+  const uint16_t id = catalog.MeasurementKeyId(key);
+  const Unit u = id == 0 ? Unit::kNone : catalog.MeasurementUnit(id);
+  switch (DimensionOf(u)) {
+    case UnitDimension::kTime: return {"s", BaseUnitsPer(u)};
+    case UnitDimension::kMemory: return {"By", BaseUnitsPer(u)};
+    case UnitDimension::kNone: break;
   }
-  if (key.size() > 3 && key.substr(key.size() - 3) == "_ms") return {"ms", 1};
-  if (key == "bytes" || key == "request_size" || key == "response_size" ||
-      key == "message_size" || key == "rss_bytes" || key == "vms_bytes") {
-    return {"By", 1};
-  }
-  if (key == "cpu_percent") return {"%", 1};
-  if (key == "system_time") return {"ns", 1};
   return {"1", 1};
 }
 
@@ -203,7 +200,8 @@ class OtlpExporter::Impl final : public AsyncExporter {
       Metric m;
       m.spec = spec;
       m.name = spec.name.empty() ? spec.event + "." + spec.measurement : spec.name;
-      m.unit = spec.kind == MetricKind::kCounter ? OtlpUnit{"1", 1} : OtlpUnitOf(spec.measurement);
+      m.unit = spec.kind == MetricKind::kCounter ? OtlpUnit{"1", 1}
+                                                   : OtlpUnitOf(host.catalog(), spec.measurement);
       if (spec.kind == MetricKind::kHistogram || spec.kind == MetricKind::kSummary) {
         // Spec buckets are in the measurement's own unit, like Prometheus'; OTLP's are in the
         // metric's unit.

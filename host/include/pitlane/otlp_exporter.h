@@ -12,7 +12,7 @@
 //  * Metrics: MetricSpecs (the Prometheus exporter's language, prometheus.h) aggregated on the
 //    exporter's thread and sent every metric_interval as cumulative series: counter and sum →
 //    monotonic Sum, last_value → Gauge, summary and histogram → Histogram; UCUM units from the
-//    measurement (OtlpUnitOf).
+//    catalog's unit of the measurement (OtlpUnitOf).
 //  * Logs (opt-in): every other event → a LogRecord carrying the trace and span ids it has.
 //
 // Never hurts the host: the host's handler only copies the event into the bounded queue of an
@@ -102,13 +102,14 @@ struct OtlpStats {
 };
 
 // The UCUM unit OTLP metrics of a measurement carry, and the factor that converts pitlane's
-// value into it: durations recorded in nanoseconds → "s" (×1e-9), *_ms → "ms", byte sizes →
-// "By", cpu_percent → "%", counts → "1"; system_time (an epoch timestamp, ns) → "ns".
+// value into it, from the unit the catalog declares for the measurement (units.h): times →
+// "s" (nanoseconds ×1e-9, milliseconds ×1e-3), sizes → "By", no unit (counts, ratios, ids) →
+// "1". The same conversion to base units as the Prometheus exporter's.
 struct OtlpUnit {
   std::string_view unit;
   double scale = 1;
 };
-OtlpUnit OtlpUnitOf(std::string_view measurement_key);
+OtlpUnit OtlpUnitOf(const Catalog& catalog, std::string_view measurement_key);
 
 class OtlpExporter {
  public:
