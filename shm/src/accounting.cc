@@ -23,18 +23,7 @@ std::string_view EmitResultName(EmitResult r) {
 void Tally::Count(EmitResult r) {
   if (r == EmitResult::kBuffered) return;  // counted when it is published or dropped
   ++emitted;
-  switch (r) {
-    case EmitResult::kOk:
-    case EmitResult::kOkTruncated: ++published; break;
-    case EmitResult::kBuffered: break;
-    case EmitResult::kDroppedFull: ++dropped_full; break;
-    case EmitResult::kDroppedTooLarge:
-    case EmitResult::kDroppedOverLimit: ++dropped_too_large; break;
-    case EmitResult::kDroppedNoRing: ++dropped_no_ring; break;
-    case EmitResult::kSuppressedDisabled: ++suppressed_disabled; break;
-    case EmitResult::kSuppressedSampled: ++suppressed_sampled; break;
-    case EmitResult::kSuppressedFiltered: ++suppressed_filtered; break;
-  }
+  ++OutcomeField(*this, r);
 }
 
 Tally& Tally::operator+=(const Tally& o) {
@@ -65,20 +54,8 @@ uint64_t LoadOutcome(const std::atomic<uint64_t>& a) { return a.load(std::memory
 }  // namespace
 
 void EmitCounters::CountOutcome(EmitResult r) noexcept {
-  std::atomic<uint64_t>* c = nullptr;
-  switch (r) {
-    case EmitResult::kOk:
-    case EmitResult::kOkTruncated: c = &published; break;
-    case EmitResult::kDroppedFull: c = &dropped_full; break;
-    case EmitResult::kDroppedTooLarge:
-    case EmitResult::kDroppedOverLimit: c = &dropped_too_large; break;
-    case EmitResult::kDroppedNoRing: c = &dropped_no_ring; break;
-    case EmitResult::kSuppressedDisabled: c = &suppressed_disabled; break;
-    case EmitResult::kSuppressedSampled: c = &suppressed_sampled; break;
-    case EmitResult::kSuppressedFiltered: c = &suppressed_filtered; break;
-    case EmitResult::kBuffered: return;  // counted when it is published or dropped
-  }
-  c->fetch_add(1, std::memory_order_relaxed);
+  if (r == EmitResult::kBuffered) return;  // counted when it is published or dropped
+  OutcomeField(*this, r).fetch_add(1, std::memory_order_relaxed);
 }
 
 Tally EmitCounters::Load() const {

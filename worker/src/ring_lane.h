@@ -33,7 +33,7 @@ namespace pitlane::internal {
   shm::RingWriter::Bump(c.emitted);
   const EmitResult gated = Decide(r->gate, ev);
   if (gated != EmitResult::kOk) [[unlikely]] {
-    shm::RingWriter::Bump(OutcomeCounter(c, gated));
+    shm::RingWriter::Bump(OutcomeField(c, gated));
     if (shared) w.UnlockShared();
     return gated;
   }

@@ -117,7 +117,7 @@ void Worker::Impl::FlushPreAttachLocked() {
         shm::RingWriter::Reserve why = shm::RingWriter::Reserve::kTooLarge;
         uint8_t* at = r->writer.TryReserve(static_cast<uint32_t>(size), &why);
         if (at == nullptr) {
-          shm::RingWriter::Bump(OutcomeCounter(
+          shm::RingWriter::Bump(OutcomeField(
               c, why == shm::RingWriter::Reserve::kFull ? EmitResult::kDroppedFull
                                                          : EmitResult::kDroppedTooLarge));
           return false;

@@ -123,19 +123,28 @@ class HostSideMirror {
   std::atomic<uint64_t> rejected_[shm::kRejectReasonCount] = {};
 };
 
-// The outcome counter of `r` in a ring's worker counters (kOk: published). REQUIRES: r is not
-// kDroppedNoRing (a ring exists). Inline: the emit path counts every outcome through it.
-inline std::atomic<uint64_t>& OutcomeCounter(shm::WorkerCounters& c, EmitResult r) {
+// The one mapping of an emit's outcome onto its count: the field of `c` (a Tally, EmitCounters
+// or a ring's shm::WorkerCounters — they share field names) that `r` increments; kOk and
+// kOkTruncated are published. REQUIRES: r is not kBuffered (counted later, when it is
+// published or dropped); for a ring's counters, not kDroppedNoRing (a ring exists). Inline:
+// the emit path counts every outcome through it.
+template <class Counters>
+inline auto& OutcomeField(Counters& c, EmitResult r) {
   switch (r) {
     case EmitResult::kOk:
-    case EmitResult::kOkTruncated: return c.published;
+    case EmitResult::kOkTruncated:
+    case EmitResult::kBuffered: return c.published;
     case EmitResult::kDroppedFull: return c.dropped_full;
     case EmitResult::kDroppedTooLarge:
     case EmitResult::kDroppedOverLimit: return c.dropped_too_large;
+    case EmitResult::kDroppedNoRing:
+      if constexpr (requires { c.dropped_no_ring; }) return c.dropped_no_ring;
+      return c.dropped_too_large;  // unreachable for a ring (see REQUIRES)
     case EmitResult::kSuppressedDisabled: return c.suppressed_disabled;
     case EmitResult::kSuppressedSampled: return c.suppressed_sampled;
-    default: return c.suppressed_filtered;
+    case EmitResult::kSuppressedFiltered: break;
   }
+  return c.suppressed_filtered;
 }
 
 // Copies of counters in shared memory. They read plain atomics and validate nothing: a caller
