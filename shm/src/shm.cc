@@ -226,6 +226,12 @@ Result<Segment> Segment::Map(int fd, const std::string& name, size_t bytes, bool
 
 bool Segment::lost() const { return base_ != nullptr && internal::MappingLost(base_); }
 
+bool Segment::Truncated() const {
+  if (base_ == nullptr) return false;
+  const volatile uint8_t* last = static_cast<const uint8_t*>(base_) + size_ - 1;
+  return !Guarded([&] { (void)*last; }) || lost();
+}
+
 bool Segment::Unlink(const std::string& name) { return ::shm_unlink(name.c_str()) == 0; }
 
 // ─── Ring header ─────────────────────────────────────────────────────────────────────────────

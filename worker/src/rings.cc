@@ -249,9 +249,11 @@ ThreadRing* Worker::Impl::OnControlChange(ThreadRing* r, uint64_t version) noexc
       r->quarantine_epoch_seen = g->quarantine_epoch;
       // Acquire pairs with the host's release of its counters (shm_layout.h: HostCounters).
       // A ring someone truncated is lost to both sides: its mapping holds private zeros here
-      // (so the host's quarantine flag cannot be read from it).
+      // (so the host's quarantine flag cannot be read from it). Probe it rather than rely on
+      // lost(): this thread may not have touched a missing page yet, and the epoch is seen
+      // only once.
       if (r->writer.header()->host.quarantined.load(std::memory_order_acquire) != 0 ||
-          r->segment.lost()) {
+          r->segment.Truncated()) {
         if (r == shared) {  // REQUIRES here: shared_lock held by this thread
           RetireLocked(r);
           shared = CreateRingLocked(/*for_shared=*/true);

@@ -73,6 +73,9 @@ class Segment {
   // True once someone truncated the file under this mapping: it now holds private zeros
   // (see "Threat model" in README.md), and what it shows is no longer the segment.
   bool lost() const;
+  // Touches the mapping's last byte: true when someone truncated the file under it (lost() is
+  // true from then on). lost() alone notices only once an access happened to fault.
+  bool Truncated() const;
 
  private:
   static Result<Segment> Map(int fd, const std::string& name, size_t bytes, bool writable,
