@@ -12,40 +12,64 @@
 namespace pitlane::bench {
 namespace {
 
-// Latencies recorded by a handler on the host's poll thread; read by the benchmark thread once
-// `count` (release) says they are there.
+// Emit → handler latencies, on one clock: the emitting thread stamps the TSC (Ticks()) into
+// `emitted_[i]` just before it emits event i, which carries i as its `response_size`; the
+// handler, on the host's poll thread, reads the TSC when the event reaches it. Neither the
+// worker's event timestamp nor its conversion to Unix time (which the host recalibrates about
+// once a second, and which is off by up to hundreds of µs in a host's first second) is
+// involved.
+// Thread safety: emitted_[i] is written before event i is published (the ring's release) and
+// read after the host acquired it; `count_` (release) publishes the samples to the benchmark.
 class LatencyLog {
  public:
-  explicit LatencyLog(size_t capacity) : ns_(capacity) {}
-  void Record(int64_t ns) {
-    const size_t i = count_.load(std::memory_order_relaxed);
-    if (i < ns_.size()) ns_[i] = static_cast<double>(ns);
+  explicit LatencyLog(size_t capacity) : emitted_(capacity), ticks_(capacity) {}
+  // On the emitting thread, just before emitting event `i`.
+  void Emitting(size_t i) {
+    if (i < emitted_.size()) emitted_[i] = Ticks();
+  }
+  // On the host's poll thread.
+  void Delivered(const EventView& v) {
+    const uint64_t now = Ticks();
+    const size_t c = count_.load(std::memory_order_relaxed);
+    const Value* index = v.measurement("response_size");
+    if (index != nullptr && index->kind == Value::Kind::kInt && index->i >= 0 &&
+        static_cast<size_t>(index->i) < emitted_.size() && c < ticks_.size()) {
+      ticks_[c] = now - emitted_[static_cast<size_t>(index->i)];
+    }
     // Release pairs with the acquire in count(): the sample is written before it is counted.
-    count_.store(i + 1, std::memory_order_release);
+    count_.store(c + 1, std::memory_order_release);
   }
   size_t count() const { return count_.load(std::memory_order_acquire); }
-  // Waits until `n` events have been recorded or `timeout` passes; returns the count.
+  // Waits (sleeping, not spinning: the benchmark thread must not compete with the host's core)
+  // until `n` events have been recorded or `timeout` passes; returns the count.
   size_t WaitFor(size_t n, std::chrono::milliseconds timeout) const {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     size_t c;
-    while ((c = count()) < n && std::chrono::steady_clock::now() < deadline) _mm_pause();
+    while ((c = count()) < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
     return c;
   }
-  std::vector<double> Recorded() const {
-    std::vector<double> v(ns_.begin(),
-                          ns_.begin() + static_cast<std::ptrdiff_t>(std::min(count(), ns_.size())));
-    return v;
+  // The samples from the `first`-th on, in ns (timer overhead not subtracted: one Ticks() on
+  // each side, ~10 ns).
+  std::vector<double> RecordedNs(size_t first = 0) const {
+    const size_t n = std::min(count(), ticks_.size());
+    std::vector<double> ns;
+    for (size_t i = std::min(first, n); i < n; ++i) {
+      ns.push_back(static_cast<double>(ticks_[i]) * NsPerTick());
+    }
+    return ns;
   }
 
  private:
-  std::vector<double> ns_;
+  std::vector<uint64_t> emitted_;
+  std::vector<uint64_t> ticks_;
   std::atomic<size_t> count_{0};
 };
 
 void AttachLatencyHandler(Host& host, LatencyLog* log) {
-  const Status s =
-      host.Attach("bench-latency", "snakepit.python.call.stop",
-                  [log](const EventView& v) { log->Record(RealtimeNs() - v.timestamp_ns); });
+  const Status s = host.Attach("bench-latency", "snakepit.python.call.stop",
+                               [log](const EventView& v) { log->Delivered(v); });
   if (!s.ok()) {
     std::fprintf(stderr, "attach: %s\n", s.ToString().c_str());
     std::abort();
@@ -91,20 +115,23 @@ void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, doub
 }
 
 void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, double gap_ns) {
-  LatencyLog log(static_cast<size_t>(state.max_iterations) + 1);  // outlives the host
+  const size_t n = static_cast<size_t>(state.max_iterations) + 1;
+  LatencyLog log(n);  // outlives the host
   Fixture fx(options);
   AttachLatencyHandler(fx.host(), &log);
   fx.RunHostOnOtherCore();
   Worker& w = fx.worker();
   const TypicalEvent te(w);
-  size_t ok = 0;
+  size_t ok = 0, i = 0;
   const uint64_t gap = NsToTicks(gap_ns);
   for (auto _ : state) {
-    ok += te.Emit(w) == EmitResult::kOk;
+    log.Emitting(i);
+    ok += te.Emit(w, static_cast<int64_t>(i)) == EmitResult::kOk;
+    ++i;
     SpinUntil(Ticks() + gap);
   }
   const size_t got = log.WaitFor(ok, std::chrono::seconds(10));
-  std::vector<double> ns = log.Recorded();
+  std::vector<double> ns = log.RecordedNs();
   ReportPercentilesNs(state, ns);
   state.counters["lost"] = static_cast<double>(ok - std::min(ok, got));
   state.counters["not_emitted"] = static_cast<double>(state.iterations() - ok);
@@ -112,29 +139,32 @@ void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, 
 
 void RunFirstEventAfterIdle(benchmark::State& state, const FixtureOptions& options,
                             std::chrono::milliseconds idle) {
-  LatencyLog log(static_cast<size_t>(state.max_iterations) + 1);  // outlives the host
+  const size_t n = static_cast<size_t>(state.max_iterations) + 2;
+  LatencyLog log(n);  // outlives the host
   Fixture fx(options);
   AttachLatencyHandler(fx.host(), &log);
   fx.RunHostOnOtherCore();
   Worker& w = fx.worker();
   const TypicalEvent te(w);
-  (void)te.Emit(w);  // creates the ring; not a sample
+  log.Emitting(0);
+  (void)te.Emit(w, 0);  // creates the ring; not a sample
   log.WaitFor(1, std::chrono::seconds(5));
   const size_t first = log.count();
   const uint64_t sleeps0 = fx.host().Stats().sleeps;
-  size_t ok = 0;
+  size_t ok = 0, i = 1;
   for (auto _ : state) {
     std::this_thread::sleep_for(idle);
     const size_t before = log.count();
-    if (te.Emit(w) == EmitResult::kOk) {
+    log.Emitting(i);
+    if (te.Emit(w, static_cast<int64_t>(i)) == EmitResult::kOk) {
       ++ok;
       log.WaitFor(before + 1, std::chrono::seconds(1));
     }
+    ++i;
   }
   const size_t got = log.WaitFor(first + ok, std::chrono::seconds(5));
   const uint64_t sleeps = fx.host().Stats().sleeps - sleeps0;
-  std::vector<double> ns = log.Recorded();
-  ns.erase(ns.begin(), ns.begin() + static_cast<std::ptrdiff_t>(std::min(first, ns.size())));
+  std::vector<double> ns = log.RecordedNs(first);
   ReportPercentilesNs(state, ns);
   state.counters["lost"] = static_cast<double>(first + ok - std::min(first + ok, got));
   state.counters["idle_ms"] = static_cast<double>(idle.count());

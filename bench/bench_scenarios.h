@@ -18,9 +18,9 @@ namespace pitlane::bench {
 void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, double gap_ns,
                     size_t record_bytes = 0);
 
-// Emit → handler latency, from the timestamp the worker stamps to the handler reading
-// CLOCK_REALTIME, for typical events paced `gap_ns` apart. Counters: percentiles, `lost`
-// (emitted but not delivered within the timeout).
+// Emit → handler latency on one clock (the TSC read just before Emit and in the handler), for
+// typical events paced `gap_ns` apart. Counters: percentiles, `lost` (emitted but not
+// delivered within the timeout).
 void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, double gap_ns);
 
 // The same latency for an event emitted after `idle` without events (each iteration is one

@@ -81,15 +81,24 @@ void ReportPercentilesNs(benchmark::State& state, std::vector<double>& ns,
   state.counters[p + "samples"] = static_cast<double>(ns.size());
 }
 
-void Samples::ReportTicks(benchmark::State& state, double divisor) {
+void Samples::ReportTicks(benchmark::State& state, double divisor, std::string_view prefix) {
   const double k = NsPerTick();
   const uint64_t over = TimerOverheadTicks();
   std::vector<double> ns(v_.size());
   for (size_t i = 0; i < v_.size(); ++i) {
     ns[i] = static_cast<double>(v_[i] > over ? v_[i] - over : 0) * k / divisor;
   }
-  ReportPercentilesNs(state, ns);
+  ReportPercentilesNs(state, ns, prefix);
   state.counters["timer_overhead_ns"] = static_cast<double>(over) * k;
+}
+
+double Samples::QuantileNs(double q) const {
+  if (v_.empty()) return 0;
+  std::vector<uint64_t> sorted = v_;
+  const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(q * static_cast<double>(sorted.size())));
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(i), sorted.end());
+  const uint64_t over = TimerOverheadTicks();
+  return static_cast<double>(sorted[i] > over ? sorted[i] - over : 0) * NsPerTick();
 }
 
 namespace {

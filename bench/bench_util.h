@@ -69,8 +69,10 @@ class Samples {
   void AddTicks(uint64_t ticks) { v_.push_back(ticks); }
   bool full() const { return v_.size() >= v_.capacity(); }
   // Ticks minus the timer overhead, in ns, divided by `divisor` (2 for a round trip, or the
-  // number of operations a sample timed).
-  void ReportTicks(benchmark::State& state, double divisor = 1.0);
+  // number of operations a sample timed), as counters named with `prefix`.
+  void ReportTicks(benchmark::State& state, double divisor = 1.0, std::string_view prefix = "");
+  // The `q` quantile (0..1) in ns, timer overhead subtracted.
+  double QuantileNs(double q) const;
 
  private:
   std::vector<uint64_t> v_;
@@ -93,8 +95,9 @@ int64_t MonotonicNs();
 inline constexpr const char* kCorrelation = "pl-0123456789abcdef01234567";
 struct TypicalEvent {
   explicit TypicalEvent(const Worker& w, std::string_view result = "ok");
-  EmitResult Emit(Worker& w) const {
-    return w.Emit(ev, {{kd, 1234}, {kr, 512}, {kc, 3.5}},
+  // `response_size` 512 unless given (the latency cases number their events with it).
+  EmitResult Emit(Worker& w, int64_t response_size = 512) const {
+    return w.Emit(ev, {{kd, 1234}, {kr, response_size}, {kc, 3.5}},
                   {{mc, "predict"}, {mw, "w1"}, {mr, result}}, kCorrelation);
   }
   EventHandle ev;

@@ -50,9 +50,10 @@ if [[ ! -x "$python" ]]; then
   exit 2
 fi
 
+remove_out=0
 if [[ $smoke == 1 ]]; then
   out="$(mktemp -d "${TMPDIR:-/tmp}/pitlane-bench-smoke.XXXXXX")"
-  [[ -n "${PITLANE_BENCH_KEEP:-}" ]] || trap 'rm -rf "$out"' EXIT
+  [[ -n "${PITLANE_BENCH_KEEP:-}" ]] || remove_out=1
   export PITLANE_BENCH_SMOKE=1
   repetitions=2  # exercises the aggregate (median, cv) path of render.py
   min_time=(--benchmark_min_time=0.001)
@@ -78,19 +79,73 @@ dirty="$(git -C "$root" status --porcelain 2>/dev/null | head -1)"
 json="$out/pitlane_bench.json"
 args=(--benchmark_out="$json" --benchmark_out_format=json "${min_time[@]}")
 [[ -n "$filter" ]] && args+=(--benchmark_filter="$filter")
+
+# The LTTng-UST comparison (BM_Emit_VsLttng, built when liblttng-ust-dev was found) needs a
+# recording session: a session daemon (started here if none runs, stopped again after), one
+# session recording pitlane_bench:typical_event into a temporary directory, and its consumer
+# daemon pinned to core 1, where pitlane's host drains. Its discarded-event count is read
+# when the session is destroyed.
+lttng_session=""
+lttng_started_sessiond=0
+lttng_discarded=-1
+lttng_cases="$("$bin" --benchmark_list_tests ${filter:+--benchmark_filter="$filter"} | grep -c VsLttng || true)"
+live_sessiond() { ps -eo pid=,stat=,comm= | awk '$3 == "lttng-sessiond" && $2 !~ /Z/ {print $1}'; }
+lttng_start() {
+  if [[ "$lttng_cases" == 0 ]]; then return; fi
+  if ! command -v lttng >/dev/null || ! command -v lttng-sessiond >/dev/null; then
+    echo "run.sh: lttng-tools not installed: the LTTng-UST cases will report an error" >&2
+    return
+  fi
+  # (`lttng create` would start a session daemon itself; starting it here lets this script
+  # stop exactly the one it started.)
+  if [[ -z "$(live_sessiond)" ]]; then
+    lttng-sessiond --daemonize --no-kernel >/dev/null 2>&1 && lttng_started_sessiond=1
+  fi
+  lttng_trace="$(mktemp -d "${TMPDIR:-/tmp}/pitlane-bench-lttng.XXXXXX")"
+  lttng_session="pitlane-bench-$$"
+  lttng create "$lttng_session" --output="$lttng_trace" >/dev/null &&
+    lttng enable-event -u -s "$lttng_session" pitlane_bench:typical_event >/dev/null &&
+    lttng start "$lttng_session" >/dev/null || {
+      echo "run.sh: could not start an LTTng session (see lttng's messages above)" >&2
+      lttng_session=""
+      return
+    }
+  for p in $(pgrep -x lttng-consumerd); do taskset -a -p -c 1 "$p" >/dev/null 2>&1 || true; done
+}
+lttng_stop() {
+  if [[ -z "$lttng_session" ]]; then return; fi
+  local said
+  said="$(lttng destroy "$lttng_session" 2>&1 || true)"
+  lttng_discarded="$(sed -n 's/.*Warning: \([0-9]*\) events were discarded.*/\1/p' <<<"$said" | head -1)"
+  lttng_discarded="${lttng_discarded:-0}"
+  rm -rf "$lttng_trace"
+  if [[ $lttng_started_sessiond == 1 ]]; then kill $(live_sessiond) 2>/dev/null || true; fi
+  lttng_session=""
+}
+cleanup() {
+  lttng_stop
+  if [[ $remove_out == 1 ]]; then rm -rf "$out"; fi
+}
+trap cleanup EXIT
+
 echo "run.sh: $bin (repetitions $repetitions, load average $load_start) → $out"
+lttng_start
 "$bin" "${args[@]}"
+lttng_stop
 load_end="$(cut -d' ' -f1 /proc/loadavg)"
 
 # Record the machine next to the numbers, in the same file, compactly.
-"$python" - "$json" "$load_start" "$load_end" "$cpu_model" "$kernel" "$commit" <<'EOF'
+"$python" - "$json" "$load_start" "$load_end" "$cpu_model" "$kernel" "$commit" \
+    "$lttng_discarded" <<'EOF'
 import json, sys
-path, load, load_end, model, kernel, commit = sys.argv[1:7]
+path, load, load_end, model, kernel, commit, lttng_discarded = sys.argv[1:8]
 with open(path) as f:
     data = json.load(f)
 data["context"]["pitlane_machine"] = {
     "load_avg_at_start": float(load), "load_avg_at_end": float(load_end), "cpu_model": model,
     "kernel": kernel, "commit": commit}
+if int(lttng_discarded) >= 0:
+    data["context"]["pitlane_machine"]["lttng_discarded"] = int(lttng_discarded)
 with open(path, "w") as f:
     json.dump(data, f, separators=(",", ":"))
     f.write("\n")
