@@ -220,6 +220,19 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
           ->UseManualTime();
     }
   });
+  AddCase(Scenario::kThroughputThreads, Path::kShm, [] {
+    // Producer processes, each a worker with its own ring, all on the worker's core.
+    for (const int processes : {1, 2, 4, 8}) {
+      const std::string name = "BM_Throughput_Shm_Processes/processes:" + std::to_string(processes);
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [processes](benchmark::State& s) {
+                                     RunProducerProcesses(s, processes,
+                                                          Pick<uint64_t>(4000000, 20000));
+                                   })
+          ->Iterations(1)
+          ->UseManualTime();
+    }
+  });
   AddCase(Scenario::kIdleCpu, Path::kShm, [] {
     for (const bool busy : {false, true}) {
       const std::string name = std::string("BM_IdleCpu/shm/") + (busy ? "busy_poll" : "backoff");

@@ -9,6 +9,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 namespace pitlane::bench {
 namespace {
 
@@ -282,6 +285,116 @@ void RunIdleCpu(benchmark::State& state, const FixtureOptions& options) {
     state.counters["idle_cpu_pct"] = 100.0 * static_cast<double>(cpu1 - cpu0) / wall;
     state.counters["host_sleeps_per_s"] = static_cast<double>(sleeps) / (wall / 1e9);
   }
+}
+
+namespace {
+
+// One producer process of RunProducerProcesses: attaches a Worker of its own to `ns`, creates
+// its ring with one event, says so on `ready`, waits for `go` to close, emits `events` typical
+// events (retrying when the ring is full) and writes how many it published to `ready`.
+[[noreturn]] void ProducerProcess(const std::string& ns, int index, uint64_t events, int ready,
+                                  int go) {
+  PinTo(kWorkerCore);
+  WorkerOptions wo;
+  wo.ns = ns;
+  wo.worker_id = "bench-proc-" + std::to_string(index);
+  Result<std::unique_ptr<Worker>> started = Worker::Start(wo);
+  if (!started.ok() || !(*started)->WaitAttached(std::chrono::seconds(10))) _exit(2);
+  Worker& w = **started;
+  const TypicalEvent te(w);
+  const char warm = te.Emit(w) == EmitResult::kOk ? 1 : 0;
+  if (::write(ready, &warm, 1) != 1) _exit(3);
+  char c;
+  while (::read(go, &c, 1) > 0) {
+  }
+  uint64_t ok = 0;
+  for (uint64_t i = 0; i < events; ++i) {
+    EmitResult r;
+    while ((r = te.Emit(w)) == EmitResult::kDroppedFull) _mm_pause();
+    ok += r == EmitResult::kOk;
+  }
+  if (::write(ready, &ok, sizeof ok) != sizeof ok) _exit(4);
+  started->reset();
+  _exit(0);
+}
+
+}  // namespace
+
+void RunProducerProcesses(benchmark::State& state, int processes, uint64_t events) {
+  std::atomic<uint64_t> delivered{0};  // outlives the host, whose handler counts into it
+  FixtureOptions o;
+  o.workers = 0;
+  Fixture fx(o);
+  const Status attached =
+      fx.host().Attach("bench-count", "snakepit.python.call.stop", [&delivered](const EventView&) {
+        delivered.store(delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      });
+  if (!attached.ok()) std::abort();
+  fx.RunHostOnOtherCore();
+  const uint64_t per_process = std::max<uint64_t>(1, events / static_cast<uint64_t>(processes));
+  double rate = 0, cpu_ns = 0;
+  uint64_t lost = 0;
+  for (auto _ : state) {
+    // One pipe per producer for its two reports; one shared `go` pipe whose close starts all.
+    std::vector<int> ready(static_cast<size_t>(processes));
+    std::vector<pid_t> pids;
+    int go[2];
+    if (::pipe(go) != 0) std::abort();
+    for (int p = 0; p < processes; ++p) {
+      int fds[2];
+      if (::pipe(fds) != 0) std::abort();
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        ::close(go[1]);
+        ::close(fds[0]);
+        ProducerProcess(fx.ns(), p, per_process, fds[1], go[0]);
+      }
+      ::close(fds[1]);
+      ready[static_cast<size_t>(p)] = fds[0];
+      pids.push_back(pid);
+    }
+    ::close(go[0]);
+    uint64_t warm = 0;
+    for (const int fd : ready) {
+      char c = 0;
+      if (::read(fd, &c, 1) != 1) std::abort();
+      warm += static_cast<uint64_t>(c);
+    }
+    // The warm-up events are delivered before the clock starts.
+    const auto warm_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (delivered.load(std::memory_order_relaxed) < warm &&
+           std::chrono::steady_clock::now() < warm_deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    const uint64_t base = delivered.load(std::memory_order_relaxed);
+    const int64_t cpu0 = ProcessCpuNs();
+    const int64_t t0 = MonotonicNs();
+    ::close(go[1]);
+    uint64_t ok = 0;
+    for (const int fd : ready) {
+      uint64_t n = 0;
+      if (::read(fd, &n, sizeof n) != sizeof n) std::abort();
+      ok += n;
+      ::close(fd);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (delivered.load(std::memory_order_relaxed) < base + ok &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    const int64_t t1 = MonotonicNs();
+    const int64_t cpu1 = ProcessCpuNs();
+    for (const pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+    const uint64_t got = delivered.load(std::memory_order_relaxed) - base;
+    state.SetIterationTime(static_cast<double>(t1 - t0) / 1e9);
+    rate = static_cast<double>(got) / (static_cast<double>(t1 - t0) / 1e9);
+    cpu_ns = static_cast<double>(cpu1 - cpu0) / static_cast<double>(std::max<uint64_t>(1, got));
+    lost = ok - std::min(ok, got);
+  }
+  state.counters["delivered_per_s"] = rate;
+  state.counters["host_cpu_ns_per_event"] = cpu_ns;
+  state.counters["lost"] = static_cast<double>(lost);
+  state.counters["producers"] = processes;
 }
 
 }  // namespace pitlane::bench

@@ -41,4 +41,10 @@ void RunThroughput(benchmark::State& state, const FixtureOptions& options, int w
 // wall time. Counters: idle_cpu_pct, host_sleeps_per_s.
 void RunIdleCpu(benchmark::State& state, const FixtureOptions& options);
 
+// `processes` producer processes (forked, each its own Worker and ring, all pinned to
+// kWorkerCore), `events` typical events in all, lossless (a full ring is retried), against the
+// busy-poll host of this process on kHostCore. Counters: delivered_per_s, host_cpu_ns_per_event
+// (this process's CPU time ÷ delivered events: the host's cost), lost.
+void RunProducerProcesses(benchmark::State& state, int processes, uint64_t events);
+
 }  // namespace pitlane::bench

@@ -342,6 +342,45 @@ def throughput_table(rows, with_grpc):
     return table(header, out) if out else []
 
 
+def process_table(rows):
+    """Producer processes (each its own worker and ring) against one busy-poll host."""
+    out = []
+    base = None
+    for n in (1, 2, 4, 8):
+        r = rows.get(f"BM_Throughput_Shm_Processes/processes:{n}")
+        if r is None:
+            continue
+        rate = r.get("delivered_per_s")
+        base = base or rate
+        out.append([str(n), fmt_rate(rate), fmt_ratio(rate, base),
+                    fmt_ns(r.get("host_cpu_ns_per_event")), str(int(r.get("lost") or 0))])
+    if not out:
+        return []
+    return (["Producer processes, each a worker with its own ring, all on core 0, lossless "
+             "(a full ring is retried); the busy-poll host on core 1:", ""] +
+            table(["processes", "delivered events/s", "vs 1 process", "host CPU/event", "lost"],
+                  out) + [""])
+
+
+def compare(old_rows, new_rows):
+    """Before/after per case on the value that case is about (headline)."""
+    out = []
+    for name, new in new_rows.items():
+        old = old_rows.get(name)
+        if old is None:
+            continue
+        key = headline(new)
+        a, b = old.get(key), new.get(key)
+        if a is None or b is None or a == 0:
+            continue
+        fmt = fmt_rate if key.endswith("_per_s") else fmt_ns
+        better = b > a if key.endswith("_per_s") else b < a
+        change = (b - a) / a * 100
+        out.append([name, key, fmt(a), fmt(b), f"{change:+.1f} %" + (" (better)" if better and
+                                                                      abs(change) >= 1 else "")])
+    return table(["case", "value", "before", "after", "change"], out) if out else []
+
+
 def host_tables(rows):
     out = []
     stages = [("stock `flatbuffers::Verifier` (baseline, not used)", "BM_HostStage_VerifyStock"),
@@ -469,6 +508,7 @@ def markdown(ctx, rows):
         out += ["Live producers on one core, busy-poll host on the other, counting handler; "
                 "CPU/event = CPU time of the whole process ÷ delivered events:", ""]
         out += thr + [""]
+    out += process_table(rows)
     out += host_tables(rows)
     out += floor_and_resources(rows)
     while out and out[-1] == "":
@@ -483,7 +523,8 @@ def chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(20, 5.5),
+                                        gridspec_kw={"width_ratios": [3, 2, 1.5]})
     colors = {"shm": "#1f77b4", "gRPC": "#ff7f0e"}
 
     # Latency percentiles: one group per case, bars per transport × percentile.
@@ -536,6 +577,25 @@ def chart(rows, path):
     ax2.set_xlabel("events/s (log scale)")
     ax2.set_title("Throughput")
     ax2.grid(axis="x", which="both", alpha=0.3)
+    # Cost by record size: the worker's emit (p50) and the host's drain (CPU per event).
+    sizes = (72, 128, 256, 512, 1024)
+    for label, fmt_name, key, color in (
+            ("emit p50 (paced)", "BM_Emit_Shm_RecordSize/bytes:{}", "p50_ns", "#1f77b4"),
+            ("host drain, CPU/event", "BM_HostDrain_RecordSize/bytes:{}",
+             "host_thread_cpu_ns_per_event", "#2ca02c")):
+        pts = [(n, rows[fmt_name.format(n)].get(key)) for n in sizes
+               if fmt_name.format(n) in rows and rows[fmt_name.format(n)].get(key)]
+        if pts:
+            ax3.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color,
+                     label=label)
+    ax3.set_xscale("log", base=2)
+    ax3.set_xticks(sizes)
+    ax3.set_xticklabels([str(n) for n in sizes])
+    ax3.set_xlabel("record bytes")
+    ax3.set_ylabel("ns")
+    ax3.set_title("Cost by record size")
+    ax3.legend(fontsize=7)
+    ax3.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -546,11 +606,15 @@ def main(argv):
     ap.add_argument("results", help="pitlane_bench JSON (--benchmark_out_format=json)")
     ap.add_argument("--markdown", help="write the Markdown report here too")
     ap.add_argument("--chart", help="write the PNG chart here")
+    ap.add_argument("--compare", metavar="OLD_JSON",
+                    help="also print before (OLD_JSON) / after (results) per case")
     args = ap.parse_args(argv)
     try:
         ctx, rows = load(args.results)
+        old_rows = load(args.compare)[1] if args.compare else None
     except (OSError, ValueError, KeyError) as e:
-        print(f"render.py: cannot read {args.results}: {e}", file=sys.stderr)
+        print(f"render.py: cannot read {e.filename if isinstance(e, OSError) else 'a result'}:"
+              f" {e}", file=sys.stderr)
         return 2
     if not rows:
         print(f"render.py: {args.results} holds no benchmark results", file=sys.stderr)
@@ -562,6 +626,14 @@ def main(argv):
             f.write(md)
     if args.chart:
         chart(rows, args.chart)
+    if old_rows is not None:
+        lines = compare(old_rows, rows)
+        print()
+        if lines:
+            print(f"Before ({args.compare}) / after ({args.results}), per case:\n")
+            print("\n".join(lines))
+        else:
+            print(f"render.py: {args.compare} and {args.results} have no case in common")
     return 0
 
 

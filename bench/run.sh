@@ -8,6 +8,10 @@
 #   bench/run.sh --filter REGEX [BUILD_DIR]   only the matching cases (--benchmark_filter),
 #                                             written to a new temporary directory unless --out
 #   bench/run.sh --out DIR [BUILD_DIR]        write the results into DIR instead
+#   bench/run.sh --compare OLD.json ...       after the run, print before/after per case
+#                                             against an earlier run's pitlane_bench.json
+#                                             (bench/render.py NEW.json --compare OLD.json
+#                                             does the same without running)
 #   bench/run.sh --smoke [BUILD_DIR]          every case tiny (PITLANE_BENCH_SMOKE=1), rendered
 #                                             into a temporary directory that is then removed;
 #                                             bench/results/ is not touched (ctest
@@ -22,6 +26,7 @@ smoke=0
 repetitions=3
 filter=""
 out=""
+compare=""
 build_dir=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -29,11 +34,16 @@ while [[ $# -gt 0 ]]; do
     --repetitions) repetitions="$2"; shift 2 ;;
     --filter) filter="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --compare) compare="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) build_dir="$1"; shift ;;
   esac
 done
+if [[ -n "$compare" && ! -r "$compare" ]]; then
+  echo "run.sh: --compare $compare: no such readable file" >&2
+  exit 2
+fi
 if ! [[ "$repetitions" =~ ^[1-9][0-9]*$ ]]; then
   echo "run.sh: --repetitions must be a positive integer, not '$repetitions'" >&2
   exit 2
@@ -151,7 +161,8 @@ with open(path, "w") as f:
     f.write("\n")
 EOF
 
-"$python" "$root/bench/render.py" "$json" --markdown "$out/results.md" --chart "$out/chart.png"
+"$python" "$root/bench/render.py" "$json" --markdown "$out/results.md" --chart "$out/chart.png" \
+  ${compare:+--compare "$compare"}
 if [[ $smoke == 1 ]]; then
   for f in "$json" "$out/results.md" "$out/chart.png"; do
     if [[ ! -s "$f" ]]; then
