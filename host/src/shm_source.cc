@@ -179,6 +179,9 @@ size_t ShmSource::DrainRing(Ring* r) {
   shm::RingReader& reader = *r->reader;
   if (reader.state() != shm::RingReader::State::kOk) return 0;
   const size_t n = reader.ReadBatch(opt_.batch, &batch_);
+  // Nothing new: what the ring's header shows is already current. Publishing anyway would
+  // rewrite the snapshot, the host counters and `consumer` on every pass over every ring.
+  if (n == 0 && batch_.lost == 0 && reader.state() == shm::RingReader::State::kOk) return 0;
   if (batch_.lost != 0) delivery_.Reject(shm::kRejectLost, batch_.lost, nullptr);
   ctx_.worker_id = r->worker->id;
   ctx_.worker_pid = r->worker->pid_str;

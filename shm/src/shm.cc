@@ -440,7 +440,7 @@ void RingReader::Quarantine(State s, QuarantineReason reason, uint64_t offset, s
 }
 
 size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
-  out->records.clear();
+  out->records = {};
   out->lost = 0;
   if (state_ != State::kOk) return 0;
   // Room for at least one record of the largest size; a batch ends when the next record does
@@ -465,8 +465,8 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   const size_t dst_size = out->bytes.size();
   size_t used = 0;
   RecordBatch::Record* records = nullptr;
-  out->records.resize(max_records);  // capacity reused across batches
-  records = out->records.data();
+  if (out->storage.size() < max_records) out->storage.resize(max_records);
+  records = out->storage.data();
   size_t n = 0;
   uint64_t lost = 0;
 
@@ -518,7 +518,7 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   // Everything copied before a fault or a bad header is whole and stays readable.
   rpos_ = rp;
   expected_seq_ = expected;
-  out->records.resize(n);
+  out->records = std::span<const RecordBatch::Record>(records, n);
   out->lost = lost;
   counts_.rejected[kRejectLost] += lost;
   if (!ok) {

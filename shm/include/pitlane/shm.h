@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -213,8 +214,11 @@ struct RecordBatch {
     uint32_t lost_before = 0;  // records missing (sequence gap) just before this one
   };
   std::vector<uint8_t> bytes;
-  std::vector<Record> records;
+  std::span<const Record> records;  // this batch's records, in `storage`
   uint64_t lost = 0;  // sum of lost_before
+  // Grown once to the largest batch asked for and never shrunk or re-filled: resizing it per
+  // batch zeroed up to 4 KiB per pass (14 % of the busy-poll host's time, perf).
+  std::vector<Record> storage;
 
   const uint8_t* payload(const Record& r) const { return bytes.data() + r.offset; }
 };
