@@ -2,7 +2,8 @@
 // blocks of emits alternate between the two, so both see the same machine at the same time.
 // The pitlane host (back-off, as users run it) drains on kHostCore; LTTng's consumer daemon is
 // a separate process that bench/run.sh starts (a session recording pitlane_bench:*) and pins
-// to the same core. Built when Debian's liblttng-ust-dev is found.
+// to the same core. Both sides buffer 4 MiB per producer. Built when Debian's liblttng-ust-dev
+// is found.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -27,6 +28,7 @@ void RunEmitVsLttng(benchmark::State& state, double gap_ns) {
   }
   FixtureOptions o;
   o.busy_poll = false;
+  o.ring_bytes = 4 << 20;  // as LTTng's channel in run.sh: 4 MiB per producer
   Fixture fx(o);
   fx.RunHostOnOtherCore();
   Worker& w = fx.worker();

@@ -9,6 +9,7 @@
 #include <benchmark/benchmark.h>
 #include <emmintrin.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -90,6 +91,38 @@ void BM_Floor_CacheLinePingPong(benchmark::State& state) {
   samples.ReportTicks(state, /*divisor=*/2.0);
 }
 
+// How often the vCPU the host runs on is away: a thread pinned to kHostCore reads the TSC back
+// to back for one second and counts the gaps between two reads longer than 5 µs (interrupts,
+// the hypervisor running something else). No latency below the gaps' length can be promised
+// at a percentile their share of time reaches.
+void BM_Floor_CpuGaps(benchmark::State& state) {
+  PinTo(kHostCore);
+  const uint64_t min_gap = NsToTicks(5000);
+  uint64_t gaps = 0, gap_ticks = 0, longest = 0, span = 0;
+  for (auto _ : state) {
+    const uint64_t start = Ticks();
+    const uint64_t end = start + NsToTicks(Pick(1e9, 1e7));
+    uint64_t last = start, t;
+    while ((t = __rdtsc()) < end) {
+      const uint64_t g = t - last;
+      if (g > min_gap) {
+        ++gaps;
+        gap_ticks += g;
+        longest = std::max(longest, g);
+      }
+      last = t;
+    }
+    span += t - start;
+  }
+  PinTo(kWorkerCore);
+  const double secs = static_cast<double>(span) * NsPerTick() / 1e9;
+  state.counters["gaps_per_s"] = static_cast<double>(gaps) / secs;
+  state.counters["away_pct"] = 100.0 * static_cast<double>(gap_ticks) / static_cast<double>(span);
+  state.counters["mean_gap_ns"] =
+      gaps ? static_cast<double>(gap_ticks) * NsPerTick() / static_cast<double>(gaps) : 0;
+  state.counters["max_gap_ns"] = static_cast<double>(longest) * NsPerTick();
+}
+
 // ── worker side ─────────────────────────────────────────────────────────────────────────────
 
 void BM_Encode_TypicalEvent(benchmark::State& state) {
@@ -163,6 +196,7 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
         ->Arg(128)
         ->Arg(256)
         ->Apply(Repeated);
+    benchmark::RegisterBenchmark("BM_Floor_CpuGaps", BM_Floor_CpuGaps)->Iterations(1);
     benchmark::RegisterBenchmark("BM_Floor_CacheLinePingPong", BM_Floor_CacheLinePingPong)
         ->Iterations(Pick<int64_t>(1000000, 1000))
         ->Apply(Repeated);

@@ -448,6 +448,12 @@ def floor_and_resources(rows):
     if r:
         floor.append(["cache line, core to core, one way", fmt_ns(r.get("p50_ns")),
                       f"p50 (p99 {fmt_ns(r.get('p99_ns'))})"])
+    r = rows.get("BM_Floor_CpuGaps")
+    if r:
+        floor.append(["host core away (gaps > 5 µs between two TSC reads)",
+                      f"{fmt_pct(r.get('away_pct'))} of the time",
+                      f"{r.get('gaps_per_s'):.0f} gaps/s, mean {fmt_ns(r.get('mean_gap_ns'))}, "
+                      f"longest {fmt_ns(r.get('max_gap_ns'))}"])
     if floor:
         out += table(["machine floor", "cost", ""], floor) + [""]
     res = []
@@ -499,9 +505,9 @@ def markdown(ctx, rows):
     lt = lttng_table(ctx, rows)
     if lt:
         out += ["pitlane beside an LTTng-UST tracepoint carrying the same fields, in one case: "
-                "blocks of 10,000 emits alternate between the two; the emitting thread on core "
-                "0, pitlane's back-off host and LTTng's consumer daemon (recording to files) on "
-                "core 1:", ""]
+                "blocks of 10,000 emits alternate between the two, each side buffering 4 MiB; the "
+                "emitting thread on core 0, pitlane's back-off host and LTTng's consumer daemon "
+                "(recording to files) on core 1:", ""]
         out += lt + [""]
     thr = throughput_table(rows, with_grpc)
     if thr:

@@ -113,8 +113,12 @@ lttng_start() {
   fi
   lttng_trace="$(mktemp -d "${TMPDIR:-/tmp}/pitlane-bench-lttng.XXXXXX")"
   lttng_session="pitlane-bench-$$"
+  # 4 sub-buffers of 1 MiB per CPU: the same 4 MiB a pitlane ring of the case has, enough for
+  # a whole block of 10,000 typical events on either side.
   lttng create "$lttng_session" --output="$lttng_trace" >/dev/null &&
-    lttng enable-event -u -s "$lttng_session" pitlane_bench:typical_event >/dev/null &&
+    lttng enable-channel -u -s "$lttng_session" --subbuf-size=1M --num-subbuf=4 bench \
+      >/dev/null &&
+    lttng enable-event -u -s "$lttng_session" -c bench pitlane_bench:typical_event >/dev/null &&
     lttng start "$lttng_session" >/dev/null || {
       echo "run.sh: could not start an LTTng session (see lttng's messages above)" >&2
       lttng_session=""
