@@ -192,9 +192,6 @@ class span:  # noqa: N801 - the seed's name; used as a function
 
     __slots__ = ("operation", "metadata", "correlation_id", "_stack", "_names")
 
-    # Where the span's events go; pitlane.snakepit.telemetry's span sends them to its backend.
-    _emit = staticmethod(_native.emit)
-
     def __init__(
         self,
         operation: str,
@@ -251,14 +248,11 @@ class span:  # noqa: N801 - the seed's name; used as a function
         return False
 
     def _send(self, name, measurements, metadata, correlation, span_id, parent) -> None:
-        # pitlane's own emit also records the span's identity; a subclass that routes events
-        # elsewhere (pitlane.snakepit's backends) gets the seed's four arguments.
-        if self._emit is _native.emit:
-            _native.emit(
-                name, measurements, metadata, correlation, span_id=span_id, parent_span_id=parent
-            )
-        else:
-            self._emit(name, measurements, metadata, correlation)
+        # Where the span's events go: the process's worker; pitlane.snakepit.telemetry's span
+        # overrides this to send them to its backend.
+        _native.emit(
+            name, measurements, metadata, correlation, span_id=span_id, parent_span_id=parent
+        )
 
     async def __aenter__(self) -> "span":
         return self.__enter__()
@@ -297,20 +291,30 @@ class continue_trace:  # noqa: N801 - a context manager used like a function
     """Continues the trace of an incoming call: inside ``with continue_trace(value):`` the
     current correlation id is the ``traceparent``'s trace id and the caller's span is the
     parent of the next span. An invalid or absent value (``None``) changes nothing
-    (``ok`` is False), so a caller's bad header never breaks the call."""
+    (``ok`` is False), so a caller's bad header never breaks the call.
 
-    __slots__ = ("ok", "_parsed", "_tokens")
+    ``correlation_id``: the id the caller sent beside the traceparent (Snakepit's
+    ``x-snakepit-correlation-id``). It is the current id inside, whatever the traceparent, and
+    the caller's span becomes the parent only when the traceparent belongs to that id's trace
+    (a 32-hex id is its own trace id; any other maps to one, ``pitlane/trace_context.h``): a
+    span of another trace must not become a parent here."""
 
-    def __init__(self, value: Optional[str]) -> None:
+    __slots__ = ("ok", "_correlation", "_parent", "_tokens")
+
+    def __init__(self, value: Optional[str], correlation_id: Optional[str] = None) -> None:
         parsed = _native.parse_traceparent(value) if isinstance(value, str) else None
+        if parsed is not None and correlation_id and _native.trace_id_hex(correlation_id) != parsed[0]:
+            parsed = None
         self.ok = parsed is not None
+        self._correlation = correlation_id or (parsed[0] if parsed else None)
+        self._parent = parsed[1] if parsed else None
         self._tokens = None
-        self._parsed = parsed
 
     def __enter__(self) -> "continue_trace":
-        if self._parsed is not None:
-            trace_id, parent, _flags = self._parsed
-            self._tokens = (_correlation_id.set(trace_id), _span_id.set(parent))
+        correlation_token = (_correlation_id.set(self._correlation)
+                             if self._correlation is not None else None)
+        span_token = _span_id.set(self._parent) if self._parent is not None else None
+        self._tokens = (correlation_token, span_token)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -318,8 +322,10 @@ class continue_trace:  # noqa: N801 - a context manager used like a function
             correlation_token, span_token = self._tokens
             self._tokens = None
             try:
-                _span_id.reset(span_token)
-                _correlation_id.reset(correlation_token)
+                if span_token is not None:
+                    _span_id.reset(span_token)
+                if correlation_token is not None:
+                    _correlation_id.reset(correlation_token)
             except ValueError:  # exited in another context than entered: leave it be
                 pass
         return False

@@ -33,6 +33,9 @@ SNAKEPIT_PUBLIC_NAMES = [
     "get_correlation_id", "outgoing_metadata", "CORRELATION_HEADER", "otel_span",
 ]
 
+W3C_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+W3C_SPAN = "00f067aa0ba902b7"
+
 TOOL_START = "snakepit.python.tool.execution.start"
 TOOL_STOP = "snakepit.python.tool.execution.stop"
 TOOL_EXCEPTION = "snakepit.python.tool.execution.exception"
@@ -141,6 +144,44 @@ class CorrelationTest(unittest.TestCase):
                              [("a", "1"), (telemetry.CORRELATION_HEADER, "cid-proxy")])
         finally:
             telemetry.reset_correlation_id(token)
+
+    def test_otel_span_continues_a_traceparent_when_no_correlation_header_came(self) -> None:
+        value = f"00-{W3C_TRACE}-{W3C_SPAN}-01"
+        with telemetry.otel_span("rpc", context_metadata=[("Traceparent", value)]):
+            self.assertEqual(telemetry.get_correlation_id(), W3C_TRACE)
+            # No span of its own yet: the next call's parent is the caller's span.
+            self.assertIn(("traceparent", value), telemetry.outgoing_metadata())
+        self.assertIsNone(telemetry.get_correlation_id())
+        self.assertIsNone(pitlane_telemetry.traceparent())
+
+    def test_otel_span_ignores_a_malformed_traceparent(self) -> None:
+        for bad in ("", "00-zz-00f067aa0ba902b7-01", f"00-{'0' * 32}-{W3C_SPAN}-01"):
+            with telemetry.otel_span("rpc", context_metadata=[("traceparent", bad)]):
+                self.assertRegex(telemetry.get_correlation_id(), r"^[0-9a-f]{32}$")
+                self.assertNotEqual(telemetry.get_correlation_id(), W3C_TRACE)
+                self.assertEqual(telemetry.outgoing_metadata(),
+                                 [(telemetry.CORRELATION_HEADER, telemetry.get_correlation_id())])
+
+    def test_outgoing_metadata_adds_the_current_spans_traceparent_beside_the_header(self) -> None:
+        self.use_recorder()
+        with telemetry.span("tool.execution", {"tool": "t"}, "cid-out"):
+            metadata = telemetry.outgoing_metadata([("a", "1")])
+            expected = pitlane_telemetry.traceparent()
+        self.assertRegex(expected, r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
+        self.assertEqual(metadata, [("a", "1"), (telemetry.CORRELATION_HEADER, "cid-out"),
+                                    ("traceparent", expected)])
+
+    def test_outgoing_metadata_keeps_a_traceparent_the_caller_put_there(self) -> None:
+        self.use_recorder()
+        mine = ("traceparent", f"00-{W3C_TRACE}-{W3C_SPAN}-00")
+        with telemetry.span("tool.execution", None, "cid-own"):
+            metadata = telemetry.outgoing_metadata([mine])
+        self.assertEqual(metadata, [mine, (telemetry.CORRELATION_HEADER, "cid-own")])
+
+    def use_recorder(self) -> None:
+        original = telemetry.get_backend()
+        telemetry.set_backend(RecordingBackend())
+        self.addCleanup(telemetry.set_backend, original)
 
     # test_telemetry.py: test_logging_filter_injects_correlation
     def test_logging_filter_injects_correlation(self) -> None:
@@ -299,6 +340,34 @@ class PitlaneBackendTest(HostTestCase, SwappedBackend):
             self.assertEqual(e["correlation_id"], "cid-rpc")
             self.assertEqual(e["transport"], "shm")
         self.assertEqual(size["measurements"], {"bytes": 42})
+
+    def test_span_events_carry_span_ids_through_the_shm_backend(self) -> None:
+        self.use(ShmBackend())
+        value = f"00-{W3C_TRACE}-{W3C_SPAN}-01"
+        with telemetry.otel_span("rpc", context_metadata=[("traceparent", value)]):
+            with telemetry.span("tool.execution", {"tool": "outer"}):
+                with telemetry.span("tool.execution", {"tool": "inner"}):
+                    pass
+        starts = {e["metadata"]["tool"]: e for e in self.host.wait_count(TOOL_START, 2)}
+        stops = {e["metadata"]["tool"]: e for e in self.host.wait_count(TOOL_STOP, 2)}
+        outer, inner = starts["outer"], starts["inner"]
+        self.assertEqual(outer["correlation_id"], W3C_TRACE)
+        self.assertEqual(outer["parent_span_id"], int(W3C_SPAN, 16))
+        self.assertNotEqual(outer["span_id"], 0)
+        self.assertEqual(inner["parent_span_id"], outer["span_id"])
+        for tool in ("outer", "inner"):
+            self.assertEqual(stops[tool]["span_id"], starts[tool]["span_id"])
+
+    def test_a_composite_gives_span_ids_to_pitlane_backends_and_four_arguments_to_others(self) -> None:
+        recorder = RecordingBackend()
+        self.use(CompositeBackend([ShmBackend(), recorder]))
+        with telemetry.span("tool.execution", {"tool": "both"}, "cid-both"):
+            pass
+        (start,) = self.host.wait_count(TOOL_START, 1)
+        self.assertNotEqual(start["span_id"], 0)
+        self.assertEqual([e["event"] for e in recorder.events],
+                         ["tool.execution.start", "tool.execution.stop"])
+        self.assertEqual(recorder.events[0]["correlation_id"], "cid-both")
 
     # test_telemetry_stream.py: test_emit_from_foreign_thread_is_delivered_when_stream_active
     def test_emit_from_foreign_thread_is_delivered(self) -> None:

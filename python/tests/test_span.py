@@ -7,7 +7,7 @@ import asyncio
 import time
 import unittest
 
-from pitlane import telemetry
+from pitlane import _native, telemetry
 
 from pitlane_testing import HostTestCase
 
@@ -268,6 +268,33 @@ class SpanIdentityTest(HostTestCase):
             with telemetry.continue_trace(bad) as ctx:
                 self.assertFalse(ctx.ok)
                 self.assertIsNone(telemetry.get_correlation_id())
+
+    def test_continue_trace_with_the_callers_correlation_id_keeps_it_and_takes_its_span(self) -> None:
+        trace = _native.trace_id_hex("req-7")
+        with telemetry.continue_trace(f"00-{trace}-00f067aa0ba902b7-01", "req-7") as ctx:
+            self.assertTrue(ctx.ok)
+            self.assertEqual(telemetry.get_correlation_id(), "req-7")
+            with telemetry.span("python.call"):
+                pass
+        self.assertIsNone(telemetry.get_correlation_id())
+        (start,) = self.host.wait_count(START, 1)
+        self.assertEqual(start["correlation_id"], "req-7")
+        self.assertEqual(start["parent_span_id"], 0x00F067AA0BA902B7)
+
+    def test_continue_trace_of_another_trace_than_the_correlation_id_takes_no_parent(self) -> None:
+        value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for correlation in ("req-7", "0123456789abcdef0123456789abcdef"):
+            with telemetry.continue_trace(value, correlation) as ctx:
+                self.assertFalse(ctx.ok)
+                self.assertEqual(telemetry.get_correlation_id(), correlation)
+                with telemetry.span("python.call"):
+                    pass
+        for start in self.host.wait_count(START, 2):
+            self.assertEqual(start["parent_span_id"], 0)
+        with telemetry.continue_trace("garbage", "req-8") as ctx:
+            self.assertFalse(ctx.ok)
+            self.assertEqual(telemetry.get_correlation_id(), "req-8")
+        self.assertIsNone(telemetry.get_correlation_id())
 
     def test_a_correlation_id_that_is_not_hex_maps_to_a_stable_trace_id(self) -> None:
         with telemetry.span("python.call", correlation_id="req-42"):

@@ -3,6 +3,11 @@ pitlane's correlation id: the context variable here is the one ``pitlane.telemet
 emit read, so an id set from an incoming ``x-snakepit-correlation-id`` header (``span`` with
 ``context_metadata``) is the id every event emitted inside carries.
 
+What pitlane adds: W3C Trace Context beside the correlation header. ``span`` continues the
+caller's trace from an incoming ``traceparent`` entry (the caller's span becomes the parent of
+the spans inside), and :func:`outgoing_metadata` adds ``traceparent`` for the current span, so
+a trace crosses gRPC calls between workers with its parentage.
+
 OpenTelemetry is optional, as in Snakepit: without its SDK, :func:`setup_tracing` only installs
 the log-record factory and :func:`span` yields None.
 """
@@ -15,6 +20,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from .. import telemetry as _pitlane
 from ..telemetry import _correlation_id
 
 try:  # optional dependency, as in Snakepit
@@ -33,6 +39,9 @@ except ImportError:
 
 #: The gRPC metadata key that carries a correlation id between Snakepit's host and workers.
 CORRELATION_HEADER = "x-snakepit-correlation-id"
+#: The gRPC metadata key of W3C Trace Context (https://www.w3.org/TR/trace-context/): the
+#: caller's trace id and span id.
+TRACEPARENT_HEADER = "traceparent"
 
 _tracer = None
 _tracing_ready = False
@@ -101,37 +110,48 @@ def span(
     attributes: Optional[dict] = None,
 ):
     """A scope whose correlation id is the one in ``context_metadata`` (gRPC invocation
-    metadata: the ``x-snakepit-correlation-id`` entry, key case-insensitive), else the current
-    one, else a new one; restored on exit. With OpenTelemetry set up it is also a span named
-    ``name`` with ``attributes`` and ``snakepit.correlation_id``, which it yields (else None)."""
-    correlation = (_extract_correlation_id(context_metadata) or get_correlation_id()
-                   or new_correlation_id())
-    token = set_correlation_id(correlation)
-    tracer = get_tracer()
-    if tracer is None:
-        try:
-            yield None
-        finally:
-            reset_correlation_id(token)
-        return
-    with tracer.start_as_current_span(name) as span_object:
-        if attributes:
-            for key, value in attributes.items():
-                span_object.set_attribute(key, value)
-        span_object.set_attribute("snakepit.correlation_id", correlation)
-        try:
-            yield span_object
-        finally:
-            reset_correlation_id(token)
+    metadata: the ``x-snakepit-correlation-id`` entry, key case-insensitive), else the trace id
+    of its ``traceparent`` entry, else the current one, else a new one; restored on exit. A
+    ``traceparent`` of that trace makes the caller's span the parent of the spans inside
+    (``pitlane.telemetry.continue_trace``); an invalid one is ignored. With OpenTelemetry set up
+    it is also a span named ``name`` with ``attributes`` and ``snakepit.correlation_id``, which
+    it yields (else None)."""
+    incoming = _pitlane.continue_trace(_header(context_metadata, TRACEPARENT_HEADER),
+                                       _header(context_metadata, CORRELATION_HEADER))
+    with incoming:
+        correlation = get_correlation_id() or new_correlation_id()
+        token = set_correlation_id(correlation)
+        tracer = get_tracer()
+        if tracer is None:
+            try:
+                yield None
+            finally:
+                reset_correlation_id(token)
+            return
+        with tracer.start_as_current_span(name) as span_object:
+            if attributes:
+                for key, value in attributes.items():
+                    span_object.set_attribute(key, value)
+            span_object.set_attribute("snakepit.correlation_id", correlation)
+            try:
+                yield span_object
+            finally:
+                reset_correlation_id(token)
 
 
 def outgoing_metadata(initial: Optional[Iterable[Tuple[str, str]]] = None) -> List[Tuple[str, str]]:
-    """``initial`` as a list, plus ``(CORRELATION_HEADER, id)`` when an id is current: the
-    metadata of a gRPC call that should carry it."""
+    """``initial`` as a list, plus ``(CORRELATION_HEADER, id)`` when an id is current and
+    ``(TRACEPARENT_HEADER, value)`` for the current span (``pitlane.telemetry.traceparent``;
+    inside a ``span`` that continued a caller's trace and no span of its own, the caller's):
+    the metadata of a gRPC call that should carry them. A ``traceparent`` already in
+    ``initial`` is kept and not repeated (W3C: a second one makes the value invalid)."""
     metadata: List[Tuple[str, str]] = list(initial) if initial else []
     correlation = get_correlation_id()
     if correlation:
         metadata.append((CORRELATION_HEADER, correlation))
+        traceparent = _pitlane.traceparent()
+        if traceparent and _header(metadata, TRACEPARENT_HEADER) is None:
+            metadata.append((TRACEPARENT_HEADER, traceparent))
     return metadata
 
 
@@ -146,11 +166,10 @@ def correlation_filter() -> logging.Filter:
     return _CorrelationIdFilter()
 
 
-def _extract_correlation_id(metadata: Optional[Sequence[Tuple[str, str]]]) -> Optional[str]:
-    if not metadata:
-        return None
-    for key, value in metadata:
-        if key.lower() == CORRELATION_HEADER:
+def _header(metadata: Optional[Sequence[Tuple[str, str]]], name: str) -> Optional[str]:
+    """The first non-empty value of the entry ``name`` (gRPC keys are case-insensitive)."""
+    for key, value in metadata or ():
+        if key.lower() == name and value:
             return value
     return None
 

@@ -42,6 +42,7 @@ from ..otel_tracing import (
 )
 from ..otel_tracing import span as otel_span
 from . import manager as _manager
+from .backends.base import emit_span_event
 from .manager import get_backend, is_enabled, set_backend
 
 __all__ = [
@@ -83,10 +84,14 @@ class span(_pitlane.span):  # noqa: N801 - Snakepit's name
     """``span(operation, metadata=None, correlation_id=None)``: ``<operation>.start``
     ``{system_time}``, then ``<operation>.stop`` ``{duration}`` or ``<operation>.exception``
     ``{duration}`` with ``error_type`` / ``error_message``, through the active backend (see
-    ``pitlane.telemetry.span``)."""
+    ``pitlane.telemetry.span``); pitlane's backends also get the span ids."""
 
     __slots__ = ()
-    _emit = staticmethod(emit)
+
+    def _send(self, name, measurements, metadata, correlation, span_id, parent) -> None:
+        backend = _manager._backend
+        if backend is not None:
+            emit_span_event(backend, name, measurements, metadata, correlation, span_id, parent)
 
 
 set_backend(_manager.backend_from_environment())

@@ -60,13 +60,17 @@ class TelemetryStream:
         measurements: Optional[Dict[str, Any]],
         metadata: Optional[Dict[str, Any]] = None,
         correlation_id: Optional[str] = None,
+        *,
+        span_id: int = 0,
+        parent_span_id: int = 0,
     ) -> str:
-        """Emits one event; returns its outcome (``pitlane.telemetry.emit``'s, or
-        ``"no_worker"`` after :meth:`close` or when the worker cannot start — ``start_error``
-        says why)."""
+        """Emits one event (a span's with its span ids); returns its outcome
+        (``pitlane.telemetry.emit``'s, or ``"no_worker"`` after :meth:`close` or when the
+        worker cannot start — ``start_error`` says why)."""
         if not self._started and not self._start():
             return _NOT_STARTED
-        return _pitlane.emit(event_name, measurements, metadata, correlation_id)
+        return _pitlane.emit(event_name, measurements, metadata, correlation_id,
+                             span_id=span_id, parent_span_id=parent_span_id)
 
     def close(self) -> None:
         """Retires the worker: the host drains what it published. Later emits are counted in

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
-from .base import TelemetryBackend
+from .base import TelemetryBackend, emit_span_event
 
 _log = logging.getLogger(__name__)
 
@@ -15,7 +15,10 @@ class CompositeBackend(TelemetryBackend):
     """Forwards each call to every backend in order. An exception from one backend does not
     stop the others: it is counted in ``errors``, the first of each kind is logged, and emit
     returns None in that backend's place. ``stream`` is the first backend's that has one, so
-    ``get_backend().stream.dropped_count`` works as with a single backend."""
+    ``get_backend().stream.dropped_count`` works as with a single backend. A span event's ids
+    reach the backends that carry them (:func:`base.emit_span_event`)."""
+
+    carries_span_ids = True
 
     def __init__(self, backends: Sequence[Any]) -> None:
         if not backends:
@@ -30,11 +33,15 @@ class CompositeBackend(TelemetryBackend):
         measurements: Dict[str, Any],
         metadata: Optional[Dict[str, Any]] = None,
         correlation_id: Optional[str] = None,
+        *,
+        span_id: int = 0,
+        parent_span_id: int = 0,
     ) -> List[Any]:
         results = []
         for backend in self.backends:
             try:
-                results.append(backend.emit(event_name, measurements, metadata, correlation_id))
+                results.append(emit_span_event(backend, event_name, measurements, metadata,
+                                               correlation_id, span_id, parent_span_id))
             except Exception as exc:  # noqa: BLE001 - one broken backend must not silence the rest
                 self.errors += 1
                 kind = (type(backend), type(exc))

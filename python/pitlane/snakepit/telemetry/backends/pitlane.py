@@ -15,6 +15,7 @@ class PitlaneBackend(TelemetryBackend):
     returns the event's outcome (``"ok"``, ``"dropped_full"``, ...)."""
 
     transport: Optional[str] = None
+    carries_span_ids = True
 
     def __init__(self, stream: Optional[TelemetryStream] = None) -> None:
         self._stream = stream if stream is not None else TelemetryStream()
@@ -27,8 +28,12 @@ class PitlaneBackend(TelemetryBackend):
         measurements: Dict[str, Any],
         metadata: Optional[Dict[str, Any]] = None,
         correlation_id: Optional[str] = None,
+        *,
+        span_id: int = 0,
+        parent_span_id: int = 0,
     ) -> str:
-        return self._stream.emit(event_name, measurements, metadata, correlation_id)
+        return self._stream.emit(event_name, measurements, metadata, correlation_id,
+                                 span_id=span_id, parent_span_id=parent_span_id)
 
     def close(self) -> None:
         self._stream.close()
