@@ -85,11 +85,12 @@ struct Exporters {
       std::fprintf(f,
                    "%sotlp: spans %" PRIu64 ", metric points %" PRIu64 ", logs %" PRIu64
                    ", retried %" PRIu64 ", dropped %" PRIu64 " (queue full %" PRIu64
-                   ", pending full %" PRIu64 ", refused %" PRIu64 ", retries exhausted %" PRIu64
-                   ", shutdown %" PRIu64 ")",
+                   ", pending full %" PRIu64 ", refused %" PRIu64 ", rejected %" PRIu64
+                   ", retries exhausted %" PRIu64 ", shutdown %" PRIu64 ")",
                    sep, s.spans_exported, s.metric_points_exported, s.logs_exported, s.retries,
                    s.dropped(), s.dropped_queue_full_events, s.dropped_pending_full,
-                   s.dropped_refused, s.dropped_retries_exhausted, s.dropped_shutdown);
+                   s.dropped_refused, s.dropped_rejected, s.dropped_retries_exhausted,
+                   s.dropped_shutdown);
     }
   }
 };

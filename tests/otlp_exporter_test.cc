@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -373,6 +374,99 @@ TEST_P(OtlpExporterTest, CollectorAnswering503ThreeTimesLosesNothing) {
   EXPECT_EQ(s.retries, 3u);
   EXPECT_EQ(s.spans_exported, 50u);
   EXPECT_EQ(s.dropped(), 0u);
+}
+
+// Items of one request by signal, as the receiver decoded them.
+size_t ItemsOf(const json& request) {
+  const std::string signal = request.value("signal", "");
+  const json& body = request["request"];
+  size_t n = 0;
+  if (signal == "traces") {
+    for (const json& rs : body["resourceSpans"]) {
+      for (const json& ss : rs["scopeSpans"]) n += ss["spans"].size();
+    }
+  } else if (signal == "logs") {
+    for (const json& rl : body["resourceLogs"]) {
+      for (const json& sl : rl["scopeLogs"]) n += sl["logRecords"].size();
+    }
+  } else if (signal == "metrics") {
+    for (const json& rm : body["resourceMetrics"]) {
+      for (const json& sm : rm["scopeMetrics"]) {
+        for (const json& m : sm["metrics"]) {
+          for (const char* kind : {"sum", "gauge", "histogram"}) {
+            if (m.contains(kind)) n += m[kind]["dataPoints"].size();
+          }
+        }
+      }
+    }
+  }
+  return n;
+}
+
+// A collector may take a request and reject some of its items (OTLP partial success): those
+// are dropped for good — counted as rejected, not exported, not retried — and the collector's
+// message is logged once, not per request. Every signal, since each names its count its own way.
+TEST_P(OtlpExporterTest, ItemsRejectedInAPartialSuccessAreCountedAsRejectedAndLoggedOnce) {
+  OtlpReceiver r;
+  ASSERT_TRUE(r.Start({"--partial-reject", "2", "--partial-message", "spans too old"}));
+  OtlpOptions o = Options(r);
+  o.logs = true;
+  auto spec = MetricSpec::Parse("counter(snakepit.python.error.occurred.count)");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  o.metrics.push_back(*spec);
+  std::mutex mu;
+  std::vector<std::string> lines;
+  o.log = [&](std::string_view line) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.emplace_back(line);
+  };
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
+  for (uint64_t i = 1; i <= 30; ++i) {
+    EmitSpanRecord(*worker_, "tool.execution.start", {i, 0}, {{"system_time", 1}}, {}, kTrace, 1000);
+    EmitSpanRecord(*worker_, "tool.execution.stop", {i, 0}, {{"duration", 5}}, {}, kTrace, 2000);
+    if (i % 10 == 0) {
+      ASSERT_EQ(worker_->Emit("python.error.occurred", {{"count", 1}},
+                              {{"error_type", "KeyError"}, {"error_message", "k"}}),
+                EmitResult::kOk);
+      std::this_thread::sleep_for(60ms);  // several batches, so several partial successes
+    }
+  }
+  PollUntil(r, [](const std::vector<json>& g) {
+    std::map<std::string, size_t> items;
+    for (const json& rq : g) items[rq.value("signal", "")] += ItemsOf(rq);
+    return items["traces"] >= 30 && items["logs"] >= 3 && items["metrics"] >= 1;
+  });
+  (*exporter)->Shutdown();  // every request answered: the counts are final
+
+  std::map<std::string, size_t> sent, rejected;
+  size_t requests = 0;
+  for (const json& rq : r.Requests()) {
+    if (!rq.contains("signal")) continue;  // (a header line)
+    const size_t items = ItemsOf(rq);
+    sent[rq["signal"]] += items;
+    rejected[rq["signal"]] += std::min<size_t>(2, items);
+    ++requests;
+  }
+  EXPECT_EQ(sent["traces"], 30u);
+  ASSERT_GT(rejected["traces"], 0u);
+  ASSERT_GT(rejected["logs"], 0u);
+  ASSERT_GT(rejected["metrics"], 0u);
+  const OtlpStats s = (*exporter)->Stats();
+  EXPECT_EQ(s.requests, requests);
+  EXPECT_EQ(s.spans_exported, sent["traces"] - rejected["traces"]);
+  EXPECT_EQ(s.logs_exported, sent["logs"] - rejected["logs"]);
+  EXPECT_EQ(s.metric_points_exported, sent["metrics"] - rejected["metrics"]);
+  EXPECT_EQ(s.dropped_rejected, rejected["traces"] + rejected["logs"] + rejected["metrics"]);
+  EXPECT_EQ(s.dropped(), s.dropped_rejected);
+  EXPECT_EQ(s.retries, 0u) << "rejected items are not sent again";
+  EXPECT_NE((*exporter)->PrometheusText().find(
+                "pitlane_otlp_dropped_total{reason=\"rejected\"} " +
+                std::to_string(s.dropped_rejected) + "\n"),
+            std::string::npos);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(lines.size(), 1u) << "the first partial success is logged, later ones counted";
+  EXPECT_NE(lines[0].find("spans too old"), std::string::npos) << lines[0];
 }
 
 // ── one protocol is enough for these ──

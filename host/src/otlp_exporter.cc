@@ -515,10 +515,9 @@ class OtlpExporter::Impl final : public AsyncExporter {
     trace::ScopeSpans* ss = rs->add_scope_spans();
     FillScope(ss->mutable_scope());
     for (trace::Span& s : spans) *ss->add_spans() = std::move(s);
-    if (Deliver(OtlpSignal::kTraces, req, spans.size())) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.spans_exported += spans.size();
-    }
+    const size_t accepted = Deliver(OtlpSignal::kTraces, req, spans.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.spans_exported += accepted;
   }
 
   void SendLogs(std::vector<logs::LogRecord> records) {
@@ -528,10 +527,9 @@ class OtlpExporter::Impl final : public AsyncExporter {
     logs::ScopeLogs* sl = rl->add_scope_logs();
     FillScope(sl->mutable_scope());
     for (logs::LogRecord& r : records) *sl->add_log_records() = std::move(r);
-    if (Deliver(OtlpSignal::kLogs, req, records.size())) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.logs_exported += records.size();
-    }
+    const size_t accepted = Deliver(OtlpSignal::kLogs, req, records.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.logs_exported += accepted;
   }
 
   void SendMetrics() {
@@ -603,15 +601,14 @@ class OtlpExporter::Impl final : public AsyncExporter {
       }
     }
     if (points == 0) return;
-    if (Deliver(OtlpSignal::kMetrics, req, points)) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.metric_points_exported += points;
-    }
+    const size_t accepted = Deliver(OtlpSignal::kMetrics, req, points);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.metric_points_exported += accepted;
   }
 
-  // Sends with retries; true when the collector took it. Otherwise `items` are counted under
-  // the reason they were dropped.
-  bool Deliver(OtlpSignal signal, const google::protobuf::MessageLite& req, size_t items) {
+  // Sends with retries; returns how many of the request's `items` the collector accepted. The
+  // others are counted under the reason they were dropped.
+  size_t Deliver(OtlpSignal signal, const google::protobuf::MessageLite& req, size_t items) {
     const SteadyClock::time_point first = SteadyClock::now();
     std::chrono::milliseconds backoff = o_.initial_backoff;
     while (true) {
@@ -621,17 +618,13 @@ class OtlpExporter::Impl final : public AsyncExporter {
         if (stopping_) until = stop_deadline_;  // a request never outlives shutdown's deadline
       }
       const OtlpSendResult r = transport_->Send(signal, req, until);
-      if (r.kind == OtlpSendResult::Kind::kOk) {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.requests;
-        return true;
-      }
+      if (r.kind == OtlpSendResult::Kind::kOk) return Accepted(r, items);
       std::unique_lock<std::mutex> lock(mu_);
       if (r.kind == OtlpSendResult::Kind::kFailed) {
         stats_.dropped_refused += items;
         lock.unlock();
         LogLine("OTLP " + describe_ + " refused " + std::to_string(items) + " items: " + r.error);
-        return false;
+        return 0;
       }
       // Full jitter: a uniform wait in [0, backoff]; a Retry-After replaces it.
       std::chrono::milliseconds wait =
@@ -648,16 +641,38 @@ class OtlpExporter::Impl final : public AsyncExporter {
         lock.unlock();
         LogLine("OTLP " + describe_ + ": gave up on " + std::to_string(items) + " items after " +
             r.error);
-        return false;
+        return 0;
       }
       ++stats_.retries;
       // A shutdown during the wait ends it early when its deadline comes before the retry.
       cv_.wait_until(lock, at, [&] { return stopping_ && stop_deadline_ <= at; });
       if (stopping_ && stop_deadline_ <= at) {
         stats_.dropped_shutdown += items;
-        return false;
+        return 0;
       }
     }
+  }
+
+  // A request the collector took, perhaps in part: what it rejected is dropped for good (the
+  // specification forbids sending it again). Its message is logged the first time only, since
+  // a collector that rejects some items tends to reject them in every request.
+  size_t Accepted(const OtlpSendResult& r, size_t items) {
+    const size_t rejected = static_cast<size_t>(std::min<uint64_t>(r.rejected, items));
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.requests;
+      stats_.dropped_rejected += rejected;
+      if ((rejected > 0 || !r.partial_message.empty()) && !partial_success_logged_) {
+        partial_success_logged_ = first = true;
+      }
+    }
+    if (first) {
+      Log("OTLP " + describe_ + ": the collector rejected " + std::to_string(rejected) + " of " +
+          std::to_string(items) + " items: \"" + r.partial_message +
+          "\" (later partial successes are only counted)");
+    }
+    return items - rejected;
   }
 
   void LogLine(const std::string& line) {
@@ -665,6 +680,10 @@ class OtlpExporter::Impl final : public AsyncExporter {
     const auto now = SteadyClock::now();
     if (now - last_log_ < std::chrono::seconds(1)) return;
     last_log_ = now;
+    Log(line);
+  }
+
+  void Log(const std::string& line) {
     if (o_.log) {
       o_.log(line);
     } else {
@@ -693,6 +712,7 @@ class OtlpExporter::Impl final : public AsyncExporter {
   // Sender thread only.
   std::mt19937_64 rng_sender_{std::random_device{}()};
   SteadyClock::time_point last_log_{};
+  bool partial_success_logged_ = false;  // under mu_
 
   // Shared between the converter, the sender and Stats().
   mutable std::mutex mu_;
@@ -876,6 +896,7 @@ std::string OtlpExporter::PrometheusText() const {
   sample("pitlane_otlp_dropped_total", "{reason=\"queue_full\"}", s.dropped_queue_full_events);
   sample("pitlane_otlp_dropped_total", "{reason=\"pending_full\"}", s.dropped_pending_full);
   sample("pitlane_otlp_dropped_total", "{reason=\"refused\"}", s.dropped_refused);
+  sample("pitlane_otlp_dropped_total", "{reason=\"rejected\"}", s.dropped_rejected);
   sample("pitlane_otlp_dropped_total", "{reason=\"retries_exhausted\"}",
          s.dropped_retries_exhausted);
   sample("pitlane_otlp_dropped_total", "{reason=\"shutdown\"}", s.dropped_shutdown);

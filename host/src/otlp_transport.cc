@@ -50,6 +50,41 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// An Export<Signal>ServiceResponse's partial_success into `r`. The three responses differ only
+// in the name of the rejected count.
+void TakePartialSuccess(const opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse& a,
+                        OtlpSendResult* r) {
+  r->rejected = static_cast<uint64_t>(std::max<int64_t>(a.partial_success().rejected_spans(), 0));
+  r->partial_message = a.partial_success().error_message();
+}
+void TakePartialSuccess(
+    const opentelemetry::proto::collector::metrics::v1::ExportMetricsServiceResponse& a,
+    OtlpSendResult* r) {
+  r->rejected =
+      static_cast<uint64_t>(std::max<int64_t>(a.partial_success().rejected_data_points(), 0));
+  r->partial_message = a.partial_success().error_message();
+}
+void TakePartialSuccess(const opentelemetry::proto::collector::logs::v1::ExportLogsServiceResponse& a,
+                        OtlpSendResult* r) {
+  r->rejected =
+      static_cast<uint64_t>(std::max<int64_t>(a.partial_success().rejected_log_records(), 0));
+  r->partial_message = a.partial_success().error_message();
+}
+
+// An OTLP/HTTP answer body (protobuf, as the request was) into `r`; one that does not parse is
+// left as a full success.
+void TakePartialSuccess(OtlpSignal signal, const std::string& body, OtlpSendResult* r) {
+  namespace ct = opentelemetry::proto::collector;
+  auto take = [&](auto answer) {
+    if (answer.ParseFromString(body)) TakePartialSuccess(answer, r);
+  };
+  switch (signal) {
+    case OtlpSignal::kTraces: take(ct::trace::v1::ExportTraceServiceResponse()); break;
+    case OtlpSignal::kMetrics: take(ct::metrics::v1::ExportMetricsServiceResponse()); break;
+    case OtlpSignal::kLogs: take(ct::logs::v1::ExportLogsServiceResponse()); break;
+  }
+}
+
 // OTLP/HTTP over a keep-alive connection, reopened after any error.
 class HttpTransport final : public OtlpTransport {
  public:
@@ -88,12 +123,16 @@ class HttpTransport final : public OtlpTransport {
       }
       OtlpSendResult r;
       int status = 0;
-      if (!ReadResponse(deadline, &status, &r.retry_after, &error)) {
+      std::string answer;
+      if (!ReadResponse(deadline, &status, &r.retry_after, &answer, &error)) {
         Close();
         if (reused && attempt == 0 && error == "connection closed") continue;
         return Retryable("read: " + error);
       }
-      if (status >= 200 && status < 300) return r;
+      if (status >= 200 && status < 300) {
+        TakePartialSuccess(signal, answer, &r);
+        return r;
+      }
       r.error = "HTTP " + std::to_string(status);
       r.kind = status == 429 || status == 502 || status == 503 || status == 504
                    ? OtlpSendResult::Kind::kRetryable
@@ -207,8 +246,10 @@ class HttpTransport final : public OtlpTransport {
     }
   }
 
+  // The status, Retry-After and body of the next response.
   bool ReadResponse(Clock::time_point deadline, int* status,
-                    std::chrono::milliseconds* retry_after, std::string* error) {
+                    std::chrono::milliseconds* retry_after, std::string* body,
+                    std::string* error) {
     size_t end;
     while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
       if (!Fill(deadline, error)) return false;
@@ -250,7 +291,7 @@ class HttpTransport final : public OtlpTransport {
       }
     }
     in_.erase(0, end + 4);
-    // The body is read and discarded (a partial success is not acted upon).
+    body->clear();
     if (chunked) {
       while (true) {
         size_t eol;
@@ -262,6 +303,7 @@ class HttpTransport final : public OtlpTransport {
         while (in_.size() < eol + 2 + size + 2) {
           if (!Fill(deadline, error)) return false;
         }
+        body->append(in_, eol + 2, size);
         in_.erase(0, eol + 2 + size + 2);
         if (size == 0) break;  // (trailers are not expected from a collector)
       }
@@ -269,10 +311,13 @@ class HttpTransport final : public OtlpTransport {
       while (in_.size() < static_cast<size_t>(content_length)) {
         if (!Fill(deadline, error)) return false;
       }
+      body->assign(in_, 0, static_cast<size_t>(content_length));
       in_.erase(0, static_cast<size_t>(content_length));
     } else {
       while (Fill(deadline, error)) {
       }
+      body->swap(in_);
+      in_.clear();
       close = true;
     }
     if (close) Close();
@@ -304,12 +349,14 @@ class GrpcTransport final : public OtlpTransport {
                      std::min<Clock::duration>(c_.timeout, until - Clock::now()));
     for (const auto& [k, v] : c_.headers) ctx.AddMetadata(Lower(k), v);
     if (c_.gzip) ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    OtlpSendResult r;
     grpc::Status st;
     switch (signal) {
       case OtlpSignal::kTraces: {
         ct::trace::v1::ExportTraceServiceResponse resp;
         st = traces_->Export(
             &ctx, static_cast<const ct::trace::v1::ExportTraceServiceRequest&>(request), &resp);
+        if (st.ok()) TakePartialSuccess(resp, &r);
         break;
       }
       case OtlpSignal::kMetrics: {
@@ -317,16 +364,17 @@ class GrpcTransport final : public OtlpTransport {
         st = metrics_->Export(
             &ctx, static_cast<const ct::metrics::v1::ExportMetricsServiceRequest&>(request),
             &resp);
+        if (st.ok()) TakePartialSuccess(resp, &r);
         break;
       }
       case OtlpSignal::kLogs: {
         ct::logs::v1::ExportLogsServiceResponse resp;
         st = logs_->Export(
             &ctx, static_cast<const ct::logs::v1::ExportLogsServiceRequest&>(request), &resp);
+        if (st.ok()) TakePartialSuccess(resp, &r);
         break;
       }
     }
-    OtlpSendResult r;
     if (st.ok()) return r;
     r.error = "gRPC " + std::to_string(st.error_code()) + " " + st.error_message();
     switch (st.error_code()) {

@@ -5,10 +5,13 @@
 // integers as decimal strings. pitlane's own code decodes nothing here.
 //
 //   node receiver.js --out FILE [--fail-first N] [--fail-status 503] [--retry-after SECONDS]
+//                    [--partial-reject N [--partial-message TEXT]]
 //
 // Prints "ready HTTP_PORT GRPC_PORT" once both listen (ports chosen by the system), then nothing
 // (nobody reads its stdout after that). The first N requests (across protocols) are answered
-// with --fail-status (HTTP) / UNAVAILABLE (gRPC) and are not recorded.
+// with --fail-status (HTTP) / UNAVAILABLE (gRPC) and are not recorded. --partial-reject: every
+// accepted request is answered with a partial success rejecting N of its items (at most as many
+// as it carried) with --partial-message; the request is recorded whole.
 'use strict';
 
 const fs = require('fs');
@@ -26,6 +29,8 @@ const out = arg('--out');
 let failFirst = Number(arg('--fail-first', '0'));
 const failStatus = Number(arg('--fail-status', '503'));
 const retryAfter = arg('--retry-after');
+const partialReject = Number(arg('--partial-reject', '0'));
+const partialMessage = arg('--partial-message', '');
 if (!out) {
   console.error('usage: receiver.js --out FILE [--fail-first N]');
   process.exit(2);
@@ -47,6 +52,30 @@ function hexify(v) {
     return o;
   }
   return v;
+}
+
+// The answer to an accepted request: empty, or a partial success rejecting up to
+// --partial-reject of the request's items (the field names are the specification's).
+function answer(signal, message) {
+  const [, Resp] = types[signal];
+  if (partialReject === 0) return Resp.create({});
+  let items = 0;
+  if (signal === 'traces') {
+    for (const rs of message.resourceSpans) for (const ss of rs.scopeSpans) items += ss.spans.length;
+  } else if (signal === 'logs') {
+    for (const rl of message.resourceLogs) for (const sl of rl.scopeLogs) items += sl.logRecords.length;
+  } else {
+    for (const rm of message.resourceMetrics) {
+      for (const sm of rm.scopeMetrics) {
+        for (const m of sm.metrics) {
+          const data = m.sum || m.gauge || m.histogram || m.exponentialHistogram || m.summary;
+          items += data ? data.dataPoints.length : 0;
+        }
+      }
+    }
+  }
+  const field = { traces: 'rejectedSpans', metrics: 'rejectedDataPoints', logs: 'rejectedLogRecords' }[signal];
+  return Resp.create({ partialSuccess: { [field]: Math.min(partialReject, items), errorMessage: partialMessage } });
 }
 
 let received = 0;
@@ -88,11 +117,12 @@ const server = http.createServer((req, res) => {
     try {
       if (encoding === 'gzip') body = zlib.gunzipSync(body);
       const [Req, Resp] = types[signal];
-      record(signal, 'http/protobuf', encoding, Req.decode(body));
+      const message = Req.decode(body);
+      record(signal, 'http/protobuf', encoding, message);
       if (req.headers['x-test-header'] !== undefined) {
         fs.appendFileSync(out, JSON.stringify({ header: req.headers['x-test-header'] }) + '\n');
       }
-      const reply = Buffer.from(Resp.encode(Resp.create({})).finish());
+      const reply = Buffer.from(Resp.encode(answer(signal, message)).finish());
       res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end(reply);
     } catch (e) {
       console.error(`decode failed: ${e}`);
@@ -138,7 +168,7 @@ for (const [signal, [Req, Resp]] of Object.entries(types)) {
         record(signal, 'grpc', lastGrpcEncoding, call.request);
         const h = call.metadata.get('x-test-header');
         if (h.length) fs.appendFileSync(out, JSON.stringify({ header: String(h[0]) }) + '\n');
-        callback(null, Resp.create({}));
+        callback(null, answer(signal, call.request));
       },
     },
   );

@@ -19,9 +19,10 @@
 // AsyncExporter (overflow counted); conversion runs on that queue's thread; a sender thread
 // batches (max_batch items or batch_delay, whichever first), sends, and retries retryable
 // failures (HTTP 429/502/503/504, gRPC UNAVAILABLE & co., connection errors) with exponential
-// backoff and full jitter, honouring Retry-After, for up to max_retry_time. Items waiting to be
-// sent are bounded by max_pending; beyond it they are dropped and counted. Destruction flushes
-// within shutdown_deadline, then counts what is left as dropped.
+// backoff and full jitter, honouring Retry-After, for up to max_retry_time. Items a collector
+// rejects in a partial success are dropped and counted (its message logged once). Items
+// waiting to be sent are bounded by max_pending; beyond it they are dropped and counted.
+// Destruction flushes within shutdown_deadline, then counts what is left as dropped.
 //
 // Thread safety: Start/Shutdown/destruction on one thread; Stats() from any thread.
 // REQUIRES: the Host outlives the exporter.
@@ -85,11 +86,13 @@ struct OtlpStats {
   uint64_t requests = 0;  // successful requests
   uint64_t retries = 0;   // attempts after a retryable failure
   // Dropped, by reason. Events: the handler's queue was full. Items (spans / log records /
-  // metric points): pending was full, the collector refused them, retries ran out, or
+  // metric points): pending was full, the collector refused the request, the collector
+  // accepted the request but rejected these items (its partial success), retries ran out, or
   // shutdown's deadline passed.
   uint64_t dropped_queue_full_events = 0;
   uint64_t dropped_pending_full = 0;
   uint64_t dropped_refused = 0;
+  uint64_t dropped_rejected = 0;
   uint64_t dropped_retries_exhausted = 0;
   uint64_t dropped_shutdown = 0;
   uint64_t open_spans_evicted = 0;  // exported later without their start, or never ended
@@ -97,7 +100,7 @@ struct OtlpStats {
   uint64_t metric_series_overflow = 0;  // events not aggregated: their metric had no room for a new series
   uint64_t dropped() const {
     return dropped_queue_full_events + dropped_pending_full + dropped_refused +
-           dropped_retries_exhausted + dropped_shutdown;
+           dropped_rejected + dropped_retries_exhausted + dropped_shutdown;
   }
 };
 
