@@ -2,10 +2,11 @@
 # Installs a pitlane build tree into a fresh prefix and builds outside consumers against it:
 #   - CMake, COMPONENTS worker, with gRPC and Protobuf made unfindable: a shared-memory worker
 #     needs neither (tests/install/main.cc; with no host it must report buffered: kept for one);
-#   - CMake, COMPONENTS host prometheus: a host, and a host serving /metrics and the admin
-#     service (host_main.cc, prometheus_main.cc);
+#   - CMake, COMPONENTS host prometheus otlp: a host, a host serving /metrics and the admin
+#     service, and a host with the OpenTelemetry exporter (host_main.cc, prometheus_main.cc,
+#     otlp_main.cc);
 #   - CMake, an unknown component: configuring fails naming it;
-#   - pkg-config pitlane (= pitlane-worker), pitlane-host and pitlane-prometheus: the same
+#   - pkg-config pitlane (= pitlane-worker), pitlane-host, pitlane-prometheus and pitlane-otlp: the same
 #     programs with `g++ $(pkg-config --cflags --libs ...)`, linked and run;
 #   - every header the README documents is installed.
 #
@@ -34,6 +35,7 @@ for f in include/pitlane/worker.h include/pitlane/span.h include/pitlane/correla
          include/pitlane/host.h include/pitlane/admin.h include/pitlane/prometheus.h \
          include/pitlane/jsonl_exporter.h include/pitlane/statsd_exporter.h \
          include/pitlane/exporter.h include/pitlane/units.h include/pitlane/fb/event_generated.h \
+         include/pitlane/otlp_exporter.h include/pitlane/trace_context.h \
          bin/pitlane share/doc/pitlane/README.md; do
   [ -e "$tmp/prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
@@ -42,7 +44,8 @@ config=$(find "$tmp/prefix" -name pitlaneConfig.cmake | head -n 1)
 [ -n "$config" ] && [ -e "$(dirname "$config")/pitlaneConfigVersion.cmake" ] ||
   { echo "missing after install: pitlaneConfig.cmake / pitlaneConfigVersion.cmake"; exit 1; }
 pcdir=$(dirname "$(find "$tmp/prefix" -name pitlane.pc | head -n 1)")
-for pc in pitlane pitlane-worker pitlane-proto pitlane-grpc pitlane-host pitlane-prometheus; do
+for pc in pitlane pitlane-worker pitlane-proto pitlane-grpc pitlane-host pitlane-prometheus \
+          pitlane-otlp; do
   [ -e "$pcdir/$pc.pc" ] || { echo "missing after install: $pc.pc"; exit 1; }
 done
 
@@ -65,7 +68,7 @@ out=$("$tmp/worker/app")
 echo "app: $out"
 expect_in "$out" buffered
 
-step "find_package(pitlane COMPONENTS host prometheus)"
+step "find_package(pitlane COMPONENTS host prometheus otlp)"
 run_logged "$tmp/configure-host.log" cmake -S "$here" -B "$tmp/host" -DCONSUMER=host \
   -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
 run_logged "$tmp/build-host.log" cmake --build "$tmp/host"
@@ -75,6 +78,10 @@ expect_in "$out" "host: started"
 out=$("$tmp/host/prometheus_app")
 echo "prometheus_app: $out"
 expect_in "$out" "build info served"
+out=$("$tmp/host/otlp_app")
+echo "otlp_app: $out"
+expect_in "$out" "otlp exporter to http/protobuf http://127.0.0.1:4318"
+expect_in "$out" 'bogus protocol: INVALID_ARGUMENT'
 
 step "find_package(pitlane COMPONENTS nonesuch) fails naming the component"
 mkdir -p "$tmp/unknown"
@@ -90,7 +97,8 @@ export PKG_CONFIG_PATH="$pcdir"
 for case in "pitlane main.cc app-pc buffered" \
             "pitlane-worker main.cc app-worker-pc buffered" \
             "pitlane-host host_main.cc host-pc host:+started" \
-            "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served"; do
+            "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served" \
+            "pitlane-otlp otlp_main.cc otlp-pc otlp+exporter+to+http/protobuf"; do
   # shellcheck disable=SC2086  # the fields are meant to split
   set -- $case
   step "pkg-config: g++ -std=c++20 $2 \$(pkg-config --cflags --libs $1)"
