@@ -583,6 +583,48 @@ TEST_F(OtlpHttpTest, RetryAfterIsHonoured) {
   EXPECT_EQ(CountSpans(r.Requests()), 1u);
 }
 
+// OTLP/gRPC's counterpart of Retry-After: a google.rpc.RetryInfo in the error's status details.
+TEST_F(OtlpHttpTest, GrpcRetryInfoIsHonoured) {
+  OtlpReceiver r;
+  ASSERT_TRUE(r.Start({"--fail-first", "1", "--retry-after", "1"}));
+  OtlpOptions o = Options(0);
+  o.endpoint = "grpc://127.0.0.1:" + std::to_string(r.grpc_port());
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+  Pump([&] { return (*exporter)->Stats().spans_exported == 1; });
+  // The backoff alone would have retried within 5 ms; the collector asked for 1 s.
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ((*exporter)->Stats().retries, 1u);
+  EXPECT_EQ(CountSpans(r.Requests()), 1u);
+}
+
+// The specification: RESOURCE_EXHAUSTED is retryable only when the collector signals with a
+// RetryInfo that it will recover; without one the batch is refused, not retried.
+TEST_F(OtlpHttpTest, GrpcResourceExhaustedIsRetriedOnlyWithRetryInfo) {
+  for (const bool retry_info : {false, true}) {
+    SCOPED_TRACE(retry_info ? "with RetryInfo" : "without RetryInfo");
+    OtlpReceiver r;
+    std::vector<std::string> args = {"--fail-first", "1", "--fail-grpc-code", "RESOURCE_EXHAUSTED"};
+    if (retry_info) args.insert(args.end(), {"--retry-after", "0"});
+    ASSERT_TRUE(r.Start(args));
+    OtlpOptions o = Options(0);
+    o.endpoint = "grpc://127.0.0.1:" + std::to_string(r.grpc_port());
+    auto exporter = OtlpExporter::Start(*host_, o);
+    ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
+    ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+    Pump([&] {
+      const OtlpStats s = (*exporter)->Stats();
+      return s.spans_exported + s.dropped() == 1;
+    });
+    const OtlpStats s = (*exporter)->Stats();
+    EXPECT_EQ(s.retries, retry_info ? 1u : 0u);
+    EXPECT_EQ(s.spans_exported, retry_info ? 1u : 0u);
+    EXPECT_EQ(s.dropped_refused, retry_info ? 0u : 1u);
+  }
+}
+
 TEST_F(OtlpHttpTest, HeadersFromTheEnvironmentReachTheCollectorOverBothProtocols) {
   OtlpReceiver r;
   ASSERT_TRUE(r.Start());

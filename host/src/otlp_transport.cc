@@ -16,6 +16,7 @@
 
 #include "otlp/logs_service.grpc.pb.h"
 #include "otlp/metrics_service.grpc.pb.h"
+#include "otlp/rpc_status.pb.h"
 #include "otlp/trace_service.grpc.pb.h"
 
 namespace pitlane::internal {
@@ -26,6 +27,9 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kHttpPaths[] = {"/v1/traces", "/v1/metrics", "/v1/logs"};
 // A collector's answer is a small ExportServiceResponse; anything larger is not read.
 constexpr size_t kMaxResponseBytes = 1 << 20;
+// The longest wait a collector may ask for (Retry-After, RetryInfo); the exporter's
+// max_retry_time bounds it further.
+constexpr int64_t kMaxRetryDelaySeconds = 3600;
 
 int RemainingMs(Clock::time_point deadline) {
   const auto left =
@@ -69,6 +73,24 @@ void TakePartialSuccess(const opentelemetry::proto::collector::logs::v1::ExportL
   r->rejected =
       static_cast<uint64_t>(std::max<int64_t>(a.partial_success().rejected_log_records(), 0));
   r->partial_message = a.partial_success().error_message();
+}
+
+// The delay a gRPC error's RetryInfo asks for: the grpc-status-details-bin trailer holds a
+// google.rpc.Status whose details may carry a RetryInfo. -1 ms when there is none.
+std::chrono::milliseconds RetryInfoDelay(const grpc::Status& st) {
+  google::rpc::Status status;
+  if (st.error_details().empty() || !status.ParseFromString(st.error_details())) {
+    return std::chrono::milliseconds(-1);
+  }
+  for (const google::protobuf::Any& detail : status.details()) {
+    google::rpc::RetryInfo info;
+    if (!detail.Is<google::rpc::RetryInfo>() || !detail.UnpackTo(&info)) continue;
+    const google::protobuf::Duration& d = info.retry_delay();
+    if (d.seconds() < 0 || d.nanos() < 0) continue;
+    return std::chrono::milliseconds(std::min<int64_t>(d.seconds(), kMaxRetryDelaySeconds) * 1000 +
+                                     d.nanos() / 1'000'000);
+  }
+  return std::chrono::milliseconds(-1);
 }
 
 // An OTLP/HTTP answer body (protobuf, as the request was) into `r`; one that does not parse is
@@ -286,7 +308,8 @@ class HttpTransport final : public OtlpTransport {
         if (std::from_chars(value.data(), value.data() + value.size(), seconds).ec ==
                 std::errc() &&
             seconds >= 0) {
-          *retry_after = std::chrono::milliseconds(std::min<int64_t>(seconds, 3600) * 1000);
+          *retry_after =
+              std::chrono::milliseconds(std::min(seconds, kMaxRetryDelaySeconds) * 1000);
         }
       }
     }
@@ -377,12 +400,16 @@ class GrpcTransport final : public OtlpTransport {
     }
     if (st.ok()) return r;
     r.error = "gRPC " + std::to_string(st.error_code()) + " " + st.error_message();
+    r.retry_after = RetryInfoDelay(st);
     switch (st.error_code()) {
-      // The specification's retryable codes (RESOURCE_EXHAUSTED only matters with RetryInfo,
-      // which is not read here: it is retried with backoff like the others).
+      // The specification's retryable codes. RESOURCE_EXHAUSTED only when the collector says
+      // with a RetryInfo that it will recover; without one, retrying would only add load.
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+        r.kind = r.retry_after.count() >= 0 ? OtlpSendResult::Kind::kRetryable
+                                            : OtlpSendResult::Kind::kFailed;
+        break;
       case grpc::StatusCode::CANCELLED:
       case grpc::StatusCode::DEADLINE_EXCEEDED:
-      case grpc::StatusCode::RESOURCE_EXHAUSTED:
       case grpc::StatusCode::ABORTED:
       case grpc::StatusCode::OUT_OF_RANGE:
       case grpc::StatusCode::UNAVAILABLE:

@@ -10,7 +10,8 @@
 // only what OTLP/HTTP needs: POST with Content-Length, keep-alive, responses with Content-Length,
 // chunked or close-delimited bodies, and the Retry-After header (delta-seconds). https:// is not
 // supported (refused at start with a message); gRPC supports TLS. Both read an accepted
-// answer's partial success (OTLP specification, "Partial Success").
+// answer's partial success (OTLP specification, "Partial Success"); gRPC reads the RetryInfo of
+// an error's status details.
 //
 // Thread safety: one thread uses an OtlpTransport at a time.
 #pragma once
@@ -34,11 +35,12 @@ enum class OtlpSignal : uint8_t { kTraces = 0, kMetrics = 1, kLogs = 2 };
 struct OtlpSendResult {
   enum class Kind : uint8_t {
     kOk,         // accepted, perhaps in part (`rejected`)
-    kRetryable,  // 429/502/503/504, UNAVAILABLE & co., or the connection failed
+    kRetryable,  // 429/502/503/504, UNAVAILABLE & co. (RESOURCE_EXHAUSTED with RetryInfo), or
+                 // the connection failed
     kFailed,     // refused for good (400, INVALID_ARGUMENT, ...): retrying would not help
   };
   Kind kind = Kind::kOk;
-  std::chrono::milliseconds retry_after{-1};  // the server's Retry-After, -1 = none
+  std::chrono::milliseconds retry_after{-1};  // Retry-After / gRPC RetryInfo, -1 = none
   std::string error;                          // for the log: status line or gRPC status
   // kOk: the answer's partial_success — items the collector rejected (they must not be sent
   // again) and its message (a warning when nothing was rejected). An answer that does not

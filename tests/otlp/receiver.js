@@ -5,11 +5,13 @@
 // integers as decimal strings. pitlane's own code decodes nothing here.
 //
 //   node receiver.js --out FILE [--fail-first N] [--fail-status 503] [--retry-after SECONDS]
-//                    [--partial-reject N [--partial-message TEXT]]
+//                    [--fail-grpc-code UNAVAILABLE] [--partial-reject N [--partial-message TEXT]]
 //
 // Prints "ready HTTP_PORT GRPC_PORT" once both listen (ports chosen by the system), then nothing
 // (nobody reads its stdout after that). The first N requests (across protocols) are answered
-// with --fail-status (HTTP) / UNAVAILABLE (gRPC) and are not recorded. --partial-reject: every
+// with --fail-status (HTTP) / --fail-grpc-code (gRPC) and are not recorded; --retry-after
+// adds a Retry-After header (HTTP) or a google.rpc.RetryInfo in the status details (gRPC's
+// grpc-status-details-bin trailer, encoded from googleapis' own .proto files). --partial-reject: every
 // accepted request is answered with a partial success rejecting N of its items (at most as many
 // as it carried) with --partial-message; the request is recorded whole.
 'use strict';
@@ -29,6 +31,7 @@ const out = arg('--out');
 let failFirst = Number(arg('--fail-first', '0'));
 const failStatus = Number(arg('--fail-status', '503'));
 const retryAfter = arg('--retry-after');
+const failGrpcCode = arg('--fail-grpc-code', 'UNAVAILABLE');
 const partialReject = Number(arg('--partial-reject', '0'));
 const partialMessage = arg('--partial-message', '');
 if (!out) {
@@ -143,6 +146,36 @@ interceptors.BaseServerInterceptingCall.prototype.decompressMessage = function (
   return decompress.call(this, message, encoding);
 };
 
+// google.rpc.Status and RetryInfo from googleapis' files (the google-proto-files package);
+// protobufjs brings the well-known types they import.
+const path = require('path');
+const protobuf = require('protobufjs');
+const googleapis = path.dirname(require.resolve('google-proto-files/package.json'));
+const rpc = new protobuf.Root();
+rpc.resolvePath = (origin, target) =>
+  target.startsWith('google/protobuf/') ? target : path.join(googleapis, target);
+rpc.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto']);
+const RpcStatus = rpc.lookupType('google.rpc.Status');
+const RetryInfo = rpc.lookupType('google.rpc.RetryInfo');
+
+// The error a failing gRPC call gets: --fail-grpc-code, with a RetryInfo when --retry-after.
+function grpcFailure() {
+  const code = grpc.status[failGrpcCode];
+  const details = 'test collector says no';
+  const failure = { code, details };
+  if (retryAfter !== undefined) {
+    const info = RetryInfo.encode({ retryDelay: { seconds: Number(retryAfter), nanos: 0 } }).finish();
+    const status = RpcStatus.encode({
+      code,
+      message: details,
+      details: [{ type_url: 'type.googleapis.com/google.rpc.RetryInfo', value: info }],
+    }).finish();
+    failure.metadata = new grpc.Metadata();
+    failure.metadata.set('grpc-status-details-bin', Buffer.from(status));
+  }
+  return failure;
+}
+
 const grpcServer = new grpc.Server();
 for (const [signal, [Req, Resp]] of Object.entries(types)) {
   const service = { traces: 'trace', metrics: 'metrics', logs: 'logs' }[signal];
@@ -162,7 +195,7 @@ for (const [signal, [Req, Resp]] of Object.entries(types)) {
     {
       Export: (call, callback) => {
         if (shouldFail()) {
-          callback({ code: grpc.status.UNAVAILABLE, details: 'test collector says no' });
+          callback(grpcFailure());
           return;
         }
         record(signal, 'grpc', lastGrpcEncoding, call.request);

@@ -18,8 +18,9 @@
 // Never hurts the host: the host's handler only copies the event into the bounded queue of an
 // AsyncExporter (overflow counted); conversion runs on that queue's thread; a sender thread
 // batches (max_batch items or batch_delay, whichever first), sends, and retries retryable
-// failures (HTTP 429/502/503/504, gRPC UNAVAILABLE & co., connection errors) with exponential
-// backoff and full jitter, honouring Retry-After, for up to max_retry_time. Items a collector
+// failures (HTTP 429/502/503/504, gRPC UNAVAILABLE & co. — RESOURCE_EXHAUSTED only with a
+// RetryInfo —, connection errors) with exponential backoff and full jitter, honouring HTTP
+// Retry-After and gRPC RetryInfo, for up to max_retry_time. Items a collector
 // rejects in a partial success are dropped and counted (its message logged once). Items
 // waiting to be sent are bounded by max_pending; beyond it they are dropped and counted.
 // Destruction flushes within shutdown_deadline, then counts what is left as dropped.
