@@ -569,35 +569,26 @@ TEST_F(OtlpHttpTest, RefusedRequestsAreDroppedNotRetried) {
   EXPECT_EQ(s.retries, 0u);
 }
 
-TEST_F(OtlpHttpTest, RetryAfterIsHonoured) {
-  OtlpReceiver r;
-  ASSERT_TRUE(r.Start({"--fail-first", "1", "--retry-after", "1"}));
-  auto exporter = OtlpExporter::Start(*host_, Options(r.http_port()));
-  ASSERT_TRUE(exporter.ok());
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
-  Pump([&] { return (*exporter)->Stats().spans_exported == 1; });
-  // The backoff alone would have retried within 1 ms; the collector asked for 1 s.
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 1s);
-  EXPECT_EQ((*exporter)->Stats().retries, 1u);
-  EXPECT_EQ(CountSpans(r.Requests()), 1u);
-}
-
-// OTLP/gRPC's counterpart of Retry-After: a google.rpc.RetryInfo in the error's status details.
-TEST_F(OtlpHttpTest, GrpcRetryInfoIsHonoured) {
-  OtlpReceiver r;
-  ASSERT_TRUE(r.Start({"--fail-first", "1", "--retry-after", "1"}));
-  OtlpOptions o = Options(0);
-  o.endpoint = "grpc://127.0.0.1:" + std::to_string(r.grpc_port());
-  auto exporter = OtlpExporter::Start(*host_, o);
-  ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
-  Pump([&] { return (*exporter)->Stats().spans_exported == 1; });
-  // The backoff alone would have retried within 5 ms; the collector asked for 1 s.
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 1s);
-  EXPECT_EQ((*exporter)->Stats().retries, 1u);
-  EXPECT_EQ(CountSpans(r.Requests()), 1u);
+// The wait a collector asks for: HTTP's Retry-After, OTLP/gRPC's google.rpc.RetryInfo in the
+// error's status details.
+TEST_F(OtlpHttpTest, TheCollectorsRetryDelayIsHonouredOverBothProtocols) {
+  for (const bool grpc : {false, true}) {
+    SCOPED_TRACE(grpc ? "grpc" : "http");
+    OtlpReceiver r;
+    ASSERT_TRUE(r.Start({"--fail-first", "1", "--retry-after", "1"}));
+    OtlpOptions o = Options(0);
+    o.endpoint = grpc ? "grpc://127.0.0.1:" + std::to_string(r.grpc_port())
+                      : "http://127.0.0.1:" + std::to_string(r.http_port());
+    auto exporter = OtlpExporter::Start(*host_, o);
+    ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+    Pump([&] { return (*exporter)->Stats().spans_exported == 1; });
+    // The backoff alone would have retried within 5 ms; the collector asked for 1 s.
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 1s);
+    EXPECT_EQ((*exporter)->Stats().retries, 1u);
+    EXPECT_EQ(CountSpans(r.Requests()), 1u);
+  }
 }
 
 // The specification: RESOURCE_EXHAUSTED is retryable only when the collector signals with a
