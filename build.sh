@@ -30,19 +30,20 @@ esac
 # Python module and its interop peers, matplotlib (bench/render.py), help2man and man/groff
 # (man pages), systemd-analyze and dpkg-dev (the Debian package test), python3-venv,
 # python3-setuptools and python3-wheel (the offline pip install test), nodejs (the OTLP tests'
-# collector, tests/otlp), liblttng-ust-dev and lttng-tools (the benchmarks' LTTng-UST
-# comparison, which bench_script_smoke runs).
+# collector, tests/otlp), openssl (the certificate of the OTLP https tests' collector),
+# liblttng-ust-dev and lttng-tools (the benchmarks' LTTng-UST comparison, which
+# bench_script_smoke runs).
 packages=(
   build-essential cmake pkg-config libboost-dev libflatbuffers-dev flatbuffers-compiler
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libcli11-dev nlohmann-json3-dev zlib1g-dev libssl-dev
 )
 if [[ $command == test ]]; then
   packages+=(
     libbenchmark-dev libgtest-dev libgmock-dev clang libclang-rt-14-dev prometheus
     python3-dev pybind11-dev python3-grpcio python3-protobuf python3-matplotlib iproute2
     help2man man-db groff-base systemd dpkg-dev python3-venv python3-setuptools python3-wheel
-    nodejs liblttng-ust-dev lttng-tools
+    nodejs openssl liblttng-ust-dev lttng-tools
   )
 fi
 missing=()

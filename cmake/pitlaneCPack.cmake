@@ -44,6 +44,6 @@ set(CPACK_DEBIAN_RUNTIME_DESCRIPTION
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libpitlane-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE amd64)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libflatbuffers-dev, libgrpc++-dev, libprotobuf-dev, libboost-dev, zlib1g-dev")
+    "libflatbuffers-dev, libgrpc++-dev, libprotobuf-dev, libboost-dev, zlib1g-dev, libssl-dev")
 set(CPACK_DEBIAN_DEV_DESCRIPTION "pitlane static libraries, headers, CMake and pkg-config files")
 include(CPack)

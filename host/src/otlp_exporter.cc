@@ -7,9 +7,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -188,12 +190,12 @@ class OtlpExporter::Impl final : public AsyncExporter {
     std::vector<std::pair<std::string, std::string>> resource;
   };
 
-  Impl(Host& host, OtlpOptions o, Resolved r)
+  Impl(Host& host, OtlpOptions o, Resolved r, std::unique_ptr<internal::OtlpTransport> transport)
       : AsyncExporter(o.queue_capacity),
         host_(host),
         o_(std::move(o)),
         describe_(std::move(r.describe)),
-        transport_(internal::OtlpTransport::Create(r.transport)),
+        transport_(std::move(transport)),
         rng_(std::random_device{}()) {
     for (const auto& [k, v] : r.resource) SetString(resource_.add_attributes(), k, v);
     for (const MetricSpec& spec : o_.metrics) {
@@ -736,6 +738,28 @@ std::string Env(const OtlpOptions& o, const char* name) {
   return v ? std::string(v) : std::string();
 }
 
+// Where the trusted roots come from, for messages: the option or the variable.
+std::string CertificateName(const OtlpOptions& o) {
+  return !o.certificate.empty() ? "\"" + o.certificate + "\""
+                                : "OTEL_EXPORTER_OTLP_CERTIFICATE \"" +
+                                      Env(o, "OTEL_EXPORTER_OTLP_CERTIFICATE") + "\"";
+}
+
+// The PEM roots TLS is to trust (OtlpOptions::certificate, else OTEL_EXPORTER_OTLP_CERTIFICATE);
+// "" when neither names a file: the system's roots.
+Result<std::string> ReadCertificate(const OtlpOptions& o) {
+  const std::string path =
+      !o.certificate.empty() ? o.certificate : Env(o, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+  if (path.empty()) return std::string();
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream pem;
+  pem << in.rdbuf();
+  if (!in) {
+    return InvalidArgument("OTLP certificate " + CertificateName(o) + " cannot be read");
+  }
+  return pem.str();
+}
+
 std::string HostName() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
@@ -768,12 +792,10 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
     return InvalidArgument("OTLP endpoint \"" + endpoint + "\" is grpc:// but the protocol is " +
                            protocol);
   }
-  if (scheme == "https" && !r.transport.grpc) {
-    return InvalidArgument("OTLP endpoint \"" + endpoint +
-                           "\": https is not supported by the OTLP/HTTP client (use http:// to "
-                           "a local collector, or grpc)");
-  }
   r.transport.tls = scheme == "https";
+  auto ca_pem = ReadCertificate(o);
+  if (!ca_pem.ok()) return ca_pem.status();
+  r.transport.ca_pem = std::move(*ca_pem);
   std::string rest = endpoint.substr(scheme_end + 3);
   const size_t slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
@@ -856,10 +878,16 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
     return InvalidArgument("OTLP max_batch, max_pending and max_open_spans must be positive");
   }
 
-  r.describe = protocol + " " + (r.transport.grpc ? (r.transport.tls ? "https://" : "grpc://")
-                                                  : std::string("http://")) +
+  r.describe = protocol + " " +
+               (r.transport.tls ? "https://" : r.transport.grpc ? "grpc://" : "http://") +
                r.transport.host + ":" + r.transport.port + r.transport.base_path;
-  auto impl = std::make_unique<Impl>(host, std::move(o), std::move(r));
+  auto transport = internal::OtlpTransport::Create(r.transport);
+  if (!transport.ok() && transport.status().code() == StatusCode::kInvalidArgument) {
+    return InvalidArgument("OTLP certificate " + CertificateName(o) + ": " +
+                           transport.status().message());
+  }
+  if (!transport.ok()) return transport.status();
+  auto impl = std::make_unique<Impl>(host, std::move(o), std::move(r), std::move(*transport));
   if (Status s = impl->StartAndAttach(); !s.ok()) return s;
   return std::unique_ptr<OtlpExporter>(new OtlpExporter(std::move(impl)));
 }

@@ -18,6 +18,7 @@
 #include "otlp/metrics_service.grpc.pb.h"
 #include "otlp/rpc_status.pb.h"
 #include "otlp/trace_service.grpc.pb.h"
+#include "otlp_tls.h"
 
 namespace pitlane::internal {
 namespace {
@@ -110,7 +111,9 @@ void TakePartialSuccess(OtlpSignal signal, const std::string& body, OtlpSendResu
 // OTLP/HTTP over a keep-alive connection, reopened after any error.
 class HttpTransport final : public OtlpTransport {
  public:
-  explicit HttpTransport(OtlpTransportConfig c) : c_(std::move(c)) {}
+  // tls: for https:// (null: plain http://).
+  HttpTransport(OtlpTransportConfig c, std::unique_ptr<TlsClient> tls)
+      : c_(std::move(c)), tls_(std::move(tls)) {}
   ~HttpTransport() override { Close(); }
 
   OtlpSendResult Send(OtlpSignal signal, const google::protobuf::MessageLite& message,
@@ -173,9 +176,51 @@ class HttpTransport final : public OtlpTransport {
   }
 
   void Close() {
+    if (tls_) tls_->End();
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     in_.clear();
+  }
+
+  // One send or receive on the connection, through TLS when it has it.
+  IoStep Send(const char* data, size_t n, std::string* error) {
+    if (tls_) return tls_->Write(data, n, error);
+    return Plain(::send(fd_, data, n, MSG_NOSIGNAL), POLLOUT, error);
+  }
+  IoStep Receive(char* buf, size_t n, std::string* error) {
+    if (tls_) return tls_->Read(buf, n, error);
+    return Plain(::recv(fd_, buf, n, 0), POLLIN, error);
+  }
+  static IoStep Plain(ssize_t r, short wait, std::string* error) {
+    if (r >= 0) return {r, 0};
+    if (errno == EAGAIN || errno == EINTR) return {-1, wait};
+    *error = std::strerror(errno);
+    return {-1, 0};
+  }
+
+  // Waits for what a step asked for: true when it is worth another try. false with *error set:
+  // the step failed, the peer closed, or the deadline passed.
+  bool Await(const IoStep& step, Clock::time_point deadline, std::string* error) {
+    if (step.n == 0) *error = "connection closed";
+    if (step.n >= 0 || step.wait == 0) return false;
+    pollfd p{fd_, step.wait, 0};
+    if (::poll(&p, 1, RemainingMs(deadline)) == 1) return true;
+    *error = "timed out";
+    return false;
+  }
+
+  // The TLS handshake on the connected socket; the peer's certificate must be trusted and name
+  // the endpoint's host.
+  bool Handshake(Clock::time_point deadline, std::string* error) {
+    tls_->Begin(fd_, c_.host);
+    while (true) {
+      const IoStep step = tls_->Handshake(error);
+      if (step.n > 0) return true;
+      if (!Await(step, deadline, error)) {
+        *error = "TLS handshake: " + *error;
+        return false;
+      }
+    }
   }
 
   bool Connect(Clock::time_point deadline, std::string* error) {
@@ -208,6 +253,10 @@ class HttpTransport final : public OtlpTransport {
       if (rc == 0) {
         fd_ = fd;
         freeaddrinfo(res);
+        if (tls_ && !Handshake(deadline, error)) {
+          Close();
+          return false;
+        }
         return true;
       }
       *error = std::strerror(errno);
@@ -221,18 +270,10 @@ class HttpTransport final : public OtlpTransport {
   bool WriteAll(const std::string& data, Clock::time_point deadline, std::string* error) {
     size_t done = 0;
     while (done < data.size()) {
-      const ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-      if (n > 0) {
-        done += static_cast<size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        *error = std::strerror(errno);
-        return false;
-      }
-      pollfd p{fd_, POLLOUT, 0};
-      if (::poll(&p, 1, RemainingMs(deadline)) != 1) {
-        *error = "timed out";
+      const IoStep step = Send(data.data() + done, data.size() - done, error);
+      if (step.n > 0) {
+        done += static_cast<size_t>(step.n);
+      } else if (!Await(step, deadline, error)) {
         return false;
       }
     }
@@ -247,24 +288,12 @@ class HttpTransport final : public OtlpTransport {
     }
     char buf[16384];
     while (true) {
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n > 0) {
-        in_.append(buf, static_cast<size_t>(n));
+      const IoStep step = Receive(buf, sizeof buf, error);
+      if (step.n > 0) {
+        in_.append(buf, static_cast<size_t>(step.n));
         return true;
       }
-      if (n == 0) {
-        *error = "connection closed";
-        return false;
-      }
-      if (errno != EAGAIN && errno != EINTR) {
-        *error = std::strerror(errno);
-        return false;
-      }
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, RemainingMs(deadline)) != 1) {
-        *error = "timed out";
-        return false;
-      }
+      if (!Await(step, deadline, error)) return false;
     }
   }
 
@@ -348,6 +377,7 @@ class HttpTransport final : public OtlpTransport {
   }
 
   const OtlpTransportConfig c_;
+  const std::unique_ptr<TlsClient> tls_;
   int fd_ = -1;
   std::string in_;  // received and not yet consumed
 };
@@ -357,8 +387,10 @@ class GrpcTransport final : public OtlpTransport {
  public:
   explicit GrpcTransport(const OtlpTransportConfig& c) : c_(c) {
     const std::string target = c.host + ":" + c.port;
+    grpc::SslCredentialsOptions roots;
+    roots.pem_root_certs = c.ca_pem;  // "": gRPC's default roots
     channel_ = grpc::CreateChannel(
-        target, c.tls ? grpc::SslCredentials({}) : grpc::InsecureChannelCredentials());
+        target, c.tls ? grpc::SslCredentials(roots) : grpc::InsecureChannelCredentials());
     traces_ = opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel_);
     metrics_ = opentelemetry::proto::collector::metrics::v1::MetricsService::NewStub(channel_);
     logs_ = opentelemetry::proto::collector::logs::v1::LogsService::NewStub(channel_);
@@ -437,9 +469,15 @@ class GrpcTransport final : public OtlpTransport {
 
 }  // namespace
 
-std::unique_ptr<OtlpTransport> OtlpTransport::Create(const OtlpTransportConfig& config) {
-  if (config.grpc) return std::make_unique<GrpcTransport>(config);
-  return std::make_unique<HttpTransport>(config);
+Result<std::unique_ptr<OtlpTransport>> OtlpTransport::Create(const OtlpTransportConfig& config) {
+  std::unique_ptr<TlsClient> tls;
+  if (config.tls) {  // also for gRPC, which takes the same roots: refused alike when bad
+    Result<std::unique_ptr<TlsClient>> client = TlsClient::Create(config.ca_pem);
+    if (!client.ok()) return client.status();
+    tls = std::move(*client);
+  }
+  if (config.grpc) return std::unique_ptr<OtlpTransport>(std::make_unique<GrpcTransport>(config));
+  return std::unique_ptr<OtlpTransport>(std::make_unique<HttpTransport>(config, std::move(tls)));
 }
 
 Result<std::string> GzipCompress(const std::string& in) {

@@ -8,8 +8,8 @@
 // operations only), so Beast would mean an io_context and an async state machine for a single
 // POST; poll() on a plain socket bounds connect, write and read in a few lines. The client speaks
 // only what OTLP/HTTP needs: POST with Content-Length, keep-alive, responses with Content-Length,
-// chunked or close-delimited bodies, and the Retry-After header (delta-seconds). https:// is not
-// supported (refused at start with a message); gRPC supports TLS. Both read an accepted
+// chunked or close-delimited bodies, and the Retry-After header (delta-seconds); https:// through
+// OpenSSL on the same socket and deadlines (otlp_tls.h). gRPC does its own TLS. Both read an accepted
 // answer's partial success (OTLP specification, "Partial Success"); gRPC reads the RetryInfo of
 // an error's status details.
 //
@@ -54,7 +54,8 @@ struct OtlpTransportConfig {
   std::string host;   // name or literal
   std::string port;   // decimal
   std::string base_path;  // HTTP: the endpoint's path ("" or "/prefix"), /v1/<signal> appended
-  bool tls = false;       // gRPC only
+  bool tls = false;       // https://
+  std::string ca_pem;     // the roots TLS trusts (OTEL_EXPORTER_OTLP_CERTIFICATE); "" = system's
   std::vector<std::pair<std::string, std::string>> headers;
   std::chrono::milliseconds timeout{10000};
   bool gzip = false;
@@ -62,7 +63,8 @@ struct OtlpTransportConfig {
 
 class OtlpTransport {
  public:
-  static std::unique_ptr<OtlpTransport> Create(const OtlpTransportConfig& config);
+  // INVALID_ARGUMENT: ca_pem holds no certificate.
+  static Result<std::unique_ptr<OtlpTransport>> Create(const OtlpTransportConfig& config);
   virtual ~OtlpTransport() = default;
   // Sends one Export<Signal>ServiceRequest, giving up (retryable) at `deadline` or after the
   // configured timeout, whichever comes first. REQUIRES: `request` is that message for `signal`.

@@ -6,6 +6,7 @@
 //
 //   node receiver.js --out FILE [--fail-first N] [--fail-status 503] [--retry-after SECONDS]
 //                    [--fail-grpc-code UNAVAILABLE] [--partial-reject N [--partial-message TEXT]]
+//                    [--tls-cert PEM --tls-key PEM]
 //
 // Prints "ready HTTP_PORT GRPC_PORT" once both listen (ports chosen by the system), then nothing
 // (nobody reads its stdout after that). The first N requests (across protocols) are answered
@@ -13,11 +14,13 @@
 // adds a Retry-After header (HTTP) or a google.rpc.RetryInfo in the status details (gRPC's
 // grpc-status-details-bin trailer, encoded from googleapis' own .proto files). --partial-reject: every
 // accepted request is answered with a partial success rejecting N of its items (at most as many
-// as it carried) with --partial-message; the request is recorded whole.
+// as it carried) with --partial-message; the request is recorded whole. --tls-cert/--tls-key:
+// both ports speak TLS only (https, and gRPC over TLS) with that certificate.
 'use strict';
 
 const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const zlib = require('zlib');
 const grpc = require('@grpc/grpc-js');
 const root = require('@opentelemetry/otlp-transformer/build/src/generated/root');
@@ -34,6 +37,9 @@ const retryAfter = arg('--retry-after');
 const failGrpcCode = arg('--fail-grpc-code', 'UNAVAILABLE');
 const partialReject = Number(arg('--partial-reject', '0'));
 const partialMessage = arg('--partial-message', '');
+const tls = arg('--tls-cert')
+  ? { cert: fs.readFileSync(arg('--tls-cert')), key: fs.readFileSync(arg('--tls-key')) }
+  : null;
 if (!out) {
   console.error('usage: receiver.js --out FILE [--fail-first N]');
   process.exit(2);
@@ -97,7 +103,7 @@ function shouldFail() {
   return false;
 }
 
-const server = http.createServer((req, res) => {
+function handle(req, res) {
   const signal = { '/v1/traces': 'traces', '/v1/metrics': 'metrics', '/v1/logs': 'logs' }[req.url];
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
@@ -132,7 +138,8 @@ const server = http.createServer((req, res) => {
       res.writeHead(400).end(String(e));
     }
   });
-});
+}
+const server = tls ? https.createServer(tls, handle) : http.createServer(handle);
 
 // grpc-js decompresses a message before the handler sees it and strips grpc-encoding from the
 // metadata; to report whether a message came compressed, note the encoding grpc-js decompresses
@@ -209,7 +216,10 @@ for (const [signal, [Req, Resp]] of Object.entries(types)) {
 
 server.listen(0, '127.0.0.1', () => {
   const httpPort = server.address().port;
-  grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, grpcPort) => {
+  const credentials = tls
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }])
+    : grpc.ServerCredentials.createInsecure();
+  grpcServer.bindAsync('127.0.0.1:0', credentials, (err, grpcPort) => {
     if (err) {
       console.error(String(err));
       process.exit(1);

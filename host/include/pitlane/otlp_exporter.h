@@ -47,13 +47,16 @@ namespace pitlane {
 // Every string left empty (and every nullopt) takes the standard variable, then the default.
 struct OtlpOptions {
   // OTEL_EXPORTER_OTLP_ENDPOINT. "http://HOST:PORT[/base]" (http/protobuf: /v1/<signal> is
-  // appended), "grpc://HOST:PORT" (selects grpc), "https://..." (grpc only: TLS). Default
-  // http://localhost:4318 (http/protobuf) or http://localhost:4317 (grpc).
+  // appended), "grpc://HOST:PORT" (selects grpc), "https://..." (TLS, either protocol).
+  // Default http://localhost:4318 (http/protobuf) or http://localhost:4317 (grpc).
   std::string endpoint;
   std::string protocol;     // OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" (default) | "grpc"
   std::string headers;      // OTEL_EXPORTER_OTLP_HEADERS: "k=v,k2=v2" (values %-decoded)
   std::optional<std::chrono::milliseconds> timeout;  // OTEL_EXPORTER_OTLP_TIMEOUT; 10 s
   std::string compression;  // OTEL_EXPORTER_OTLP_COMPRESSION: "gzip" | "none" (default)
+  // OTEL_EXPORTER_OTLP_CERTIFICATE: a PEM file of the roots https:// trusts (a private CA, a
+  // self-signed collector); default the system's. The certificate must name the endpoint's host.
+  std::string certificate;
   std::string service_name;  // OTEL_SERVICE_NAME, else service.name of the next; "pitlane"
   std::string resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: "k=v,..." (%-decoded)
 
