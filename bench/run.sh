@@ -174,5 +174,15 @@ if [[ $smoke == 1 ]]; then
       exit 1
     fi
   done
+  # With lttng-tools installed, the LTTng-UST comparison must have run, not reported an error.
+  if [[ "$lttng_cases" != 0 ]] && command -v lttng >/dev/null; then
+    "$python" - "$json" <<'EOF'
+import json, sys
+rows = [b for b in json.load(open(sys.argv[1]))["benchmarks"] if "VsLttng" in b["name"]]
+bad = [b["name"] + ": " + b["error_message"] for b in rows if b.get("error_occurred")]
+if not rows or bad or not all("lttng_p50_ns" in b for b in rows):
+    sys.exit("run.sh: the LTTng-UST comparison did not run: " + ("; ".join(bad) or "no rows"))
+EOF
+  fi
   echo "run.sh: smoke run rendered $(wc -l < "$out/results.md") table lines and a chart"
 fi
