@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""render.py --compare, against two small result files (ctest bench_render_compare)."""
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import render  # noqa: E402
+
+
+def result(cases):
+    return {"context": {}, "benchmarks": [
+        dict({"name": name, "run_name": name, "run_type": "iteration", "time_unit": "ns",
+              "real_time": 1.0, "cpu_time": 1.0, "iterations": 1}, **values)
+        for name, values in cases.items()]}
+
+
+def run(args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = render.main(args)
+    return code, out.getvalue()
+
+
+def main():
+    failures = []
+
+    def expect(cond, what):
+        if not cond:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory() as d:
+        old, new = os.path.join(d, "old.json"), os.path.join(d, "new.json")
+        with open(old, "w") as f:
+            json.dump(result({"BM_A": {"p50_ns": 100.0},
+                              "BM_B": {"events_per_s": 1e6},
+                              "BM_OnlyOld": {"p50_ns": 5.0}}), f)
+        with open(new, "w") as f:
+            json.dump(result({"BM_A": {"p50_ns": 50.0},
+                              "BM_B": {"events_per_s": 0.5e6},
+                              "BM_OnlyNew": {"p50_ns": 5.0}}), f)
+        code, out = run([new, "--compare", old])
+        expect(code == 0, f"exit code {code}")
+        expect("| BM_A | p50_ns | 100 ns | 50 ns | -50.0 % (better) |" in out,
+               "a latency that halved is reported as better:\n" + out)
+        expect("| BM_B | events_per_s | 1.00 M/s | 500 k/s | -50.0 % |" in out,
+               "a rate that halved is reported, not as better:\n" + out)
+        expect("BM_OnlyOld" not in out.split("Before (")[-1] and
+               "BM_OnlyNew" not in out.split("Before (")[-1],
+               "cases in only one run are left out of the comparison:\n" + out)
+        code, _ = run([new, "--compare", os.path.join(d, "missing.json")])
+        expect(code == 2, f"a missing OLD file exits 2, not {code}")
+    for f in failures:
+        print("FAIL:", f)
+    print("render_test:", "ok" if not failures else f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
