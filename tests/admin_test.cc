@@ -415,6 +415,55 @@ TEST_F(AdminTest, SomethingOtherThanASocketAtThePathIsRefusedAndKept) {
   ::unlink(path.c_str());
 }
 
+TEST_F(AdminTest, CleanupKeepsTheServedSocketAndRemovesOneNobodyServes) {
+  const std::string path = PathOf(Address());
+  std::vector<shm::CleanupStep> steps = CleanStaleAdminSockets(ns_.name(), /*dry_run=*/false);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].name, path);
+  EXPECT_EQ(steps[0].outcome, shm::CleanupOutcome::kKept);
+  EXPECT_EQ(steps[0].why, "a live host serves it");
+  EXPECT_TRUE(Exists(path));
+
+  server_.reset();
+  MakeStaleSocket(path);
+  steps = CleanStaleAdminSockets(ns_.name(), /*dry_run=*/true);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].outcome, shm::CleanupOutcome::kWouldRemove);
+  EXPECT_TRUE(Exists(path));
+  steps = CleanStaleAdminSockets(ns_.name(), /*dry_run=*/false);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].outcome, shm::CleanupOutcome::kRemoved);
+  EXPECT_FALSE(Exists(path));
+  EXPECT_TRUE(CleanStaleAdminSockets(ns_.name(), false).empty());
+}
+
+TEST_F(AdminTest, CleanupKeepsAFileThatIsNotASocketSayingSo) {
+  server_.reset();
+  const std::string path = PathOf(Address());
+  { std::ofstream(path) << "not a socket"; }
+  const std::vector<shm::CleanupStep> steps = CleanStaleAdminSockets(ns_.name(), false);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].outcome, shm::CleanupOutcome::kKept);
+  EXPECT_NE(steps[0].why.find("is not a socket"), std::string::npos) << steps[0].why;
+  EXPECT_TRUE(Exists(path));
+  ::unlink(path.c_str());
+}
+
+TEST_F(AdminTest, CleanupOfEveryNamespaceFindsThisNamespacesStaleSocket) {
+  server_.reset();
+  const std::string path = PathOf(Address());
+  MakeStaleSocket(path);
+  const std::vector<shm::CleanupStep> steps = CleanStaleAdminSockets("", /*dry_run=*/true);
+  bool found = false;
+  for (const shm::CleanupStep& s : steps) {
+    if (s.name != path) continue;
+    found = true;
+    EXPECT_EQ(s.outcome, shm::CleanupOutcome::kWouldRemove);
+  }
+  EXPECT_TRUE(found);
+  ::unlink(path.c_str());
+}
+
 TEST_F(AdminTest, StopRemovesTheSocketAndCallsThenFailUnavailable) {
   const std::string path = PathOf(server_->address());
   ASSERT_TRUE(Exists(path));

@@ -1,6 +1,7 @@
 // The host's admin gRPC service (see pitlane/admin.h).
 #include "pitlane/admin.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/socket.h>
@@ -261,6 +262,31 @@ Result<Probe> ProbeSocket(const std::string& path) {
   return FileError(err, "cannot probe admin socket " + path);
 }
 
+// DefaultAdminAddress's socket path, around the namespace.
+constexpr std::string_view kAdminSocketDir = "/tmp/";
+constexpr std::string_view kAdminSocketPrefix = "pitlane.";
+constexpr std::string_view kAdminSocketSuffix = ".admin.sock";
+
+// The default admin socket path of `ns`, or of every namespace with one when `ns` is empty.
+std::vector<std::string> DefaultAdminSocketPaths(const std::string& ns) {
+  std::vector<std::string> paths;
+  if (!ns.empty()) {
+    paths.push_back(DefaultAdminAddress(ns).substr(kUnixScheme.size()));
+    return paths;
+  }
+  DIR* d = ::opendir(std::string(kAdminSocketDir).c_str());
+  if (d == nullptr) return paths;
+  while (const dirent* de = ::readdir(d)) {
+    const std::string_view n = de->d_name;
+    if (n.size() > kAdminSocketPrefix.size() + kAdminSocketSuffix.size() &&
+        n.starts_with(kAdminSocketPrefix) && n.ends_with(kAdminSocketSuffix)) {
+      paths.push_back(std::string(kAdminSocketDir) + std::string(n));
+    }
+  }
+  ::closedir(d);  // pairs with opendir
+  return paths;
+}
+
 // Ok for HOST:PORT (port in [0, 65535]); INVALID_ARGUMENT naming the address otherwise.
 Status ValidateTcpAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -292,17 +318,38 @@ void ConfigureBuilder(grpc::ServerBuilder& b, grpc::Service* service) {
 
 }  // namespace
 
-Result<bool> IsStaleAdminSocket(const std::string& path) {
-  Result<Probe> p = ProbeSocket(path);
-  if (!p.ok()) {
-    if (p.status().code() == StatusCode::kAlreadyExists) return false;  // served
-    return p.status();
-  }
-  return *p == Probe::kStale;
+std::string DefaultAdminAddress(std::string_view ns) {
+  return std::string(kUnixScheme) + std::string(kAdminSocketDir) + std::string(kAdminSocketPrefix) +
+         std::string(ns) + std::string(kAdminSocketSuffix);
 }
 
-std::string DefaultAdminAddress(std::string_view ns) {
-  return "unix:/tmp/pitlane." + std::string(ns) + ".admin.sock";
+std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool dry_run) {
+  std::vector<shm::CleanupStep> steps;
+  for (const std::string& path : DefaultAdminSocketPaths(ns)) {
+    shm::CleanupStep step;
+    step.name = path;
+    Result<Probe> probe = ProbeSocket(path);
+    if (!probe.ok()) {
+      step.why = probe.status().code() == StatusCode::kAlreadyExists ? "a live host serves it"
+                                                                     : probe.status().message();
+      steps.push_back(std::move(step));
+      continue;
+    }
+    if (*probe == Probe::kAbsent) continue;
+    step.why = "admin socket nobody serves (its host is gone)";
+    if (dry_run) {
+      step.outcome = shm::CleanupOutcome::kWouldRemove;
+    } else if (::unlink(path.c_str()) == 0) {
+      step.outcome = shm::CleanupOutcome::kRemoved;
+    } else if (errno == ENOENT) {
+      step.outcome = shm::CleanupOutcome::kGone;
+    } else {
+      step.outcome = shm::CleanupOutcome::kFailed;
+      step.why = Errno(errno);
+    }
+    steps.push_back(std::move(step));
+  }
+  return steps;
 }
 
 class AdminServer::Impl {

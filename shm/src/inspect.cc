@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -297,6 +298,88 @@ Staleness RingStaleness(const SegmentEntry& e) {
   v.stale = true;
   v.why = problem + "not running";
   return v;
+}
+
+}  // namespace pitlane::shm
+
+namespace pitlane::shm {
+namespace {
+
+struct Verdict : Staleness {
+  std::vector<std::string> hosted_rings;  // a registry with a live host: the rings it owns
+};
+
+Verdict Judge(const SegmentEntry& e) {
+  Verdict v;
+  if (!e.registry) {
+    static_cast<Staleness&>(v) = RingStaleness(e);
+    return v;
+  }
+  const InspectedRegistry r = InspectRegistry(e.ns, /*read_rings=*/false);
+  static_cast<Staleness&>(v) = RegistryStaleness(r);
+  if (r.error.empty() && r.host_alive) {
+    for (const InspectedRing& ring : r.rings) v.hosted_rings.push_back(ring.segment);
+  }
+  return v;
+}
+
+// Unlinks the stale `e` of `step` unless a fresh judgement keeps it.
+void RemoveIfStillStale(const SegmentEntry& e, CleanupStep* step) {
+  const Verdict again = Judge(e);
+  if (!again.stale) {
+    step->outcome = CleanupOutcome::kChanged;
+    step->why = again.why;
+    return;
+  }
+  if (Segment::Unlink(e.name)) {
+    step->outcome = CleanupOutcome::kRemoved;
+    return;
+  }
+  if (errno == ENOENT) {
+    step->outcome = CleanupOutcome::kGone;
+    return;
+  }
+  step->outcome = CleanupOutcome::kFailed;
+  step->why = std::strerror(errno);
+}
+
+}  // namespace
+
+std::vector<CleanupStep> CleanStaleSegments(const std::string& ns, bool dry_run) {
+  const std::vector<SegmentEntry> entries = ListSegments(ns);
+  std::vector<std::pair<const SegmentEntry*, Verdict>> verdicts;
+  std::vector<std::string> hosted_rings;
+  for (const SegmentEntry& e : entries) {
+    if (!e.registry) continue;
+    Verdict v = Judge(e);
+    hosted_rings.insert(hosted_rings.end(), v.hosted_rings.begin(), v.hosted_rings.end());
+    verdicts.emplace_back(&e, std::move(v));
+  }
+  for (const SegmentEntry& e : entries) {
+    if (e.registry) continue;
+    Verdict v = Judge(e);
+    const bool hosted =
+        std::find(hosted_rings.begin(), hosted_rings.end(), e.name) != hosted_rings.end();
+    if (v.stale && hosted) {
+      v.stale = false;
+      v.why += "; registered with a live host, which drains and unlinks it";
+    }
+    verdicts.emplace_back(&e, std::move(v));
+  }
+  std::vector<CleanupStep> steps;
+  for (const auto& [e, v] : verdicts) {
+    CleanupStep& step = steps.emplace_back();
+    step.name = e->name;
+    step.bytes = e->bytes;
+    step.why = v.why;
+    if (!v.stale) continue;  // kKept
+    if (dry_run) {
+      step.outcome = CleanupOutcome::kWouldRemove;
+      continue;
+    }
+    RemoveIfStillStale(*e, &step);
+  }
+  return steps;
 }
 
 }  // namespace pitlane::shm

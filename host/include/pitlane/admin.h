@@ -31,8 +31,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pitlane/host.h"
+#include "pitlane/shm_inspect.h"
 #include "pitlane/status.h"
 
 namespace pitlane {
@@ -43,10 +45,11 @@ inline constexpr double kAdminCallTimeoutSeconds = 5.0;
 // "unix:/tmp/pitlane.<ns>.admin.sock"
 std::string DefaultAdminAddress(std::string_view ns);
 
-// Is the file at `path` a Unix socket no server accepts connections on — one a host that died
-// left behind (`pitlane cleanup` removes those)? false when nothing is there or a server
-// answers; an error when it is not a socket or cannot be probed.
-Result<bool> IsStaleAdminSocket(const std::string& path);
+// Removes the default admin sockets (DefaultAdminAddress) of `ns` ("" = of every namespace)
+// that no server accepts connections on: a host that died left them behind. One step per socket
+// file found (kKept: a live host serves it, or it is not a socket or cannot be probed — `why`
+// says which); with `dry_run` nothing is removed. `pitlane cleanup` runs it.
+std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool dry_run);
 
 class AdminServer {
  public:

@@ -89,4 +89,25 @@ struct Staleness {
 Staleness RegistryStaleness(const InspectedRegistry& r);
 Staleness RingStaleness(const SegmentEntry& ring);
 
+// What cleaning one stale-candidate file did, or with a dry run would do.
+enum class CleanupOutcome {
+  kKept,         // not stale (`why` says whose it is)
+  kWouldRemove,  // dry run: stale
+  kRemoved,
+  kChanged,  // stale when judged, not any more right before the unlink: kept
+  kGone,     // stale, but someone else removed it meanwhile
+  kFailed,   // stale, and the unlink failed (`why` is the system's reason)
+};
+struct CleanupStep {
+  std::string name;  // the segment ("/pitlane.<ns>...") or file path
+  uint64_t bytes = 0;
+  CleanupOutcome outcome = CleanupOutcome::kKept;
+  std::string why;
+};
+// Judges every segment of `ns` ("" = of every namespace) by the rule above — registries first,
+// so a ring a live host has registered is kept — and, unless `dry_run`, unlinks each stale one
+// after judging it again right before (a host or worker may have appeared meanwhile). One step
+// per segment, registries first.
+std::vector<CleanupStep> CleanStaleSegments(const std::string& ns, bool dry_run);
+
 }  // namespace pitlane::shm
