@@ -108,21 +108,17 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
   exporters.Print(f);
   std::fprintf(f, "\n");
   if (jsonl) return;
-  // Live workers get a row each; the ones gone (not alive, every ring reclaimed) are summed into
+  // Live workers get a row each; the gone ones (WorkerInfo::Gone()) are summed into
   // one "(N departed)" row with those the host already folded (Host::Departed()), so
   // short-lived workers do not grow the table.
   std::vector<WorkerInfo> rows;
   DepartedWorkers departed = host.Departed();
-  bool departed_violated = departed.unaccounted > 0;  // per worker: imbalances must not cancel
   for (WorkerInfo& w : host.Workers()) {
-    if (w.alive || w.rings > 0) {
+    if (w.Gone()) {
+      departed.Add(w);
+    } else {
       rows.push_back(std::move(w));
-      continue;
     }
-    ++departed.workers;
-    // A truncated ring's worker counts are the last read: its worker is not checkable.
-    departed_violated |= !w.segment_lost && !w.Conserved();
-    static_cast<Tally&>(departed) += w;
   }
   if (rows.empty() && departed.workers == 0) return;
   std::fprintf(f, "  %-20s %8s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "alive",
@@ -147,7 +143,7 @@ void PrintSummary(FILE* f, Host& host, double t, const Exporters& exporters, boo
   }
   if (departed.workers > 0) {
     print_row("(" + std::to_string(departed.workers) + " departed)", "-", false, 0, departed,
-              departed_violated ? "VIOLATED" : "holds");
+              departed.unaccounted > 0 ? "VIOLATED" : "holds");
   }
 }
 

@@ -56,6 +56,43 @@ TEST(TallyTest, CountMapsEachEmitResultOntoExactlyOneOutcome) {
 // through a gate that suppresses half and a small ring that drops some: every row it sees must
 // be explainable (events in flight, records unread, never the other way round), and once the
 // worker is gone every row satisfies the law exactly.
+// A gone worker whose numbers the law explains adds nothing unaccounted; one that lost events
+// adds them whichever way they went; one whose segment was truncated cannot be checked and is
+// counted as unverifiable instead.
+TEST(DepartedWorkersTest, AddSumsGoneWorkersAndKeepsUnverifiableApartFromUnaccounted) {
+  WorkerInfo settled;
+  settled.emitted = 10;
+  settled.published = 8;
+  settled.dropped_full = 2;
+  settled.delivered = 8;
+  WorkerInfo lost = settled;
+  lost.delivered = 5;      // 3 published records neither delivered nor rejected
+  lost.dropped_full = 1;   // and 1 emitted event in no outcome
+  WorkerInfo truncated = lost;
+  truncated.segment_lost = true;
+  EXPECT_TRUE(settled.Gone());
+  EXPECT_EQ(settled.Unaccounted(), 0u);
+  EXPECT_EQ(lost.Unaccounted(), 4u);
+  EXPECT_EQ(truncated.Unaccounted(), 0u);
+
+  DepartedWorkers d;
+  d.Add(settled);
+  d.Add(lost);
+  d.Add(truncated);
+  EXPECT_EQ(d.workers, 3u);
+  EXPECT_EQ(d.emitted, 30u);
+  EXPECT_EQ(d.delivered, 18u);
+  EXPECT_EQ(d.unaccounted, 4u);
+  EXPECT_EQ(d.unverifiable, 1u);
+
+  WorkerInfo live = settled;
+  live.alive = true;
+  EXPECT_FALSE(live.Gone());
+  WorkerInfo draining = settled;
+  draining.rings = 1;
+  EXPECT_FALSE(draining.Gone());
+}
+
 TEST(AccountingTest, ConcurrentHostReaderNeverSeesMoreOutcomesThanEvents) {
   testing::ScopedNamespace ns;
   std::unique_ptr<Host> host = testing::StartHost(ns.name());

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "host_impl.h"
@@ -19,6 +20,18 @@ std::string_view TransportName(Transport t) {
     case Transport::kHost: return "host";
   }
   return "unknown";
+}
+
+uint64_t WorkerInfo::Unaccounted() const {
+  if (segment_lost) return 0;  // its worker counts are the last read: not checkable
+  return static_cast<uint64_t>(std::abs(in_flight())) + static_cast<uint64_t>(std::abs(unread()));
+}
+
+void DepartedWorkers::Add(const WorkerInfo& gone) {
+  static_cast<Tally&>(*this) += gone;
+  ++workers;
+  if (gone.segment_lost) ++unverifiable;
+  unaccounted += gone.Unaccounted();
 }
 
 const Value* EventView::measurement(std::string_view key) const {

@@ -51,15 +51,7 @@ void ShmSource::RetireDepartedLocked() {
       ++it;
       continue;
     }
-    const WorkerInfo& gone = it->second;
-    static_cast<Tally&>(departed_total_) += gone;
-    ++departed_total_.workers;
-    if (gone.segment_lost) {
-      ++departed_total_.unverifiable;  // its worker counts are the last read: not checkable
-    } else {
-      departed_total_.unaccounted += static_cast<uint64_t>(std::abs(gone.in_flight())) +
-                                     static_cast<uint64_t>(std::abs(gone.unread()));
-    }
+    departed_total_.Add(it->second);
     if (at != departed_at_.end()) departed_at_.erase(at);
     it = departed_.erase(it);
   }

@@ -954,13 +954,7 @@ class PrometheusExporter::Impl {
              "suppressed + dropped + published, published = delivered + rejected); 0 unless "
              "something is broken.");
     std::map<std::string, uint64_t> unaccounted;
-    for (const WorkerInfo& wi : workers) {
-      uint64_t& u = unaccounted[wi.id];
-      if (!wi.alive && wi.rings == 0) {
-        u += static_cast<uint64_t>(std::abs(wi.in_flight())) +
-             static_cast<uint64_t>(std::abs(wi.unread()));
-      }
-    }
+    for (const WorkerInfo& wi : workers) unaccounted[wi.id] += wi.Gone() ? wi.Unaccounted() : 0;
     if (departed.workers > 0) unaccounted[kDepartedWorkerId] = departed.unaccounted;
     for (const auto& [id, u] : unaccounted) {
       w.Sample("pitlane_unaccounted_events", {{"worker_id", id}}, u);

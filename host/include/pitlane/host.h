@@ -116,17 +116,6 @@ struct HostOptions {
   std::chrono::milliseconds departed_retention = std::chrono::minutes(5);
 };
 
-// The shared-memory workers gone for longer than HostOptions::departed_retention, summed.
-struct DepartedWorkers : Tally {
-  uint64_t workers = 0;
-  // Over the folded workers, each worker's |in_flight()| + |unread()| (settled numbers): what
-  // the conservation law cannot account for. 0 unless something is broken.
-  uint64_t unaccounted = 0;
-  // Folded workers one of whose rings someone truncated (RingStats::segment_lost): their law
-  // cannot be checked, and they are not in `unaccounted`.
-  uint64_t unverifiable = 0;
-};
-
 struct HandlerInfo {
   std::string id;
   std::vector<std::string> events;
@@ -168,6 +157,27 @@ struct WorkerInfo : Tally {
   bool quarantined = false;  // one of its rings was quarantined
   bool segment_lost = false;  // one of its rings was truncated: the law cannot be checked
   ControlState control;
+
+  // Not alive and no live ring: its numbers are final.
+  bool Gone() const { return !alive && rings == 0; }
+  // Events a gone worker's numbers leave unexplained (|in_flight()| + |unread()|); 0 unless
+  // something is broken, and 0 when segment_lost (its law cannot be checked). Meaningless for a
+  // worker that is not Gone(): its events may be in flight.
+  uint64_t Unaccounted() const;
+};
+
+// The shared-memory workers gone for longer than HostOptions::departed_retention, summed.
+struct DepartedWorkers : Tally {
+  uint64_t workers = 0;
+  // Over the folded workers, each worker's Unaccounted(): what the conservation law cannot
+  // account for. 0 unless something is broken.
+  uint64_t unaccounted = 0;
+  // Folded workers one of whose rings someone truncated (RingStats::segment_lost): their law
+  // cannot be checked, and they are not in `unaccounted`.
+  uint64_t unverifiable = 0;
+
+  // Folds one gone worker (WorkerInfo::Gone()) into the sum.
+  void Add(const WorkerInfo& gone);
 };
 
 struct HostStats {
