@@ -1,5 +1,6 @@
 // `pitlane catalog [--catalog FILE] [--json]`: the compiled-in event catalog (or a catalog
 // file, as `pitlane host --catalog FILE` would load it), for people or for scripts.
+#include <CLI/CLI.hpp>
 #include <cinttypes>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -110,6 +111,15 @@ int RunCatalog(const CatalogOptions& o) {
       l.max_measurements, l.max_metadata, l.max_key_bytes, l.max_correlation_id_bytes,
       l.max_value_bytes);
   return 0;
+}
+
+CLI::App* AddCatalogCommand(CLI::App* app, CatalogOptions* o) {
+  CLI::App* cmd =
+      app->add_subcommand("catalog", "List the catalog's events and its measurement/metadata keys");
+  cmd->add_option("--catalog", o->file, "A catalog file to check and list instead")
+      ->type_name("FILE");
+  cmd->add_flag("--json", o->json, "Print one JSON document");
+  return cmd;
 }
 
 }  // namespace pitlane::cli

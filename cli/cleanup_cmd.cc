@@ -4,6 +4,7 @@
 // The rules are the library's: shm::CleanStaleSegments (shm_inspect.h, the staleness rule the
 // host applies at start) and CleanStaleAdminSockets (admin.h). This command prints what each
 // step did and why; --dry-run only says what would go.
+#include <CLI/CLI.hpp>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
@@ -81,6 +82,17 @@ int RunCleanup(const CleanupOptions& o) {
               o.dry_run ? "would remove" : "removed", n.removed, n.removed == 1 ? "" : "s",
               n.removed_bytes >> 10, n.kept, scope_text.c_str());
   return n.failed + socket_failures == 0 ? 0 : 1;
+}
+
+CLI::App* AddCleanupCommand(CLI::App* app, CleanupOptions* o) {
+  CLI::App* cmd = app->add_subcommand(
+      "cleanup", "Remove stale shared-memory segments of dead processes and say why");
+  auto* cleanup_ns =
+      cmd->add_option("--ns", o->ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+          ->check(NamespaceName());
+  cmd->add_flag("--all", o->all, "Every pitlane namespace in /dev/shm")->excludes(cleanup_ns);
+  cmd->add_flag("--dry-run", o->dry_run, "Only say what would be removed");
+  return cmd;
 }
 
 }  // namespace pitlane::cli

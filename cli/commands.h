@@ -1,7 +1,8 @@
 // The subcommands of the `pitlane` executable and the helpers they share.
 //
-// main.cc parses and validates the command line (CLI11) into the option structs below and calls
-// one Run* function; each returns the process exit code. Errors a user must read go to stderr
+// Each command's file registers its flags (CLI11) into its option struct below (Add*Command);
+// main.cc parses the command line and calls that command's Run* function, which returns the
+// process exit code. Errors a user must read go to stderr
 // as one line, "pitlane <command>: <what>", naming the bad value.
 #pragma once
 
@@ -36,9 +37,28 @@ struct DemoWorkerOptions {
   double duration_s = 8;
   int64_t rate = 20000;
 };
+// The exporter flags of `pitlane host` (--jsonl-file, --statsd*, --metrics, --metric*,
+// --departed-retention, --otlp*).
+struct HostExporterOptions {
+  std::string jsonl_file;  // "" → none; else append JSON lines to this file
+  std::string statsd;      // "" → none; else HOST:PORT
+  std::string statsd_prefix = "pitlane";
+  std::vector<std::string> statsd_tags;   // metadata keys sent as DogStatsD tags
+  std::string metrics;                    // "" → none; else serve Prometheus /metrics on ADDR
+  std::vector<std::string> metric_specs;  // event metrics, e.g. summary(...duration, tags: [...])
+  std::string metric_naming = "conventional";  // or "snakepit" (PrometheusOptions::naming)
+  double departed_retention_s = 300;           // HostOptions::departed_retention
+  // OpenTelemetry (README "OpenTelemetry"): empty values take the OTEL_EXPORTER_OTLP_* variables.
+  bool otlp = false;
+  std::string otlp_endpoint;     // http://HOST:4318 | grpc://HOST:4317
+  std::string otlp_protocol;     // http/protobuf | grpc
+  std::string otlp_compression;  // gzip | none
+  bool otlp_logs = false;
+};
 struct HostCmdOptions {
   std::string ns;
   bool jsonl = false;
+  bool summary = false;  // --summary: what runs without --jsonl anyway; said explicitly
   double interval_s = 2;
   bool busy_poll = false;
   double duration_s = 0;  // 0: until SIGINT/SIGTERM
@@ -51,6 +71,7 @@ struct HostCmdOptions {
   std::string catalog_file;  // "" → the compiled-in catalog (Catalog::LoadFile otherwise)
   std::string admin;      // admin service address; "" → DefaultAdminAddress(ns), "off" → none
   bool no_admin = false;  // --no-admin: serve no admin service
+  HostExporterOptions exporters;
 };
 struct StatOptions {
   std::string ns;
@@ -72,16 +93,26 @@ struct EmitOptions {
   std::string correlation_id;
 };
 
+struct CatalogOptions {
+  std::string file;  // "" → the compiled-in catalog
+  bool json = false;
+};
+
+// Each command registers its flags on `app` (Add*Command: returns the subcommand, which is set
+// when the command line chose it) and runs with them (Run*: returns the exit code).
+CLI::App* AddDemoCommand(CLI::App* app, DemoOptions* o);
+CLI::App* AddDemoWorkerCommand(CLI::App* app, DemoWorkerOptions* o);
+CLI::App* AddHostCommand(CLI::App* app, HostCmdOptions* o);
+CLI::App* AddStatCommand(CLI::App* app, StatOptions* o);
+CLI::App* AddCleanupCommand(CLI::App* app, CleanupOptions* o);
+CLI::App* AddEmitCommand(CLI::App* app, EmitOptions* o);
+CLI::App* AddCatalogCommand(CLI::App* app, CatalogOptions* o);
 int RunDemo(const DemoOptions& o);
 int RunDemoWorker(const DemoWorkerOptions& o);
 int RunHost(const HostCmdOptions& o);
 int RunStat(const StatOptions& o);
 int RunCleanup(const CleanupOptions& o);
 int RunEmit(const EmitOptions& o);
-struct CatalogOptions {
-  std::string file;  // "" → the compiled-in catalog
-  bool json = false;
-};
 int RunCatalog(const CatalogOptions& o);
 
 // `pitlane ctl` (ctl_cmd.cc): control a running host's workers through its admin service.
@@ -120,6 +151,8 @@ const char* SignalName(int sig);
 // "12.3k", "4.56M", "1.20G": compact counts for the live tables people read (scripts read
 // --json, which has exact integers).
 std::string Compact(uint64_t n);
+// A positive, finite number of seconds, at most `max`.
+CLI::Validator PositiveSeconds(double max);
 // --ns: an explicit empty name is a mistake (a shell variable that was not set), not a request
 // for the default: a usage error.
 CLI::Validator NamespaceName();

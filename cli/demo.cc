@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -656,6 +657,41 @@ int RunDemo(const DemoOptions& o) {
   }
   std::fflush(stdout);
   return failed == 0 ? 0 : 1;
+}
+
+CLI::App* AddDemoCommand(CLI::App* app, DemoOptions* o) {
+  CLI::App* cmd = app->add_subcommand(
+      "demo", "Run a host and N worker processes emitting a realistic mix; live table + summary");
+  cmd->add_option("--workers", o->workers, "Worker processes")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--duration", o->duration_s, "How long the workers emit (seconds)")
+      ->check(PositiveSeconds(86400))
+      ->capture_default_str();
+  cmd->add_option("--rate", o->rate, "Events per second per worker")
+      ->check(CLI::Range(int64_t{1}, int64_t{10'000'000}))
+      ->capture_default_str();
+  cmd->add_option("--remote", o->remote, "Extra workers that stream to the host over loopback gRPC")
+      ->check(CLI::Range(0, 16))
+      ->capture_default_str();
+  cmd->add_option("--ns", o->ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
+  cmd->add_option("--metrics", o->metrics,
+                  "Serve Prometheus /metrics on ADDR with the event metrics the shipped Grafana "
+                  "dashboard uses (e.g. 127.0.0.1:9464)")
+      ->type_name("ADDR");
+  return cmd;
+}
+
+CLI::App* AddDemoWorkerCommand(CLI::App* app, DemoWorkerOptions* o) {
+  CLI::App* cmd = app->add_subcommand("demo-worker", "A worker process of `pitlane demo`");
+  cmd->group("");  // hidden
+  cmd->add_option("--ns", o->ns)->required();
+  cmd->add_option("--id", o->id)->required();
+  cmd->add_option("--grpc-target", o->grpc_target);
+  cmd->add_option("--duration", o->duration_s)->check(PositiveSeconds(86400));
+  cmd->add_option("--rate", o->rate)->check(CLI::Range(int64_t{1}, int64_t{10'000'000}));
+  return cmd;
 }
 
 }  // namespace pitlane::cli

@@ -1,4 +1,5 @@
 // `pitlane emit`: emits one event from the shell through a short-lived Worker.
+#include <CLI/CLI.hpp>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "pitlane/correlation.h"
 #include "pitlane/worker.h"
 
 namespace pitlane::cli {
@@ -147,6 +149,30 @@ int RunEmit(const EmitOptions& o) {
     Error("emit", "event not published: " + std::string(EmitResultName(r)));
   }
   return 1;
+}
+
+CLI::App* AddEmitCommand(CLI::App* app, EmitOptions* o) {
+  CLI::App* cmd = app->add_subcommand("emit", "Emit one event from the shell");
+  cmd->add_option("--ns", o->ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
+  cmd->add_option("--id", o->id, "Worker id (default: $PITLANE_WORKER_ID or <hostname>-<pid>)");
+  cmd->add_option("EVENT", o->event, "Event wire name, e.g. python.call.start")->required();
+  cmd->add_option("-m,--measurement", o->measurements,
+                  "Measurement key=value (int64, else double, else string); repeatable")
+      ->allow_extra_args(false);
+  cmd->add_option("-d,--metadata", o->metadata, "Metadata key=value; repeatable")
+      ->allow_extra_args(false);
+  cmd->add_option("--correlation-id", o->correlation_id, "Correlation id (<= 128 bytes)")
+      ->check(CLI::Validator(
+          [](std::string& in) -> std::string {
+            if (in.size() > kMaxCorrelationIdBytes) {
+              return "correlation id of " + std::to_string(in.size()) + " bytes is longer than " +
+                     std::to_string(kMaxCorrelationIdBytes) + " bytes";
+            }
+            return {};
+          },
+          "ID", "CorrelationId"));
+  return cmd;
 }
 
 }  // namespace pitlane::cli

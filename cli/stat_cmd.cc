@@ -10,6 +10,7 @@
 // matched across refreshes by segment name, pid and process start time.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -291,6 +292,23 @@ int RunStat(const StatOptions& o) {
     PrintText(ns, reg, nullptr);
   }
   return 0;
+}
+
+CLI::App* AddStatCommand(CLI::App* app, StatOptions* o) {
+  CLI::App* cmd = app->add_subcommand(
+      "stat",
+      "Show the rings of a namespace read-only from outside the host (works when it is down)");
+  cmd->add_option("--ns", o->ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
+      ->check(NamespaceName());
+  cmd->add_flag("--json", o->json,
+                "Print one JSON document (with --watch: one per refresh, one per line)");
+  auto* watch_flag = cmd->add_flag(
+      "--watch", o->watch, "Refresh until SIGINT, with per-ring rates since the previous refresh");
+  cmd->add_option("--interval", o->interval_s, "Refresh interval of --watch (seconds)")
+      ->check(PositiveSeconds(3600))
+      ->capture_default_str()
+      ->needs(watch_flag);
+  return cmd;
 }
 
 }  // namespace pitlane::cli

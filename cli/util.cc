@@ -89,6 +89,26 @@ Result<std::string> ResolveNamespace(const std::string& ns) {
 
 namespace pitlane::cli {
 
+// CLI11's range check accepts NaN-free input only after conversion, so check the converted value.
+CLI::Validator PositiveSeconds(double max) {
+  return CLI::Validator(
+      [max](std::string& in) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(in, &used);
+        } catch (...) {
+          return "\"" + in + "\" is not a number of seconds";
+        }
+        if (used != in.size() || !std::isfinite(v) || v <= 0 || v > max) {
+          return "\"" + in + "\" is not a number of seconds in (0, " +
+                 std::to_string(static_cast<long long>(max)) + "]";
+        }
+        return {};
+      },
+      "SECONDS", "PositiveSeconds");
+}
+
 CLI::Validator NamespaceName() {
   return CLI::Validator(
       [](std::string& in) -> std::string {
