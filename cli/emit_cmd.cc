@@ -15,15 +15,6 @@
 namespace pitlane::cli {
 namespace {
 
-// "key=value" → key, value. Empty key or no '=' is an error naming the argument.
-bool SplitPair(const std::string& arg, std::string* key, std::string* value) {
-  const size_t eq = arg.find('=');
-  if (eq == std::string::npos || eq == 0) return false;
-  *key = arg.substr(0, eq);
-  *value = arg.substr(eq + 1);
-  return true;
-}
-
 // int64 if the whole text is one, else a finite double, else the string itself.
 Value ParseValue(const std::string& text) {
   int64_t i = 0;
@@ -56,47 +47,108 @@ std::string Describe(const Value& v) {
   return "?";
 }
 
+// The measurements and metadata of the command line, as views into strings it owns.
+struct Fields {
+  std::deque<std::string> store;  // deque: stable addresses for the views
+  std::vector<Measurement> measurements;
+  std::vector<Metadata> metadata;
+
+  // "key=value" → views of key and value in `store`. Empty key or no '=' is an error naming
+  // the argument and what it was meant to be.
+  Result<std::pair<std::string_view, std::string_view>> Split(const std::string& arg,
+                                                              const char* what) {
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgument(std::string(what) + " \"" + arg + "\" is not key=value");
+    }
+    const std::string& key = store.emplace_back(arg.substr(0, eq));
+    const std::string& value = store.emplace_back(arg.substr(eq + 1));
+    return std::pair<std::string_view, std::string_view>(key, value);
+  }
+};
+
+Status ParseFields(const EmitOptions& o, Fields* f) {
+  for (const std::string& arg : o.measurements) {
+    auto kv = f->Split(arg, "measurement");
+    if (!kv.ok()) return kv.status();
+    f->measurements.emplace_back(kv->first, ParseValue(std::string(kv->second)));
+  }
+  for (const std::string& arg : o.metadata) {
+    auto kv = f->Split(arg, "metadata");
+    if (!kv.ok()) return kv.status();
+    f->metadata.emplace_back(kv->first, kv->second);
+  }
+  return Status::Ok();
+}
+
+// Names the host would reject are worth a note before the emit, not an error: the event is
+// still published and counted.
+void NoteNamesOutsideTheCatalog(Worker& w, EventHandle ev, const EmitOptions& o,
+                                const Fields& f) {
+  if (ev.id == 0) {
+    std::fprintf(stderr,
+                 "pitlane emit: note: \"%s\" is not in the catalog; the host will reject it "
+                 "(unknown_event)\n",
+                 o.event.c_str());
+  }
+  for (const Measurement& m : f.measurements) {
+    if (w.Measure(m.key).id == 0) {
+      std::fprintf(stderr,
+                   "pitlane emit: note: measurement key \"%.*s\" is not in the catalog; the host "
+                   "will reject the whole event (bad_measurement_key)\n",
+                   static_cast<int>(m.key.size()), m.key.data());
+    }
+  }
+}
+
+// Prints the outcome of the emit and returns the exit code.
+int Report(const Worker& w, const EmitOptions& o, const Fields& f, EmitResult r, bool attached) {
+  // Over gRPC an event is queued ("ok") whether or not a host is there to take it: without a
+  // connected host it would be lost when this process exits, so that is no success.
+  const bool published = r == EmitResult::kOk || r == EmitResult::kOkTruncated;
+  const bool undeliverable = published && !attached;
+  std::printf("%s: %s (worker %s, namespace \"%s\", %s)\n", o.event.c_str(),
+              undeliverable ? "not_delivered" : std::string(EmitResultName(r)).c_str(),
+              w.id().c_str(), w.ns().c_str(),
+              std::string(WorkerTransportName(w.transport())).c_str());
+  for (const Measurement& m : f.measurements) {
+    std::printf("  measurement %.*s = %s\n", static_cast<int>(m.key.size()), m.key.data(),
+                Describe(m.value).c_str());
+  }
+  if (undeliverable) {
+    Error("emit", "no host connected over gRPC within 1 s (PITLANE_GRPC_TARGET / "
+                  "PITLANE_GRPC_LISTEN); the event was not delivered");
+    return 1;
+  }
+  if (published) return 0;
+  if (r == EmitResult::kDroppedNoRing || r == EmitResult::kBuffered) {
+    Error("emit", attached ? "the worker has no ring (ring cap reached)"
+                           : "no host is running for namespace \"" + w.ns() + "\"");
+  } else {
+    Error("emit", "event not published: " + std::string(EmitResultName(r)));
+  }
+  return 1;
+}
+
 }  // namespace
 
 int RunEmit(const EmitOptions& o) {
-  auto ns_or = ResolveNamespace(o.ns);
-  if (!ns_or.ok()) {
-    Error("emit", ns_or.status().message());
+  auto ns = ResolveNamespace(o.ns);
+  if (!ns.ok()) {
+    Error("emit", ns.status().message());
     return 2;
   }
-  const std::string ns = ns_or.value();
   if (o.event.empty()) {
     Error("emit", "the event name is empty");
     return 2;
   }
-
-  // Own the strings the Measurement/Metadata views point into (deque: stable addresses).
-  std::deque<std::string> store;
-  std::vector<Measurement> measurements;
-  std::vector<Metadata> metadata;
-  for (const std::string& arg : o.measurements) {
-    std::string k, v;
-    if (!SplitPair(arg, &k, &v)) {
-      Error("emit", "measurement \"" + arg + "\" is not key=value");
-      return 2;
-    }
-    const std::string& key = store.emplace_back(std::move(k));
-    const std::string& val = store.emplace_back(std::move(v));
-    measurements.emplace_back(std::string_view(key), ParseValue(val));
+  Fields fields;
+  if (Status s = ParseFields(o, &fields); !s.ok()) {
+    Error("emit", s.message());
+    return 2;
   }
-  for (const std::string& arg : o.metadata) {
-    std::string k, v;
-    if (!SplitPair(arg, &k, &v)) {
-      Error("emit", "metadata \"" + arg + "\" is not key=value");
-      return 2;
-    }
-    const std::string& key = store.emplace_back(std::move(k));
-    const std::string& val = store.emplace_back(std::move(v));
-    metadata.emplace_back(std::string_view(key), std::string_view(val));
-  }
-
   WorkerOptions wo;
-  wo.ns = ns;
+  wo.ns = ns.value();
   wo.worker_id = o.id;
   wo.attach_wait = std::chrono::milliseconds(0);  // WaitAttached below bounds the wait
   auto started = Worker::Start(wo);
@@ -106,49 +158,10 @@ int RunEmit(const EmitOptions& o) {
   }
   Worker& w = **started;
   const bool attached = w.WaitAttached(std::chrono::milliseconds(1000));
-
   const EventHandle ev = w.Event(o.event);
-  if (ev.id == 0) {
-    std::fprintf(stderr,
-                 "pitlane emit: note: \"%s\" is not in the catalog; the host will reject it "
-                 "(unknown_event)\n",
-                 o.event.c_str());
-  }
-  for (const Measurement& m : measurements) {
-    if (w.Measure(m.key).id == 0) {
-      std::fprintf(stderr,
-                   "pitlane emit: note: measurement key \"%.*s\" is not in the catalog; the host "
-                   "will reject the whole event (bad_measurement_key)\n",
-                   static_cast<int>(m.key.size()), m.key.data());
-    }
-  }
-
-  const EmitResult r =
-      w.Emit(ev, std::span<const Measurement>(measurements.data(), measurements.size()),
-             std::span<const Metadata>(metadata.data(), metadata.size()), o.correlation_id);
-  // Over gRPC an event is queued ("ok") whether or not a host is there to take it: without a
-  // connected host it would be lost when this process exits, so that is no success.
-  const bool undeliverable = (r == EmitResult::kOk || r == EmitResult::kOkTruncated) && !attached;
-  std::printf("%s: %s (worker %s, namespace \"%s\", %s)\n", o.event.c_str(),
-              undeliverable ? "not_delivered" : std::string(EmitResultName(r)).c_str(),
-              w.id().c_str(), ns.c_str(), std::string(WorkerTransportName(w.transport())).c_str());
-  for (const Measurement& m : measurements) {
-    std::printf("  measurement %.*s = %s\n", static_cast<int>(m.key.size()), m.key.data(),
-                Describe(m.value).c_str());
-  }
-  if (undeliverable) {
-    Error("emit", "no host connected over gRPC within 1 s (PITLANE_GRPC_TARGET / "
-                  "PITLANE_GRPC_LISTEN); the event was not delivered");
-    return 1;
-  }
-  if (r == EmitResult::kOk || r == EmitResult::kOkTruncated) return 0;
-  if (r == EmitResult::kDroppedNoRing || r == EmitResult::kBuffered) {
-    Error("emit", attached ? "the worker has no ring (ring cap reached)"
-                           : "no host is running for namespace \"" + ns + "\"");
-  } else {
-    Error("emit", "event not published: " + std::string(EmitResultName(r)));
-  }
-  return 1;
+  NoteNamesOutsideTheCatalog(w, ev, o, fields);
+  const EmitResult r = w.Emit(ev, fields.measurements, fields.metadata, o.correlation_id);
+  return Report(w, o, fields, r, attached);
 }
 
 CLI::App* AddEmitCommand(CLI::App* app, EmitOptions* o) {
