@@ -671,109 +671,15 @@ class PrometheusExporter::Impl {
   Status Init() {
     std::vector<Metric> metrics;
     std::set<std::string> names;
-    std::vector<std::string> events;
-    const Catalog& catalog = host_.catalog();
     for (const MetricSpec& spec : options_.specs) {
-      Metric m;
-      m.spec = spec;
-      const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
-                               spec.measurement + ")";
-      if (catalog.FindHostEvent(spec.event) == 0) {
-        return InvalidArgument("metric " + what + ": no event \"" + spec.event +
-                               "\" in the catalog (the name is <event>.<measurement>; a counter "
-                               "ends with a segment such as .count)");
-      }
-      Unit catalog_unit = Unit::kNone;
-      if (spec.kind != MetricKind::kCounter) {
-        const uint16_t key = catalog.MeasurementKeyId(spec.measurement);
-        if (key == 0) {
-          return InvalidArgument("metric " + what + ": no measurement key \"" +
-                                 spec.measurement + "\" in the catalog");
-        }
-        catalog_unit = catalog.MeasurementUnit(key);
-      }
-      const bool conventional = options_.naming == MetricNaming::kConventional;
-      const Unit from = spec.unit_from.value_or(catalog_unit);
-      // Conventional names are in base units whatever the spec's target (promtool flags
-      // `_milliseconds`); the Snakepit naming converts as Telemetry.Metrics does.
-      m.unit = conventional ? BaseUnitOf(from) : spec.unit_to.value_or(from);
-      m.factor = UnitFactor(from, m.unit);
-      m.name = !spec.name.empty() ? SanitizeMetricName(spec.name)
-               : conventional     ? ConventionalName(spec, m.unit)
-                                  : spec.MetricName();
-      if (!names.insert(m.name).second || m.name.rfind("pitlane_", 0) == 0 ||
-          m.name.rfind("process_", 0) == 0) {
-        return InvalidArgument("metric " + what + ": name \"" + m.name +
-                               "\" is used twice or collides with pitlane_* or process_* series");
-      }
-      if (spec.kind == MetricKind::kHistogram) {
-        if (m.spec.buckets.empty()) m.spec.buckets = DefaultBuckets(m.unit);
-        std::sort(m.spec.buckets.begin(), m.spec.buckets.end());
-        m.spec.buckets.erase(std::unique(m.spec.buckets.begin(), m.spec.buckets.end()),
-                             m.spec.buckets.end());
-      }
-      std::set<std::string> label_set;
-      for (const std::string& tag : spec.tags) {
-        std::string label = SanitizeLabelName(tag);
-        if (label == "le" || label.rfind("__", 0) == 0 || !label_set.insert(label).second) {
-          return InvalidArgument("metric " + what + ": tag \"" + tag +
-                                 "\" is repeated or a reserved label name");
-        }
-        m.label_names.push_back(std::move(label));
-      }
-      events.push_back(spec.event);
-      metrics.push_back(std::move(m));
+      Result<Metric> m = CompileMetric(spec, &names);
+      if (!m.ok()) return m.status();
+      metrics.push_back(std::move(m).value());
     }
-
-    // Listen address.
-    const std::string& listen = options_.listen;
-    const size_t colon = listen.rfind(':');
-    if (colon == std::string::npos) {
-      return InvalidArgument("listen address \"" + listen + "\" is not host:port");
-    }
-    std::string host_part = listen.substr(0, colon);
-    if (host_part.size() >= 2 && host_part.front() == '[' && host_part.back() == ']') {
-      host_part = host_part.substr(1, host_part.size() - 2);
-    }
-    unsigned port = 0;
-    const std::string port_part = listen.substr(colon + 1);
-    const auto [p, ec] =
-        std::from_chars(port_part.data(), port_part.data() + port_part.size(), port);
-    if (ec != std::errc() || p != port_part.data() + port_part.size() || port > 65535) {
-      return InvalidArgument("listen address \"" + listen + "\" has no valid port");
-    }
-    beast::error_code err;
-    const asio::ip::address addr =
-        asio::ip::make_address(host_part.empty() ? "0.0.0.0" : host_part, err);
-    if (err) {
-      return InvalidArgument("listen address \"" + listen + "\": " + err.message());
-    }
-    const tcp::endpoint endpoint(addr, static_cast<uint16_t>(port));
-    acceptor_.open(endpoint.protocol(), err);
-    if (!err) acceptor_.set_option(asio::socket_base::reuse_address(true), err);
-    if (!err) acceptor_.bind(endpoint, err);
-    if (!err) acceptor_.listen(asio::socket_base::max_listen_connections, err);
-    if (err) return Unavailable("cannot listen on " + listen + ": " + err.message());
-    port_ = acceptor_.local_endpoint().port();
-
+    if (Status s = Listen(); !s.ok()) return s;
     if (!metrics.empty()) {
-      aggregator_ = std::make_shared<Aggregator>(std::move(metrics),
-                                                 options_.max_series_per_metric,
-                                                 options_.queue_capacity);
-      aggregator_->Start();
-      static std::atomic<uint64_t> next_id{0};
-      handler_id_ = "prometheus#" + std::to_string(next_id.fetch_add(1));
-      // The host may call a handler snapshot briefly after Detach: the closure owns the
-      // aggregator so it outlives that call.
-      Handler push = aggregator_->handler();
-      Status s = host_.AttachMany(
-          handler_id_, events, [agg = aggregator_, push](const EventView& v) { push(v); });
-      if (!s.ok()) {
-        handler_id_.clear();
-        return s;
-      }
+      if (Status s = StartAggregator(std::move(metrics)); !s.ok()) return s;
     }
-
     Accept();
     thread_ = std::thread([this] { io_.run(); });
     return Status::Ok();
@@ -870,6 +776,112 @@ class PrometheusExporter::Impl {
     http::response<http::string_body> response_;
   };
 
+  // A spec checked against the catalog and the names taken so far (`names`), with its exported
+  // name, unit, buckets and label names.
+  Result<Metric> CompileMetric(const MetricSpec& spec, std::set<std::string>* names) const {
+    Metric m;
+    m.spec = spec;
+    const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
+                             spec.measurement + ")";
+    const Catalog& catalog = host_.catalog();
+    if (catalog.FindHostEvent(spec.event) == 0) {
+      return InvalidArgument("metric " + what + ": no event \"" + spec.event +
+                             "\" in the catalog (the name is <event>.<measurement>; a counter "
+                             "ends with a segment such as .count)");
+    }
+    Unit catalog_unit = Unit::kNone;
+    if (spec.kind != MetricKind::kCounter) {
+      const uint16_t key = catalog.MeasurementKeyId(spec.measurement);
+      if (key == 0) {
+        return InvalidArgument("metric " + what + ": no measurement key \"" + spec.measurement +
+                               "\" in the catalog");
+      }
+      catalog_unit = catalog.MeasurementUnit(key);
+    }
+    const bool conventional = options_.naming == MetricNaming::kConventional;
+    const Unit from = spec.unit_from.value_or(catalog_unit);
+    // Conventional names are in base units whatever the spec's target (promtool flags
+    // `_milliseconds`); the Snakepit naming converts as Telemetry.Metrics does.
+    m.unit = conventional ? BaseUnitOf(from) : spec.unit_to.value_or(from);
+    m.factor = UnitFactor(from, m.unit);
+    m.name = !spec.name.empty() ? SanitizeMetricName(spec.name)
+             : conventional     ? ConventionalName(spec, m.unit)
+                                : spec.MetricName();
+    if (!names->insert(m.name).second || m.name.rfind("pitlane_", 0) == 0 ||
+        m.name.rfind("process_", 0) == 0) {
+      return InvalidArgument("metric " + what + ": name \"" + m.name +
+                             "\" is used twice or collides with pitlane_* or process_* series");
+    }
+    if (spec.kind == MetricKind::kHistogram) {
+      if (m.spec.buckets.empty()) m.spec.buckets = DefaultBuckets(m.unit);
+      std::sort(m.spec.buckets.begin(), m.spec.buckets.end());
+      m.spec.buckets.erase(std::unique(m.spec.buckets.begin(), m.spec.buckets.end()),
+                           m.spec.buckets.end());
+    }
+    std::set<std::string> label_set;
+    for (const std::string& tag : spec.tags) {
+      std::string label = SanitizeLabelName(tag);
+      if (label == "le" || label.rfind("__", 0) == 0 || !label_set.insert(label).second) {
+        return InvalidArgument("metric " + what + ": tag \"" + tag +
+                               "\" is repeated or a reserved label name");
+      }
+      m.label_names.push_back(std::move(label));
+    }
+    return m;
+  }
+
+  // Binds options_.listen ("host:port", "[v6]:port", ":port" for every address).
+  Status Listen() {
+    const std::string& listen = options_.listen;
+    const size_t colon = listen.rfind(':');
+    if (colon == std::string::npos) {
+      return InvalidArgument("listen address \"" + listen + "\" is not host:port");
+    }
+    std::string host_part = listen.substr(0, colon);
+    if (host_part.size() >= 2 && host_part.front() == '[' && host_part.back() == ']') {
+      host_part = host_part.substr(1, host_part.size() - 2);
+    }
+    unsigned port = 0;
+    const std::string port_part = listen.substr(colon + 1);
+    const auto [p, ec] =
+        std::from_chars(port_part.data(), port_part.data() + port_part.size(), port);
+    if (ec != std::errc() || p != port_part.data() + port_part.size() || port > 65535) {
+      return InvalidArgument("listen address \"" + listen + "\" has no valid port");
+    }
+    beast::error_code err;
+    const asio::ip::address addr =
+        asio::ip::make_address(host_part.empty() ? "0.0.0.0" : host_part, err);
+    if (err) {
+      return InvalidArgument("listen address \"" + listen + "\": " + err.message());
+    }
+    const tcp::endpoint endpoint(addr, static_cast<uint16_t>(port));
+    acceptor_.open(endpoint.protocol(), err);
+    if (!err) acceptor_.set_option(asio::socket_base::reuse_address(true), err);
+    if (!err) acceptor_.bind(endpoint, err);
+    if (!err) acceptor_.listen(asio::socket_base::max_listen_connections, err);
+    if (err) return Unavailable("cannot listen on " + listen + ": " + err.message());
+    port_ = acceptor_.local_endpoint().port();
+    return Status::Ok();
+  }
+
+  // Starts the aggregator of the event metrics and attaches it to their events.
+  Status StartAggregator(std::vector<Metric> metrics) {
+    std::vector<std::string> events;
+    for (const Metric& m : metrics) events.push_back(m.spec.event);
+    aggregator_ = std::make_shared<Aggregator>(std::move(metrics), options_.max_series_per_metric,
+                                               options_.queue_capacity);
+    aggregator_->Start();
+    static std::atomic<uint64_t> next_id{0};
+    handler_id_ = "prometheus#" + std::to_string(next_id.fetch_add(1));
+    // The host may call a handler snapshot briefly after Detach: the closure owns the
+    // aggregator so it outlives that call.
+    Handler push = aggregator_->handler();
+    Status s = host_.AttachMany(handler_id_, events,
+                                [agg = aggregator_, push](const EventView& v) { push(v); });
+    if (!s.ok()) handler_id_.clear();
+    return s;
+  }
+
   void Accept() {
     acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec,
                                                           tcp::socket socket) {
@@ -880,23 +892,22 @@ class PrometheusExporter::Impl {
   }
 
   void RenderTransport(Writer& w) {
-    const std::vector<RingStats> rings = host_.Rings();
     const std::vector<WorkerInfo> workers = host_.Workers();
-    const HostStats stats = host_.Stats();
-
-    // Per worker id: Host::Workers() carries the totals of every ring (live and reclaimed)
-    // and of the ringless threads.
-    std::map<std::string, Tally> totals;
-    for (const WorkerInfo& wi : workers) totals[wi.id] += wi;
-    std::vector<const RingStats*> live;
     // Workers gone past the host's departed_retention, summed under one id: sums over
     // workers never go back when a worker's own series go.
     const DepartedWorkers departed = host_.Departed();
-    if (departed.workers > 0) totals[kDepartedWorkerId] += departed;
-    for (const RingStats& r : rings) {
-      if (!r.reclaimed) live.push_back(&r);
-    }
+    RenderWorkerCounters(w, workers, departed);
+    RenderRingsAndLaw(w, workers, departed);
+    RenderHostCounters(w, host_.Stats());
+  }
 
+  // The per-worker outcome counters. Per worker id: Host::Workers() carries the totals of every
+  // ring (live and reclaimed) and of the ringless threads.
+  static void RenderWorkerCounters(Writer& w, const std::vector<WorkerInfo>& workers,
+                                   const DepartedWorkers& departed) {
+    std::map<std::string, Tally> totals;
+    for (const WorkerInfo& wi : workers) totals[wi.id] += wi;
+    if (departed.workers > 0) totals[kDepartedWorkerId] += departed;
     auto per_worker = [&](std::string_view name, std::string_view help, auto field) {
       w.Family(name, "counter", help);
       for (const auto& [id, t] : totals) w.Sample(name, {{"worker_id", id}}, field(t));
@@ -910,41 +921,49 @@ class PrometheusExporter::Impl {
                [](const Tally& t) { return t.delivered; });
     per_worker("pitlane_truncated_total", "Delivered events with a value cut to max_value_bytes.",
                [](const Tally& t) { return t.truncated; });
+    // One family of per-reason series; `reasons` lists (reason, count) of a worker's totals.
+    auto by_reason = [&](std::string_view name, std::string_view help, auto reasons) {
+      w.Family(name, "counter", help);
+      for (const auto& [id, t] : totals) {
+        for (const auto& [reason, v] : reasons(t)) {
+          w.Sample(name, {{"worker_id", id}, {"reason", reason}}, v);
+        }
+      }
+    };
+    using Reasons = std::vector<std::pair<std::string, uint64_t>>;
+    by_reason("pitlane_dropped_total", "Events the worker dropped, by reason.",
+              [](const Tally& t) {
+                return Reasons{{"full", t.dropped_full},
+                               {"too_large", t.dropped_too_large},
+                               {"no_ring", t.dropped_no_ring},
+                               {"in_flight", t.dropped_in_flight}};
+              });
+    by_reason("pitlane_suppressed_total", "Events the worker's gate suppressed, by reason.",
+              [](const Tally& t) {
+                return Reasons{{"disabled", t.suppressed_disabled},
+                               {"sampled", t.suppressed_sampled},
+                               {"filtered", t.suppressed_filtered}};
+              });
+    by_reason("pitlane_rejected_total", "Published events the host rejected, by reason.",
+              [](const Tally& t) {
+                Reasons r;
+                for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+                  r.emplace_back(shm::RejectReasonName(i), t.rejected[i]);
+                }
+                return r;
+              });
+  }
 
-    w.Family("pitlane_dropped_total", "counter", "Events the worker dropped, by reason.");
-    for (const auto& [id, t] : totals) {
-      const std::pair<const char*, uint64_t> reasons[] = {{"full", t.dropped_full},
-                                                          {"too_large", t.dropped_too_large},
-                                                          {"no_ring", t.dropped_no_ring},
-                                                          {"in_flight", t.dropped_in_flight}};
-      for (const auto& [reason, v] : reasons) {
-        w.Sample("pitlane_dropped_total", {{"worker_id", id}, {"reason", reason}}, v);
-      }
-    }
-    w.Family("pitlane_suppressed_total", "counter", "Events the worker's gate suppressed, by reason.");
-    for (const auto& [id, t] : totals) {
-      const std::pair<const char*, uint64_t> reasons[] = {
-          {"disabled", t.suppressed_disabled},
-          {"sampled", t.suppressed_sampled},
-          {"filtered", t.suppressed_filtered}};
-      for (const auto& [reason, v] : reasons) {
-        w.Sample("pitlane_suppressed_total", {{"worker_id", id}, {"reason", reason}}, v);
-      }
-    }
-    w.Family("pitlane_rejected_total", "counter",
-             "Published events the host rejected, by reason.");
-    for (const auto& [id, t] : totals) {
-      for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-        w.Sample("pitlane_rejected_total",
-                 {{"worker_id", id}, {"reason", shm::RejectReasonName(i)}}, t.rejected[i]);
-      }
-    }
+  // Ring fill, the law on settled numbers and the worker population.
+  void RenderRingsAndLaw(Writer& w, const std::vector<WorkerInfo>& workers,
+                         const DepartedWorkers& departed) {
     w.Family("pitlane_ring_fill_ratio", "gauge", "Used fraction of each live ring.");
-    for (const RingStats* r : live) {
-      const double ratio = r->capacity == 0 ? 0.0
-                                            : static_cast<double>(r->used_bytes) /
-                                                  static_cast<double>(r->capacity);
-      w.Sample("pitlane_ring_fill_ratio", {{"worker_id", r->worker_id}, {"segment", r->segment}},
+    for (const RingStats& r : host_.Rings()) {
+      if (r.reclaimed) continue;
+      const double ratio = r.capacity == 0 ? 0.0
+                                           : static_cast<double>(r.used_bytes) /
+                                                 static_cast<double>(r.capacity);
+      w.Sample("pitlane_ring_fill_ratio", {{"worker_id", r.worker_id}, {"segment", r.segment}},
                ratio);
     }
     // The law on settled numbers: a gone worker (not alive, no live ring) or the departed sum;
@@ -966,7 +985,9 @@ class PrometheusExporter::Impl {
     w.Family("pitlane_workers_departed_total", "counter",
              "Gone workers whose series were retired into worker_id=\"(departed)\".");
     w.Sample("pitlane_workers_departed_total", {}, departed.workers);
+  }
 
+  void RenderHostCounters(Writer& w, const HostStats& stats) {
     auto host_total = [&](std::string_view name, std::string_view help, uint64_t v) {
       w.Family(name, "counter", help);
       w.Sample(name, {}, v);
