@@ -8,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -232,9 +233,9 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   }
 
   // ── dial-in ────────────────────────────────────────────────────────────────────────────
-  grpc::Status StreamTelemetry(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>* stream) override {
+  using DialInStream = grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>;
+
+  grpc::Status StreamTelemetry(grpc::ServerContext* ctx, DialInStream* stream) override {
     if (grpc::Status auth = CheckBearerToken(*ctx, opt.grpc_token); !auth.ok()) return auth;
     // Each open stream holds this thread (the synchronous API): bound how many there are.
     struct StreamSeat {
@@ -248,11 +249,47 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
     auto first_batch = std::make_unique<Item::ArenaBatch>();
     const pb::TelemetryUpstream* first = first_batch->msg;
+    if (std::optional<grpc::Status> refused = ReadHello(ctx, stream, first_batch->msg)) {
+      return *refused;
+    }
+    std::shared_ptr<RemoteWorker> w = WorkerFor(first->hello().worker_id(), Direction::kDialIn);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      w->pid = first->hello().pid();
+      w->pid_str = std::to_string(w->pid);
+      w->node = first->hello().node();
+      w->catalog_hash = first->hello().catalog_hash();
+    }
+    const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
+    std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
+    SetDialInWriters(*h, stream);
+    SendInitialControl(h);
+    uint64_t messages = 1;
+    size_t n = static_cast<size_t>(first->events_size() + first->records_size());
+    Push(Item{Item::kEvents, w, std::move(first_batch), {}, nullptr, true}, n);
+    auto next = std::make_unique<Item::ArenaBatch>();
+    while (!stopping.load() && stream->Read(next->msg)) {
+      ++messages;
+      n = static_cast<size_t>(next->msg->events_size() + next->msg->records_size());
+      Push(Item{Item::kEvents, w, std::move(next), {}, nullptr, true}, n);
+      next = std::make_unique<Item::ArenaBatch>();
+    }
+    const bool lost = ctx->IsCancelled();
+    if (!lost) SendLastAck(*h, w);
+    Close(h, lost, lost ? "cancelled or connection broken" : "closed by the worker", messages,
+          stream_id);
+    return grpc::Status::OK;
+  }
+
+  // Reads a dial-in stream's first message into `first`, within the hello timeout. nullopt when
+  // it is a WorkerHello with a valid worker id; otherwise how the call ends.
+  std::optional<grpc::Status> ReadHello(grpc::ServerContext* ctx, DialInStream* stream,
+                                        pb::TelemetryUpstream* first) {
     {
       std::lock_guard<std::mutex> lock(hello_mu);
       awaiting_hello[ctx] = std::chrono::steady_clock::now() + opt.grpc_hello_timeout;
     }
-    const bool got_first = stream->Read(first_batch->msg);
+    const bool got_first = stream->Read(first);
     {
       // After this, the ack thread no longer touches ctx (it cancels only under hello_mu).
       std::lock_guard<std::mutex> lock(hello_mu);
@@ -268,24 +305,18 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first message of a stream must carry WorkerHello.worker_id");
     }
-    const std::string id = first->hello().worker_id();
-    if (id.size() > kMaxWorkerIdBytes) {
+    if (first->hello().worker_id().size() > kMaxWorkerIdBytes) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "worker id is longer than " + std::to_string(kMaxWorkerIdBytes) +
                               " bytes");
     }
-    std::shared_ptr<RemoteWorker> w = WorkerFor(id, Direction::kDialIn);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      w->pid = first->hello().pid();
-      w->pid_str = std::to_string(w->pid);
-      w->node = first->hello().node();
-      w->catalog_hash = first->hello().catalog_hash();
-    }
-    const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
-    std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
+    return std::nullopt;
+  }
+
+  // How a dial-in stream writes: control (the first one with this host's catalog hash) and acks.
+  void SetDialInWriters(StreamHandle& h, DialInStream* stream) {
     const uint64_t catalog_hash = catalog->hash();
-    h->send_control = [stream, catalog_hash](const ControlState& s, bool initial) {
+    h.send_control = [stream, catalog_hash](const ControlState& s, bool initial) {
       pb::TelemetryControl c[3];
       ControlToMessages(s, c);
       for (int i = 0; i < 3; ++i) {
@@ -297,47 +328,33 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       }
       return true;
     };
-    h->send_ack = [stream](uint64_t seq) {
+    h.send_ack = [stream](uint64_t seq) {
       pb::TelemetryDownstream d;
       d.set_acked_sequence(seq);
       return stream->Write(d);
     };
-    SendInitialControl(h);
-    uint64_t messages = 1;
-    size_t n = static_cast<size_t>(first->events_size() + first->records_size());
-    Push(Item{Item::kEvents, w, std::move(first_batch), {}, nullptr, true}, n);
-    auto next = std::make_unique<Item::ArenaBatch>();
-    while (!stopping.load() && stream->Read(next->msg)) {
-      ++messages;
-      n = static_cast<size_t>(next->msg->events_size() + next->msg->records_size());
-      Push(Item{Item::kEvents, w, std::move(next), {}, nullptr, true}, n);
-      next = std::make_unique<Item::ArenaBatch>();
-    }
-    const bool lost = ctx->IsCancelled();
-    if (!lost) {
-      // The worker closed its side: give the poll thread a moment to fold what it sent, so the
-      // last ack reaches the worker before the stream ends.
-      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-      while (std::chrono::steady_clock::now() < until && !stopping.load()) {
-        {
-          std::lock_guard<std::mutex> lock(inbox_mu);
-          if (std::none_of(inbox.begin(), inbox.end(),
-                           [&](const Item& i) { return i.worker == w; })) {
-            break;
-          }
+  }
+
+  // The worker closed its side: give the poll thread a moment to fold what it sent, so the last
+  // ack reaches the worker before the stream ends.
+  void SendLastAck(StreamHandle& h, const std::shared_ptr<RemoteWorker>& w) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (std::chrono::steady_clock::now() < until && !stopping.load()) {
+      {
+        std::lock_guard<std::mutex> lock(inbox_mu);
+        if (std::none_of(inbox.begin(), inbox.end(),
+                         [&](const Item& i) { return i.worker == w; })) {
+          break;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
-      std::lock_guard<std::mutex> wl(h->write_mu);
-      const uint64_t acked = w->acked.load(std::memory_order_acquire);
-      if (acked > h->ack_sent) {
-        h->send_ack(acked);
-        h->ack_sent = acked;
-      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    Close(h, lost, lost ? "cancelled or connection broken" : "closed by the worker", messages,
-          stream_id);
-    return grpc::Status::OK;
+    std::lock_guard<std::mutex> wl(h.write_mu);
+    const uint64_t acked = w->acked.load(std::memory_order_acquire);
+    if (acked > h.ack_sent) {
+      h.send_ack(acked);
+      h.ack_sent = acked;
+    }
   }
 
   // Streams that sent no WorkerHello in time are cancelled: their blocked Read returns and
@@ -378,6 +395,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   }
 
   // ── dial-out (Snakepit's direction: the host dials a worker) ────────────────────────────
+  using DialedStream = grpc::ClientReaderWriter<pb::TelemetryControl, pb::TelemetryEvent>;
+
   void Dial(Dialer* d) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
@@ -391,91 +410,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     auto backoff = kMinBackoff;
     bool logged = false;
     while (!stopping.load()) {
-      grpc::ClientContext ctx;
-      ctx.AddMetadata("x-pitlane-host", "1");
-      if (!opt.grpc_token.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.grpc_token);
-      {
-        std::lock_guard<std::mutex> lock(d->ctx_mu);
-        if (stopping.load()) break;
-        d->ctx = &ctx;
-      }
-      auto stream = worker_client->StreamTelemetry(&ctx);
-      const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
-      std::shared_ptr<StreamHandle> h;
-      uint64_t messages = 0;
-      pb::TelemetryEvent ev;
       const auto opened = std::chrono::steady_clock::now();
-      bool pid_known = false;  // from x-pitlane-pid, or else from the peer's events
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        w->host_gated = true;  // until the peer shows it is a pitlane worker
-      }
-      auto send_control = [&stream, &w, this](const ControlState& s, bool) {
-        bool gated;
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          gated = w->host_gated;
-        }
-        if (gated) w->gate.Update(s, *catalog);
-        pb::TelemetryControl c[3];
-        ControlToMessages(gated ? PeerGate::PeerPart(s) : s, c);
-        for (auto& m : c) {
-          if (!stream->Write(m)) return false;
-        }
-        return true;
-      };
-      // The control state goes first; a write that fails means no worker is there.
-      bool open = false;
-      if (send_control(hooks.control_of(d->id), true)) {
-        h = Open(w, Direction::kDialOut, d->address, stream_id);
-        open = true;
-        h->send_control = send_control;
-        SendInitialControl(h);  // again: an update may have raced the first send
-        while (stream->Read(&ev)) {
-          if (messages++ == 0) {
-            const auto& md = ctx.GetServerInitialMetadata();
-            if (auto it = md.find("x-pitlane-pid"); it != md.end()) {
-              {
-                std::lock_guard<std::mutex> lock(mu);
-                w->pid_str.assign(it->second.data(), it->second.size());
-                w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
-                w->host_gated = false;  // a pitlane worker applies its control state itself
-              }
-              pid_known = true;
-              SendInitialControl(h);
-            }
-          }
-          if (!pid_known) pid_known = AdoptPeerPid(*w, ev);
-          Item it;
-          it.kind = Item::kEvents;
-          it.worker = w;
-          {
-            std::lock_guard<std::mutex> lock(mu);
-            it.gated = w->host_gated;
-          }
-          size_t n = 0;
-          if (ev.has_pitlane_counters() && ev.event_parts_size() == 0) {
-            it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
-          } else {
-            it.events.push_back(std::move(ev));
-            n = 1;
-          }
-          Push(std::move(it), n);
-          ev.Clear();
-        }
-      }
-      {
-        std::lock_guard<std::mutex> lock(d->ctx_mu);
-        d->ctx = nullptr;
-      }
-      const grpc::Status st = stream->Finish();
-      if (open) {
-        Close(h, !stopping.load(),
-              st.ok() ? "closed by the worker"
-                      : std::to_string(static_cast<int>(st.error_code())) + ": " +
-                            st.error_message(),
-              messages, stream_id);
-      }
+      const grpc::Status st = DialOnce(d, *worker_client, w);
       if (stopping.load()) break;
       if (!logged || st.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
         Log("stream to worker " + d->id + " at " + d->address + " ended (" +
@@ -494,6 +430,105 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
                        [&] { return stopping.load(); });
       backoff = std::min(backoff * 2, kMaxBackoff);
     }
+  }
+
+  // One stream to a dialed worker: sends the control state, folds what the worker sends until
+  // the stream ends, and closes it. Returns how it ended.
+  grpc::Status DialOnce(Dialer* d, ::snakepit::bridge::BridgeService::Stub& worker_client,
+                        const std::shared_ptr<RemoteWorker>& w) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-pitlane-host", "1");
+    if (!opt.grpc_token.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.grpc_token);
+    {
+      std::lock_guard<std::mutex> lock(d->ctx_mu);
+      if (stopping.load()) return grpc::Status::CANCELLED;
+      d->ctx = &ctx;
+    }
+    auto stream = worker_client.StreamTelemetry(&ctx);
+    const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      w->host_gated = true;  // until the peer shows it is a pitlane worker
+    }
+    auto send_control = [&stream, &w, this](const ControlState& s, bool) {
+      bool gated;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        gated = w->host_gated;
+      }
+      if (gated) w->gate.Update(s, *catalog);
+      pb::TelemetryControl c[3];
+      ControlToMessages(gated ? PeerGate::PeerPart(s) : s, c);
+      for (auto& m : c) {
+        if (!stream->Write(m)) return false;
+      }
+      return true;
+    };
+    // The control state goes first; a write that fails means no worker is there.
+    std::shared_ptr<StreamHandle> h;
+    uint64_t messages = 0;
+    if (send_control(hooks.control_of(d->id), true)) {
+      h = Open(w, Direction::kDialOut, d->address, stream_id);
+      h->send_control = send_control;
+      SendInitialControl(h);  // again: an update may have raced the first send
+      messages = ReadDialed(ctx, *stream, w, h);
+    }
+    {
+      std::lock_guard<std::mutex> lock(d->ctx_mu);
+      d->ctx = nullptr;
+    }
+    const grpc::Status st = stream->Finish();
+    if (h) {
+      Close(h, !stopping.load(),
+            st.ok() ? "closed by the worker"
+                    : std::to_string(static_cast<int>(st.error_code())) + ": " +
+                          st.error_message(),
+            messages, stream_id);
+    }
+    return st;
+  }
+
+  // Reads a dialed worker's events (and counter reports) into the inbox until the stream ends;
+  // learns the worker's pid on the way. Returns how many messages it read.
+  uint64_t ReadDialed(grpc::ClientContext& ctx, DialedStream& stream,
+                      const std::shared_ptr<RemoteWorker>& w,
+                      const std::shared_ptr<StreamHandle>& h) {
+    uint64_t messages = 0;
+    bool pid_known = false;  // from x-pitlane-pid, or else from the peer's events
+    pb::TelemetryEvent ev;
+    while (stream.Read(&ev)) {
+      if (messages++ == 0) {
+        const auto& md = ctx.GetServerInitialMetadata();
+        if (auto it = md.find("x-pitlane-pid"); it != md.end()) {
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            w->pid_str.assign(it->second.data(), it->second.size());
+            w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
+            w->host_gated = false;  // a pitlane worker applies its control state itself
+          }
+          pid_known = true;
+          SendInitialControl(h);
+        }
+      }
+      if (!pid_known) pid_known = AdoptPeerPid(*w, ev);
+      Item it;
+      it.kind = Item::kEvents;
+      it.worker = w;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        it.gated = w->host_gated;
+      }
+      size_t n = 0;
+      if (ev.has_pitlane_counters() && ev.event_parts_size() == 0) {
+        it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
+      } else {
+        it.events.push_back(std::move(ev));
+        n = 1;
+      }
+      Push(std::move(it), n);
+      ev.Clear();
+    }
+    return messages;
   }
 
   // A peer that sends no x-pitlane-pid header (Snakepit's worker) tells its pid, if at all, in
