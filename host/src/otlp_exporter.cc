@@ -766,21 +766,22 @@ std::string HostName() {
   return buf;
 }
 
-}  // namespace
+using Resolved = OtlpExporter::Impl::Resolved;
 
-Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOptions o) {
-  Impl::Resolved r;
+// Protocol, scheme, host, port and base path: the options, else the OTEL_EXPORTER_OTLP_*
+// variables, else the defaults. Sets *protocol to the one chosen.
+Status ResolveEndpoint(const OtlpOptions& o, Resolved* r, std::string* protocol) {
   // Protocol: the option, else the variable, else a grpc:// endpoint, else http/protobuf.
   std::string endpoint = !o.endpoint.empty() ? o.endpoint : Env(o, "OTEL_EXPORTER_OTLP_ENDPOINT");
-  std::string protocol = !o.protocol.empty() ? o.protocol : Env(o, "OTEL_EXPORTER_OTLP_PROTOCOL");
-  if (protocol.empty()) protocol = endpoint.rfind("grpc://", 0) == 0 ? "grpc" : "http/protobuf";
-  if (protocol != "grpc" && protocol != "http/protobuf") {
-    return InvalidArgument("OTLP protocol \"" + protocol +
+  *protocol = !o.protocol.empty() ? o.protocol : Env(o, "OTEL_EXPORTER_OTLP_PROTOCOL");
+  if (protocol->empty()) *protocol = endpoint.rfind("grpc://", 0) == 0 ? "grpc" : "http/protobuf";
+  if (*protocol != "grpc" && *protocol != "http/protobuf") {
+    return InvalidArgument("OTLP protocol \"" + *protocol +
                            "\" is not supported (grpc, http/protobuf)");
   }
-  r.transport.grpc = protocol == "grpc";
+  r->transport.grpc = *protocol == "grpc";
   if (endpoint.empty()) {
-    endpoint = r.transport.grpc ? "http://localhost:4317" : "http://localhost:4318";
+    endpoint = r->transport.grpc ? "http://localhost:4317" : "http://localhost:4318";
   }
   const size_t scheme_end = endpoint.find("://");
   const std::string scheme = scheme_end == std::string::npos ? "" : endpoint.substr(0, scheme_end);
@@ -788,44 +789,47 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
     return InvalidArgument("OTLP endpoint \"" + endpoint +
                            "\": expected http://HOST:PORT, https://HOST:PORT or grpc://HOST:PORT");
   }
-  if (scheme == "grpc" && !r.transport.grpc) {
+  if (scheme == "grpc" && !r->transport.grpc) {
     return InvalidArgument("OTLP endpoint \"" + endpoint + "\" is grpc:// but the protocol is " +
-                           protocol);
+                           *protocol);
   }
-  r.transport.tls = scheme == "https";
+  r->transport.tls = scheme == "https";
   auto ca_pem = ReadCertificate(o);
   if (!ca_pem.ok()) return ca_pem.status();
-  r.transport.ca_pem = std::move(*ca_pem);
-  std::string rest = endpoint.substr(scheme_end + 3);
+  r->transport.ca_pem = std::move(*ca_pem);
+  const std::string rest = endpoint.substr(scheme_end + 3);
   const size_t slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  r.transport.base_path = slash == std::string::npos ? "" : rest.substr(slash);
-  while (!r.transport.base_path.empty() && r.transport.base_path.back() == '/') {
-    r.transport.base_path.pop_back();
+  const std::string authority = rest.substr(0, slash);
+  r->transport.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!r->transport.base_path.empty() && r->transport.base_path.back() == '/') {
+    r->transport.base_path.pop_back();
   }
   const size_t colon = authority.rfind(':');
   if (colon == std::string::npos || colon + 1 == authority.size() ||
       authority.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
-    r.transport.port = r.transport.grpc ? "4317" : "4318";
-    r.transport.host = authority;
+    r->transport.port = r->transport.grpc ? "4317" : "4318";
+    r->transport.host = authority;
   } else {
-    r.transport.host = authority.substr(0, colon);
-    r.transport.port = authority.substr(colon + 1);
+    r->transport.host = authority.substr(0, colon);
+    r->transport.port = authority.substr(colon + 1);
   }
-  if (r.transport.host.size() > 2 && r.transport.host.front() == '[') {
-    r.transport.host = r.transport.host.substr(1, r.transport.host.size() - 2);
+  if (r->transport.host.size() > 2 && r->transport.host.front() == '[') {
+    r->transport.host = r->transport.host.substr(1, r->transport.host.size() - 2);
   }
-  if (r.transport.host.empty()) {
+  if (r->transport.host.empty()) {
     return InvalidArgument("OTLP endpoint \"" + endpoint + "\" has no host");
   }
+  return Status::Ok();
+}
 
+// Headers, timeout and compression of every request.
+Status ResolveRequests(const OtlpOptions& o, Resolved* r) {
   const std::string headers = !o.headers.empty() ? o.headers : Env(o, "OTEL_EXPORTER_OTLP_HEADERS");
   auto parsed_headers = ParseKeyValues(headers, "OTEL_EXPORTER_OTLP_HEADERS");
   if (!parsed_headers.ok()) return parsed_headers.status();
-  r.transport.headers = std::move(*parsed_headers);
-
+  r->transport.headers = std::move(*parsed_headers);
   if (o.timeout) {
-    r.transport.timeout = *o.timeout;
+    r->transport.timeout = *o.timeout;
   } else if (const std::string t = Env(o, "OTEL_EXPORTER_OTLP_TIMEOUT"); !t.empty()) {
     char* end = nullptr;
     const long long ms = std::strtoll(t.c_str(), &end, 10);
@@ -833,16 +837,19 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
       return InvalidArgument("OTEL_EXPORTER_OTLP_TIMEOUT \"" + t +
                              "\" is not a positive number of milliseconds");
     }
-    r.transport.timeout = std::chrono::milliseconds(ms);
+    r->transport.timeout = std::chrono::milliseconds(ms);
   }
   const std::string compression =
       !o.compression.empty() ? o.compression : Env(o, "OTEL_EXPORTER_OTLP_COMPRESSION");
   if (!compression.empty() && compression != "gzip" && compression != "none") {
     return InvalidArgument("OTLP compression \"" + compression + "\" is not supported (gzip, none)");
   }
-  r.transport.gzip = compression == "gzip";
+  r->transport.gzip = compression == "gzip";
+  return Status::Ok();
+}
 
-  // Resource: OTEL_RESOURCE_ATTRIBUTES, then service.name, host.name and process.pid.
+// Resource: OTEL_RESOURCE_ATTRIBUTES, then service.name, host.name and process.pid.
+Status ResolveResource(const OtlpOptions& o, Resolved* r) {
   const std::string attrs =
       !o.resource_attributes.empty() ? o.resource_attributes : Env(o, "OTEL_RESOURCE_ATTRIBUTES");
   auto resource = ParseKeyValues(attrs, "OTEL_RESOURCE_ATTRIBUTES");
@@ -856,20 +863,24 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
       ++it;
     }
   }
-  r.resource.emplace_back("service.name", service.empty() ? "pitlane" : service);
-  r.resource.emplace_back("host.name", HostName());
-  r.resource.emplace_back("process.pid", std::to_string(getpid()));
-  r.resource.emplace_back("telemetry.sdk.name", "pitlane");
-  for (auto& kv : *resource) r.resource.push_back(std::move(kv));
+  r->resource.emplace_back("service.name", service.empty() ? "pitlane" : service);
+  r->resource.emplace_back("host.name", HostName());
+  r->resource.emplace_back("process.pid", std::to_string(getpid()));
+  r->resource.emplace_back("telemetry.sdk.name", "pitlane");
+  for (auto& kv : *resource) r->resource.push_back(std::move(kv));
+  return Status::Ok();
+}
 
+// The metric specs name catalog events and measurement keys; the bounds are positive.
+Status CheckSpecsAndBounds(const Catalog& catalog, const OtlpOptions& o) {
   for (const MetricSpec& spec : o.metrics) {
     const std::string what = std::string(MetricKindName(spec.kind)) + "(" + spec.event + "." +
                              spec.measurement + ")";
-    if (host.catalog().FindHostEvent(spec.event) == 0) {
+    if (catalog.FindHostEvent(spec.event) == 0) {
       return InvalidArgument("OTLP metric " + what + ": no event \"" + spec.event +
                              "\" in the catalog");
     }
-    if (spec.kind != MetricKind::kCounter && host.catalog().MeasurementKeyId(spec.measurement) == 0) {
+    if (spec.kind != MetricKind::kCounter && catalog.MeasurementKeyId(spec.measurement) == 0) {
       return InvalidArgument("OTLP metric " + what + ": no measurement key \"" +
                              spec.measurement + "\" in the catalog");
     }
@@ -877,7 +888,18 @@ Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOption
   if (o.max_batch == 0 || o.max_pending == 0 || o.max_open_spans == 0) {
     return InvalidArgument("OTLP max_batch, max_pending and max_open_spans must be positive");
   }
+  return Status::Ok();
+}
 
+}  // namespace
+
+Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOptions o) {
+  Impl::Resolved r;
+  std::string protocol;
+  if (Status s = ResolveEndpoint(o, &r, &protocol); !s.ok()) return s;
+  if (Status s = ResolveRequests(o, &r); !s.ok()) return s;
+  if (Status s = ResolveResource(o, &r); !s.ok()) return s;
+  if (Status s = CheckSpecsAndBounds(host.catalog(), o); !s.ok()) return s;
   r.describe = protocol + " " +
                (r.transport.tls ? "https://" : r.transport.grpc ? "grpc://" : "http://") +
                r.transport.host + ":" + r.transport.port + r.transport.base_path;
