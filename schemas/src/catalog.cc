@@ -173,221 +173,270 @@ uint16_t Catalog::Index::Find(std::string_view key) const {
   }
 }
 
-Result<std::shared_ptr<const Catalog>> Catalog::Parse(std::string_view text,
-                                                      std::string_view origin) {
-  auto cat = std::make_shared<Catalog>();
-  const auto error = [&](size_t line, const std::string& what) {
-    return InvalidArgument(std::string(origin) + ":" + std::to_string(line) + ": " + what);
-  };
+// The text format, one line at a time, into a Catalog under construction; then the checks that
+// need the whole text, the normalised hash and the indexes.
+class Catalog::Parser {
+ public:
+  explicit Parser(std::string_view origin) : origin_(origin), cat_(std::make_shared<Catalog>()) {}
 
-  bool have_root = false;
+  Result<std::shared_ptr<const Catalog>> Run(std::string_view text) {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t eol = text.find('\n', pos);
+      if (eol == std::string_view::npos) eol = text.size();
+      std::string_view line = text.substr(pos, eol - pos);
+      pos = eol + 1;
+      ++line_no_;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      const std::vector<std::string_view> tok = Tokenize(line);
+      if (tok.empty() || tok[0].front() == '#') continue;
+      if (Status s = ParseLine(tok); !s.ok()) return s;
+    }
+    if (!have_root_) return InvalidArgument(std::string(origin_) + ": missing 'root <name>' line");
+    for (const PendingKey& k : keys_) {
+      if (k.key.size() > cat_->limits_.max_key_bytes) {
+        return Error(k.line, std::string(k.directive) + " key " + Quote(k.key) + " is " +
+                                 std::to_string(k.key.size()) + " bytes, over max_key_bytes " +
+                                 std::to_string(cat_->limits_.max_key_bytes));
+      }
+    }
+    cat_->hash_ = Fnv1a64(Normalised());
+    BuildIndexes();
+    return std::shared_ptr<const Catalog>(std::move(cat_));
+  }
+
+ private:
   struct LimitSlot {
     std::string_view name;
     uint32_t* value;
     size_t line = 0;  // 0: not set by the text
   };
-  LimitSlot limits[] = {
-      {"max_measurements", &cat->limits_.max_measurements},
-      {"max_metadata", &cat->limits_.max_metadata},
-      {"max_key_bytes", &cat->limits_.max_key_bytes},
-      {"max_correlation_id_bytes", &cat->limits_.max_correlation_id_bytes},
-      {"max_value_bytes", &cat->limits_.max_value_bytes},
-  };
-  std::vector<PendingKey> keys;
-  // Every canonical and wire name, with the event that owns it: one namespace across events.
-  std::unordered_map<std::string, uint16_t> event_names;
-  std::unordered_map<std::string, size_t> measurement_seen, metadata_seen;
 
-  size_t line_no = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
-    std::string_view line = text.substr(pos, eol - pos);
-    pos = eol + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const std::vector<std::string_view> tok = Tokenize(line);
-    if (tok.empty() || tok[0].front() == '#') continue;
-    const std::string_view directive = tok[0];
-
-    if (directive == "root") {
-      if (tok.size() != 2) return error(line_no, "expected 'root <name>'");
-      if (have_root) return error(line_no, "duplicate 'root' line");
-      if (!IsDottedName(tok[1])) {
-        return error(line_no,
-                     "root " + Quote(tok[1]) + " is not a dotted name of [A-Za-z0-9_-] segments");
-      }
-      cat->root_ = std::string(tok[1]);
-      have_root = true;
-    } else if (directive == "limit") {
-      if (tok.size() != 3) return error(line_no, "expected 'limit <name> <integer>'");
-      LimitSlot* slot = nullptr;
-      for (LimitSlot& l : limits) {
-        if (l.name == tok[1]) slot = &l;
-      }
-      if (slot == nullptr) return error(line_no, "unknown limit " + Quote(tok[1]));
-      if (slot->line != 0) {
-        return error(line_no, "duplicate limit " + Quote(tok[1]) + " (first set on line " +
-                                  std::to_string(slot->line) + ")");
-      }
-      uint32_t value = 0;
-      const char* first = tok[2].data();
-      const char* last = first + tok[2].size();
-      const auto [ptr, ec] = std::from_chars(first, last, value);
-      if (ec != std::errc() || ptr != last || value == 0) {
-        return error(line_no, "limit " + Quote(tok[1]) + " value " + Quote(tok[2]) +
-                                  " is not an integer in [1, 4294967295]");
-      }
-      *slot->value = value;
-      slot->line = line_no;
-    } else if (directive == "measurement" || directive == "metadata") {
-      const bool is_measurement = directive == "measurement";
-      if (tok.size() != 2 && !(is_measurement && tok.size() == 3)) {
-        return error(line_no, is_measurement ? "expected 'measurement <key> [<unit>]'"
-                                             : "expected 'metadata <key>'");
-      }
-      if (!IsKey(tok[1])) {
-        return error(line_no, std::string(directive) + " key " + Quote(tok[1]) +
-                                  " is not made of [A-Za-z0-9_.-]");
-      }
-      Unit unit = Unit::kNone;
-      if (tok.size() == 3 && !ParseUnit(tok[2], &unit)) {
-        return error(line_no, "measurement unit " + Quote(tok[2]) +
-                                  " is not one of nanosecond, microsecond, millisecond, second, "
-                                  "byte, kilobyte, megabyte, none");
-      }
-      auto& seen = is_measurement ? measurement_seen : metadata_seen;
-      auto& list = is_measurement ? cat->measurement_keys_ : cat->metadata_keys_;
-      const auto [it, inserted] = seen.emplace(std::string(tok[1]), line_no);
-      if (!inserted) {
-        return error(line_no, "duplicate " + std::string(directive) + " key " + Quote(tok[1]) +
-                                  " (first on line " + std::to_string(it->second) + ")");
-      }
-      if (list.size() >= kMaxIds) {
-        return error(line_no, "more than " + std::to_string(kMaxIds) + " " +
-                                  std::string(directive) + " keys");
-      }
-      list.emplace_back(tok[1]);
-      if (is_measurement) cat->measurement_units_.push_back(unit);
-      keys.push_back(PendingKey{directive, std::string(tok[1]), line_no});
-    } else if (directive == "event") {
-      if (tok.size() < 4) {
-        return error(line_no, "expected 'event <canonical> <layer> <role> [<wire-name> ...]'");
-      }
-      if (cat->events_.size() >= kMaxIds) {
-        return error(line_no, "more than " + std::to_string(kMaxIds) + " events");
-      }
-      CatalogEvent ev;
-      ev.id = static_cast<uint16_t>(cat->events_.size() + 1);
-      if (!IsDottedName(tok[1])) {
-        return error(line_no, "event name " + Quote(tok[1]) +
-                                  " is not a dotted name of [A-Za-z0-9_-] segments");
-      }
-      ev.canonical = std::string(tok[1]);
-      const std::optional<Layer> layer = ParseLayer(tok[2]);
-      if (!layer) {
-        return error(line_no, "event " + Quote(tok[1]) + ": bad layer " + Quote(tok[2]) +
-                                  " (expected infrastructure, worker or transport)");
-      }
-      ev.layer = *layer;
-      const std::optional<SpanRole> role = ParseRole(tok[3]);
-      if (!role) {
-        return error(line_no, "event " + Quote(tok[1]) + ": bad role " + Quote(tok[3]) +
-                                  " (expected none, start, stop or exception)");
-      }
-      ev.role = *role;
-      for (size_t i = 4; i < tok.size(); ++i) {
-        if (!IsDottedName(tok[i])) {
-          return error(line_no, "event " + Quote(tok[1]) + ": wire name " + Quote(tok[i]) +
-                                    " is not a dotted name of [A-Za-z0-9_-] segments");
-        }
-        for (const std::string& w : ev.wire_names) {
-          if (w == tok[i]) {
-            return error(line_no,
-                         "event " + Quote(tok[1]) + ": duplicate wire name " + Quote(tok[i]));
-          }
-        }
-        ev.wire_names.emplace_back(tok[i]);
-      }
-      if (ev.layer == Layer::kWorker && ev.wire_names.empty()) {
-        return error(line_no, "worker-layer event " + Quote(tok[1]) + " has no wire names");
-      }
-      if (ev.layer != Layer::kWorker && !ev.wire_names.empty()) {
-        return error(line_no, std::string(LayerName(ev.layer)) + "-layer event " + Quote(tok[1]) +
-                                  " has wire names; only worker-layer events may have them");
-      }
-      // Canonical and wire names share one namespace; an event may repeat its own canonical
-      // name as a wire name.
-      std::vector<std::string_view> names{ev.canonical};
-      for (const std::string& w : ev.wire_names) {
-        if (w != ev.canonical) names.push_back(w);
-      }
-      for (const std::string_view name : names) {
-        const auto it = event_names.find(std::string(name));
-        if (it != event_names.end()) {
-          return error(line_no, "duplicate event name " + Quote(name) + " (already used by " +
-                                    Quote(cat->events_[it->second - 1].canonical) + ")");
-        }
-      }
-      for (const std::string_view name : names) event_names.emplace(std::string(name), ev.id);
-      cat->events_.push_back(std::move(ev));
-    } else {
-      return error(line_no, "unknown directive " + Quote(directive) +
-                                " (expected root, limit, measurement, metadata or event)");
-    }
+  Status Error(size_t line, const std::string& what) const {
+    return InvalidArgument(std::string(origin_) + ":" + std::to_string(line) + ": " + what);
   }
 
-  if (!have_root) return InvalidArgument(std::string(origin) + ": missing 'root <name>' line");
-  for (const PendingKey& k : keys) {
-    if (k.key.size() > cat->limits_.max_key_bytes) {
-      return error(k.line, std::string(k.directive) + " key " + Quote(k.key) + " is " +
-                               std::to_string(k.key.size()) + " bytes, over max_key_bytes " +
-                               std::to_string(cat->limits_.max_key_bytes));
+  Status ParseLine(const std::vector<std::string_view>& tok) {
+    const std::string_view directive = tok[0];
+    if (directive == "root") return ParseRoot(tok);
+    if (directive == "limit") return ParseLimit(tok);
+    if (directive == "measurement" || directive == "metadata") return ParseKey(tok);
+    if (directive == "event") return ParseEvent(tok);
+    return Error(line_no_, "unknown directive " + Quote(directive) +
+                               " (expected root, limit, measurement, metadata or event)");
+  }
+
+  Status ParseRoot(const std::vector<std::string_view>& tok) {
+    if (tok.size() != 2) return Error(line_no_, "expected 'root <name>'");
+    if (have_root_) return Error(line_no_, "duplicate 'root' line");
+    if (!IsDottedName(tok[1])) {
+      return Error(line_no_,
+                   "root " + Quote(tok[1]) + " is not a dotted name of [A-Za-z0-9_-] segments");
     }
+    cat_->root_ = std::string(tok[1]);
+    have_root_ = true;
+    return Status::Ok();
+  }
+
+  Status ParseLimit(const std::vector<std::string_view>& tok) {
+    if (tok.size() != 3) return Error(line_no_, "expected 'limit <name> <integer>'");
+    LimitSlot* slot = nullptr;
+    for (LimitSlot& l : limits_) {
+      if (l.name == tok[1]) slot = &l;
+    }
+    if (slot == nullptr) return Error(line_no_, "unknown limit " + Quote(tok[1]));
+    if (slot->line != 0) {
+      return Error(line_no_, "duplicate limit " + Quote(tok[1]) + " (first set on line " +
+                                 std::to_string(slot->line) + ")");
+    }
+    uint32_t value = 0;
+    const char* first = tok[2].data();
+    const char* last = first + tok[2].size();
+    const auto [ptr, ec] = std::from_chars(first, last, value);
+    if (ec != std::errc() || ptr != last || value == 0) {
+      return Error(line_no_, "limit " + Quote(tok[1]) + " value " + Quote(tok[2]) +
+                                 " is not an integer in [1, 4294967295]");
+    }
+    *slot->value = value;
+    slot->line = line_no_;
+    return Status::Ok();
+  }
+
+  // `measurement <key> [<unit>]` or `metadata <key>`.
+  Status ParseKey(const std::vector<std::string_view>& tok) {
+    const std::string_view directive = tok[0];
+    const bool is_measurement = directive == "measurement";
+    if (tok.size() != 2 && !(is_measurement && tok.size() == 3)) {
+      return Error(line_no_, is_measurement ? "expected 'measurement <key> [<unit>]'"
+                                            : "expected 'metadata <key>'");
+    }
+    if (!IsKey(tok[1])) {
+      return Error(line_no_, std::string(directive) + " key " + Quote(tok[1]) +
+                                 " is not made of [A-Za-z0-9_.-]");
+    }
+    Unit unit = Unit::kNone;
+    if (tok.size() == 3 && !ParseUnit(tok[2], &unit)) {
+      return Error(line_no_, "measurement unit " + Quote(tok[2]) +
+                                 " is not one of nanosecond, microsecond, millisecond, second, "
+                                 "byte, kilobyte, megabyte, none");
+    }
+    auto& seen = is_measurement ? measurement_seen_ : metadata_seen_;
+    auto& list = is_measurement ? cat_->measurement_keys_ : cat_->metadata_keys_;
+    const auto [it, inserted] = seen.emplace(std::string(tok[1]), line_no_);
+    if (!inserted) {
+      return Error(line_no_, "duplicate " + std::string(directive) + " key " + Quote(tok[1]) +
+                                 " (first on line " + std::to_string(it->second) + ")");
+    }
+    if (list.size() >= kMaxIds) {
+      return Error(line_no_, "more than " + std::to_string(kMaxIds) + " " +
+                                 std::string(directive) + " keys");
+    }
+    list.emplace_back(tok[1]);
+    if (is_measurement) cat_->measurement_units_.push_back(unit);
+    keys_.push_back(PendingKey{directive, std::string(tok[1]), line_no_});
+    return Status::Ok();
+  }
+
+  // `event <canonical> <layer> <role> [<wire-name> ...]`
+  Status ParseEvent(const std::vector<std::string_view>& tok) {
+    if (tok.size() < 4) {
+      return Error(line_no_, "expected 'event <canonical> <layer> <role> [<wire-name> ...]'");
+    }
+    if (cat_->events_.size() >= kMaxIds) {
+      return Error(line_no_, "more than " + std::to_string(kMaxIds) + " events");
+    }
+    CatalogEvent ev;
+    ev.id = static_cast<uint16_t>(cat_->events_.size() + 1);
+    if (!IsDottedName(tok[1])) {
+      return Error(line_no_, "event name " + Quote(tok[1]) +
+                                 " is not a dotted name of [A-Za-z0-9_-] segments");
+    }
+    ev.canonical = std::string(tok[1]);
+    const std::optional<Layer> layer = ParseLayer(tok[2]);
+    if (!layer) {
+      return Error(line_no_, "event " + Quote(tok[1]) + ": bad layer " + Quote(tok[2]) +
+                                 " (expected infrastructure, worker or transport)");
+    }
+    ev.layer = *layer;
+    const std::optional<SpanRole> role = ParseRole(tok[3]);
+    if (!role) {
+      return Error(line_no_, "event " + Quote(tok[1]) + ": bad role " + Quote(tok[3]) +
+                                 " (expected none, start, stop or exception)");
+    }
+    ev.role = *role;
+    if (Status s = ParseWireNames(tok, &ev); !s.ok()) return s;
+    return AddEvent(std::move(ev));
+  }
+
+  Status ParseWireNames(const std::vector<std::string_view>& tok, CatalogEvent* ev) const {
+    for (size_t i = 4; i < tok.size(); ++i) {
+      if (!IsDottedName(tok[i])) {
+        return Error(line_no_, "event " + Quote(tok[1]) + ": wire name " + Quote(tok[i]) +
+                                   " is not a dotted name of [A-Za-z0-9_-] segments");
+      }
+      for (const std::string& w : ev->wire_names) {
+        if (w == tok[i]) {
+          return Error(line_no_,
+                       "event " + Quote(tok[1]) + ": duplicate wire name " + Quote(tok[i]));
+        }
+      }
+      ev->wire_names.emplace_back(tok[i]);
+    }
+    if (ev->layer == Layer::kWorker && ev->wire_names.empty()) {
+      return Error(line_no_, "worker-layer event " + Quote(tok[1]) + " has no wire names");
+    }
+    if (ev->layer != Layer::kWorker && !ev->wire_names.empty()) {
+      return Error(line_no_, std::string(LayerName(ev->layer)) + "-layer event " +
+                                 Quote(tok[1]) +
+                                 " has wire names; only worker-layer events may have them");
+    }
+    return Status::Ok();
+  }
+
+  // Canonical and wire names share one namespace across events; an event may repeat its own
+  // canonical name as a wire name.
+  Status AddEvent(CatalogEvent ev) {
+    std::vector<std::string_view> names{ev.canonical};
+    for (const std::string& w : ev.wire_names) {
+      if (w != ev.canonical) names.push_back(w);
+    }
+    for (const std::string_view name : names) {
+      const auto it = event_names_.find(std::string(name));
+      if (it != event_names_.end()) {
+        return Error(line_no_, "duplicate event name " + Quote(name) + " (already used by " +
+                                   Quote(cat_->events_[it->second - 1].canonical) + ")");
+      }
+    }
+    for (const std::string_view name : names) event_names_.emplace(std::string(name), ev.id);
+    cat_->events_.push_back(std::move(ev));
+    return Status::Ok();
   }
 
   // Normalised form for the hash: every token separated by one space, one item per line, the
-  // effective limits always present.
-  std::string norm = "pitlane-catalog 1\nroot " + cat->root_ + "\n";
-  for (const LimitSlot& l : limits) {
-    norm += "limit " + std::string(l.name) + " " + std::to_string(*l.value) + "\n";
-  }
-  for (const std::string& k : cat->measurement_keys_) norm += "measurement " + k + "\n";
-  for (const std::string& k : cat->metadata_keys_) norm += "metadata " + k + "\n";
-
-  std::vector<std::pair<std::string_view, uint16_t>> worker, host, canonical, measurement, metadata;
-  for (CatalogEvent& ev : cat->events_) {
-    ev.host_name = cat->root_ + "." + ev.canonical;
-    norm += "event " + ev.canonical + " " + std::string(LayerName(ev.layer)) + " " +
-            std::string(SpanRoleName(ev.role));
-    for (const std::string& w : ev.wire_names) norm += " " + w;
-    norm += "\n";
-  }
-  cat->hash_ = Fnv1a64(norm);
-
-  // Views into cat's strings are only used while building; the index keeps its own copy.
-  for (const CatalogEvent& ev : cat->events_) {
-    host.emplace_back(ev.host_name, ev.id);
-    canonical.emplace_back(ev.canonical, ev.id);
-    if (!ev.admitted_from_workers()) continue;
-    worker.emplace_back(ev.canonical, ev.id);
-    for (const std::string& w : ev.wire_names) {
-      if (w != ev.canonical) worker.emplace_back(w, ev.id);
+  // effective limits always present. Sets each event's host name on the way.
+  std::string Normalised() {
+    std::string norm = "pitlane-catalog 1\nroot " + cat_->root_ + "\n";
+    for (const LimitSlot& l : limits_) {
+      norm += "limit " + std::string(l.name) + " " + std::to_string(*l.value) + "\n";
     }
+    for (const std::string& k : cat_->measurement_keys_) norm += "measurement " + k + "\n";
+    for (const std::string& k : cat_->metadata_keys_) norm += "metadata " + k + "\n";
+    for (CatalogEvent& ev : cat_->events_) {
+      ev.host_name = cat_->root_ + "." + ev.canonical;
+      norm += "event " + ev.canonical + " " + std::string(LayerName(ev.layer)) + " " +
+              std::string(SpanRoleName(ev.role));
+      for (const std::string& w : ev.wire_names) norm += " " + w;
+      norm += "\n";
+    }
+    return norm;
   }
-  for (size_t i = 0; i < cat->measurement_keys_.size(); ++i) {
-    measurement.emplace_back(cat->measurement_keys_[i], static_cast<uint16_t>(i + 1));
+
+  // Views into cat_'s strings are only used while building; each index keeps its own copy.
+  void BuildIndexes() {
+    std::vector<std::pair<std::string_view, uint16_t>> worker, host, canonical, measurement,
+        metadata;
+    for (const CatalogEvent& ev : cat_->events_) {
+      host.emplace_back(ev.host_name, ev.id);
+      canonical.emplace_back(ev.canonical, ev.id);
+      if (!ev.admitted_from_workers()) continue;
+      worker.emplace_back(ev.canonical, ev.id);
+      for (const std::string& w : ev.wire_names) {
+        if (w != ev.canonical) worker.emplace_back(w, ev.id);
+      }
+    }
+    for (size_t i = 0; i < cat_->measurement_keys_.size(); ++i) {
+      measurement.emplace_back(cat_->measurement_keys_[i], static_cast<uint16_t>(i + 1));
+    }
+    for (size_t i = 0; i < cat_->metadata_keys_.size(); ++i) {
+      metadata.emplace_back(cat_->metadata_keys_[i], static_cast<uint16_t>(i + 1));
+    }
+    cat_->worker_index_.Build(worker);
+    cat_->host_index_.Build(host);
+    cat_->canonical_index_.Build(canonical);
+    cat_->measurement_index_.Build(measurement);
+    cat_->metadata_index_.Build(metadata);
   }
-  for (size_t i = 0; i < cat->metadata_keys_.size(); ++i) {
-    metadata.emplace_back(cat->metadata_keys_[i], static_cast<uint16_t>(i + 1));
-  }
-  cat->worker_index_.Build(worker);
-  cat->host_index_.Build(host);
-  cat->canonical_index_.Build(canonical);
-  cat->measurement_index_.Build(measurement);
-  cat->metadata_index_.Build(metadata);
-  return std::shared_ptr<const Catalog>(std::move(cat));
+
+  std::string_view origin_;
+  std::shared_ptr<Catalog> cat_;
+  size_t line_no_ = 0;
+  bool have_root_ = false;
+  LimitSlot limits_[5] = {
+      {"max_measurements", &cat_->limits_.max_measurements},
+      {"max_metadata", &cat_->limits_.max_metadata},
+      {"max_key_bytes", &cat_->limits_.max_key_bytes},
+      {"max_correlation_id_bytes", &cat_->limits_.max_correlation_id_bytes},
+      {"max_value_bytes", &cat_->limits_.max_value_bytes},
+  };
+  std::vector<PendingKey> keys_;
+  // Every canonical and wire name, with the event that owns it: one namespace across events.
+  std::unordered_map<std::string, uint16_t> event_names_;
+  std::unordered_map<std::string, size_t> measurement_seen_, metadata_seen_;
+};
+
+Result<std::shared_ptr<const Catalog>> Catalog::Parse(std::string_view text,
+                                                      std::string_view origin) {
+  return Parser(origin).Run(text);
 }
 
 Result<std::shared_ptr<const Catalog>> Catalog::LoadFile(const std::string& path) {

@@ -93,6 +93,8 @@ class Catalog {
   bool PatternMatchesEvent(std::string_view pattern, uint16_t id) const;
 
  private:
+  class Parser;  // catalog.cc: the text format, line by line
+
   // Open-addressing string -> id index (built once; lookups allocate nothing).
   class Index {
    public:
