@@ -169,18 +169,10 @@ bool Exists(const std::string& name) {
   return ::stat(("/dev/shm" + name).c_str(), &st) == 0;
 }
 
-pid_t DeadPid() {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return pid;
-}
-
 TEST(AccountingTest, HostAndCleanupAgreeOnWhichSegmentsAreStale) {
   testing::ScopedNamespace ns;
   const std::string live = shm::RingName(ns.name(), ::getpid(), 7);
-  const std::string dead = shm::RingName(ns.name(), DeadPid(), 8);
+  const std::string dead = shm::RingName(ns.name(), testing::DeadPid(), 8);
   MakeGarbageSegment(live);
   MakeGarbageSegment(dead);
   shm::SegmentEntry live_entry, dead_entry;

@@ -43,27 +43,6 @@ std::string RunCli(const std::string& args, int* code) {
 
 bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
 
-// A pid that was just used by a process that exited and was reaped.
-pid_t DeadPid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int st = 0;
-  ::waitpid(child, &st, 0);
-  return child;
-}
-
-// Creates a ring segment stamped with `pid`/`start_time`, as a worker would.
-void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const char* id) {
-  auto seg = shm::Segment::Create(name, shm::RingSegmentBytes(shm::kMinRingBytes));
-  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
-  shm::RingInit init;
-  init.data_bytes = shm::kMinRingBytes;
-  init.pid = pid;
-  init.start_time = start_time;
-  init.worker_id = id;
-  shm::InitRing(seg->base(), init);
-}
-
 class CleanupCli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -75,11 +54,11 @@ class CleanupCli : public ::testing::Test {
 };
 
 TEST_F(CleanupCli, RemovesDeadRingsAndRegistryKeepsLiveRing) {
-  const pid_t dead = DeadPid();
+  const pid_t dead = testing::DeadPid();
   const std::string stale_ring = shm::RingName(ns_.name(), dead, 0);
   const std::string live_ring = shm::RingName(ns_.name(), self_, 1);
-  MakeRing(stale_ring, dead, 4242, "gone-worker");
-  MakeRing(live_ring, self_, self_start_, "live-worker");
+  testing::MakeRing(stale_ring, dead, 4242, "gone-worker");
+  testing::MakeRing(live_ring, self_, self_start_, "live-worker");
   // A registry whose host died (its lock is released), with no worker registered.
   {
     std::string log;
@@ -142,7 +121,7 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
 
   // The host is dead (its lock released) but a live worker is registered: a new host adopts
   // the registry.
-  const pid_t dead = DeadPid();
+  const pid_t dead = testing::DeadPid();
   reg->header()->host_pid.store(static_cast<uint32_t>(dead));
   reg->header()->host_start_time.store(4242);
   reg = shm::HostRegistry();
@@ -158,7 +137,7 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
 }
 
 TEST_F(CleanupCli, RingWithUnreadableHeaderGoesOnlyWhenPidFromNameIsDead) {
-  const pid_t dead = DeadPid();
+  const pid_t dead = testing::DeadPid();
   const std::string garbage_dead = shm::RingName(ns_.name(), dead, 0);
   const std::string garbage_live = shm::RingName(ns_.name(), self_, 1);
   ASSERT_TRUE(shm::Segment::Create(garbage_dead, 100).ok());  // too small, no magic

@@ -1,7 +1,6 @@
 // shm::CleanStaleSegments (shm_inspect.h): every segment of a namespace judged by the one
 // staleness rule, registries first; a dry run removes nothing; a ring a live host registered
 // stays whatever its writer's state; each step says why.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -20,25 +19,6 @@ using shm::CleanupOutcome;
 using shm::CleanupStep;
 
 bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
-
-pid_t DeadPid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int st = 0;
-  ::waitpid(child, &st, 0);
-  return child;
-}
-
-void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const char* id) {
-  auto seg = shm::Segment::Create(name, shm::RingSegmentBytes(shm::kMinRingBytes));
-  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
-  shm::RingInit init;
-  init.data_bytes = shm::kMinRingBytes;
-  init.pid = pid;
-  init.start_time = start_time;
-  init.worker_id = id;
-  shm::InitRing(seg->base(), init);
-}
 
 const CleanupStep* Find(const std::vector<CleanupStep>& steps, const std::string& name) {
   for (const CleanupStep& s : steps) {
@@ -61,14 +41,14 @@ class CleanStaleTest : public ::testing::Test {
   testing::ScopedNamespace ns_;
   const pid_t self_ = ::getpid();
   const uint64_t self_start_ = shm::ProcessStartTime(::getpid());
-  const pid_t dead_ = DeadPid();
+  const pid_t dead_ = testing::DeadPid();
 };
 
 TEST_F(CleanStaleTest, DryRunSaysWhatWouldGoAndRemovesNothing) {
   const std::string dead_ring = shm::RingName(ns_.name(), dead_, 0);
   const std::string live_ring = shm::RingName(ns_.name(), self_, 1);
-  MakeRing(dead_ring, dead_, 4242, "gone-worker");
-  MakeRing(live_ring, self_, self_start_, "live-worker");
+  testing::MakeRing(dead_ring, dead_, 4242, "gone-worker");
+  testing::MakeRing(live_ring, self_, self_start_, "live-worker");
 
   const std::vector<CleanupStep> steps = shm::CleanStaleSegments(ns_.name(), /*dry_run=*/true);
   ASSERT_EQ(steps.size(), 2u);
@@ -87,7 +67,7 @@ TEST_F(CleanStaleTest, DryRunSaysWhatWouldGoAndRemovesNothing) {
 
 TEST_F(CleanStaleTest, RemovesDeadRingAndOrphanRegistryRegistryFirst) {
   const std::string dead_ring = shm::RingName(ns_.name(), dead_, 0);
-  MakeRing(dead_ring, dead_, 4242, "gone-worker");
+  testing::MakeRing(dead_ring, dead_, 4242, "gone-worker");
   MakeOrphanRegistry();
   const std::string registry = shm::RegistryName(ns_.name());
 
@@ -110,7 +90,7 @@ TEST_F(CleanStaleTest, RingRegisteredWithLiveHostIsKeptThoughItsWriterIsDead) {
   auto host = shm::CreateOrAdoptRegistry(ns_.name(), 0, &log);  // this process: a live host
   ASSERT_TRUE(host.ok()) << host.status().ToString();
   const std::string ring = shm::RingName(ns_.name(), dead_, 0);
-  MakeRing(ring, dead_, 4242, "gone-worker");
+  testing::MakeRing(ring, dead_, 4242, "gone-worker");
   auto view = shm::OpenRegistry(ns_.name());
   ASSERT_TRUE(view.ok()) << view.status().ToString();
   const int32_t worker_slot = shm::ClaimWorkerSlot(*view, dead_, 4242, "gone-worker");

@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "pitlane/shm.h"
+
 namespace pitlane::testing {
 
 ScopedNamespace::ScopedNamespace() {
@@ -49,6 +51,25 @@ std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id
   if (!worker.ok()) return nullptr;
   EXPECT_TRUE((*worker)->attached()) << "worker " << id << " did not attach to " << ns;
   return std::move(worker).value();
+}
+
+pid_t DeadPid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  return child;
+}
+
+void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const char* id) {
+  auto seg = shm::Segment::Create(name, shm::RingSegmentBytes(shm::kMinRingBytes));
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  shm::RingInit init;
+  init.data_bytes = shm::kMinRingBytes;
+  init.pid = pid;
+  init.start_time = start_time;
+  init.worker_id = id;
+  shm::InitRing(seg->base(), init);
 }
 
 pid_t ForkChild(const std::function<int()>& body) {

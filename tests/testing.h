@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +36,12 @@ std::unique_ptr<Host> StartHost(const std::string& ns,
 // A worker `id` in namespace `ns` that waits up to 5 s for the host and must attach. Records a
 // test failure and returns null otherwise.
 std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id);
+
+// The pid of a process that just exited and was reaped: a creator that is certainly dead.
+pid_t DeadPid();
+// Creates ring segment `name` stamped with `pid`, `start_time` and worker id `id`, as a worker
+// would (kMinRingBytes of data); records a test failure when it cannot.
+void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const char* id);
 
 // Runs `body` in a fork()ed child and _exit()s with its result (100 if it returned nothing
 // useful, 101 if it threw); never returns into gtest in the child.
