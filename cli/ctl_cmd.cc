@@ -28,6 +28,7 @@
 #include "admin.grpc.pb.h"
 #include "commands.h"
 #include "pitlane/admin.h"
+#include "pitlane/grpc_common.h"
 #include "pitlane/shm_layout.h"
 
 namespace pitlane::cli {
@@ -98,22 +99,14 @@ json CountersJson(const v1::AdminWorkerCounters& c) {
   j["suppressed_filtered"] = c.suppressed_filtered();
   j["suppressed_no_ring"] = c.suppressed_no_ring();
   j["rejected"] = c.rejected();
+  const Tally t = internal::TallyFromAdmin(c);
   json reasons = json::object();
   for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-    const auto it = c.rejected_by_reason().find(shm::RejectReasonName(i));
-    reasons[shm::RejectReasonName(i)] = it == c.rejected_by_reason().end() ? 0 : it->second;
+    reasons[shm::RejectReasonName(i)] = t.rejected[i];
   }
   j["rejected_by_reason"] = std::move(reasons);
   j["truncated"] = c.truncated();
   return j;
-}
-
-uint64_t Dropped(const v1::AdminWorkerCounters& c) {
-  return c.dropped_full() + c.dropped_too_large() + c.dropped_in_flight() + c.dropped_no_ring();
-}
-uint64_t Suppressed(const v1::AdminWorkerCounters& c) {
-  return c.suppressed_disabled() + c.suppressed_sampled() + c.suppressed_filtered() +
-         c.suppressed_no_ring();
 }
 
 // Runs one call with the admin deadline; prints why it failed and returns the exit code.
@@ -193,11 +186,11 @@ int PrintWorkers(const v1::ListWorkersReply& reply, bool as_json) {
               "alive", "rings", "emitted", "delivered", "dropped", "suppressed", "rejected",
               "control");
   for (const v1::AdminWorker& w : reply.workers()) {
-    const v1::AdminWorkerCounters& c = w.counters();
+    const Tally c = internal::TallyFromAdmin(w.counters());
     std::printf("%-20s %8u %-9s %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
                 " %9" PRIu64 "  %s\n",
                 w.worker_id().c_str(), w.pid(), w.transport().c_str(), w.alive() ? "yes" : "no",
-                w.rings(), c.emitted(), c.delivered(), Dropped(c), Suppressed(c), c.rejected(),
+                w.rings(), c.emitted, c.delivered, c.dropped(), c.suppressed(), c.rejected_total(),
                 Describe(w.control()).c_str());
   }
   return 0;

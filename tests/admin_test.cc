@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "admin.grpc.pb.h"
+#include "pitlane/grpc_common.h"
 #include "testing.h"
 
 namespace pitlane {
@@ -47,6 +48,27 @@ void MakeStaleSocket(const std::string& path) {
   ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0) << std::strerror(errno);
   ::close(fd);
   ASSERT_TRUE(Exists(path));
+}
+
+// The admin message carries every count of a Tally, both ways, with no field left behind; a
+// rejection reason this build does not know is left out rather than misfiled.
+TEST(AdminCountersTest, EveryTallyCountSurvivesTheAdminMessage) {
+  Tally t;
+  uint64_t next = 1;
+  for (uint64_t* f : {&t.emitted, &t.published, &t.dropped_full, &t.dropped_too_large,
+                      &t.dropped_no_ring, &t.dropped_in_flight, &t.suppressed_disabled,
+                      &t.suppressed_sampled, &t.suppressed_filtered, &t.delivered,
+                      &t.truncated}) {
+    *f = next++;
+  }
+  for (uint64_t& r : t.rejected) r = next++;
+  v1::AdminWorkerCounters msg;
+  internal::TallyToAdmin(t, &msg);
+  EXPECT_EQ(msg.rejected(), t.rejected_total());
+  EXPECT_EQ(msg.rejected_by_reason_size(), static_cast<int>(shm::kRejectReasonCount));
+  (*msg.mutable_rejected_by_reason())["a_reason_from_a_newer_host"] = 999;
+  const Tally back = internal::TallyFromAdmin(msg);
+  EXPECT_EQ(std::memcmp(&back, &t, sizeof(Tally)), 0);
 }
 
 class AdminTest : public ::testing::Test {

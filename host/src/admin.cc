@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "admin.grpc.pb.h"
+#include "pitlane/grpc_common.h"
 #include "pitlane/shm_layout.h"
 
 namespace pitlane {
@@ -138,7 +139,8 @@ class AdminService final : public v1::Admin::Service {
       out->set_alive(w.alive);
       out->set_rings(w.rings);
       FillControl(w.control, out->mutable_control());
-      FillCounters(w, out->mutable_counters());
+      // Its totals (Host::Workers: its rings, live and reclaimed, and its ringless threads).
+      internal::TallyToAdmin(w, out->mutable_counters());
     }
     return grpc::Status::OK;
   }
@@ -191,26 +193,6 @@ class AdminService final : public v1::Admin::Service {
     v1::AdminWorkerControl* w = reply->add_workers();
     w->set_worker_id(id);
     FillControl(c, w->mutable_control());
-  }
-
-  // The worker's totals (Host::Workers: its rings, live and reclaimed, and its ringless
-  // threads) in the admin message.
-  static void FillCounters(const Tally& t, v1::AdminWorkerCounters* out) {
-    out->set_emitted(t.emitted);
-    out->set_published(t.published);
-    out->set_delivered(t.delivered);
-    out->set_truncated(t.truncated);
-    out->set_dropped_full(t.dropped_full);
-    out->set_dropped_too_large(t.dropped_too_large);
-    out->set_dropped_in_flight(t.dropped_in_flight);
-    out->set_dropped_no_ring(t.dropped_no_ring);
-    out->set_suppressed_disabled(t.suppressed_disabled);
-    out->set_suppressed_sampled(t.suppressed_sampled);
-    out->set_suppressed_filtered(t.suppressed_filtered);
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-      (*out->mutable_rejected_by_reason())[shm::RejectReasonName(i)] = t.rejected[i];
-    }
-    out->set_rejected(t.rejected_total());
   }
 
   Host& host_;

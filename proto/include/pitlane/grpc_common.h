@@ -1,5 +1,5 @@
 // What both ends of pitlane's gRPC streams share (the worker's transport, the host's hub):
-// control state <-> TelemetryControl, the bearer-token check, reading PEM files, and what an
+// control state <-> TelemetryControl, Tally <-> the counters messages, the bearer-token check, reading PEM files, and what an
 // address to serve on or dial must look like.
 #pragma once
 
@@ -13,6 +13,7 @@
 #include "pitlane/accounting.h"
 #include "pitlane/control.h"
 #include "pitlane/status.h"
+#include "admin.pb.h"
 #include "telemetry.pb.h"
 
 namespace pitlane::internal {
@@ -30,6 +31,10 @@ Status ApplyControlMessage(const pitlane::v1::TelemetryControl& msg, ControlStat
 // back; the host-side counts are not part of the message.
 void TallyToProto(const Tally& t, pitlane::v1::WorkerCounters* out);
 Tally TallyFromProto(const pitlane::v1::WorkerCounters& c);
+// Every count of a Tally as the admin service's AdminWorkerCounters (proto/admin.proto), and
+// back (a rejection reason this build does not know is left out).
+void TallyToAdmin(const Tally& t, pitlane::v1::AdminWorkerCounters* out);
+Tally TallyFromAdmin(const pitlane::v1::AdminWorkerCounters& c);
 
 // OK when `token` is empty or the call carries "authorization: Bearer <token>"; otherwise
 // UNAUTHENTICATED saying whether the token was missing or wrong.
