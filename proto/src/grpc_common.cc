@@ -59,42 +59,52 @@ Result<std::string> ReadPemFile(const std::string& path) {
   return ss.str();
 }
 
-void TallyToProto(const Tally& t, pitlane::v1::WorkerCounters* out) {
+namespace {
+
+// The worker's outcome counts, which both counters messages (WorkerCounters, AdminWorkerCounters)
+// name as Tally does.
+template <class Message>
+void WriteOutcomes(const Tally& t, Message* out) {
   out->set_emitted(t.emitted);
-  out->set_sent(t.published);
   out->set_dropped_full(t.dropped_full);
   out->set_dropped_too_large(t.dropped_too_large);
   out->set_dropped_no_ring(t.dropped_no_ring);
   out->set_suppressed_disabled(t.suppressed_disabled);
   out->set_suppressed_sampled(t.suppressed_sampled);
   out->set_suppressed_filtered(t.suppressed_filtered);
+}
+
+template <class Message>
+void ReadOutcomes(const Message& c, Tally* t) {
+  t->emitted = c.emitted();
+  t->dropped_full = c.dropped_full();
+  t->dropped_too_large = c.dropped_too_large();
+  t->dropped_no_ring = c.dropped_no_ring();
+  t->suppressed_disabled = c.suppressed_disabled();
+  t->suppressed_sampled = c.suppressed_sampled();
+  t->suppressed_filtered = c.suppressed_filtered();
+}
+
+}  // namespace
+
+void TallyToProto(const Tally& t, pitlane::v1::WorkerCounters* out) {
+  WriteOutcomes(t, out);
+  out->set_sent(t.published);
 }
 
 Tally TallyFromProto(const pitlane::v1::WorkerCounters& c) {
   Tally t;
-  t.emitted = c.emitted();
+  ReadOutcomes(c, &t);
   t.published = c.sent();
-  t.dropped_full = c.dropped_full();
-  t.dropped_too_large = c.dropped_too_large();
-  t.dropped_no_ring = c.dropped_no_ring();
-  t.suppressed_disabled = c.suppressed_disabled();
-  t.suppressed_sampled = c.suppressed_sampled();
-  t.suppressed_filtered = c.suppressed_filtered();
   return t;
 }
 
 void TallyToAdmin(const Tally& t, pitlane::v1::AdminWorkerCounters* out) {
-  out->set_emitted(t.emitted);
+  WriteOutcomes(t, out);
   out->set_published(t.published);
+  out->set_dropped_in_flight(t.dropped_in_flight);
   out->set_delivered(t.delivered);
   out->set_truncated(t.truncated);
-  out->set_dropped_full(t.dropped_full);
-  out->set_dropped_too_large(t.dropped_too_large);
-  out->set_dropped_in_flight(t.dropped_in_flight);
-  out->set_dropped_no_ring(t.dropped_no_ring);
-  out->set_suppressed_disabled(t.suppressed_disabled);
-  out->set_suppressed_sampled(t.suppressed_sampled);
-  out->set_suppressed_filtered(t.suppressed_filtered);
   for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
     (*out->mutable_rejected_by_reason())[shm::RejectReasonName(i)] = t.rejected[i];
   }
@@ -103,17 +113,11 @@ void TallyToAdmin(const Tally& t, pitlane::v1::AdminWorkerCounters* out) {
 
 Tally TallyFromAdmin(const pitlane::v1::AdminWorkerCounters& c) {
   Tally t;
-  t.emitted = c.emitted();
+  ReadOutcomes(c, &t);
   t.published = c.published();
+  t.dropped_in_flight = c.dropped_in_flight();
   t.delivered = c.delivered();
   t.truncated = c.truncated();
-  t.dropped_full = c.dropped_full();
-  t.dropped_too_large = c.dropped_too_large();
-  t.dropped_in_flight = c.dropped_in_flight();
-  t.dropped_no_ring = c.dropped_no_ring();
-  t.suppressed_disabled = c.suppressed_disabled();
-  t.suppressed_sampled = c.suppressed_sampled();
-  t.suppressed_filtered = c.suppressed_filtered();
   for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
     const auto it = c.rejected_by_reason().find(shm::RejectReasonName(i));
     if (it != c.rejected_by_reason().end()) t.rejected[i] = it->second;
