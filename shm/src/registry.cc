@@ -183,81 +183,126 @@ bool HostRegistry::UnlinkIfHeld() {
   return Segment::Unlink(name_);
 }
 
+namespace {
+
+// The registry file, open read-write, and whether this call created it.
+struct RegistryFile {
+  int fd = -1;
+  struct stat st {};
+  bool created = false;
+};
+
+// 1. Creates the registry file, or opens the existing one (no symlink followed, never blocking,
+//    only a regular file of ours with mode 0600). NOT_FOUND when the name was unlinked between
+//    the two (try again).
+Result<RegistryFile> OpenOrCreateRegistryFile(const std::string& name, const std::string& path) {
+  RegistryFile f;
+  f.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                0600);
+  f.created = f.fd >= 0;
+  if (f.created) {
+    // open() applies the umask; the mode must be exactly 0600 whatever it is.
+    if (::fchmod(f.fd, 0600) != 0 || ::fstat(f.fd, &f.st) != 0) {
+      const int err = errno;
+      ::close(f.fd);
+      ::unlink(path.c_str());
+      return Unavailable("cannot set up registry " + path + ": " + std::strerror(err));
+    }
+    return f;
+  }
+  if (errno != EEXIST) {
+    return Unavailable("cannot create registry " + path + ": " + std::strerror(errno));
+  }
+  Result<internal::SegmentFile> existing = internal::OpenSegmentFile(name, /*writable=*/true);
+  if (!existing.ok()) return existing.status();
+  f.fd = existing->fd;
+  f.st = existing->st;
+  return f;
+}
+
+enum class LockOutcome { kHeld, kTryAgain };
+
+// 2. Becomes the namespace's host: takes the exclusive lock on the file, held until this host
+//    goes away. kTryAgain when the holder just exited or the name now refers to another file;
+//    ALREADY_EXISTS naming the running host. Closes the file unless the lock is held.
+Result<LockOutcome> LockAsHost(const RegistryFile& f, const std::string& ns,
+                               const std::string& path) {
+  if (::flock(f.fd, LOCK_EX | LOCK_NB) != 0) {
+    void* hdr = nullptr;
+    if (f.st.st_size >= static_cast<off_t>(sizeof(RegistryHeader))) {
+      hdr = ::mmap(nullptr, sizeof(RegistryHeader), PROT_READ, MAP_SHARED, f.fd, 0);
+      if (hdr == MAP_FAILED) hdr = nullptr;
+    }
+    const pid_t holder = LockedBy(f.fd, f.st, hdr);
+    if (hdr != nullptr) ::munmap(hdr, sizeof(RegistryHeader));
+    ::close(f.fd);
+    if (holder == 0) return LockOutcome::kTryAgain;  // the holder just exited
+    return Status(StatusCode::kAlreadyExists, "namespace \"" + ns +
+                                                  "\" already has a running host (" +
+                                                  HostPidText(holder) + "); registry " + path);
+  }
+  // The name may have been unlinked and reused between our open and our lock: the lock is
+  // only worth something on the file the name refers to now.
+  struct stat now;
+  if (::lstat(path.c_str(), &now) != 0 || now.st_dev != f.st.st_dev ||
+      now.st_ino != f.st.st_ino) {
+    ::close(f.fd);
+    return LockOutcome::kTryAgain;
+  }
+  return LockOutcome::kHeld;
+}
+
+// 4. Stamps this process as the registry's host; says so in `log` when it adopted the file.
+void StampHost(RegistryHeader* h, bool adopted, const std::string& name, std::string* log) {
+  const pid_t self = ::getpid();
+  const uint32_t previous = h->host_pid.load(std::memory_order_relaxed);
+  h->host_start_time.store(ProcessStartTime(self), std::memory_order_relaxed);
+  h->host_generation.fetch_add(1, std::memory_order_relaxed);
+  h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
+  if (adopted && log != nullptr) {
+    *log += "adopted registry " + name +
+            (previous == 0 ? std::string(" left by a host that exited with workers attached")
+                           : " of a host that is gone (pid " + std::to_string(previous) + ")") +
+            "\n";
+  }
+}
+
+}  // namespace
+
 Result<HostRegistry> CreateOrAdoptRegistry(const std::string& ns, uint64_t catalog_hash,
                                            std::string* log) {
   if (Status s = ValidateNamespace(ns); !s.ok()) return s;
   const std::string name = RegistryName(ns);
   const std::string path = internal::SegmentPath(name);
-  const pid_t self = ::getpid();
-  const uint64_t self_start = ProcessStartTime(self);
   for (int attempt = 0; attempt < 8; ++attempt) {
-    // 1. Create it, or open the existing file (no symlink followed, never blocking, only a
-    //    regular file of ours with mode 0600).
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                    0600);
-    const bool created = fd >= 0;
-    struct stat st;
-    if (created) {
-      // open() applies the umask; the mode must be exactly 0600 whatever it is.
-      if (::fchmod(fd, 0600) != 0 || ::fstat(fd, &st) != 0) {
-        const int err = errno;
-        ::close(fd);
-        ::unlink(path.c_str());
-        return Unavailable("cannot set up registry " + path + ": " + std::strerror(err));
-      }
-    } else {
-      if (errno != EEXIST) {
-        return Unavailable("cannot create registry " + path + ": " + std::strerror(errno));
-      }
-      Result<internal::SegmentFile> f = internal::OpenSegmentFile(name, /*writable=*/true);
-      if (!f.ok()) {
-        if (f.status().code() == StatusCode::kNotFound) continue;  // raced with an unlink
-        return f.status();
-      }
-      fd = f->fd;
-      st = f->st;
+    Result<RegistryFile> file = OpenOrCreateRegistryFile(name, path);
+    if (!file.ok()) {
+      if (file.status().code() == StatusCode::kNotFound) continue;  // raced with an unlink
+      return file.status();
     }
-    // 2. Become the namespace's host: its exclusive lock, held until this host goes away.
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      void* hdr = nullptr;
-      if (st.st_size >= static_cast<off_t>(sizeof(RegistryHeader))) {
-        hdr = ::mmap(nullptr, sizeof(RegistryHeader), PROT_READ, MAP_SHARED, fd, 0);
-        if (hdr == MAP_FAILED) hdr = nullptr;
-      }
-      const pid_t holder = LockedBy(fd, st, hdr);
-      if (hdr != nullptr) ::munmap(hdr, sizeof(RegistryHeader));
-      ::close(fd);
-      if (holder == 0) continue;  // the holder just exited: try again
-      return Status(StatusCode::kAlreadyExists, "namespace \"" + ns +
-                                                    "\" already has a running host (" +
-                                                    HostPidText(holder) + "); registry " + path);
-    }
-    // The name may have been unlinked and reused between our open and our lock: the lock is
-    // only worth something on the file the name refers to now.
-    struct stat now;
-    if (::lstat(path.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
-      ::close(fd);
-      continue;
-    }
+    const bool created = file->created;
+    Result<LockOutcome> lock = LockAsHost(*file, ns, path);
+    if (!lock.ok()) return lock.status();
+    if (*lock == LockOutcome::kTryAgain) continue;
     HostRegistry reg;
     reg.name_ = name;
-    reg.lock_fd_ = fd;
-    reg.dev_ = st.st_dev;
-    reg.ino_ = st.st_ino;
+    reg.lock_fd_ = file->fd;
+    reg.dev_ = file->st.st_dev;
+    reg.ino_ = file->st.st_ino;
     // 3. Map it. We hold the lock, so no other host uses this file; only a process of our uid
     //    (the file is ours, 0600) may still resize it, and the mapping table survives that.
-    if (created && ::ftruncate(fd, static_cast<off_t>(kRegistryBytes)) != 0) {
+    if (created && ::ftruncate(file->fd, static_cast<off_t>(kRegistryBytes)) != 0) {
       const int err = errno;
       reg.UnlinkIfHeld();
       return ResourceExhausted("cannot size registry " + path + " to " +
                                std::to_string(kRegistryBytes) + " bytes: " + std::strerror(err));
     }
     std::string why;
-    if (!created && static_cast<size_t>(st.st_size) != kRegistryBytes) {
-      why = "it is " + std::to_string(st.st_size) + " bytes, expected " +
+    if (!created && static_cast<size_t>(file->st.st_size) != kRegistryBytes) {
+      why = "it is " + std::to_string(file->st.st_size) + " bytes, expected " +
             std::to_string(kRegistryBytes);
     } else {
-      void* p = ::mmap(nullptr, kRegistryBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      void* p = ::mmap(nullptr, kRegistryBytes, PROT_READ | PROT_WRITE, MAP_SHARED, file->fd, 0);
       if (p == MAP_FAILED) {
         const int err = errno;
         if (created) reg.UnlinkIfHeld();
@@ -280,17 +325,7 @@ Result<HostRegistry> CreateOrAdoptRegistry(const std::string& ns, uint64_t catal
       }
     }
     if (why.empty()) {
-      RegistryHeader* h = reg.header();
-      const uint32_t previous = h->host_pid.load(std::memory_order_relaxed);
-      h->host_start_time.store(self_start, std::memory_order_relaxed);
-      h->host_generation.fetch_add(1, std::memory_order_relaxed);
-      h->host_pid.store(static_cast<uint32_t>(self), std::memory_order_release);
-      if (!created && log != nullptr) {
-        *log += "adopted registry " + name +
-                (previous == 0 ? std::string(" left by a host that exited with workers attached")
-                               : " of a host that is gone (pid " + std::to_string(previous) + ")") +
-                "\n";
-      }
+      StampHost(reg.header(), /*adopted=*/!created, name, log);
       return reg;
     }
     // Unusable, and ours to replace: we hold its lock, so no host uses it.
