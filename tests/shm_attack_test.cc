@@ -747,6 +747,53 @@ TEST(ForgedSlotAttack, GenerationScribbleOnALiveWorkerNeitherTerminatesItNorUnli
   EXPECT_EQ(r.law, "holds");
 }
 
+// After a generation rewrite on a live worker's slot, the rings the worker creates later carry
+// the rewritten word. They are still its rings (the segment is named by its pid and made by
+// its process): the host reads them, and nothing the worker publishes is lost.
+TEST(ForgedSlotAttack, RingsCreatedAfterAGenerationScribbleAreStillRead) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim");
+  ASSERT_TRUE(victim.attached());
+  const std::string first_ring = victim.RingSegment(ns.name());
+  ASSERT_FALSE(first_ring.empty());
+  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
+  ASSERT_GE(v.index, 0);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index) + 16),
+                    std::to_string(v.generation + 1000)}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "4000000"}), 0);
+  // Make the worker create a ring after the scribble: truncating its ring gets it a fresh one.
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(Attack({"truncate", ShmPath(first_ring), "0"}), 0);
+  const std::string fresh = victim.RingSegment(ns.name(), first_ring);
+  ASSERT_FALSE(fresh.empty()) << "the victim never got a fresh ring";
+  std::this_thread::sleep_for(200ms);  // the fresh ring carries events
+  int status = 0;
+  victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  int rings = 0, fresh_rings = 0;
+  for (const auto& [key, value] : report) {
+    if (key.rfind("ring.victim", 0) != 0) continue;
+    ++rings;
+    const RingLine r = ParseRing(value);
+    if (r.quarantine == "truncated") continue;
+    ++fresh_rings;
+    EXPECT_GT(r.published, 0u) << key << " " << value;
+    EXPECT_EQ(r.delivered, r.published) << key << " " << value;
+    EXPECT_EQ(r.law, "holds") << key << " " << value;
+  }
+  EXPECT_EQ(rings, 2) << report["log"];
+  EXPECT_EQ(fresh_rings, 1) << "the ring made after the scribble was never read\n"
+                            << report["log"];
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
 // Slots left CLAIMING by a process that died mid-claim are freed within the liveness interval,
 // by a running host and by one that starts later.
 TEST(ForgedSlotAttack, SlotsLeftClaimingByADeadProcessAreFreed) {

@@ -174,7 +174,7 @@ void ShmSource::ReclaimWorker(Worker* w) {
       const uint32_t state = s->state.load(std::memory_order_acquire);
       if (s->worker_slot != w->slot) continue;
       if ((state == shm::kSlotReady || state == shm::kSlotRetired) &&
-          s->generation == w->generation && rings_.find(i) == rings_.end()) {
+          rings_.find(i) == rings_.end()) {
         AddRing(i, s);
       } else if (state == shm::kSlotClaiming && !w->alive) {
         shm::Segment::Unlink(shm::RingName(opt_.ns, w->pid, i));

@@ -124,11 +124,15 @@ void ShmSource::AddWorker(uint32_t index, shm::WorkerSlot* s) {
 // REQUIRES: mu_ held.
 void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
   auto w = workers_.find(s->worker_slot);
-  if (w == workers_.end() || w->second->generation != s->generation) {
-    // Not a ring of the worker now in that slot. (A dead worker's unopened rings are picked up
-    // by ReclaimWorker; segments nobody refers to are removed as stale at the next host start.)
+  if (w == workers_.end()) {
+    // No worker in that slot. (A dead worker's unopened rings are picked up by ReclaimWorker;
+    // segments nobody refers to are removed as stale at the next host start.)
     return;
   }
+  // Whose ring it is comes from the process, not from the slot's generation word (anyone can
+  // rewrite that, and a worker copies its slot's word into every ring it makes): the segment
+  // is named by the worker's pid and this slot, and its creator's pid and start time are the
+  // worker's (checked below, after the adoption checks).
   // The one segment a ring slot may name is derived from its identity: its worker's pid and
   // the slot index. Whatever segment_name says, no other segment is opened for the slot.
   const std::string seg_name = shm::RingName(opt_.ns, w->second->pid, index);
@@ -159,6 +163,19 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
   if (!reader.ok()) {
     hooks_.log("refusing ring " + seg_name + " of worker " + w->second->id + ": " +
                reader.status().message());
+    return;
+  }
+  uint32_t creator = 0;
+  uint64_t creator_start = 0;
+  const shm::RingHeader* h = reader->header();
+  if (!shm::Guarded([&] {
+        creator = h->pid;
+        creator_start = h->start_time;
+      }) ||
+      creator != static_cast<uint32_t>(w->second->pid) || creator_start != w->second->start_time) {
+    // A segment left under this name by an earlier process with the same pid (or a forgery).
+    hooks_.log("ignoring ring " + seg_name + " of worker " + w->second->id +
+               ": it was not created by that worker's process (pid " + w->second->pid_str + ")");
     return;
   }
   auto r = std::make_unique<Ring>();
