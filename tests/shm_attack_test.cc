@@ -747,6 +747,52 @@ TEST(ForgedSlotAttack, GenerationScribbleOnALiveWorkerNeitherTerminatesItNorUnli
   EXPECT_EQ(r.law, "holds");
 }
 
+// The ring slot index in a ring segment's name ("/pitlane.<ns>.ring.<pid>.<slot>").
+uint32_t RingSlotOfSegment(const std::string& ring) {
+  return static_cast<uint32_t>(std::stoul(ring.substr(ring.rfind('.') + 1)));
+}
+
+// 8-byte writes mark a live worker's slot and its ring's slot RETIRED. Whether a ring's writer
+// is done is the process's word (a worker unmaps a ring it retires, before it retires its
+// slot), not the registry's: the host keeps reading the ring, never unlinks it, does not
+// declare the worker gone, and every event the worker published is delivered.
+TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLosesItsEvents) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim");
+  ASSERT_TRUE(victim.attached());
+  const std::string victim_ring = victim.RingSegment(ns.name());
+  ASSERT_FALSE(victim_ring.empty());
+  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
+  ASSERT_GE(v.index, 0);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  const uint32_t rs = RingSlotOfSegment(victim_ring);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(rs)),
+                    Hex(uint64_t{static_cast<uint32_t>(v.index)} << 32 | shm::kSlotRetired)}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index)),
+                    Hex(uint64_t{static_cast<uint32_t>(victim.pid())} << 32 | shm::kSlotRetired)}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "3000000"}), 0);
+  std::this_thread::sleep_for(500ms);  // several housekeeping passes
+  EXPECT_TRUE(Exists(victim_ring)) << "the host unlinked a live worker's ring";
+  int status = 0;
+  const std::string victim_report = victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_NE(victim_report.find("emitted=" + std::to_string(r.emitted) + " "), std::string::npos)
+      << victim_report << " vs " << report["ring.victim"] << "\n" << report["log"];
+  EXPECT_EQ(r.delivered, r.published) << report["ring.victim"];
+  EXPECT_EQ(r.law, "holds") << report["ring.victim"];
+  EXPECT_EQ(report["rings"], "1") << report["log"];
+  EXPECT_EQ(report["terminated"], "1") << "one worker, terminated once: " << report["log"];
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
 // After a generation rewrite on a live worker's slot, the rings the worker creates later carry
 // the rewritten word. They are still its rings (the segment is named by its pid and made by
 // its process): the host reads them, and nothing the worker publishes is lost.

@@ -17,15 +17,18 @@ void ShmSource::Housekeeping() {
   CheckTruncation();
   ReclaimStrandedClaims();
   CheckLiveness();
-  // Reclaim retired rings that are drained, and workers that are gone.
+  // Reclaim retired rings that are drained, and workers that are gone. RETIRED is a word in
+  // the registry anyone can write: a live process that still maps a ring may still write it.
   std::vector<Worker*> gone;
   for (auto& [slot, w] : workers_) {
-    if (!w->alive || w->leaving) gone.push_back(w.get());
+    if (!w->alive || (w->leaving && !AnyWriterMayWrite(w->rings))) gone.push_back(w.get());
   }
   for (Worker* w : gone) ReclaimWorker(w);
   std::vector<Ring*> done;
   for (Ring* r : drain_order_) {
-    if (r->retired && !r->reader->HasUnreadUntrusted()) done.push_back(r);
+    if (r->retired && !r->reader->HasUnreadUntrusted() && !AnyWriterMayWrite({r})) {
+      done.push_back(r);
+    }
   }
   for (Ring* r : done) {
     DrainRing(r);  // pick up anything published between the check and the retire
@@ -55,6 +58,26 @@ void ShmSource::RetireDepartedLocked() {
     if (at != departed_at_.end()) departed_at_.erase(at);
     it = departed_.erase(it);
   }
+}
+
+// Whether a writer may still write one of `rings`: its process lives (pidfd) and maps the
+// segment. A worker unmaps a ring when it retires it, before the slot says so; a ring still
+// mapped a pass later was marked retired by someone else (logged once).
+bool ShmSource::AnyWriterMayWrite(const std::vector<Ring*>& rings) {
+  for (Ring* r : rings) {
+    if (!r->worker->alive ||
+        !shm::MayBeMappedBy(r->worker->pid, r->segment.dev(), r->segment.ino(),
+                            r->segment.base())) {
+      continue;
+    }
+    if (++r->mapped_after_retire == 2) {
+      hooks_.log("ring " + r->reader->name() + " of worker " + r->worker->id + " (pid " +
+                 r->worker->pid_str + ") is marked retired but its process still maps it; " +
+                 "it is read on and kept");
+    }
+    return true;
+  }
+  return false;
 }
 
 // A worker is alive while its pidfd does not signal exit (a pidfd names one process, whatever

@@ -92,6 +92,9 @@ class ShmSource {
     std::optional<shm::RingReader> reader;
     Worker* worker = nullptr;
     bool retired = false;
+    // Housekeeping passes that found the ring retired (or its worker leaving) while its
+    // process still mapped it (poll thread).
+    int mapped_after_retire = 0;
     bool quarantine_reported = false;
     // The reader's host-side counts as other threads may read them (the poll thread stores
     // after every batch; the reader's own Tally is the poll thread's).
@@ -116,6 +119,7 @@ class ShmSource {
   void CheckTruncation();
   void ReclaimStrandedClaims();
   bool SlotStillOf(const Worker& w) const;
+  bool AnyWriterMayWrite(const std::vector<Ring*>& rings);
   void ReclaimWorker(Worker* w);
   void ReclaimRing(Ring* r);
   void EmitTerminated(const Worker& w, bool planned);

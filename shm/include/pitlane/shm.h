@@ -39,6 +39,14 @@ std::string SegmentPrefix(std::string_view ns);                        // "pitla
 uint64_t ProcessStartTime(pid_t pid);
 // True when `pid` runs and started at `start_time`.
 bool ProcessAlive(pid_t pid, uint64_t start_time);
+// Whether process `pid` may still have the file (`dev`, `ino`) mapped: true when
+// /proc/<pid>/maps lists it, or exists but cannot be read (then nobody can tell); false when
+// the process is gone or lists no mapping of it. The kernel's word, not a word in shared
+// memory: a worker unmaps a ring when it retires it, so a ring its process still maps may
+// still be written. When `pid` is the calling process (host and worker in one process), the
+// mapping that starts at `own` (the caller's reader) does not count. REQUIRES: the caller
+// knows `pid` is still the process it means (a pidfd).
+bool MayBeMappedBy(pid_t pid, dev_t dev, ino_t ino, const void* own = nullptr);
 uint64_t UnixNowNs();
 
 // An owned shared-memory mapping. Movable, not copyable; unmaps on destruction (it never
