@@ -890,6 +890,43 @@ TEST(ForgedSlotAttack, SlotsLeftClaimingByADeadProcessAreFreed) {
   EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
 }
 
+// A slot left CLAIMING under a pid some other process runs by now (pid reuse: here the test's
+// own pid with another start time) is freed like a dead one's, with the segment the claimer
+// left under that pid: a claimer is its pid and start time, not its pid alone.
+TEST(ForgedSlotAttack, SlotsLeftClaimingUnderAReusedPidAreFreed) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  const uint32_t ws = 12, rs = 22;
+  const uint32_t reused = static_cast<uint32_t>(::getpid());
+  const std::string left = shm::RingName(ns.name(), static_cast<pid_t>(reused), rs);
+  ASSERT_EQ(Attack({"create", ShmPath(left), "600",
+                    std::to_string(shm::RingSegmentBytes(shm::kMinRingBytes))}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws) + 8), "1"}), 0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(ws)),
+                    Hex(uint64_t{reused} << 32 | shm::kSlotClaiming)}),
+            0);
+  ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(rs)),
+                    Hex(uint64_t{ws} << 32 | shm::kSlotClaiming)}),
+            0);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while ((SlotState(ns.name(), WorkerSlotOffset(ws)) != shm::kSlotFree ||
+          SlotState(ns.name(), RingSlotOffset(rs)) != shm::kSlotFree || Exists(left)) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(SlotState(ns.name(), WorkerSlotOffset(ws)), shm::kSlotFree);
+  EXPECT_EQ(SlotState(ns.name(), RingSlotOffset(rs)), shm::kSlotFree);
+  EXPECT_FALSE(Exists(left));
+  int status = 0;
+  host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
 // ─── Forged records and counters in a ring ──────────────────────────────────────────────────
 
 // The victim's ring header as the test reads it (pitlane code on the test's side only).

@@ -128,53 +128,73 @@ void ShmSource::CheckTruncation() {
 
 // Frees slots left CLAIMING by a process that died mid-claim (seen CLAIMING two passes in a
 // row with the same claimer, and the claimer gone), with the ring segment such a claimer may
-// have created. A process that exists keeps its claim, however long it takes (it may be
-// stopped).
+// have created. A claimer is its pid and start time, as for any worker: a process that reused
+// the pid does not keep a dead claim alive. A live claimer keeps its claim however long it
+// takes (it may be stopped). Slots this host holds a worker or ring for are its own to free.
 void ShmSource::ReclaimStrandedClaims() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::map<uint32_t, uint32_t> workers_now, rings_now;
-  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
-    shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), i);
-    if (s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) continue;
-    const uint32_t pid = s->pid;
-    auto before = claiming_workers_.find(i);
-    const bool gone = pid == 0 || shm::ProcessStartTime(static_cast<pid_t>(pid)) == 0;
-    uint32_t expected = shm::kSlotClaiming;
-    if (before != claiming_workers_.end() && before->second == pid && gone &&
-        s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
-      hooks_.log("freed worker slot " + std::to_string(i) + " left claiming by pid " +
-                 std::to_string(pid) + ", which is gone");
-      continue;
-    }
-    workers_now[i] = pid;
-  }
+  std::map<uint32_t, Claimer> workers_now, rings_now;
   for (uint32_t i = 0; i < shm::kMaxRings; ++i) {
     shm::RingSlot* s = shm::RingSlotAt(registry_.base(), i);
-    if (s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) continue;
-    const uint32_t ws = s->worker_slot;
-    auto before = claiming_rings_.find(i);
-    // Its claimer is the process in worker slot `ws`.
-    uint32_t pid = 0;
-    bool gone = ws >= shm::kMaxWorkers;
-    if (!gone) {
-      const shm::WorkerSlot* w = shm::WorkerSlotAt(registry_.base(), ws);
-      const uint32_t state = w->state.load(std::memory_order_acquire);
-      pid = w->pid;
-      gone = state == shm::kSlotFree || shm::ProcessStartTime(static_cast<pid_t>(pid)) == 0 ||
-             (state != shm::kSlotClaiming && !shm::ProcessAlive(static_cast<pid_t>(pid), w->start_time));
+    if (rings_.count(i) != 0 || s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) {
+      continue;
     }
+    // Its claimer is the process in worker slot `ws` (none: gone), read before that slot
+    // itself may be freed below.
+    const uint32_t ws = s->worker_slot;
+    Claimer c{ws, 0, 0};
+    if (ws < shm::kMaxWorkers) {
+      const shm::WorkerSlot* w = shm::WorkerSlotAt(registry_.base(), ws);
+      if (w->state.load(std::memory_order_acquire) != shm::kSlotFree) {
+        c.pid = static_cast<pid_t>(w->pid);
+        c.start_time = w->start_time;
+      }
+    }
+    auto before = claiming_rings_.find(i);
     uint32_t expected = shm::kSlotClaiming;
-    if (before != claiming_rings_.end() && before->second == ws && gone &&
+    if (before != claiming_rings_.end() && before->second == c &&
+        !shm::ProcessAlive(c.pid, c.start_time) &&
         s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
-      // The claimer is gone, so the segment of this slot under its pid is no live writer's.
-      if (pid != 0) shm::Segment::Unlink(shm::RingName(opt_.ns, static_cast<pid_t>(pid), i));
+      // The segment such a claimer made is named by its pid. The pid may be another process's
+      // by now: its segment is left alone if that process maps it.
+      UnlinkRingUnlessMapped(c.pid, i);
       hooks_.log("freed ring slot " + std::to_string(i) + " left claiming by a process that is gone");
       continue;
     }
-    rings_now[i] = ws;
+    rings_now[i] = c;
+  }
+  for (uint32_t i = 0; i < shm::kMaxWorkers; ++i) {
+    shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), i);
+    if (workers_.count(i) != 0 ||
+        s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) {
+      continue;
+    }
+    const Claimer c{i, static_cast<pid_t>(s->pid), s->start_time};
+    auto before = claiming_workers_.find(i);
+    uint32_t expected = shm::kSlotClaiming;
+    if (before != claiming_workers_.end() && before->second == c &&
+        !shm::ProcessAlive(c.pid, c.start_time) &&
+        s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
+      hooks_.log("freed worker slot " + std::to_string(i) + " left claiming by pid " +
+                 std::to_string(c.pid) + ", which is gone");
+      continue;
+    }
+    workers_now[i] = c;
   }
   claiming_workers_ = std::move(workers_now);
   claiming_rings_ = std::move(rings_now);
+}
+
+// Unlinks ring segment `slot` of `pid` unless that process maps it (a live writer's ring is
+// never unlinked).
+void ShmSource::UnlinkRingUnlessMapped(pid_t pid, uint32_t slot) {
+  if (pid <= 0) return;
+  const std::string name = shm::RingName(opt_.ns, pid, slot);
+  if (shm::MayBeMappedBy(pid, name)) {
+    hooks_.log("kept ring segment " + name + ": process " + std::to_string(pid) + " maps it");
+    return;
+  }
+  shm::Segment::Unlink(name);
 }
 
 // Whether the worker slot still holds `w`'s claim: the same process (pid and start time). Not
@@ -200,7 +220,7 @@ void ShmSource::ReclaimWorker(Worker* w) {
           rings_.find(i) == rings_.end()) {
         AddRing(i, s);
       } else if (state == shm::kSlotClaiming && !w->alive) {
-        shm::Segment::Unlink(shm::RingName(opt_.ns, w->pid, i));
+        UnlinkRingUnlessMapped(w->pid, i);
         s->state.store(shm::kSlotFree, std::memory_order_release);
       }
     }

@@ -120,6 +120,7 @@ class ShmSource {
   void ReclaimStrandedClaims();
   bool SlotStillOf(const Worker& w) const;
   bool AnyWriterMayWrite(const std::vector<Ring*>& rings);
+  void UnlinkRingUnlessMapped(pid_t pid, uint32_t slot);
   void ReclaimWorker(Worker* w);
   void ReclaimRing(Ring* r);
   void EmitTerminated(const Worker& w, bool planned);
@@ -133,10 +134,18 @@ class ShmSource {
   shm::RegistryHeader* header_ = nullptr;
   uint64_t seen_epoch_ = ~uint64_t{0};
   bool registry_lost_ = false;  // poll thread: reported once
-  // Poll thread: slots found CLAIMING at the last housekeeping pass (worker slot → the pid it
-  // held, ring slot → the worker slot it named). A claim lasts microseconds; one still there a
-  // pass later whose claimer is gone was left by a process that died mid-claim.
-  std::map<uint32_t, uint32_t> claiming_workers_, claiming_rings_;
+  // Who holds a CLAIMING slot: the worker slot it names (a ring slot's claimer is the process
+  // in that worker slot), that process's pid and start time.
+  struct Claimer {
+    uint32_t worker_slot = 0;
+    pid_t pid = 0;
+    uint64_t start_time = 0;
+    bool operator==(const Claimer&) const = default;
+  };
+  // Poll thread: slots found CLAIMING at the last housekeeping pass. A claim lasts
+  // microseconds; one still there a pass later, by the same claimer, whose claimer is gone was
+  // left by a process that died mid-claim.
+  std::map<uint32_t, Claimer> claiming_workers_, claiming_rings_;
   shm::RecordBatch batch_;  // poll thread: the copy of the ring being drained
   FoldContext ctx_;         // poll thread: the context of the ring being drained
 

@@ -147,6 +147,12 @@ bool MayBeMappedBy(pid_t pid, dev_t dev, ino_t ino, const void* own) {
   return mapped;
 }
 
+bool MayBeMappedBy(pid_t pid, const std::string& name) {
+  struct stat st;
+  if (::lstat(internal::SegmentPath(name).c_str(), &st) != 0) return false;
+  return MayBeMappedBy(pid, st.st_dev, st.st_ino);
+}
+
 uint64_t UnixNowNs() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
