@@ -716,30 +716,45 @@ TEST(ForgedSlotAttack, RingSlotNamingAnotherWorkersSegmentIsNeverOpenedNorUnlink
   EXPECT_EQ(report["rings"], "1") << report["log"];
 }
 
+// A host and one emitting worker "victim" in processes of their own, and what an attack on the
+// victim aims at: its ring segment, its worker slot and the registry's path. `ready` says
+// whether all of it was found.
+struct LiveVictim {
+  LiveVictim(testing::Children& children, const std::string& ns)
+      : registry(ShmPath(shm::RegistryName(ns))), host(children, ns), victim(children, ns, "victim") {
+    if (host.started() != "started" || !victim.attached()) return;
+    ring = victim.RingSegment(ns);
+    slot = FindWorkerSlot(ns, victim.pid());
+    ready = !ring.empty() && slot.index >= 0;
+  }
+  // One 8-byte write to the victim's slot generation, and the epoch bumped so the host looks.
+  bool RewriteGeneration() const {
+    return Attack({"write64", registry, std::to_string(WorkerSlotOffset(slot.index) + 16),
+                   std::to_string(slot.generation + 1000)}) == 0 &&
+           Attack({"write64", registry, std::to_string(kEpochOffset), "2000000"}) == 0;
+  }
+  const std::string registry;
+  HostProcess host;
+  WorkerProcess victim;
+  std::string ring;
+  SlotOf slot;
+  bool ready = false;
+};
+
 // One 8-byte write to a live worker's slot generation: the worker is not declared terminated
 // and its ring is not unlinked while it writes (liveness comes from the process, via pidfd).
 TEST(ForgedSlotAttack, GenerationScribbleOnALiveWorkerNeitherTerminatesItNorUnlinksItsRing) {
   testing::ScopedNamespace ns;
   testing::Children children;
-  HostProcess host(children, ns.name());
-  ASSERT_EQ(host.started(), "started");
-  WorkerProcess victim(children, ns.name(), "victim");
-  ASSERT_TRUE(victim.attached());
-  std::this_thread::sleep_for(50ms);
-  const std::string victim_ring = victim.RingSegment(ns.name());
-  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
-  ASSERT_GE(v.index, 0);
-  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index) + 16),
-                    std::to_string(v.generation + 1000)}),
-            0);
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "2000000"}), 0);
+  LiveVictim t(children, ns.name());
+  ASSERT_TRUE(t.ready);
+  ASSERT_TRUE(t.RewriteGeneration());
   std::this_thread::sleep_for(500ms);
-  EXPECT_TRUE(Exists(victim_ring));
+  EXPECT_TRUE(Exists(t.ring));
   int status = 0;
-  const std::string victim_report = victim.Stop(children, &status);
+  const std::string victim_report = t.victim.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
-  std::map<std::string, std::string> report = host.Stop(children, &status);
+  std::map<std::string, std::string> report = t.host.Stop(children, &status);
   const RingLine r = ParseRing(report["ring.victim"]);
   EXPECT_NE(victim_report.find("emitted=" + std::to_string(r.emitted) + " "), std::string::npos)
       << victim_report << " vs " << report["ring.victim"];
@@ -759,29 +774,22 @@ uint32_t RingSlotOfSegment(const std::string& ring) {
 TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLosesItsEvents) {
   testing::ScopedNamespace ns;
   testing::Children children;
-  HostProcess host(children, ns.name());
-  ASSERT_EQ(host.started(), "started");
-  WorkerProcess victim(children, ns.name(), "victim");
-  ASSERT_TRUE(victim.attached());
-  const std::string victim_ring = victim.RingSegment(ns.name());
-  ASSERT_FALSE(victim_ring.empty());
-  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
-  ASSERT_GE(v.index, 0);
-  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
-  const uint32_t rs = RingSlotOfSegment(victim_ring);
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(RingSlotOffset(rs)),
-                    Hex(uint64_t{static_cast<uint32_t>(v.index)} << 32 | shm::kSlotRetired)}),
+  LiveVictim t(children, ns.name());
+  ASSERT_TRUE(t.ready);
+  const uint32_t ws = static_cast<uint32_t>(t.slot.index);
+  ASSERT_EQ(Attack({"write64", t.registry, std::to_string(RingSlotOffset(RingSlotOfSegment(t.ring))),
+                    Hex(uint64_t{ws} << 32 | shm::kSlotRetired)}),
             0);
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index)),
-                    Hex(uint64_t{static_cast<uint32_t>(victim.pid())} << 32 | shm::kSlotRetired)}),
+  ASSERT_EQ(Attack({"write64", t.registry, std::to_string(WorkerSlotOffset(ws)),
+                    Hex(uint64_t{static_cast<uint32_t>(t.victim.pid())} << 32 | shm::kSlotRetired)}),
             0);
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "3000000"}), 0);
+  ASSERT_EQ(Attack({"write64", t.registry, std::to_string(kEpochOffset), "3000000"}), 0);
   std::this_thread::sleep_for(500ms);  // several housekeeping passes
-  EXPECT_TRUE(Exists(victim_ring)) << "the host unlinked a live worker's ring";
+  EXPECT_TRUE(Exists(t.ring)) << "the host unlinked a live worker's ring";
   int status = 0;
-  const std::string victim_report = victim.Stop(children, &status);
+  const std::string victim_report = t.victim.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
-  std::map<std::string, std::string> report = host.Stop(children, &status);
+  std::map<std::string, std::string> report = t.host.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
   const RingLine r = ParseRing(report["ring.victim"]);
   EXPECT_NE(victim_report.find("emitted=" + std::to_string(r.emitted) + " "), std::string::npos)
@@ -799,29 +807,19 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLo
 TEST(ForgedSlotAttack, RingsCreatedAfterAGenerationScribbleAreStillRead) {
   testing::ScopedNamespace ns;
   testing::Children children;
-  HostProcess host(children, ns.name());
-  ASSERT_EQ(host.started(), "started");
-  WorkerProcess victim(children, ns.name(), "victim");
-  ASSERT_TRUE(victim.attached());
-  const std::string first_ring = victim.RingSegment(ns.name());
-  ASSERT_FALSE(first_ring.empty());
-  const SlotOf v = FindWorkerSlot(ns.name(), victim.pid());
-  ASSERT_GE(v.index, 0);
-  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(WorkerSlotOffset(v.index) + 16),
-                    std::to_string(v.generation + 1000)}),
-            0);
-  ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "4000000"}), 0);
+  LiveVictim t(children, ns.name());
+  ASSERT_TRUE(t.ready);
+  ASSERT_TRUE(t.RewriteGeneration());
   // Make the worker create a ring after the scribble: truncating its ring gets it a fresh one.
   std::this_thread::sleep_for(200ms);
-  ASSERT_EQ(Attack({"truncate", ShmPath(first_ring), "0"}), 0);
-  const std::string fresh = victim.RingSegment(ns.name(), first_ring);
+  ASSERT_EQ(Attack({"truncate", ShmPath(t.ring), "0"}), 0);
+  const std::string fresh = t.victim.RingSegment(ns.name(), t.ring);
   ASSERT_FALSE(fresh.empty()) << "the victim never got a fresh ring";
   std::this_thread::sleep_for(200ms);  // the fresh ring carries events
   int status = 0;
-  victim.Stop(children, &status);
+  t.victim.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
-  std::map<std::string, std::string> report = host.Stop(children, &status);
+  std::map<std::string, std::string> report = t.host.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
   int rings = 0, fresh_rings = 0;
   for (const auto& [key, value] : report) {
