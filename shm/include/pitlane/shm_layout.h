@@ -57,8 +57,10 @@
 // RingSlot (128 bytes, one per live ring):
 // +0     4     state            workers/host  FREE(0) -CAS-> CLAIMING(1) -> READY(2) ->
 //                                              RETIRED(3) (worker: thread exited, no more
-//                                              writes); host sets FREE after draining and
-//                                              unlinking the segment
+//                                              writes; the worker unmaps the ring first);
+//                                              host sets FREE after draining and unlinking
+//                                              the segment, once the worker's process no
+//                                              longer maps it (/proc/<pid>/maps)
 // +4     4     worker_slot      worker
 // +8     8     generation       worker        copy of the ring header's generation
 // +16    64    segment_name     worker        NUL-terminated, "/pitlane.<ns>.ring.<pid>.<slot>"
