@@ -288,9 +288,12 @@ void Worker::Impl::RetireLocked(ThreadRing* r) {
   retired += ReadRing(r->writer.counters(), Tally());
   // Release pairs with the host's acquire load of `retired`: no write follows.
   r->writer.header()->worker.retired.store(1, std::memory_order_release);
-  shm::RetireRingSlot(registry, r->ring_slot);
+  const uint32_t ring_slot = r->ring_slot;
+  // Unmapped before the slot says RETIRED: the host reclaims a ring only once this process no
+  // longer maps it (anyone can write RETIRED into a slot).
   rings.erase(std::find_if(rings.begin(), rings.end(),
                            [r](const std::unique_ptr<ThreadRing>& p) { return p.get() == r; }));
+  shm::RetireRingSlot(registry, ring_slot);
   retire_count.fetch_add(1, std::memory_order_relaxed);
 }
 
