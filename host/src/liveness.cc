@@ -131,6 +131,7 @@ void ShmSource::CheckTruncation() {
 // have created. A claimer is its pid and start time, as for any worker: a process that reused
 // the pid does not keep a dead claim alive. A live claimer keeps its claim however long it
 // takes (it may be stopped). Slots this host holds a worker or ring for are its own to free.
+// Ring slots are judged before the worker slot that names their claimer.
 void ShmSource::ReclaimStrandedClaims() {
   std::lock_guard<std::mutex> lock(mu_);
   std::map<uint32_t, Claimer> workers_now, rings_now;
@@ -139,8 +140,7 @@ void ShmSource::ReclaimStrandedClaims() {
     if (rings_.count(i) != 0 || s->state.load(std::memory_order_acquire) != shm::kSlotClaiming) {
       continue;
     }
-    // Its claimer is the process in worker slot `ws` (none: gone), read before that slot
-    // itself may be freed below.
+    // Its claimer is the process in worker slot `ws` (none: gone).
     const uint32_t ws = s->worker_slot;
     Claimer c{ws, 0, 0};
     if (ws < shm::kMaxWorkers) {
@@ -171,8 +171,13 @@ void ShmSource::ReclaimStrandedClaims() {
     }
     const Claimer c{i, static_cast<pid_t>(s->pid), s->start_time};
     auto before = claiming_workers_.find(i);
+    // Kept while a ring slot still claimed names it: that claim is judged (and the segment its
+    // claimer made found by the pid) first.
+    const bool names_a_ring_claim =
+        std::any_of(rings_now.begin(), rings_now.end(),
+                    [i](const auto& ring) { return ring.second.worker_slot == i; });
     uint32_t expected = shm::kSlotClaiming;
-    if (before != claiming_workers_.end() && before->second == c &&
+    if (!names_a_ring_claim && before != claiming_workers_.end() && before->second == c &&
         !shm::ProcessAlive(c.pid, c.start_time) &&
         s->state.compare_exchange_strong(expected, shm::kSlotFree, std::memory_order_release)) {
       hooks_.log("freed worker slot " + std::to_string(i) + " left claiming by pid " +
