@@ -194,9 +194,6 @@ def machine_lines(ctx, rows):
     if load is not None and load > NOISY_LOAD:
         notes.append(f"the load average was {load:.2f} when the run started")
     load_end = m.get("load_avg_at_end")
-    if load_end is not None and load_end > NOISY_LOAD:
-        notes.append(f"the 1-minute load average was {load_end:.2f} when it ended (other "
-                     "processes competed for the two cores)")
     if unstable:
         worst = ", ".join(f"`{n}` {cv * 100:.0f} %" for cv, n in unstable[:5])
         notes.append(f"{len(unstable)} case(s) varied by more than {NOISY_CV * 100:.0f} % "
@@ -205,6 +202,10 @@ def machine_lines(ctx, rows):
         lines.append("")
         lines.append("**Noisy machine:** " + "; ".join(notes) + ". Read the numbers as "
                      "indicative.")
+    if load is not None and load_end is not None:
+        lines.append("")
+        lines.append(f"Load average (1 min) {load:.2f} at the start, {load_end:.2f} at the end "
+                     "(the end counts the benchmark's own threads).")
     return lines
 
 
