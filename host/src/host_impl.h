@@ -52,6 +52,7 @@ class Host::Impl {
   std::atomic<uint64_t> polls{0}, sleeps{0};
   std::chrono::steady_clock::time_point next_housekeeping{};
   std::chrono::steady_clock::time_point next_calibration{};
+  std::chrono::milliseconds calibration_interval{10};  // grows to 1 s (PollOnce)
 
   std::thread loop;
   std::atomic<bool> loop_stop{false};
