@@ -18,9 +18,8 @@ namespace {
 // Emit → handler latencies, on one clock: the emitting thread stamps the TSC (Ticks()) into
 // `emitted_[i]` just before it emits event i, which carries i as its `response_size`; the
 // handler, on the host's poll thread, reads the TSC when the event reaches it. Neither the
-// worker's event timestamp nor its conversion to Unix time (which the host recalibrates about
-// once a second, and which is off by up to hundreds of µs in a host's first second) is
-// involved.
+// worker's event timestamp nor its conversion to Unix time (whose rate the host refines while
+// it runs, off by ~100 µs in its first tenth of a second) is involved.
 // Thread safety: emitted_[i] is written before event i is published (the ring's release) and
 // read after the host acquired it; `count_` (release) publishes the samples to the benchmark.
 class LatencyLog {
