@@ -591,6 +591,24 @@ TEST_F(OtlpHttpTest, TheCollectorsRetryDelayIsHonouredOverBothProtocols) {
   }
 }
 
+// Retry-After may be an HTTP-date (RFC 9110): the wait is until that time.
+TEST_F(OtlpHttpTest, AnHttpDateRetryAfterIsHonoured) {
+  OtlpReceiver r;
+  ASSERT_TRUE(r.Start({"--fail-first", "1", "--retry-after-date", "2"}));
+  OtlpOptions o = Options(0);
+  o.endpoint = "http://127.0.0.1:" + std::to_string(r.http_port());
+  auto exporter = OtlpExporter::Start(*host_, o);
+  ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(worker_->Emit("tool.execution.stop", {{"duration", 5}}), EmitResult::kOk);
+  Pump([&] { return (*exporter)->Stats().spans_exported == 1; });
+  // The date is 2 s ahead in whole seconds (so 1-2 s away); the backoff alone retries within
+  // 5 ms.
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 900ms);
+  EXPECT_EQ((*exporter)->Stats().retries, 1u);
+  EXPECT_EQ(CountSpans(r.Requests()), 1u);
+}
+
 // The specification: RESOURCE_EXHAUSTED is retryable only when the collector signals with a
 // RetryInfo that it will recover; without one the batch is refused, not retried.
 TEST_F(OtlpHttpTest, GrpcResourceExhaustedIsRetriedOnlyWithRetryInfo) {

@@ -13,6 +13,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 
 #include "otlp/logs_service.grpc.pb.h"
 #include "otlp/metrics_service.grpc.pb.h"
@@ -31,6 +32,21 @@ constexpr size_t kMaxResponseBytes = 1 << 20;
 // The longest wait a collector may ask for (Retry-After, RetryInfo); the exporter's
 // max_retry_time bounds it further.
 constexpr int64_t kMaxRetryDelaySeconds = 3600;
+
+// A Retry-After value (RFC 9110 10.2.3) in seconds from `now`: delta-seconds, or an HTTP-date
+// in the IMF-fixdate form every server sends ("Sun, 06 Nov 1994 08:49:37 GMT"; a date already
+// past is 0). -1 when it is neither (the exporter's own backoff applies).
+int64_t RetryAfterSeconds(std::string_view value, std::time_t now) {
+  int64_t seconds = -1;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+  if (ec == std::errc() && end == value.data() + value.size()) return seconds >= 0 ? seconds : -1;
+  std::tm tm{};
+  const std::string text(value);
+  const char* rest = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (rest == nullptr || *rest != '\0') return -1;
+  const std::time_t at = timegm(&tm);
+  return at > now ? static_cast<int64_t>(at - now) : 0;
+}
 
 int RemainingMs(Clock::time_point deadline) {
   const auto left =
@@ -333,10 +349,7 @@ class HttpTransport final : public OtlpTransport {
       } else if (EqualsIgnoreCase(name, "connection")) {
         close = EqualsIgnoreCase(value, "close");
       } else if (EqualsIgnoreCase(name, "retry-after")) {
-        int64_t seconds = -1;  // delta-seconds; an HTTP-date is ignored (backoff applies)
-        if (std::from_chars(value.data(), value.data() + value.size(), seconds).ec ==
-                std::errc() &&
-            seconds >= 0) {
+        if (const int64_t seconds = RetryAfterSeconds(value, std::time(nullptr)); seconds >= 0) {
           *retry_after =
               std::chrono::milliseconds(std::min(seconds, kMaxRetryDelaySeconds) * 1000);
         }

@@ -8,10 +8,10 @@
 // operations only), so Beast would mean an io_context and an async state machine for a single
 // POST; poll() on a plain socket bounds connect, write and read in a few lines. The client speaks
 // only what OTLP/HTTP needs: POST with Content-Length, keep-alive, responses with Content-Length,
-// chunked or close-delimited bodies, and the Retry-After header (delta-seconds); https:// through
-// OpenSSL on the same socket and deadlines (otlp_tls.h). gRPC does its own TLS. Both read an accepted
-// answer's partial success (OTLP specification, "Partial Success"); gRPC reads the RetryInfo of
-// an error's status details.
+// chunked or close-delimited bodies, and the Retry-After header (delta-seconds or an
+// HTTP-date); https:// through OpenSSL on the same socket and deadlines (otlp_tls.h). gRPC does
+// its own TLS. Both read an accepted answer's partial success (OTLP specification, "Partial
+// Success"); gRPC reads the RetryInfo of an error's status details.
 //
 // Thread safety: one thread uses an OtlpTransport at a time.
 #pragma once

@@ -5,6 +5,7 @@
 // integers as decimal strings. pitlane's own code decodes nothing here.
 //
 //   node receiver.js --out FILE [--fail-first N] [--fail-status 503] [--retry-after SECONDS]
+//                    [--retry-after-date SECONDS]
 //                    [--fail-grpc-code UNAVAILABLE] [--partial-reject N [--partial-message TEXT]]
 //                    [--tls-cert PEM --tls-key PEM]
 //
@@ -34,6 +35,8 @@ const out = arg('--out');
 let failFirst = Number(arg('--fail-first', '0'));
 const failStatus = Number(arg('--fail-status', '503'));
 const retryAfter = arg('--retry-after');
+// --retry-after-date SECONDS: the HTTP Retry-After as an HTTP-date that many seconds ahead.
+const retryAfterDate = arg('--retry-after-date');
 const failGrpcCode = arg('--fail-grpc-code', 'UNAVAILABLE');
 const partialReject = Number(arg('--partial-reject', '0'));
 const partialMessage = arg('--partial-message', '');
@@ -117,7 +120,10 @@ function handle(req, res) {
       return;
     }
     if (shouldFail()) {
-      const headers = retryAfter !== undefined ? { 'Retry-After': retryAfter } : {};
+      const headers = retryAfter !== undefined ? { 'Retry-After': retryAfter }
+          : retryAfterDate !== undefined
+          ? { 'Retry-After': new Date(Date.now() + Number(retryAfterDate) * 1000).toUTCString() }
+          : {};
       res.writeHead(failStatus, headers).end();
       return;
     }
