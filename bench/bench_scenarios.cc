@@ -78,6 +78,44 @@ void AttachLatencyHandler(Host& host, LatencyLog* log) {
   }
 }
 
+// Counts the typical events the host delivers into `*delivered`. Only the poll thread writes:
+// a relaxed load and store, no locked instruction.
+void AttachCounter(Host& host, std::atomic<uint64_t>* delivered) {
+  const Status s =
+      host.Attach("bench-count", "snakepit.python.call.stop", [delivered](const EventView&) {
+        delivered->store(delivered->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      });
+  if (!s.ok()) std::abort();
+}
+
+// Waits until `delivered` reaches `want` or `timeout` passes, sleeping `poll` between looks
+// (zero: spinning, for the end of a timed interval).
+void WaitDelivered(const std::atomic<uint64_t>& delivered, uint64_t want,
+                   std::chrono::seconds timeout, std::chrono::microseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (delivered.load(std::memory_order_relaxed) < want &&
+         std::chrono::steady_clock::now() < deadline) {
+    if (poll.count() == 0) {
+      _mm_pause();
+    } else {
+      std::this_thread::sleep_for(poll);
+    }
+  }
+}
+
+// Emits the typical event; a lossless producer (`retry`) emits it again while the ring or
+// queue is full. Adds the emits made to `*attempts`.
+EmitResult EmitOnce(Worker& w, const TypicalEvent& te, bool retry, uint64_t* attempts) {
+  EmitResult r = te.Emit(w);
+  ++*attempts;
+  while (retry && r == EmitResult::kDroppedFull) {
+    _mm_pause();
+    r = te.Emit(w);
+    ++*attempts;
+  }
+  return r;
+}
+
 template <typename Event>
 void EmitPerCall(benchmark::State& state, Fixture& fx, const Event& event, double gap_ns) {
   Worker& w = fx.worker();
@@ -180,12 +218,7 @@ void RunThroughput(benchmark::State& state, const FixtureOptions& options, int w
   o.workers = workers;
   std::atomic<uint64_t> delivered{0};  // outlives the host, whose handler counts into it
   Fixture fx(o);
-  // Only the poll thread writes: a relaxed load and store, no locked instruction.
-  const Status attached =
-      fx.host().Attach("bench-count", "snakepit.python.call.stop", [&delivered](const EventView&) {
-        delivered.store(delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      });
-  if (!attached.ok()) std::abort();
+  AttachCounter(fx.host(), &delivered);
   fx.RunHostOnOtherCore();
   const int producers = workers * threads;
   const uint64_t per_producer = std::max<uint64_t>(1, events / static_cast<uint64_t>(producers));
@@ -209,14 +242,7 @@ void RunThroughput(benchmark::State& state, const FixtureOptions& options, int w
         while (!go.load(std::memory_order_acquire)) _mm_pause();
         uint64_t n_ok = 0, n_attempts = 0;
         for (uint64_t i = 0; i < per_producer; ++i) {
-          EmitResult r = te.Emit(w);
-          ++n_attempts;
-          while (retry && r == EmitResult::kDroppedFull) {
-            _mm_pause();
-            r = te.Emit(w);
-            ++n_attempts;
-          }
-          n_ok += r == EmitResult::kOk;
+          n_ok += EmitOnce(w, te, retry, &n_attempts) == EmitResult::kOk;
         }
         ok.fetch_add(n_ok);
         attempts.fetch_add(n_attempts);
@@ -224,23 +250,16 @@ void RunThroughput(benchmark::State& state, const FixtureOptions& options, int w
     }
     while (warmed.load() < producers) std::this_thread::yield();
     // The warm-up events are delivered before the clock starts.
-    const auto warm_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (delivered.load(std::memory_order_relaxed) < warm_ok.load() &&
-           std::chrono::steady_clock::now() < warm_deadline) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    WaitDelivered(delivered, warm_ok.load(), std::chrono::seconds(10),
+                  std::chrono::microseconds(100));
     const uint64_t base = delivered.load(std::memory_order_relaxed);
     const int64_t cpu0 = ProcessCpuNs();
     const int64_t t0 = MonotonicNs();
     go.store(true, std::memory_order_release);
     for (auto& t : pool) t.join();
     const int64_t t_emitted = MonotonicNs();
-    const uint64_t want = base + ok.load();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (delivered.load(std::memory_order_relaxed) < want &&
-           std::chrono::steady_clock::now() < deadline) {
-      _mm_pause();
-    }
+    WaitDelivered(delivered, base + ok.load(), std::chrono::seconds(30),
+                  std::chrono::microseconds(0));
     const int64_t t1 = MonotonicNs();
     const int64_t cpu1 = ProcessCpuNs();
     const uint64_t got = delivered.load(std::memory_order_relaxed) - base;
@@ -306,11 +325,9 @@ namespace {
   char c;
   while (::read(go, &c, 1) > 0) {
   }
-  uint64_t ok = 0;
+  uint64_t ok = 0, attempts = 0;
   for (uint64_t i = 0; i < events; ++i) {
-    EmitResult r;
-    while ((r = te.Emit(w)) == EmitResult::kDroppedFull) _mm_pause();
-    ok += r == EmitResult::kOk;
+    ok += EmitOnce(w, te, /*retry=*/true, &attempts) == EmitResult::kOk;
   }
   if (::write(ready, &ok, sizeof ok) != sizeof ok) _exit(4);
   started->reset();
@@ -324,11 +341,7 @@ void RunProducerProcesses(benchmark::State& state, int processes, uint64_t event
   FixtureOptions o;
   o.workers = 0;
   Fixture fx(o);
-  const Status attached =
-      fx.host().Attach("bench-count", "snakepit.python.call.stop", [&delivered](const EventView&) {
-        delivered.store(delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      });
-  if (!attached.ok()) std::abort();
+  AttachCounter(fx.host(), &delivered);
   fx.RunHostOnOtherCore();
   const uint64_t per_process = std::max<uint64_t>(1, events / static_cast<uint64_t>(processes));
   double rate = 0, cpu_ns = 0;
@@ -360,11 +373,7 @@ void RunProducerProcesses(benchmark::State& state, int processes, uint64_t event
       warm += static_cast<uint64_t>(c);
     }
     // The warm-up events are delivered before the clock starts.
-    const auto warm_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (delivered.load(std::memory_order_relaxed) < warm &&
-           std::chrono::steady_clock::now() < warm_deadline) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    WaitDelivered(delivered, warm, std::chrono::seconds(10), std::chrono::microseconds(100));
     const uint64_t base = delivered.load(std::memory_order_relaxed);
     const int64_t cpu0 = ProcessCpuNs();
     const int64_t t0 = MonotonicNs();
@@ -376,11 +385,7 @@ void RunProducerProcesses(benchmark::State& state, int processes, uint64_t event
       ok += n;
       ::close(fd);
     }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (delivered.load(std::memory_order_relaxed) < base + ok &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
+    WaitDelivered(delivered, base + ok, std::chrono::seconds(30), std::chrono::microseconds(20));
     const int64_t t1 = MonotonicNs();
     const int64_t cpu1 = ProcessCpuNs();
     for (const pid_t pid : pids) ::waitpid(pid, nullptr, 0);
