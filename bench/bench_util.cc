@@ -92,15 +92,6 @@ void Samples::ReportTicks(benchmark::State& state, double divisor, std::string_v
   state.counters["timer_overhead_ns"] = static_cast<double>(over) * k;
 }
 
-double Samples::QuantileNs(double q) const {
-  if (v_.empty()) return 0;
-  std::vector<uint64_t> sorted = v_;
-  const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(q * static_cast<double>(sorted.size())));
-  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(i), sorted.end());
-  const uint64_t over = TimerOverheadTicks();
-  return static_cast<double>(sorted[i] > over ? sorted[i] - over : 0) * NsPerTick();
-}
-
 namespace {
 int64_t ClockNs(clockid_t id) {
   timespec ts;

@@ -71,8 +71,6 @@ class Samples {
   // Ticks minus the timer overhead, in ns, divided by `divisor` (2 for a round trip, or the
   // number of operations a sample timed), as counters named with `prefix`.
   void ReportTicks(benchmark::State& state, double divisor = 1.0, std::string_view prefix = "");
-  // The `q` quantile (0..1) in ns, timer overhead subtracted.
-  double QuantileNs(double q) const;
 
  private:
   std::vector<uint64_t> v_;
