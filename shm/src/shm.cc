@@ -261,10 +261,17 @@ Result<Segment> Segment::Map(int fd, const std::string& name, size_t bytes, bool
 
 bool Segment::lost() const { return base_ != nullptr && internal::MappingLost(base_); }
 
+namespace {
+// The one truncation probe (Segment and RingReader): touches `last`, the mapping's last byte,
+// under the SIGBUS guard. True when someone truncated the file under the mapping at `base`.
+bool ProbeTruncated(const void* base, const volatile uint8_t* last) {
+  return !Guarded([&] { (void)*last; }) || internal::MappingLost(base);
+}
+}  // namespace
+
 bool Segment::Truncated() const {
-  if (base_ == nullptr) return false;
-  const volatile uint8_t* last = static_cast<const uint8_t*>(base_) + size_ - 1;
-  return !Guarded([&] { (void)*last; }) || lost();
+  return base_ != nullptr &&
+         ProbeTruncated(base_, static_cast<const uint8_t*>(base_) + size_ - 1);
 }
 
 bool Segment::Unlink(const std::string& name) { return ::shm_unlink(name.c_str()) == 0; }
@@ -615,9 +622,7 @@ uint64_t RingReader::LoadProducerUntrusted() const {
 
 void RingReader::CheckTruncated() {
   if (state_ != State::kOk) return;
-  const volatile uint8_t* last = data_ + capacity_ - 1;
-  const bool ok = Guarded([&] { (void)*last; });
-  if (!ok || internal::MappingLost(h_)) {
+  if (ProbeTruncated(h_, data_ + capacity_ - 1)) {
     Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
                "segment was truncated under the reader (SIGBUS)");
   }
