@@ -140,52 +140,69 @@ void PrepareRecord(const RecordFields& f, const Catalog* catalog, bool use_ids,
   p->general_count = general;
 }
 
-void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) noexcept {
-  // Header, vtable and table. Vtable: [vtable bytes, table bytes, field offsets by id].
-  const uint32_t et = EventTableAt(f);
-  Put32(b + 0, et);
-  std::memcpy(b + 4, "PLEV", 4);
-  const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
-  const bool has_span = f.span.span_id != 0;
-  const uint16_t vt[13] = {
-      static_cast<uint16_t>(has_span ? 26 : 22),
-      static_cast<uint16_t>(has_span ? kSpanEventTableBytes : kEventTableBytes),
-      static_cast<uint16_t>(f.event_id != 0 ? 36 : 0),  // event_id
-      static_cast<uint16_t>(has_name ? 4 : 0),          // name
-      16,                                               // timestamp
-      38,                                               // clock
-      static_cast<uint16_t>(f.correlation_id.empty() ? 0 : 8),
-      static_cast<uint16_t>(p.int_count ? 12 : 0),
-      static_cast<uint16_t>(p.float_count ? 24 : 0),
-      static_cast<uint16_t>(p.general_count ? 28 : 0),
-      static_cast<uint16_t>(f.metadata_count ? 32 : 0),
-      40,  // span_id         (beyond the vtable's size without span ids)
-      48,  // parent_span_id
+namespace {
+
+// One record being written front to back (the layout at the top of this file): `b` is the
+// buffer, `et` the Event table's position and `cur` the next free byte. Each step writes one
+// region and leaves `cur` after it; EncodeRecord runs them in layout order.
+struct RecordEncoder {
+  const RecordFields& f;
+  const PreparedRecord& p;
+  uint8_t* b;
+  uint32_t et;
+  size_t cur;
+
+  // Where the offset vectors and the tables they point to start (0 when absent).
+  struct Tables {
+    size_t meta_vec = 0, general_vec = 0, measure_tables = 0, meta_tables = 0, meta_vt = 0;
   };
-  // Bytes 8..et: the vtable, then zero padding.
-  if (has_span) {
-    std::memcpy(b + 8, vt, 26);
-    std::memset(b + 34, 0, 6);
-  } else {
-    std::memcpy(b + 8, vt, 22);
-    Put16(b + 30, 0);
-  }
-  uint8_t* t = b + et;
-  Put32(t, et - 8);  // soffset: the vtable is at 8
-  std::memset(t + 4, 0, 12);
-  Put64(t + 16, f.timestamp);
-  std::memset(t + 24, 0, 12);
-  Put16(t + 36, f.event_id);
-  t[38] = f.clock;
-  t[39] = 0;
-  if (has_span) {
-    Put64(t + 40, f.span.span_id);
-    Put64(t + 48, f.span.parent_span_id);
+
+  // Header, vtable and Event table. Vtable: [vtable bytes, table bytes, field offsets by id].
+  void EventTable() {
+    Put32(b + 0, et);
+    std::memcpy(b + 4, "PLEV", 4);
+    const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
+    const bool has_span = f.span.span_id != 0;
+    const uint16_t vt[13] = {
+        static_cast<uint16_t>(has_span ? 26 : 22),
+        static_cast<uint16_t>(has_span ? kSpanEventTableBytes : kEventTableBytes),
+        static_cast<uint16_t>(f.event_id != 0 ? 36 : 0),  // event_id
+        static_cast<uint16_t>(has_name ? 4 : 0),          // name
+        16,                                               // timestamp
+        38,                                               // clock
+        static_cast<uint16_t>(f.correlation_id.empty() ? 0 : 8),
+        static_cast<uint16_t>(p.int_count ? 12 : 0),
+        static_cast<uint16_t>(p.float_count ? 24 : 0),
+        static_cast<uint16_t>(p.general_count ? 28 : 0),
+        static_cast<uint16_t>(f.metadata_count ? 32 : 0),
+        40,  // span_id         (beyond the vtable's size without span ids)
+        48,  // parent_span_id
+    };
+    // Bytes 8..et: the vtable, then zero padding.
+    if (has_span) {
+      std::memcpy(b + 8, vt, 26);
+      std::memset(b + 34, 0, 6);
+    } else {
+      std::memcpy(b + 8, vt, 22);
+      Put16(b + 30, 0);
+    }
+    uint8_t* t = b + et;
+    Put32(t, et - 8);  // soffset: the vtable is at 8
+    std::memset(t + 4, 0, 12);
+    Put64(t + 16, f.timestamp);
+    std::memset(t + 24, 0, 12);
+    Put16(t + 36, f.event_id);
+    t[38] = f.clock;
+    t[39] = 0;
+    if (has_span) {
+      Put64(t + 40, f.span.span_id);
+      Put64(t + 48, f.span.parent_span_id);
+    }
   }
 
-  size_t cur = FixedBytes(f);
-  // Struct vectors: 4 bytes of padding then the count, so elements start 8-aligned.
-  auto struct_vector = [&](uint16_t count, uint32_t field, Value::Kind kind) {
+  // The ints or floats struct vector: 4 bytes of padding then the count, so elements start
+  // 8-aligned.
+  void StructVector(uint16_t count, uint32_t field, Value::Kind kind) {
     Put32(b + cur, 0);
     PutOffset(b, et + field, cur + 4);
     Put32(b + cur + 4, count);
@@ -202,65 +219,62 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
       e += 16;
     }
     cur += 8 + 16 * size_t{count};
-  };
-  if (p.int_count) struct_vector(p.int_count, 12, Value::Kind::kInt);
-  if (p.float_count) struct_vector(p.float_count, 24, Value::Kind::kDouble);
-
-  size_t meta_vec = 0, general_vec = 0;
-  if (f.metadata_count) {
-    meta_vec = cur;
-    PutOffset(b, et + 32, meta_vec);
-    Put32(b + cur, static_cast<uint32_t>(f.metadata_count));
-    cur += 4 + 4 * f.metadata_count;
-  }
-  if (p.general_count) {
-    general_vec = cur;
-    PutOffset(b, et + 28, general_vec);
-    Put32(b + cur, p.general_count);
-    cur += 4 + 4 * size_t{p.general_count};
-  }
-  if (cur & 7) {
-    Put32(b + cur, 0);
-    cur += 4;
   }
 
-  // Measure tables (general path). Vtable: key_id, key, type, int_value, float_value,
-  // string_value. Table: +0 soffset +4 key +8 int_value +16 float_value +24 string_value
-  // +28 key_id +30 type +31 pad.
-  size_t measure_tables = 0;
-  if (p.general_count) {
-    static constexpr uint16_t kMeasureVt[8] = {16, kMeasureTableBytes, 28, 4, 30, 8, 16, 24};
-    std::memcpy(b + cur, kMeasureVt, sizeof(kMeasureVt));
-    cur += kMeasureVtableBytes;
-    measure_tables = cur;
-    cur += kMeasureTableBytes * size_t{p.general_count};
-  }
-  size_t meta_tables = 0, meta_vt = 0;
-  if (f.metadata_count) {
-    // Vtable A (known key): key_id at 12, no key, value at 8. Vtable B (named key): key at 4.
-    static constexpr uint16_t kMetaVt[12] = {10, kMetaTableBytes, 12, 0, 8, 0,
-                                             10, kMetaTableBytes, 0,  4, 8, 0};
-    meta_vt = cur;
-    std::memcpy(b + cur, kMetaVt, sizeof(kMetaVt));
-    cur += 2 * kMetaVtableBytes;
-    meta_tables = cur;
-    cur += kMetaTableBytes * f.metadata_count;
+  // The meta and measures offset vectors, then room for the tables they will point to, with
+  // the tables' shared vtables written.
+  Tables OffsetVectorsAndVtables() {
+    Tables t;
+    if (f.metadata_count) {
+      t.meta_vec = cur;
+      PutOffset(b, et + 32, t.meta_vec);
+      Put32(b + cur, static_cast<uint32_t>(f.metadata_count));
+      cur += 4 + 4 * f.metadata_count;
+    }
+    if (p.general_count) {
+      t.general_vec = cur;
+      PutOffset(b, et + 28, t.general_vec);
+      Put32(b + cur, p.general_count);
+      cur += 4 + 4 * size_t{p.general_count};
+    }
+    if (cur & 7) {
+      Put32(b + cur, 0);
+      cur += 4;
+    }
+    // Measure tables (general path). Vtable: key_id, key, type, int_value, float_value,
+    // string_value. Table: +0 soffset +4 key +8 int_value +16 float_value +24 string_value
+    // +28 key_id +30 type +31 pad.
+    if (p.general_count) {
+      static constexpr uint16_t kMeasureVt[8] = {16, kMeasureTableBytes, 28, 4, 30, 8, 16, 24};
+      std::memcpy(b + cur, kMeasureVt, sizeof(kMeasureVt));
+      cur += kMeasureVtableBytes;
+      t.measure_tables = cur;
+      cur += kMeasureTableBytes * size_t{p.general_count};
+    }
+    if (f.metadata_count) {
+      // Vtable A (known key): key_id at 12, no key, value at 8. Vtable B (named key): key at 4.
+      static constexpr uint16_t kMetaVt[12] = {10, kMetaTableBytes, 12, 0, 8, 0,
+                                               10, kMetaTableBytes, 0,  4, 8, 0};
+      t.meta_vt = cur;
+      std::memcpy(b + cur, kMetaVt, sizeof(kMetaVt));
+      cur += 2 * kMetaVtableBytes;
+      t.meta_tables = cur;
+      cur += kMetaTableBytes * f.metadata_count;
+    }
+    return t;
   }
 
-  // Strings, after every table that refers to them.
-  if (has_name) PutOffset(b, et + 4, PutString(b, &cur, f.name));
-  if (!f.correlation_id.empty()) {
-    PutOffset(b, et + 8, PutString(b, &cur, f.correlation_id));
-  }
-  if (p.general_count) {
+  // The Measure tables of the measurements that travel with a key string or a string value,
+  // each followed (in the string region) by its key and value.
+  void MeasureTables(const Tables& t) {
     size_t k = 0;
     for (size_t i = 0; i < f.measurement_count; ++i) {
       const Measurement& m = f.measurements[i];
       const uint16_t id = p.measurement_ids[i];
       if (id != 0 && m.value.kind != Value::Kind::kString) continue;
-      const size_t tp = measure_tables + kMeasureTableBytes * k;
-      PutOffset(b, general_vec + 4 + 4 * k, tp);
-      Put32(b + tp, static_cast<uint32_t>(tp - (measure_tables - kMeasureVtableBytes)));
+      const size_t tp = t.measure_tables + kMeasureTableBytes * k;
+      PutOffset(b, t.general_vec + 4 + 4 * k, tp);
+      Put32(b + tp, static_cast<uint32_t>(tp - (t.measure_tables - kMeasureVtableBytes)));
       Put64(b + tp + 8, m.value.kind == Value::Kind::kInt ? static_cast<uint64_t>(m.value.i) : 0);
       const double d = m.value.kind == Value::Kind::kDouble ? m.value.d : 0.0;
       std::memcpy(b + tp + 16, &d, 8);
@@ -273,19 +287,39 @@ void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) no
       ++k;
     }
   }
-  for (size_t i = 0; i < f.metadata_count; ++i) {
-    const Metadata& m = f.metadata[i];
-    const uint16_t id = p.metadata_ids[i];
-    const size_t tp = meta_tables + kMetaTableBytes * i;
-    PutOffset(b, meta_vec + 4 + 4 * i, tp);
-    const size_t vt = id != 0 ? meta_vt : meta_vt + kMetaVtableBytes;
-    Put32(b + tp, static_cast<uint32_t>(tp - vt));
-    Put32(b + tp + 4, 0);
-    Put16(b + tp + 12, id);
-    Put16(b + tp + 14, 0);
-    if (id == 0) PutOffset(b, tp + 4, PutString(b, &cur, m.key));
-    PutOffset(b, tp + 8, PutString(b, &cur, m.value));
+
+  // The Meta tables, each followed (in the string region) by its key when it has no id, and
+  // its value.
+  void MetaTables(const Tables& t) {
+    for (size_t i = 0; i < f.metadata_count; ++i) {
+      const Metadata& m = f.metadata[i];
+      const uint16_t id = p.metadata_ids[i];
+      const size_t tp = t.meta_tables + kMetaTableBytes * i;
+      PutOffset(b, t.meta_vec + 4 + 4 * i, tp);
+      const size_t vt = id != 0 ? t.meta_vt : t.meta_vt + kMetaVtableBytes;
+      Put32(b + tp, static_cast<uint32_t>(tp - vt));
+      Put32(b + tp + 4, 0);
+      Put16(b + tp + 12, id);
+      Put16(b + tp + 14, 0);
+      if (id == 0) PutOffset(b, tp + 4, PutString(b, &cur, m.key));
+      PutOffset(b, tp + 8, PutString(b, &cur, m.value));
+    }
   }
+};
+
+}  // namespace
+
+void EncodeRecord(const RecordFields& f, const PreparedRecord& p, uint8_t* b) noexcept {
+  RecordEncoder e{f, p, b, EventTableAt(f), FixedBytes(f)};
+  e.EventTable();
+  if (p.int_count) e.StructVector(p.int_count, 12, Value::Kind::kInt);
+  if (p.float_count) e.StructVector(p.float_count, 24, Value::Kind::kDouble);
+  const RecordEncoder::Tables t = e.OffsetVectorsAndVtables();
+  // Strings, after every table that refers to them.
+  if (f.event_id == 0) PutOffset(b, e.et + 4, PutString(b, &e.cur, f.name));
+  if (!f.correlation_id.empty()) PutOffset(b, e.et + 8, PutString(b, &e.cur, f.correlation_id));
+  if (p.general_count) e.MeasureTables(t);
+  e.MetaTables(t);
 }
 
 }  // namespace pitlane
