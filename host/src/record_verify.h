@@ -240,75 +240,76 @@ PITLANE_RV_INLINE bool StructElementsAligned(const uint8_t* buf, size_t vector_a
   return (reinterpret_cast<uintptr_t>(buf + vector_at + 4) & 7) == 0;
 }
 
-template <bool kDecode>
-bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta* metadata,
-          size_t capacity, DecodedRecord* out) {
-  if (size < kMinBufferSize || std::memcmp(buf + 4, "PLEV", 4) != 0) return false;
-  const Checker c(buf, size);
-  const size_t root = c.Offset(0);
-  Table<event_field::kCount> ev;
-  if (root == 0 || !c.TableStart(root, &ev)) return false;
-
+// The Event table's fields: where each scalar is (0: absent), its strings, and where each
+// vector is with its length (0 and 0: absent).
+struct EventFields {
   size_t event_id_at, timestamp_at, clock_at, span_id_at, parent_span_id_at;
   std::string_view name, correlation_id;
   size_t ints_at, floats_at, measures_at, meta_at;
   uint32_t n_ints, n_floats, n_measures, n_meta;
-  if (!c.ScalarField(ev, event_field::kEventId, 2, &event_id_at) ||
-      !c.StringField(ev, event_field::kName, &name) ||
-      !c.ScalarField(ev, event_field::kTimestamp, 8, &timestamp_at) ||
-      !c.ScalarField(ev, event_field::kClock, 1, &clock_at) ||
-      !c.StringField(ev, event_field::kCorrelationId, &correlation_id) ||
-      !c.VectorField(ev, event_field::kInts, kStructMeasureBytes, &ints_at, &n_ints) ||
-      (n_ints != 0 && !StructElementsAligned(buf, ints_at)) ||
-      !c.VectorField(ev, event_field::kFloats, kStructMeasureBytes, &floats_at, &n_floats) ||
-      (n_floats != 0 && !StructElementsAligned(buf, floats_at)) ||
-      !c.VectorField(ev, event_field::kMeasures, 4, &measures_at, &n_measures) ||
-      !c.VectorField(ev, event_field::kMeta, 4, &meta_at, &n_meta) ||
-      !c.ScalarField(ev, event_field::kSpanId, 8, &span_id_at) ||
-      !c.ScalarField(ev, event_field::kParentSpanId, 8, &parent_span_id_at)) {
-    return false;
-  }
-  // The Event plus every Measure and Meta table reference (depth is at most 2 here).
-  if (1 + size_t{n_measures} + size_t{n_meta} > kRecordMaxTables) return false;
+};
 
-  const size_t total_measurements = size_t{n_ints} + n_floats + n_measures;
-  const bool decode = kDecode && total_measurements <= capacity && n_meta <= capacity;
+// Checks the root Event table and every field of it; false: malformed.
+PITLANE_RV_INLINE bool CheckEventTable(const Checker& c, const uint8_t* buf, EventFields* e) {
+  const size_t root = c.Offset(0);
+  Table<event_field::kCount> ev;
+  if (root == 0 || !c.TableStart(root, &ev)) return false;
+  return c.ScalarField(ev, event_field::kEventId, 2, &e->event_id_at) &&
+         c.StringField(ev, event_field::kName, &e->name) &&
+         c.ScalarField(ev, event_field::kTimestamp, 8, &e->timestamp_at) &&
+         c.ScalarField(ev, event_field::kClock, 1, &e->clock_at) &&
+         c.StringField(ev, event_field::kCorrelationId, &e->correlation_id) &&
+         c.VectorField(ev, event_field::kInts, kStructMeasureBytes, &e->ints_at, &e->n_ints) &&
+         (e->n_ints == 0 || StructElementsAligned(buf, e->ints_at)) &&
+         c.VectorField(ev, event_field::kFloats, kStructMeasureBytes, &e->floats_at,
+                       &e->n_floats) &&
+         (e->n_floats == 0 || StructElementsAligned(buf, e->floats_at)) &&
+         c.VectorField(ev, event_field::kMeasures, 4, &e->measures_at, &e->n_measures) &&
+         c.VectorField(ev, event_field::kMeta, 4, &e->meta_at, &e->n_meta) &&
+         c.ScalarField(ev, event_field::kSpanId, 8, &e->span_id_at) &&
+         c.ScalarField(ev, event_field::kParentSpanId, 8, &e->parent_span_id_at);
+}
 
-  if constexpr (kDecode) {
-    out->event_id = event_id_at ? Load16(buf + event_id_at) : 0;
-    out->name = name;
-    out->timestamp = timestamp_at ? Load64(buf + timestamp_at) : 0;
-    out->clock = clock_at ? buf[clock_at] : 0;
-    out->correlation_id = correlation_id;
-    out->span_id = span_id_at ? Load64(buf + span_id_at) : 0;
-    out->parent_span_id = parent_span_id_at ? Load64(buf + parent_span_id_at) : 0;
-    out->too_many_fields = !decode;
-    out->measurement_count = decode ? total_measurements : 0;
-    out->metadata_count = decode ? n_meta : 0;
-  }
-  if (decode) {
-    RawMeasurement* m = measurements;
-    const uint8_t* e = buf + ints_at + 4;
-    for (uint32_t i = 0; i < n_ints; ++i, e += kStructMeasureBytes, ++m) {
-      const uint16_t key = Load16(e);
-      m->key_id = key == 0 ? uint16_t{0xFFFF} : key;
-      m->key = std::string_view();
-      m->value = Value(static_cast<int64_t>(Load64(e + 8)));
-    }
-    e = buf + floats_at + 4;
-    for (uint32_t i = 0; i < n_floats; ++i, e += kStructMeasureBytes, ++m) {
-      const uint16_t key = Load16(e);
-      double d;
-      std::memcpy(&d, e + 8, sizeof d);
-      m->key_id = key == 0 ? uint16_t{0xFFFF} : key;
-      m->key = std::string_view();
-      m->value = Value(d);
-    }
-  }
+PITLANE_RV_INLINE void DecodeEventFields(const uint8_t* buf, const EventFields& e,
+                                         DecodedRecord* out) {
+  out->event_id = e.event_id_at ? Load16(buf + e.event_id_at) : 0;
+  out->name = e.name;
+  out->timestamp = e.timestamp_at ? Load64(buf + e.timestamp_at) : 0;
+  out->clock = e.clock_at ? buf[e.clock_at] : 0;
+  out->correlation_id = e.correlation_id;
+  out->span_id = e.span_id_at ? Load64(buf + e.span_id_at) : 0;
+  out->parent_span_id = e.parent_span_id_at ? Load64(buf + e.parent_span_id_at) : 0;
+}
 
+// The ints then the floats struct vectors into `m` (their elements were checked with the
+// vectors). Returns the entry after the last one written.
+PITLANE_RV_INLINE RawMeasurement* DecodeStructMeasures(const uint8_t* buf, const EventFields& e,
+                                                       RawMeasurement* m) {
+  const uint8_t* p = buf + e.ints_at + 4;
+  for (uint32_t i = 0; i < e.n_ints; ++i, p += kStructMeasureBytes, ++m) {
+    const uint16_t key = Load16(p);
+    m->key_id = key == 0 ? uint16_t{0xFFFF} : key;
+    m->key = std::string_view();
+    m->value = Value(static_cast<int64_t>(Load64(p + 8)));
+  }
+  p = buf + e.floats_at + 4;
+  for (uint32_t i = 0; i < e.n_floats; ++i, p += kStructMeasureBytes, ++m) {
+    const uint16_t key = Load16(p);
+    double d;
+    std::memcpy(&d, p + 8, sizeof d);
+    m->key_id = key == 0 ? uint16_t{0xFFFF} : key;
+    m->key = std::string_view();
+    m->value = Value(d);
+  }
+  return m;
+}
+
+// Checks every Measure table and, when `out` is not null, decodes them into it.
+PITLANE_RV_INLINE bool WalkMeasureTables(const Checker& c, const uint8_t* buf,
+                                         const EventFields& e, RawMeasurement* out) {
   Table<measure_field::kCount> mt;
-  for (uint32_t i = 0; i < n_measures; ++i) {
-    const size_t slot = measures_at + 4 + 4 * size_t{i};
+  for (uint32_t i = 0; i < e.n_measures; ++i) {
+    const size_t slot = e.measures_at + 4 + 4 * size_t{i};
     size_t key_id_at, type_at, int_at, float_at;
     std::string_view key, string_value;
     if (!c.TableStart(slot + Load32(buf + slot), &mt) ||
@@ -320,29 +321,33 @@ bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta
         !c.StringField(mt, measure_field::kStringValue, &string_value)) {
       return false;
     }
-    if (decode) {
-      RawMeasurement& m = measurements[n_ints + n_floats + i];
-      m.key_id = key_id_at ? Load16(buf + key_id_at) : 0;
-      m.key = key;
-      switch (type_at ? buf[type_at] : kValueTypeInt) {
-        case kValueTypeInt:
-          m.value = Value(static_cast<int64_t>(int_at ? Load64(buf + int_at) : 0));
-          break;
-        case kValueTypeFloat: {
-          double d = 0;
-          if (float_at) std::memcpy(&d, buf + float_at, sizeof d);
-          m.value = Value(d);
-          break;
-        }
-        default:
-          m.value = Value(string_value);
+    if (out == nullptr) continue;
+    RawMeasurement& m = out[i];
+    m.key_id = key_id_at ? Load16(buf + key_id_at) : 0;
+    m.key = key;
+    switch (type_at ? buf[type_at] : kValueTypeInt) {
+      case kValueTypeInt:
+        m.value = Value(static_cast<int64_t>(int_at ? Load64(buf + int_at) : 0));
+        break;
+      case kValueTypeFloat: {
+        double d = 0;
+        if (float_at) std::memcpy(&d, buf + float_at, sizeof d);
+        m.value = Value(d);
+        break;
       }
+      default:
+        m.value = Value(string_value);
     }
   }
+  return true;
+}
 
+// Checks every Meta table and, when `out` is not null, decodes them into it.
+PITLANE_RV_INLINE bool WalkMetaTables(const Checker& c, const uint8_t* buf, const EventFields& e,
+                                      RawMeta* out) {
   Table<meta_field::kCount> dt;
-  for (uint32_t i = 0; i < n_meta; ++i) {
-    const size_t slot = meta_at + 4 + 4 * size_t{i};
+  for (uint32_t i = 0; i < e.n_meta; ++i) {
+    const size_t slot = e.meta_at + 4 + 4 * size_t{i};
     size_t key_id_at;
     std::string_view key, value;
     if (!c.TableStart(slot + Load32(buf + slot), &dt) ||
@@ -351,15 +356,36 @@ bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta
         !c.StringField(dt, meta_field::kValue, &value)) {
       return false;
     }
-    if (decode) {
-      RawMeta& m = metadata[i];
-      m.key_id = key_id_at ? Load16(buf + key_id_at) : 0;
-      m.key = key;
-      m.value = value;
-    }
+    if (out == nullptr) continue;
+    out[i].key_id = key_id_at ? Load16(buf + key_id_at) : 0;
+    out[i].key = key;
+    out[i].value = value;
   }
-
   return true;
+}
+
+template <bool kDecode>
+bool Walk(const uint8_t* buf, size_t size, RawMeasurement* measurements, RawMeta* metadata,
+          size_t capacity, DecodedRecord* out) {
+  if (size < kMinBufferSize || std::memcmp(buf + 4, "PLEV", 4) != 0) return false;
+  const Checker c(buf, size);
+  EventFields e;
+  if (!CheckEventTable(c, buf, &e)) return false;
+  // The Event plus every Measure and Meta table reference (depth is at most 2 here).
+  if (1 + size_t{e.n_measures} + size_t{e.n_meta} > kRecordMaxTables) return false;
+
+  const size_t total_measurements = size_t{e.n_ints} + e.n_floats + e.n_measures;
+  const bool decode = kDecode && total_measurements <= capacity && e.n_meta <= capacity;
+  if constexpr (kDecode) {
+    DecodeEventFields(buf, e, out);
+    out->too_many_fields = !decode;
+    out->measurement_count = decode ? total_measurements : 0;
+    out->metadata_count = decode ? e.n_meta : 0;
+  }
+  RawMeasurement* measure_tables_out =
+      decode ? DecodeStructMeasures(buf, e, measurements) : nullptr;
+  return WalkMeasureTables(c, buf, e, measure_tables_out) &&
+         WalkMetaTables(c, buf, e, decode ? metadata : nullptr);
 }
 
 #undef PITLANE_RV_INLINE
