@@ -53,6 +53,28 @@ const char* QuarantineReasonName(uint32_t reason) {
   }
 }
 
+namespace {
+
+// What a quarantine reason means, in the words RingReader::error() reports.
+const char* QuarantineMessage(QuarantineReason reason) {
+  switch (reason) {
+    case kQuarantineProducerOutside: return "producer position is outside the ring";
+    case kQuarantineProducerMisaligned: return "producer position is not 8-byte aligned";
+    case kQuarantineSkipPastProducer: return "skip marker runs past the producer position";
+    case kQuarantineZeroLength: return "record of length 0";
+    case kQuarantineTooLong: return "record longer than max_record_bytes";
+    case kQuarantineCrossesEnd: return "record crosses the end of the data area";
+    case kQuarantinePastProducer: return "record runs past the producer position";
+    case kQuarantineSequenceBackwards: return "record sequence number went backwards";
+    case kQuarantineTruncated: return "segment was truncated under the reader (SIGBUS)";
+    case kQuarantineSequenceGap:
+      return "record sequence number jumps further than the ring holds records";
+    default: return "unknown quarantine reason";
+  }
+}
+
+}  // namespace
+
 Status ValidateNamespace(std::string_view ns) {
   if (ns.empty() || ns.size() > 48) {
     return InvalidArgument("namespace \"" + std::string(ns) + "\" must be 1..48 bytes");
@@ -467,19 +489,60 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   return r;
 }
 
-void RingReader::Quarantine(State s, QuarantineReason reason, uint64_t offset, std::string why) {
-  if (internal::MappingLost(h_) && reason != kQuarantineTruncated) {
-    // Another thread's fault replaced the mapping with zeros: what looked corrupt is the
-    // truncation.
-    s = State::kBusError;
-    reason = kQuarantineTruncated;
-    why = "segment was truncated under the reader (SIGBUS)";
-  }
-  state_ = s;
+void RingReader::Quarantine(QuarantineReason reason, uint64_t offset) {
+  // Another thread's fault replaced the mapping with zeros: what looked corrupt is the
+  // truncation.
+  if (internal::MappingLost(h_)) reason = kQuarantineTruncated;
+  state_ = reason == kQuarantineTruncated ? State::kBusError : State::kCorrupt;
   reason_ = reason;
   error_offset_ = offset;
-  error_ = std::move(why);
+  error_ = QuarantineMessage(reason);
 }
+
+namespace {
+
+// What the reader may do with the header at ring offset `off`, `unread` bytes before the
+// producer position: a skip marker moves the read position `advance` bytes to the start of the
+// data area; a record is `advance` bytes long and follows `gap` sequence numbers nobody will
+// deliver (lost). `fault` says why neither holds.
+struct RecordStep {
+  QuarantineReason fault = kQuarantineNone;
+  bool skip = false;
+  uint64_t advance = 0;
+  uint32_t gap = 0;
+};
+
+inline RecordStep CheckRecordHeader(const RecordHeader& hdr, uint64_t off, uint64_t unread,
+                                    uint32_t expected_seq, uint64_t capacity,
+                                    uint32_t max_record) {
+  RecordStep s;
+  if (hdr.length == kSkipMarker) {
+    s.skip = true;
+    s.advance = capacity - off;
+    if (s.advance > unread) s.fault = kQuarantineSkipPastProducer;
+    return s;
+  }
+  s.advance = RecordBytes(hdr.length);
+  s.gap = hdr.seq - expected_seq;
+  if (hdr.length == 0) {
+    s.fault = kQuarantineZeroLength;
+  } else if (s.advance > max_record) {
+    s.fault = kQuarantineTooLong;
+  } else if (off + s.advance > capacity) {
+    s.fault = kQuarantineCrossesEnd;
+  } else if (s.advance > unread) {
+    s.fault = kQuarantinePastProducer;
+  } else if (s.gap >= 0x80000000u) {
+    s.fault = kQuarantineSequenceBackwards;
+  } else if (s.gap > capacity / RecordBytes(1)) {
+    // At most capacity / 16 records are ever published and unread at once, so a larger gap
+    // is corruption, not loss (it would count billions of events as lost).
+    s.fault = kQuarantineSequenceGap;
+  }
+  return s;
+}
+
+}  // namespace
 
 size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   out->records = {};
@@ -489,14 +552,10 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   // not fit (allocates only the first time a ring with larger records is read).
   const size_t room = std::max<size_t>(64 << 10, max_record_);
   if (out->bytes.size() < room) out->bytes.resize(room);
+  if (out->storage.size() < max_records) out->storage.resize(max_records);
 
   // Everything the guarded copy needs, as plain locals: it touches the mapping only to copy
   // out, and on SIGBUS leaves with what it has copied so far.
-  struct Failure {
-    uint64_t at = 0;
-    QuarantineReason reason = kQuarantineNone;
-    const char* why = nullptr;
-  } failure;
   RingHeader* const h = h_;
   const uint8_t* const data = data_;
   const uint64_t capacity = capacity_, mask = mask_;
@@ -505,52 +564,33 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   uint32_t expected = expected_seq_;
   uint8_t* const dst = out->bytes.data();
   const size_t dst_size = out->bytes.size();
-  size_t used = 0;
-  RecordBatch::Record* records = nullptr;
-  if (out->storage.size() < max_records) out->storage.resize(max_records);
-  records = out->storage.data();
-  size_t n = 0;
+  RecordBatch::Record* const records = out->storage.data();
+  size_t used = 0, n = 0;
   uint64_t lost = 0;
+  QuarantineReason fault = kQuarantineNone;
 
   const bool ok = Guarded([&] {
     // Acquire pairs with the worker's release store in RingWriter::Commit.
     const uint64_t wp = h->producer.load(std::memory_order_acquire);
-    auto fail = [&](QuarantineReason reason, const char* why) {
-      failure = {rp, reason, why};
-    };
     const uint64_t avail = wp - rp;
-    if (avail > capacity) return fail(kQuarantineProducerOutside, "producer position is outside the ring");
-    if ((avail & 7) != 0) return fail(kQuarantineProducerMisaligned, "producer position is not 8-byte aligned");
+    if (avail > capacity) return void(fault = kQuarantineProducerOutside);
+    if ((avail & 7) != 0) return void(fault = kQuarantineProducerMisaligned);
     while (rp != wp && n < max_records) {
       const uint64_t off = rp & mask;
       RecordHeader hdr;
       std::memcpy(&hdr, data + off, sizeof(hdr));  // copy once, never re-read
-      if (hdr.length == kSkipMarker) {
-        const uint64_t skip = capacity - off;
-        if (skip > wp - rp) return fail(kQuarantineSkipPastProducer, "skip marker runs past the producer position");
-        rp += skip;
-        std::atomic_signal_fence(std::memory_order_seq_cst);  // see below
-        continue;
+      const RecordStep step = CheckRecordHeader(hdr, off, wp - rp, expected, capacity, max_record);
+      if (step.fault != kQuarantineNone) return void(fault = step.fault);
+      if (!step.skip) {
+        const size_t padded = AlignUp8(hdr.length);
+        if (used + padded > dst_size) return;  // the batch is full: the rest waits
+        std::memcpy(dst + used, data + off + kRecordHeaderBytes, hdr.length);
+        records[n++] = {static_cast<uint32_t>(used), hdr.length, hdr.seq, step.gap};
+        used += padded;
+        lost += step.gap;
+        expected = hdr.seq + 1;
       }
-      const uint64_t rec = RecordBytes(hdr.length);
-      if (hdr.length == 0) return fail(kQuarantineZeroLength, "record of length 0");
-      if (rec > max_record) return fail(kQuarantineTooLong, "record longer than max_record_bytes");
-      if (off + rec > capacity) return fail(kQuarantineCrossesEnd, "record crosses the end of the data area");
-      if (rec > wp - rp) return fail(kQuarantinePastProducer, "record runs past the producer position");
-      const uint32_t gap = hdr.seq - expected;
-      if (gap >= 0x80000000u) return fail(kQuarantineSequenceBackwards, "record sequence number went backwards");
-      // At most capacity / 16 records are ever published and unread at once, so a larger gap
-      // is corruption, not loss (it would count billions of events as lost).
-      if (gap > capacity / RecordBytes(1)) return fail(kQuarantineSequenceGap, "record sequence number jumps further than the ring holds records");
-      const size_t padded = AlignUp8(hdr.length);
-      if (used + padded > dst_size) return;  // the batch is full: the rest waits
-      std::memcpy(dst + used, data + off + kRecordHeaderBytes, hdr.length);
-      records[n] = {static_cast<uint32_t>(used), hdr.length, hdr.seq, gap};
-      used += padded;
-      lost += gap;
-      rp += rec;
-      expected = hdr.seq + 1;
-      ++n;
+      rp += step.advance;
       // A SIGBUS leaves through siglongjmp from one of the loads from the mapping above: keep
       // the compiler from holding this record's progress in registers past the next such load,
       // so what the guard returns with is exactly the records copied whole.
@@ -564,10 +604,9 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   out->lost = lost;
   counts_.rejected[kRejectLost] += lost;
   if (!ok) {
-    Quarantine(State::kBusError, kQuarantineTruncated, rp & mask_,
-               "segment was truncated under the reader (SIGBUS)");
-  } else if (failure.why != nullptr) {
-    Quarantine(State::kCorrupt, failure.reason, failure.at & mask_, failure.why);
+    Quarantine(kQuarantineTruncated, rp & mask_);
+  } else if (fault != kQuarantineNone) {
+    Quarantine(fault, rp & mask_);
   }
   return n;
 }
@@ -608,8 +647,7 @@ void RingReader::Publish() {
   });
   snapshot_count_ = snapshots;
   if (!ok && state_ == State::kOk) {
-    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
-               "segment was truncated under the reader (SIGBUS)");
+    Quarantine(kQuarantineTruncated, rpos_ & mask_);
   }
 }
 
@@ -623,8 +661,7 @@ uint64_t RingReader::LoadProducerUntrusted() const {
 void RingReader::CheckTruncated() {
   if (state_ != State::kOk) return;
   if (ProbeTruncated(h_, data_ + capacity_ - 1)) {
-    Quarantine(State::kBusError, kQuarantineTruncated, rpos_ & mask_,
-               "segment was truncated under the reader (SIGBUS)");
+    Quarantine(kQuarantineTruncated, rpos_ & mask_);
   }
 }
 

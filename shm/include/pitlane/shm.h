@@ -279,7 +279,7 @@ class RingReader {
 
  private:
   RingReader() = default;
-  void Quarantine(State s, QuarantineReason reason, uint64_t offset, std::string why);
+  void Quarantine(QuarantineReason reason, uint64_t offset);
 
   RingHeader* h_ = nullptr;
   const uint8_t* data_ = nullptr;
