@@ -1,8 +1,13 @@
 // The gRPC transport, measured by the same scenario code as shared memory (bench_scenarios.h):
-// each worker streams to the host's dial-in server on 127.0.0.1 (an ephemeral port). The cases
+// each worker streams to the host's dial-in server on 127.0.0.1 (an ephemeral port), and in
+// BM_Throughput_Grpc_DialOut the host dials a serving worker instead. The cases
 // register next to their shm counterparts (Path::kGrpc), so one run interleaves them and
 // bench/render.py can put the two side by side with their ratio.
+#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -19,6 +24,32 @@ FixtureOptions Grpc(bool busy_poll) {
   o.configure_worker = [](WorkerOptions& w, Host& host) {
     w.transport = WorkerTransport::kGrpc;
     w.grpc_target = "127.0.0.1:" + std::to_string(host.grpc_port());
+  };
+  return o;
+}
+
+// A TCP port nothing listens on right now (the kernel's next ephemeral port).
+int UnusedLocalPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Snakepit's direction: the worker serves StreamTelemetry and the host dials it (one worker).
+FixtureOptions GrpcDialOut() {
+  const std::string address = "127.0.0.1:" + std::to_string(UnusedLocalPort());
+  FixtureOptions o;
+  o.busy_poll = true;
+  o.configure_host = [address](HostOptions& h) { h.grpc_dial = {"served=" + address}; };
+  o.configure_worker = [address](WorkerOptions& w, Host&) {
+    w.transport = WorkerTransport::kGrpc;
+    w.grpc_listen = address;
   };
   return o;
 }
@@ -58,6 +89,15 @@ FixtureOptions Grpc(bool busy_poll) {
           ->UseManualTime()
           ->Apply(Repeated);
     }
+  });
+  AddCase(Scenario::kThroughput, Path::kGrpc, [] {
+    benchmark::RegisterBenchmark("BM_Throughput_Grpc_DialOut/retry",
+                                 [](benchmark::State& s) {
+                                   RunThroughput(s, GrpcDialOut(), /*workers=*/1, /*threads=*/1,
+                                                 Pick<uint64_t>(2000000, 20000), /*retry=*/true);
+                                 })
+        ->Iterations(1)
+        ->UseManualTime();
   });
   AddCase(Scenario::kThroughputThreads, Path::kGrpc, [] {
     // One stream per worker: `streams` workers with one emitting thread each.

@@ -116,7 +116,7 @@ uint64_t Folded(const HostStats& s) {
 // ── the two transports, as typed-test parameters ────────────────────────────────────────────
 struct Shm {
   static constexpr Transport kTransport = Transport::kShm;
-  static std::unique_ptr<Host> StartHost(const std::string& ns) {
+  static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string&) {
     HostOptions o;
     o.ns = ns;
     o.log = [](std::string_view) {};
@@ -136,7 +136,7 @@ struct Shm {
 
 struct Grpc {
   static constexpr Transport kTransport = Transport::kGrpc;
-  static std::unique_ptr<Host> StartHost(const std::string& ns) {
+  static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string&) {
     HostOptions o;
     o.ns = ns;
     o.grpc_listen = "127.0.0.1:0";
@@ -151,6 +151,45 @@ struct Grpc {
     o.worker_id = id;
     o.transport = WorkerTransport::kGrpc;
     o.grpc_target = "127.0.0.1:" + std::to_string(host.grpc_port());
+    auto w = Worker::Start(o);
+    return w.ok() ? std::move(w).value() : nullptr;
+  }
+};
+
+// A TCP port nothing listens on right now (the kernel's next ephemeral port).
+int UnusedLocalPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Snakepit's direction: the worker serves, the host dials it (and, both being pitlane with
+// one catalog, receives its records as they are).
+struct GrpcDialOut {
+  static constexpr Transport kTransport = Transport::kGrpc;
+  static inline int port = 0;  // where the next worker serves and the host dials
+  static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string& worker_id) {
+    port = UnusedLocalPort();
+    HostOptions o;
+    o.ns = ns;
+    o.grpc_dial = {worker_id + "=127.0.0.1:" + std::to_string(port)};
+    o.log = [](std::string_view) {};
+    auto h = Host::Start(o);
+    return h.ok() ? std::move(h).value() : nullptr;
+  }
+  static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
+                                             const Host&) {
+    WorkerOptions o;
+    o.ns = ns;
+    o.worker_id = id;
+    o.transport = WorkerTransport::kGrpc;
+    o.grpc_listen = "127.0.0.1:" + std::to_string(port);
     auto w = Worker::Start(o);
     return w.ok() ? std::move(w).value() : nullptr;
   }
@@ -249,7 +288,7 @@ template <typename T>
 class TransportParityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    host_ = T::StartHost(ns_.name());
+    host_ = T::StartHost(ns_.name(), "parity-worker");
     ASSERT_NE(host_, nullptr);
     collector_.Attach(*host_);
     host_->RunInBackground();
@@ -272,7 +311,7 @@ class TransportParityTest : public ::testing::Test {
   std::unique_ptr<Worker> worker_;
 };
 
-using Transports = ::testing::Types<Shm, Grpc>;
+using Transports = ::testing::Types<Shm, Grpc, GrpcDialOut>;
 TYPED_TEST_SUITE(TransportParityTest, Transports);
 
 TYPED_TEST(TransportParityTest, EveryTableRowMeansTheSameOnThisTransport) {
@@ -334,12 +373,12 @@ TYPED_TEST(TransportParityTest, EveryTableRowMeansTheSameOnThisTransport) {
   }));
 }
 
-TEST(TransportParity, BothTransportsDeliverIdenticalEvents) {
+TEST(TransportParity, ShmAndBothGrpcDirectionsDeliverIdenticalEvents) {
   auto run = [](auto tag) {
     using T = decltype(tag);
     ScopedNamespace ns;
     Collector c;
-    auto host = T::StartHost(ns.name());
+    auto host = T::StartHost(ns.name(), "same-id");
     EXPECT_NE(host, nullptr);
     c.Attach(*host);
     host->RunInBackground();
@@ -353,12 +392,13 @@ TEST(TransportParity, BothTransportsDeliverIdenticalEvents) {
     return std::make_pair(c.Of(T::kTransport), s);
   };
   const auto [shm_seen, shm_stats] = run(Shm{});
-  const auto [grpc_seen, grpc_stats] = run(Grpc{});
-  EXPECT_EQ(shm_seen, grpc_seen);
-  EXPECT_EQ(shm_stats.delivered, grpc_stats.delivered);
-  EXPECT_EQ(shm_stats.truncated, grpc_stats.truncated);
-  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-    EXPECT_EQ(shm_stats.rejected[i], grpc_stats.rejected[i]) << "reason " << i;
+  for (const auto& [grpc_seen, grpc_stats] : {run(Grpc{}), run(GrpcDialOut{})}) {
+    EXPECT_EQ(shm_seen, grpc_seen);
+    EXPECT_EQ(shm_stats.delivered, grpc_stats.delivered);
+    EXPECT_EQ(shm_stats.truncated, grpc_stats.truncated);
+    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
+      EXPECT_EQ(shm_stats.rejected[i], grpc_stats.rejected[i]) << "reason " << i;
+    }
   }
 }
 
@@ -936,6 +976,69 @@ TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
   })) << "suppressed " << RemoteRing(*host, "served").suppressed_disabled << " emitted "
       << RemoteRing(*host, "served").emitted << " worker emitted " << (*w)->Stats().emitted;
   EXPECT_GE(c.Count("snakepit.grpc.connection.established"), 1u);
+}
+
+// What a serving worker sends depends on who dialed it: a pitlane host announcing the worker's
+// own catalog gets each batch as one message of records with the counters after them; a pitlane
+// host of another catalog, and a Snakepit host, get one named event per message.
+TEST(GrpcDialOut, APitlaneHostOfTheSameCatalogReceivesRecordsOthersNamedEvents) {
+  struct Case {
+    const char* what;
+    std::vector<std::pair<std::string, std::string>> metadata;
+    bool records;
+    bool counters;
+  };
+  const std::string hash = std::to_string(Catalog::Default()->hash());
+  const std::string other = std::to_string(Catalog::Default()->hash() + 1);
+  const Case cases[] = {
+      {"pitlane host, same catalog", {{"x-pitlane-host", "1"}, {"x-pitlane-catalog-hash", hash}},
+       true, true},
+      {"pitlane host, other catalog",
+       {{"x-pitlane-host", "1"}, {"x-pitlane-catalog-hash", other}}, false, true},
+      {"Snakepit host", {}, false, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ScopedNamespace ns;
+    WorkerOptions wo;
+    wo.ns = ns.name();
+    wo.worker_id = "served";
+    wo.transport = WorkerTransport::kGrpc;
+    wo.grpc_listen = "127.0.0.1:0";
+    auto w = Worker::Start(wo);
+    ASSERT_TRUE(w.ok());
+    auto host_side = ::snakepit::bridge::BridgeService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string((*w)->grpc_listen_port()),
+                            grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    for (const auto& [k, v] : c.metadata) ctx.AddMetadata(k, v);
+    auto s = host_side->StreamTelemetry(&ctx);
+    ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+    constexpr int kEvents = 50;
+    for (int i = 0; i < kEvents; ++i) {
+      ASSERT_EQ((*w)->Emit("python.call.stop", {{"duration", i}}), EmitResult::kOk);
+    }
+    int records = 0, events = 0, counter_reports = 0;
+    pb::TelemetryEvent e;
+    // Read until every event arrived and, from a worker that reports counters, the report
+    // that follows its batch.
+    while ((records + events < kEvents || (c.counters && counter_reports == 0)) && s->Read(&e)) {
+      records += e.pitlane_records_size();
+      if (e.event_parts_size() > 0) ++events;
+      if (e.has_pitlane_counters()) ++counter_reports;
+      if (e.pitlane_records_size() > 0) EXPECT_EQ(e.event_parts_size(), 0);
+    }
+    EXPECT_EQ(records, c.records ? kEvents : 0);
+    EXPECT_EQ(events, c.records ? 0 : kEvents);
+    EXPECT_EQ(counter_reports > 0, c.counters);
+    const auto& md = ctx.GetServerInitialMetadata();
+    const auto worker_hash = md.find("x-pitlane-catalog-hash");
+    ASSERT_NE(worker_hash, md.end());
+    EXPECT_EQ(std::string(worker_hash->second.data(), worker_hash->second.size()), hash);
+    ctx.TryCancel();
+    s->Finish();
+  }
 }
 
 TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) {

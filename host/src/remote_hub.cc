@@ -42,8 +42,9 @@ struct RemoteWorker {
   int open_streams = 0;
   uint64_t streams_opened = 0;
   std::chrono::steady_clock::time_point lost_at{};
+  // Of the worker's catalog: from its hello (dial-in) or its initial metadata (dial-out).
+  uint64_t catalog_hash = 0;
   // Poll thread (under RemoteHub::Impl::mu for readers).
-  uint64_t catalog_hash = 0;  // of the worker's catalog, from its hello (dial-in)
   uint64_t expected = 0;  // next sequence number the host has not seen
   uint64_t lost = 0;      // sent, never received (a broken connection)
   Tally host_side;        // what the host did with what it received
@@ -437,7 +438,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   grpc::Status DialOnce(Dialer* d, ::snakepit::bridge::BridgeService::Stub& worker_client,
                         const std::shared_ptr<RemoteWorker>& w) {
     grpc::ClientContext ctx;
-    ctx.AddMetadata("x-pitlane-host", "1");
+    ctx.AddMetadata(kHostMetadata, "1");
+    ctx.AddMetadata(kCatalogHashMetadata, std::to_string(catalog->hash()));
     if (!opt.grpc_token.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.grpc_token);
     {
       std::lock_guard<std::mutex> lock(d->ctx_mu);
@@ -499,11 +501,15 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     while (stream.Read(&ev)) {
       if (messages++ == 0) {
         const auto& md = ctx.GetServerInitialMetadata();
-        if (auto it = md.find("x-pitlane-pid"); it != md.end()) {
+        if (auto it = md.find(kPidMetadata); it != md.end()) {
+          const auto hash = md.find(kCatalogHashMetadata);
           {
             std::lock_guard<std::mutex> lock(mu);
             w->pid_str.assign(it->second.data(), it->second.size());
             w->pid = static_cast<uint32_t>(std::strtoul(w->pid_str.c_str(), nullptr, 10));
+            // Whose ids the worker's records carry (DeliverRecord checks it against ours).
+            w->catalog_hash = hash == md.end() ? 0 : std::strtoull(
+                std::string(hash->second.data(), hash->second.size()).c_str(), nullptr, 10);
             w->host_gated = false;  // a pitlane worker applies its control state itself
           }
           pid_known = true;
@@ -518,12 +524,15 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         std::lock_guard<std::mutex> lock(mu);
         it.gated = w->host_gated;
       }
+      // A counters-only message, an event, or a batch of records with the counters after it.
       size_t n = 0;
-      if (ev.has_pitlane_counters() && ev.event_parts_size() == 0) {
+      if (ev.has_pitlane_counters()) {
         it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
-      } else {
+      }
+      if (ev.pitlane_records_size() > 0 || !ev.has_pitlane_counters() ||
+          ev.event_parts_size() > 0) {
+        n = std::max(1, ev.pitlane_records_size());
         it.events.push_back(std::move(ev));
-        n = 1;
       }
       Push(std::move(it), n);
       ev.Clear();
@@ -601,13 +610,13 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   // A pitlane worker's record: the same verified decoder as a ring record. Catalog ids in it
   // are the worker's; they mean the same here only when its catalog is ours (a worker sends
   // records only then: a record from a worker with another catalog is refused as malformed).
-  void DeliverRecord(RemoteWorker& w, const std::string& record, const FoldContext& ctx,
-                     Delivery& delivery, Tally* t) {
-    if (w.catalog_hash != catalog->hash()) {
+  void DeliverRecord(RemoteWorker& w, uint64_t catalog_hash, const std::string& record,
+                     const FoldContext& ctx, Delivery& delivery, Tally* t) {
+    if (catalog_hash != catalog->hash()) {
       if (!w.warned_catalog) {
         w.warned_catalog = true;
         hooks.log("worker " + w.id + " sent event records against another catalog (hash " +
-                  std::to_string(w.catalog_hash) + ", this host's " +
+                  std::to_string(catalog_hash) + ", this host's " +
                   std::to_string(catalog->hash()) + "); rejecting them as malformed");
       }
       delivery.Reject(shm::kRejectMalformed, 1, t);
@@ -663,11 +672,13 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       }
       // Who sent it, as of now (a reconnecting stream may rewrite pid and node under `mu`).
       std::string pid_str;
+      uint64_t catalog_hash;
       FoldContext ctx = base;
       {
         std::lock_guard<std::mutex> lock(mu);
         pid_str = w.pid_str;
         ctx.pid = w.pid;
+        catalog_hash = w.catalog_hash;
       }
       ctx.worker_id = w.id;  // fixed when the record was made
       ctx.worker_pid = pid_str;
@@ -688,12 +699,18 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         }
         for (int i = skip; i < b.events_size(); ++i) DeliverOne(b.events(i), ctx, delivery, &t);
         for (int i = skip; i < b.records_size(); ++i) {
-          DeliverRecord(w, b.records(i), ctx, delivery, &t);
+          DeliverRecord(w, catalog_hash, b.records(i), ctx, delivery, &t);
         }
         w.expected = std::max<uint64_t>(w.expected, seq + count);
         if (b.has_counters()) counters = &b.counters();
       } else {
         for (const auto& e : it.events) {
+          if (e.pitlane_records_size() > 0) {
+            for (const std::string& r : e.pitlane_records()) {
+              DeliverRecord(w, catalog_hash, r, ctx, delivery, &t);
+            }
+            continue;
+          }
           if (it.gated && HostSuppressed(w, e, &t)) continue;
           DeliverOne(e, ctx, delivery, &t);
         }

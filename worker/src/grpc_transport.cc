@@ -9,8 +9,9 @@
 //   holds; reconnects back off exponentially (100 ms → 5 s, ±20 % jitter).
 // - serving (config.listen): the worker serves StreamTelemetry at pitlane's path and at
 //   Snakepit's (/snakepit.bridge.BridgeService/StreamTelemetry) for a host that dials it; one
-//   TelemetryEvent per message, as Snakepit does. A pitlane host announces itself (metadata
-//   "x-pitlane-host") and then also receives the worker's counters.
+//   TelemetryEvent per message, as Snakepit does. A pitlane host announces itself and its
+//   catalog (grpc_common.h, kHostMetadata) and then also receives the worker's counters, and,
+//   when the catalogs match, each batch as one message of records (pitlane_records).
 //
 // Keepalive: the client pings every 30 s only while a call is open; the host's server accepts
 // pings every 10 s, so a healthy stream never ends with too_many_pings.
@@ -189,100 +190,37 @@ class GrpcTransport final : public RemoteTransport {
   int listen_port() const override { return port_; }
 
   // ── serving (Snakepit's direction) ─────────────────────────────────────────────────────────
-  grpc::Status Serve(grpc::ServerContext* ctx,
-                     grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) {
+  using ServedStreamRw = grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>;
+
+  grpc::Status Serve(grpc::ServerContext* ctx, ServedStreamRw* stream) {
     if (grpc::Status auth = CheckBearerToken(*ctx, cfg_.token); !auth.ok()) return auth;
-    std::unique_lock<std::timed_mutex> consumer(consumer_mu_, std::try_to_lock);
-    if (!consumer.owns_lock() && ServedStreamEnding()) {
-      // A host that re-registers (Snakepit's does) cancels its stream and opens a new one at
-      // once: the new one waits for the old to notice, then replaces it.
-      cfg_.queue->WakeConsumer();
-      consumer.try_lock_for(kReplaceWait);
-    }
-    if (!consumer.owns_lock()) {
-      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                          "another host is already streaming from worker " + cfg_.worker_id);
-    }
+    std::unique_lock<std::timed_mutex> consumer(consumer_mu_, std::defer_lock);
+    if (grpc::Status s = TakeQueue(&consumer); !s.ok()) return s;
     {
       std::lock_guard<std::mutex> lock(active_mu_);
       active_ctx_ = ctx;
       active_host_done_ = false;
     }
-    const bool pitlane_host = ctx->client_metadata().count("x-pitlane-host") != 0;
-    ctx->AddInitialMetadata("x-pitlane-worker-id", cfg_.worker_id);
-    ctx->AddInitialMetadata("x-pitlane-pid", std::to_string(cfg_.pid));
+    const auto& md = ctx->client_metadata();
+    const bool pitlane_host = md.count(kHostMetadata) != 0;
+    const auto hash = md.find(kCatalogHashMetadata);
+    const bool raw = pitlane_host && hash != md.end() &&
+                     std::string_view(hash->second.data(), hash->second.size()) ==
+                         std::to_string(cfg_.catalog->hash());
+    ctx->AddInitialMetadata(kWorkerIdMetadata, cfg_.worker_id);
+    ctx->AddInitialMetadata(kPidMetadata, std::to_string(cfg_.pid));
+    ctx->AddInitialMetadata(kCatalogHashMetadata, std::to_string(cfg_.catalog->hash()));
     stream->SendInitialMetadata();
 
-    std::mutex mu;
-    bool reader_done = false;
-    std::string refusal;
-    std::thread reader([&] {
-      pb::TelemetryControl msg;
-      while (stream->Read(&msg)) {
-        std::lock_guard<std::mutex> lock(control_mu_);
-        if (Status s = ApplyControlMessage(msg, &control_); !s.ok()) {
-          std::lock_guard<std::mutex> l(mu);
-          refusal = s.message();
-          break;  // previous state kept; the stream ends with INVALID_ARGUMENT
-        }
-        cfg_.apply_control(control_);
-      }
-      {
-        std::lock_guard<std::mutex> lock(active_mu_);
-        active_host_done_ = true;
-      }
-      std::lock_guard<std::mutex> l(mu);
-      reader_done = true;
-    });
+    ServedState st;
+    std::thread reader([&] { ReadControl(*stream, st); });
     served_streams_.fetch_add(1);
-
-    grpc::Status result = grpc::Status::OK;
-    std::vector<uint8_t> data;
-    std::vector<std::pair<uint32_t, uint32_t>> recs;
-    // A pitlane host gets the counters at once: its first message from a pitlane worker is
-    // what tells the host the worker applies its control state itself (host/src/peer_gate.h).
-    auto last_counters = std::chrono::steady_clock::now() - kHeartbeat;
-    while (true) {
-      {
-        std::lock_guard<std::mutex> l(mu);
-        if (!refusal.empty()) {
-          result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, refusal);
-          break;
-        }
-        if (reader_done) break;  // the host closed its side
-      }
-      if (ctx->IsCancelled()) break;
-      const bool stopping = stopping_.load();
-      if (stopping && (cfg_.queue->Empty() || std::chrono::steady_clock::now() > flush_deadline_)) {
-        break;
-      }
-      cfg_.queue->Wait(std::chrono::milliseconds(stopping ? 5 : 50));
-      data.clear();
-      recs.clear();
-      const size_t n = cfg_.queue->Pop(&data, &recs, kBatchEvents, kBatchBytes);
-      bool ok = true;
-      for (size_t i = 0; i < n && ok; ++i) {
-        pb::TelemetryEvent ev;
-        RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog, &ev);
-        cfg_.queue->counters.published.fetch_add(1, std::memory_order_relaxed);
-        grpc::WriteOptions wo;
-        if (i + 1 < n) wo.set_buffer_hint();
-        ok = stream->Write(ev, wo);
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (ok && pitlane_host && (n > 0 || now - last_counters >= kHeartbeat)) {
-        pb::TelemetryEvent c;
-        FillCounters(cfg_.queue->counters, c.mutable_pitlane_counters());
-        ok = stream->Write(c);
-        last_counters = now;
-      }
-      if (!ok) break;  // the host went away
-    }
+    const grpc::Status result = ForwardQueue(*ctx, *stream, st, pitlane_host, raw);
     served_streams_.fetch_sub(1);
     bool done;
     {
-      std::lock_guard<std::mutex> l(mu);
-      done = reader_done || !refusal.empty();
+      std::lock_guard<std::mutex> l(st.mu);
+      done = st.reader_done || !st.refusal.empty();
     }
     if (!done) ctx->TryCancel();  // unblocks the reader's Read
     reader.join();
@@ -294,6 +232,122 @@ class GrpcTransport final : public RemoteTransport {
   }
 
  private:
+  // One served stream's state, shared by its writer (ForwardQueue) and its reader thread.
+  struct ServedState {
+    std::mutex mu;
+    bool reader_done = false;  // guarded by mu: the host closed its side
+    std::string refusal;       // guarded by mu: why a control message was refused
+  };
+
+  // Takes the queue for a new served stream: at once, or after the ending stream it replaces.
+  grpc::Status TakeQueue(std::unique_lock<std::timed_mutex>* consumer) {
+    if (!consumer->try_lock() && ServedStreamEnding()) {
+      // A host that re-registers (Snakepit's does) cancels its stream and opens a new one at
+      // once: the new one waits for the old to notice, then replaces it.
+      cfg_.queue->WakeConsumer();
+      consumer->try_lock_for(kReplaceWait);
+    }
+    if (!consumer->owns_lock()) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          "another host is already streaming from worker " + cfg_.worker_id);
+    }
+    return grpc::Status::OK;
+  }
+
+  // The reader thread of a served stream: applies the host's control messages until the host
+  // closes its side or sends one the worker refuses (the previous state is kept; the stream
+  // ends with INVALID_ARGUMENT).
+  void ReadControl(ServedStreamRw& stream, ServedState& st) {
+    pb::TelemetryControl msg;
+    while (stream.Read(&msg)) {
+      std::lock_guard<std::mutex> lock(control_mu_);
+      if (Status s = ApplyControlMessage(msg, &control_); !s.ok()) {
+        std::lock_guard<std::mutex> l(st.mu);
+        st.refusal = s.message();
+        break;
+      }
+      cfg_.apply_control(control_);
+    }
+    {
+      std::lock_guard<std::mutex> lock(active_mu_);
+      active_host_done_ = true;
+    }
+    std::lock_guard<std::mutex> l(st.mu);
+    st.reader_done = true;
+  }
+
+  // Writes the queue onto a served stream until the host goes away, refuses, or the worker
+  // stops (after flushing what it holds, up to the flush deadline). A pitlane host also gets
+  // the worker's counters after every batch and at least every kHeartbeat, and, when `raw`,
+  // each batch as one message of records.
+  grpc::Status ForwardQueue(grpc::ServerContext& ctx, ServedStreamRw& stream, ServedState& st,
+                            bool pitlane_host, bool raw) {
+    std::vector<uint8_t> data;
+    std::vector<std::pair<uint32_t, uint32_t>> recs;
+    // A pitlane host gets the counters at once: its first message from a pitlane worker is
+    // what tells the host the worker applies its control state itself (host/src/peer_gate.h).
+    auto last_counters = std::chrono::steady_clock::now() - kHeartbeat;
+    while (true) {
+      {
+        std::lock_guard<std::mutex> l(st.mu);
+        if (!st.refusal.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, st.refusal);
+        if (st.reader_done) return grpc::Status::OK;  // the host closed its side
+      }
+      if (ctx.IsCancelled()) return grpc::Status::OK;
+      const bool stopping = stopping_.load();
+      if (stopping && (cfg_.queue->Empty() || std::chrono::steady_clock::now() > flush_deadline_)) {
+        return grpc::Status::OK;
+      }
+      cfg_.queue->Wait(std::chrono::milliseconds(stopping ? 5 : 50));
+      data.clear();
+      recs.clear();
+      const size_t n = cfg_.queue->Pop(&data, &recs, kBatchEvents, kBatchBytes);
+      const auto now = std::chrono::steady_clock::now();
+      const bool counters = pitlane_host && (n > 0 || now - last_counters >= kHeartbeat);
+      bool ok;
+      if (raw) {
+        ok = (n == 0 && !counters) || WriteRecords(stream, data, recs, n);
+      } else {
+        ok = WriteEvents(stream, data, recs, n);
+        if (ok && counters) {
+          pb::TelemetryEvent c;
+          FillCounters(cfg_.queue->counters, c.mutable_pitlane_counters());
+          ok = stream.Write(c);
+        }
+      }
+      if (counters) last_counters = now;
+      if (!ok) return grpc::Status::OK;  // the host went away
+    }
+  }
+
+  // `n` popped records as one TelemetryEvent each (the form every peer reads).
+  bool WriteEvents(ServedStreamRw& stream, const std::vector<uint8_t>& data,
+                   const std::vector<std::pair<uint32_t, uint32_t>>& recs, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      pb::TelemetryEvent ev;
+      RecordToProto(data.data() + recs[i].first, recs[i].second, *cfg_.catalog, &ev);
+      cfg_.queue->counters.published.fetch_add(1, std::memory_order_relaxed);
+      grpc::WriteOptions wo;
+      if (i + 1 < n) wo.set_buffer_hint();
+      if (!stream.Write(ev, wo)) return false;
+    }
+    return true;
+  }
+
+  // `n` popped records (maybe none) as they are, in one message with the counters after them.
+  bool WriteRecords(ServedStreamRw& stream, const std::vector<uint8_t>& data,
+                    const std::vector<std::pair<uint32_t, uint32_t>>& recs, size_t n) {
+    pb::TelemetryEvent batch;
+    batch.mutable_pitlane_records()->Reserve(static_cast<int>(n));
+    for (size_t i = 0; i < n; ++i) {
+      batch.add_pitlane_records(reinterpret_cast<const char*>(data.data() + recs[i].first),
+                                recs[i].second);
+    }
+    cfg_.queue->counters.published.fetch_add(n, std::memory_order_relaxed);
+    FillCounters(cfg_.queue->counters, batch.mutable_pitlane_counters());
+    return stream.Write(batch);
+  }
+
   // ── dial-in (the worker dials the host) ───────────────────────────────────────────────────
   // A sent batch, kept until acked. The message lives on its own arena (one allocation run
   // for ~512 events and their maps) and is shared, never copied, for a re-send.

@@ -18,6 +18,15 @@
 
 namespace pitlane::internal {
 
+// Metadata of a stream a pitlane host opens to a worker it dials (Snakepit's direction). The
+// host announces itself and its catalog's hash; a pitlane worker answers (initial metadata)
+// with its id, pid and catalog hash. A worker whose catalog hash the host announced sends its
+// records as they are (TelemetryEvent.pitlane_records); otherwise one event per message.
+inline constexpr char kHostMetadata[] = "x-pitlane-host";
+inline constexpr char kCatalogHashMetadata[] = "x-pitlane-catalog-hash";
+inline constexpr char kWorkerIdMetadata[] = "x-pitlane-worker-id";
+inline constexpr char kPidMetadata[] = "x-pitlane-pid";
+
 // A control state as the three messages that set it completely: toggle, sampling, filter (an
 // empty filter message still replaces both lists).
 void ControlToMessages(const ControlState& state, pitlane::v1::TelemetryControl out[3]);
