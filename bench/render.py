@@ -153,6 +153,8 @@ THROUGHPUT_CASES = [
     ("1 producer, drops when full", "BM_Throughput_Shm/drop", "BM_Throughput_Grpc/drop"),
     ("1 producer, lossless (retries when full)", "BM_Throughput_Shm/retry",
      "BM_Throughput_Grpc/retry"),
+    ("1 producer, lossless; gRPC: the host dials the worker", "BM_Throughput_Shm/retry",
+     "BM_Throughput_Grpc_DialOut/retry"),
     ("1 producer thread / stream", "BM_Throughput_Shm_Threads/threads:1",
      "BM_Throughput_Grpc_Streams/streams:1"),
     ("2 producer threads (rings)", "BM_Throughput_Shm_Threads/threads:2", None),
