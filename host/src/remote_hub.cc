@@ -653,6 +653,27 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
   }
 
+  // A dial-in batch: delivers what the host has not seen (a batch re-sent after a reconnect
+  // repeats some) and returns how many events before it never arrived.
+  uint64_t DeliverBatch(RemoteWorker& w, uint64_t catalog_hash, const pb::TelemetryUpstream& b,
+                        const FoldContext& ctx, Delivery& delivery, Tally* t) {
+    const uint64_t seq = b.first_sequence();
+    const int count = b.events_size() + b.records_size();  // one or the other
+    int skip = 0;
+    uint64_t lost = 0;
+    if (seq < w.expected) {
+      skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, count));
+    } else if (seq > w.expected) {
+      lost = seq - w.expected;  // sent, never received (a broken connection)
+    }
+    for (int i = skip; i < b.events_size(); ++i) DeliverOne(b.events(i), ctx, delivery, t);
+    for (int i = skip; i < b.records_size(); ++i) {
+      DeliverRecord(w, catalog_hash, b.records(i), ctx, delivery, t);
+    }
+    w.expected = std::max<uint64_t>(w.expected, seq + count);
+    return lost;
+  }
+
   size_t Drain(Delivery& delivery, const FoldContext& base) {
     if (!inbox_nonempty.load(std::memory_order_acquire)) return 0;
     std::deque<Item> items;
@@ -688,20 +709,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       const pb::WorkerCounters* counters = it.counters.get();
       if (it.batch) {
         const pb::TelemetryUpstream& b = *it.batch->msg;
-        const uint64_t seq = b.first_sequence();
-        const int count = b.events_size() + b.records_size();  // one or the other
-        int skip = 0;
-        if (seq < w.expected) {
-          // Re-sent after a reconnect: the host has seen these.
-          skip = static_cast<int>(std::min<uint64_t>(w.expected - seq, count));
-        } else if (seq > w.expected) {
-          lost = seq - w.expected;  // sent, never received (a broken connection)
-        }
-        for (int i = skip; i < b.events_size(); ++i) DeliverOne(b.events(i), ctx, delivery, &t);
-        for (int i = skip; i < b.records_size(); ++i) {
-          DeliverRecord(w, catalog_hash, b.records(i), ctx, delivery, &t);
-        }
-        w.expected = std::max<uint64_t>(w.expected, seq + count);
+        lost = DeliverBatch(w, catalog_hash, b, ctx, delivery, &t);
         if (b.has_counters()) counters = &b.counters();
       } else {
         for (const auto& e : it.events) {
