@@ -134,25 +134,41 @@ struct Shm {
   }
 };
 
+std::unique_ptr<Host> StartGrpcHost(const std::string& ns, HostOptions o = {},
+                                    std::vector<std::string>* log = nullptr,
+                                    std::mutex* log_mu = nullptr) {
+  o.ns = ns;
+  if (o.grpc_listen.empty() && o.grpc_dial.empty()) o.grpc_listen = "127.0.0.1:0";
+  o.log = [log, log_mu](std::string_view l) {
+    if (log) {
+      std::lock_guard<std::mutex> g(*log_mu);
+      log->emplace_back(l);
+    }
+  };
+  auto h = Host::Start(o);
+  EXPECT_TRUE(h.ok()) << h.status().message();
+  return h.ok() ? std::move(h).value() : nullptr;
+}
+
+std::unique_ptr<Worker> StartGrpcWorker(const std::string& ns, const std::string& id,
+                                        const std::string& target, WorkerOptions o = {}) {
+  o.ns = ns;
+  o.worker_id = id;
+  o.transport = WorkerTransport::kGrpc;
+  o.grpc_target = target;
+  auto w = Worker::Start(o);
+  EXPECT_TRUE(w.ok()) << w.status().message();
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
 struct Grpc {
   static constexpr Transport kTransport = Transport::kGrpc;
   static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string&) {
-    HostOptions o;
-    o.ns = ns;
-    o.grpc_listen = "127.0.0.1:0";
-    o.log = [](std::string_view) {};
-    auto h = Host::Start(o);
-    return h.ok() ? std::move(h).value() : nullptr;
+    return StartGrpcHost(ns);
   }
   static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
                                              const Host& host) {
-    WorkerOptions o;
-    o.ns = ns;
-    o.worker_id = id;
-    o.transport = WorkerTransport::kGrpc;
-    o.grpc_target = "127.0.0.1:" + std::to_string(host.grpc_port());
-    auto w = Worker::Start(o);
-    return w.ok() ? std::move(w).value() : nullptr;
+    return StartGrpcWorker(ns, id, "127.0.0.1:" + std::to_string(host.grpc_port()));
   }
 };
 
@@ -177,21 +193,14 @@ struct GrpcDialOut {
   static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string& worker_id) {
     port = UnusedLocalPort();
     HostOptions o;
-    o.ns = ns;
     o.grpc_dial = {worker_id + "=127.0.0.1:" + std::to_string(port)};
-    o.log = [](std::string_view) {};
-    auto h = Host::Start(o);
-    return h.ok() ? std::move(h).value() : nullptr;
+    return StartGrpcHost(ns, o);
   }
   static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
                                              const Host&) {
     WorkerOptions o;
-    o.ns = ns;
-    o.worker_id = id;
-    o.transport = WorkerTransport::kGrpc;
     o.grpc_listen = "127.0.0.1:" + std::to_string(port);
-    auto w = Worker::Start(o);
-    return w.ok() ? std::move(w).value() : nullptr;
+    return StartGrpcWorker(ns, id, /*target=*/"", o);
   }
 };
 
@@ -554,32 +563,6 @@ class Proxy {
   int cuts_ = 0;
 };
 
-std::unique_ptr<Host> StartGrpcHost(const std::string& ns, HostOptions o = {},
-                                    std::vector<std::string>* log = nullptr,
-                                    std::mutex* log_mu = nullptr) {
-  o.ns = ns;
-  if (o.grpc_listen.empty() && o.grpc_dial.empty()) o.grpc_listen = "127.0.0.1:0";
-  o.log = [log, log_mu](std::string_view l) {
-    if (log) {
-      std::lock_guard<std::mutex> g(*log_mu);
-      log->emplace_back(l);
-    }
-  };
-  auto h = Host::Start(o);
-  EXPECT_TRUE(h.ok()) << h.status().message();
-  return h.ok() ? std::move(h).value() : nullptr;
-}
-
-std::unique_ptr<Worker> StartGrpcWorker(const std::string& ns, const std::string& id,
-                                        const std::string& target, WorkerOptions o = {}) {
-  o.ns = ns;
-  o.worker_id = id;
-  o.transport = WorkerTransport::kGrpc;
-  o.grpc_target = target;
-  auto w = Worker::Start(o);
-  EXPECT_TRUE(w.ok()) << w.status().message();
-  return w.ok() ? std::move(w).value() : nullptr;
-}
 
 RingStats RemoteRing(Host& h, const std::string& id) {
   for (const RingStats& r : h.Rings()) {
