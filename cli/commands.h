@@ -75,6 +75,7 @@ struct HostCmdOptions {
 };
 struct StatOptions {
   std::string ns;
+  std::string admin;  // the host's admin address; empty: DefaultAdminAddress(ns)
   bool json = false;
   bool watch = false;  // refresh every `interval_s` until SIGINT/SIGTERM, with rates
   double interval_s = 1;

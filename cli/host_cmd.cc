@@ -268,8 +268,14 @@ Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec
     s->metrics = std::move(m).value();
   }
   if (!o.no_admin && o.admin != "off") {
-    Result<std::unique_ptr<AdminServer>> a =
-        AdminServer::Start(host, o.admin.empty() ? DefaultAdminAddress(host.ns()) : o.admin);
+    // `pitlane stat` reads the OTLP exporter's counts through the admin service (the admin
+    // server is destroyed before the exporter: Services' member order).
+    ExporterReports reports;
+    if (s->otlp) {
+      reports = [e = s->otlp.get()] { return std::vector<ExporterReport>{e->Report()}; };
+    }
+    Result<std::unique_ptr<AdminServer>> a = AdminServer::Start(
+        host, o.admin.empty() ? DefaultAdminAddress(host.ns()) : o.admin, std::move(reports));
     if (!a.ok()) {
       return Status(a.status().code(), "cannot serve the admin service: " + a.status().message());
     }

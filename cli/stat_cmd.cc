@@ -5,9 +5,13 @@
 // accounting.h's order, so in-flight events appear as a positive difference, never a negative
 // one.
 //
+// While the host runs, the counts of its exporters (OpenTelemetry: exported, retried, dropped by
+// reason) come from its admin service (ListExporters), the one part that needs the host.
+//
 // --watch re-reads everything every --interval seconds until SIGINT/SIGTERM and adds per-ring
 // rates (events/s emitted, delivered, dropped) computed from the previous refresh; a ring is
 // matched across refreshes by segment name, pid and process start time.
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -21,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "admin.grpc.pb.h"
 #include "commands.h"
+#include "pitlane/admin.h"
 #include "pitlane/shm.h"
 #include "pitlane/shm_inspect.h"
 
@@ -36,6 +42,38 @@ double FillPercent(const RingRow& r) {
 }
 // Every count explained so far (events may be in flight); Settled: nothing in flight.
 bool Conserved(const RingRow& r) { return r.error.empty() && r.Consistent(); }
+
+// The exporters of a running host, from its admin service; `error` says why there are none.
+struct HostExporters {
+  bool asked = false;  // false: the host is not running, so nothing was asked
+  std::vector<ExporterReport> exporters;
+  std::string error;
+};
+
+HostExporters ReadExporters(const RegistryCopy& reg, const std::string& admin_address) {
+  HostExporters out;
+  if (reg.host_pid == 0 || !reg.host_alive) return out;
+  out.asked = true;
+  const auto admin = ::pitlane::v1::Admin::NewStub(
+      grpc::CreateChannel(admin_address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       std::chrono::duration<double>(kAdminCallTimeoutSeconds)));
+  ::pitlane::v1::ListExportersReply reply;
+  const grpc::Status s = admin->ListExporters(&ctx, {}, &reply);
+  if (!s.ok()) {
+    out.error = "the host's admin service at " + admin_address + " did not answer (" +
+                s.error_message() + "); exporter counts need it (pitlane host --admin)";
+    return out;
+  }
+  for (const ::pitlane::v1::AdminExporter& e : reply.exporters()) {
+    ExporterReport r{e.name(), e.target(), {}};
+    for (const ::pitlane::v1::AdminCount& c : e.counts()) r.counts.emplace_back(c.name(), c.value());
+    out.exporters.push_back(std::move(r));
+  }
+  return out;
+}
 
 // Per-ring rates since the previous refresh of --watch (parallel to RegistryCopy::rings).
 struct Rate {
@@ -114,6 +152,37 @@ json JsonDoc(const std::string& ns, const RegistryCopy& reg, const std::vector<R
   }
   doc["rings"] = rings;
   return doc;
+}
+
+// "exporters": one object per exporter with its counts; null when the host is not running;
+// "exporters_error" when it runs but its admin service did not answer.
+void AddExporters(const HostExporters& x, json* doc) {
+  if (!x.asked) {
+    (*doc)["exporters"] = nullptr;
+    return;
+  }
+  if (!x.error.empty()) (*doc)["exporters_error"] = x.error;
+  json list = json::array();
+  for (const ExporterReport& e : x.exporters) {
+    json counts = json::object();
+    for (const auto& [name, value] : e.counts) counts[name] = value;
+    list.push_back({{"name", e.name}, {"target", e.target}, {"counts", std::move(counts)}});
+  }
+  (*doc)["exporters"] = std::move(list);
+}
+
+void PrintExporters(const HostExporters& x) {
+  if (!x.asked) return;
+  if (!x.error.empty()) {
+    std::printf("exporters: %s\n", x.error.c_str());
+    return;
+  }
+  if (x.exporters.empty()) std::printf("exporters: none reporting\n");
+  for (const ExporterReport& e : x.exporters) {
+    std::printf("exporter %s → %s\n ", e.name.c_str(), e.target.c_str());
+    for (const auto& [name, value] : e.counts) std::printf(" %s %" PRIu64, name.c_str(), value);
+    std::printf("\n");
+  }
 }
 
 void PrintText(const std::string& ns, const RegistryCopy& reg, const std::vector<Rate>* rates) {
@@ -213,6 +282,10 @@ std::vector<Rate> Rates(const RegistryCopy& cur, const RegistryCopy* prev, doubl
   return out;
 }
 
+std::string AdminAddressOf(const StatOptions& o, const std::string& ns) {
+  return o.admin.empty() ? DefaultAdminAddress(ns) : o.admin;
+}
+
 int Watch(const std::string& ns, const StatOptions& o) {
   BlockStopSignals();  // SIGINT/SIGTERM end the loop (WaitForSignal) instead of the process
   const bool tty = !o.json && ::isatty(STDOUT_FILENO) == 1;
@@ -233,6 +306,7 @@ int Watch(const std::string& ns, const StatOptions& o) {
       } else {
         const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
         doc = JsonDoc(ns, reg, &rates);
+        AddExporters(ReadExporters(reg, AdminAddressOf(o, ns)), &doc);
       }
       doc["time_unix_ns"] = unix_ns;
       doc["interval_s"] = first ? 0.0 : dt;  // seconds since the previous refresh
@@ -255,6 +329,7 @@ int Watch(const std::string& ns, const StatOptions& o) {
       } else {
         const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
         PrintText(ns, reg, &rates);
+        PrintExporters(ReadExporters(reg, AdminAddressOf(o, ns)));
       }
     }
     std::fflush(stdout);
@@ -284,12 +359,14 @@ int RunStat(const StatOptions& o) {
     Error("stat", reg.error);
     return 1;
   }
+  const HostExporters exporters = ReadExporters(reg, AdminAddressOf(o, ns));
   if (o.json) {
-    std::printf("%s\n", JsonDoc(ns, reg, nullptr)
-                            .dump(2, ' ', false, json::error_handler_t::replace)
-                            .c_str());
+    json doc = JsonDoc(ns, reg, nullptr);
+    AddExporters(exporters, &doc);
+    std::printf("%s\n", doc.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   } else {
     PrintText(ns, reg, nullptr);
+    PrintExporters(exporters);
   }
   return 0;
 }
@@ -302,6 +379,10 @@ CLI::App* AddStatCommand(CLI::App* app, StatOptions* o) {
       ->check(NamespaceName());
   cmd->add_flag("--json", o->json,
                 "Print one JSON document (with --watch: one per refresh, one per line)");
+  cmd->add_option("--admin", o->admin,
+                  "Where the running host's admin service is, for its exporters' counts "
+                  "(default: the namespace's socket)")
+      ->type_name("ADDR");
   auto* watch_flag = cmd->add_flag(
       "--watch", o->watch, "Refresh until SIGINT, with per-ring rates since the previous refresh");
   cmd->add_option("--interval", o->interval_s, "Refresh interval of --watch (seconds)")

@@ -516,6 +516,35 @@ TEST_F(AdminTest, TcpPortZeroServesOnThePortTheKernelChose) {
   EXPECT_FALSE(HostControl("adm-w1").enabled);
 }
 
+TEST_F(AdminTest, ListExportersReportsWhatTheOwnerPassesInOrderAndNothingWithoutIt) {
+  {
+    v1::ListExportersReply reply;
+    ASSERT_TRUE(admin_->ListExporters(Ctx().get(), {}, &reply).ok());
+    EXPECT_EQ(reply.exporters_size(), 0);
+  }
+  uint64_t exported = 7;
+  Result<std::unique_ptr<AdminServer>> s = AdminServer::Start(*host_, "127.0.0.1:0", [&] {
+    return std::vector<ExporterReport>{
+        {"otlp", "grpc http://collector:4317", {{"spans_exported", exported}, {"retries", 2}}}};
+  });
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto admin = Connect((*s)->address());
+  for (const uint64_t want : {7, 9}) {
+    exported = want;  // read at each call, not at start
+    v1::ListExportersReply reply;
+    ASSERT_TRUE(admin->ListExporters(Ctx().get(), {}, &reply).ok());
+    ASSERT_EQ(reply.exporters_size(), 1);
+    const v1::AdminExporter& e = reply.exporters(0);
+    EXPECT_EQ(e.name(), "otlp");
+    EXPECT_EQ(e.target(), "grpc http://collector:4317");
+    ASSERT_EQ(e.counts_size(), 2);
+    EXPECT_EQ(e.counts(0).name(), "spans_exported");
+    EXPECT_EQ(e.counts(0).value(), want);
+    EXPECT_EQ(e.counts(1).name(), "retries");
+    EXPECT_EQ(e.counts(1).value(), 2u);
+  }
+}
+
 TEST_F(AdminTest, MalformedAddressesAreInvalidArgumentNamingTheAddress) {
   for (const std::string& bad :
        {std::string("no-port"), std::string("localhost:"), std::string(":7420"),

@@ -79,7 +79,8 @@ std::string Quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 class AdminService final : public v1::Admin::Service {
  public:
-  explicit AdminService(Host& host) : host_(host) {}
+  AdminService(Host& host, ExporterReports exporters)
+      : host_(host), exporters_(std::move(exporters)) {}
 
   grpc::Status SetToggle(grpc::ServerContext*, const v1::SetToggleRequest* req,
                          v1::AdminControlReply* reply) override {
@@ -145,6 +146,22 @@ class AdminService final : public v1::Admin::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ListExporters(grpc::ServerContext*, const v1::ListExportersRequest*,
+                             v1::ListExportersReply* reply) override {
+    if (!exporters_) return grpc::Status::OK;
+    for (const ExporterReport& e : exporters_()) {
+      v1::AdminExporter* out = reply->add_exporters();
+      out->set_name(e.name);
+      out->set_target(e.target);
+      for (const auto& [name, value] : e.counts) {
+        v1::AdminCount* c = out->add_counts();
+        c->set_name(name);
+        c->set_value(value);
+      }
+    }
+    return grpc::Status::OK;
+  }
+
  private:
   // The worker ids a request selects: the id itself, or every worker the host lists for "*".
   Result<std::vector<std::string>> Select(const std::string& selector) const {
@@ -196,6 +213,7 @@ class AdminService final : public v1::Admin::Service {
   }
 
   Host& host_;
+  ExporterReports exporters_;  // may be empty: no exporter reports
 };
 
 // ── unix socket set-up ───────────────────────────────────────────────────────────────────────
@@ -336,7 +354,7 @@ std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool
 
 class AdminServer::Impl {
  public:
-  explicit Impl(Host& host) : service(host) {}
+  Impl(Host& host, ExporterReports exporters) : service(host, std::move(exporters)) {}
 
   AdminService service;
   std::unique_ptr<grpc::Server> server;
@@ -447,8 +465,9 @@ Status AdminServer::Impl::StartTcp(const std::string& addr) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<AdminServer>> AdminServer::Start(Host& host, const std::string& address) {
-  auto impl = std::make_unique<Impl>(host);
+Result<std::unique_ptr<AdminServer>> AdminServer::Start(Host& host, const std::string& address,
+                                                      ExporterReports exporters) {
+  auto impl = std::make_unique<Impl>(host, std::move(exporters));
   Status s;
   if (address.rfind(kUnixScheme, 0) == 0) {
     std::string path = address.substr(kUnixScheme.size());

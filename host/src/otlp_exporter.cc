@@ -924,6 +924,26 @@ void OtlpExporter::Shutdown() { impl_->Shutdown(); }
 
 std::string OtlpExporter::Describe() const { return impl_->describe(); }
 
+ExporterReport OtlpExporter::Report() const {
+  const OtlpStats s = Stats();
+  return {"otlp",
+          Describe(),
+          {{"spans_exported", s.spans_exported},
+           {"metric_points_exported", s.metric_points_exported},
+           {"logs_exported", s.logs_exported},
+           {"requests", s.requests},
+           {"retries", s.retries},
+           {"dropped_queue_full_events", s.dropped_queue_full_events},
+           {"dropped_pending_full", s.dropped_pending_full},
+           {"dropped_refused", s.dropped_refused},
+           {"dropped_rejected", s.dropped_rejected},
+           {"dropped_retries_exhausted", s.dropped_retries_exhausted},
+           {"dropped_shutdown", s.dropped_shutdown},
+           {"open_spans_evicted", s.open_spans_evicted},
+           {"unpaired_ends", s.unpaired_ends},
+           {"metric_series_overflow", s.metric_series_overflow}}};
+}
+
 std::string OtlpExporter::PrometheusText() const {
   const OtlpStats s = Stats();
   std::string out;

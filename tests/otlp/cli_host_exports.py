@@ -6,7 +6,8 @@ OpenTelemetry JS decoder):
   monotonic Sum, and the status line counts what was exported;
 * nested `telemetry.span`s of a Python worker arrive with their parentage, over shared memory
   and over gRPC (when the Python module is built);
-* --metrics serves the exporter's counts as pitlane_otlp_* families.
+* --metrics serves the exporter's counts as pitlane_otlp_* families, and `pitlane stat` (text
+  and --json) shows them, read from the host's admin service.
 
 usage: cli_host_exports.py PITLANE NODE [PYTHON_PACKAGE_DIR]
 """
@@ -74,7 +75,7 @@ with tempfile.TemporaryDirectory() as tmp:
         assert ready[:1] == ["ready"], f"receiver did not start: {ready}"
         http_port = ready[1]
         host = subprocess.Popen(
-            [pitlane, "host", "--ns", ns, "--no-admin", "--interval", "60",
+            [pitlane, "host", "--ns", ns, "--admin", f"unix:{tmp}/admin.sock", "--interval", "60",
              "--grpc-listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
              "--otlp", f"http://127.0.0.1:{http_port}",
              "--metric", "counter(snakepit.python.call.stop.count)"],
@@ -123,6 +124,22 @@ with tempfile.TemporaryDirectory() as tmp:
         assert "# TYPE pitlane_otlp_dropped_total counter" in text, text
         assert 'pitlane_otlp_dropped_total{reason="pending_full"} 0' in text, text
         assert "pitlane_otlp_retries_total 0" in text, text
+        # `pitlane stat` shows the same counts, read from the host's admin service.
+        admin = ["--admin", f"unix:{tmp}/admin.sock"]
+        stat = subprocess.run([pitlane, "stat", "--ns", ns, "--json"] + admin,
+                              capture_output=True, text=True, timeout=30)
+        assert stat.returncode == 0, stat.stdout + stat.stderr
+        exporters = json.loads(stat.stdout)["exporters"]
+        assert [e["name"] for e in exporters] == ["otlp"], exporters
+        assert exporters[0]["target"] == f"http/protobuf http://127.0.0.1:{http_port}", exporters
+        counts = exporters[0]["counts"]
+        assert counts["spans_exported"] == expected and counts["dropped_refused"] == 0, counts
+        assert counts["retries"] == 0 and "metric_points_exported" in counts, counts
+        stat_text = subprocess.run([pitlane, "stat", "--ns", ns] + admin, capture_output=True,
+                                   text=True, timeout=30).stdout
+        assert re.search(f"exporter otlp → http/protobuf http://127.0.0.1:{http_port}\n"
+                         f"  spans_exported {expected} ", stat_text), stat_text
+        print("pitlane stat:", counts)
         host.send_signal(signal.SIGINT)
         host.wait(timeout=30)
         reader.join(timeout=10)

@@ -1,6 +1,7 @@
 // pitlane::AdminServer — the host's admin gRPC service (proto/admin.proto, service
 // pitlane.v1.Admin): toggle, sampling and filter updates for any worker the host knows, the
-// control state of a worker, and a listing of the workers with their counters. It is built only
+// control state of a worker, a listing of the workers with their counters, and the counts of
+// the exporters the host runs (when its owner passes them). It is built only
 // on the public Host API (Toggle / UpdateSampling / UpdateFilter / Control / Workers / Rings),
 // so it reaches every worker Host::Workers() lists, whatever its transport. `pitlane ctl` is its
 // command-line client; `pitlane host` serves it by default.
@@ -28,11 +29,13 @@
 // Host is destroyed; it waits for calls in progress.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "pitlane/exporter.h"
 #include "pitlane/host.h"
 #include "pitlane/shm_inspect.h"
 #include "pitlane/status.h"
@@ -51,6 +54,9 @@ std::string DefaultAdminAddress(std::string_view ns);
 // says which); with `dry_run` nothing is removed. `pitlane cleanup` runs it.
 std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool dry_run);
 
+// The exporters a host runs, each as it reports itself (OtlpExporter::Report, ...).
+using ExporterReports = std::function<std::vector<ExporterReport>()>;
+
 class AdminServer {
  public:
   // Serves `host` on `address` (see above). INVALID_ARGUMENT for an address that is neither
@@ -58,7 +64,10 @@ class AdminServer {
   // socket, FAILED_PRECONDITION when PATH is not a socket or its directory is unusable,
   // PERMISSION_DENIED when the file system refuses, UNAVAILABLE when gRPC cannot listen. Each
   // message names the address or path.
-  static Result<std::unique_ptr<AdminServer>> Start(Host& host, const std::string& address);
+  // `exporters`, when given, lists the exporters the host runs for ListExporters (called on
+  // gRPC's threads; must stay callable until Stop()).
+  static Result<std::unique_ptr<AdminServer>> Start(Host& host, const std::string& address,
+                                                    ExporterReports exporters = {});
   ~AdminServer();  // Stop()
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;

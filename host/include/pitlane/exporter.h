@@ -21,6 +21,14 @@
 
 namespace pitlane {
 
+// What one exporter has done, as the admin service reports it (ListExporters; `pitlane stat`):
+// its kind, where it sends, and its counts by name (snake_case, in a fixed order).
+struct ExporterReport {
+  std::string name;    // "otlp", ...
+  std::string target;  // e.g. "http/protobuf http://localhost:4318"
+  std::vector<std::pair<std::string, uint64_t>> counts;
+};
+
 // An owning copy of an EventView, for use off the poll thread.
 struct OwnedEvent {
   std::string name;  // host name

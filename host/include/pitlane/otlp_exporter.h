@@ -38,6 +38,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pitlane/exporter.h"
 #include "pitlane/host.h"
 #include "pitlane/prometheus.h"
 #include "pitlane/status.h"
@@ -139,6 +140,9 @@ class OtlpExporter {
   // pitlane_otlp_dropped_total{reason}, pitlane_otlp_open_spans_evicted_total,
   // pitlane_otlp_unpaired_ends_total, pitlane_otlp_metric_series_overflow_total.
   std::string PrometheusText() const;
+  // Stats() and Describe() for the admin service: name "otlp", one count per OtlpStats field
+  // under that field's name.
+  ExporterReport Report() const;
 
   class Impl;
 
