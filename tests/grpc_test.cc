@@ -1010,7 +1010,9 @@ TEST(GrpcDialOut, APitlaneHostOfTheSameCatalogReceivesRecordsOthersNamedEvents) 
       records += e.pitlane_records_size();
       if (e.event_parts_size() > 0) ++events;
       if (e.has_pitlane_counters()) ++counter_reports;
-      if (e.pitlane_records_size() > 0) EXPECT_EQ(e.event_parts_size(), 0);
+      if (e.pitlane_records_size() > 0) {
+        EXPECT_EQ(e.event_parts_size(), 0);
+      }
     }
     EXPECT_EQ(records, c.records ? kEvents : 0);
     EXPECT_EQ(events, c.records ? 0 : kEvents);
