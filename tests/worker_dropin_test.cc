@@ -82,6 +82,41 @@ TEST(PreAttachTest, EventsBeforeTheHostArePublishedInOrderWhenItAppears) {
   EXPECT_EQ(s.published, 100u);
 }
 
+TEST(PreAttachTest, AThreadsEventsKeepTheirOrderAcrossTheAttach) {
+  // Events kept before the host and events emitted right after the attach come from the same
+  // thread: the host must deliver all the kept ones first, whatever order it reads rings in.
+  testing::ScopedNamespace ns;
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "early";
+  o.attach_wait = milliseconds(0);
+  o.ring_bytes = 1 << 20;  // half of it keeps all 1,000
+  auto w = Worker::Start(o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  constexpr int kKept = 1000, kAfter = 1000;
+  for (int i = 0; i < kKept; ++i) {
+    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
+  }
+  // The host exists but reads nothing until both kinds of events are in shared memory.
+  Seen seen;
+  std::unique_ptr<Host> host = testing::StartHost(ns.name());
+  ASSERT_TRUE(host);
+  ASSERT_TRUE(host->Attach("seen", "*", [&seen](const EventView& e) {
+                    std::lock_guard<std::mutex> lock(seen.mu);
+                    if (const Value* v = e.measurement("rss_bytes")) seen.rss.push_back(v->i);
+                  }).ok());
+  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  for (int i = kKept; i < kKept + kAfter; ++i) {
+    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk) << i;
+  }
+  ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
+  std::vector<int64_t> want(kKept + kAfter);
+  for (int i = 0; i < kKept + kAfter; ++i) want[i] = i;
+  std::lock_guard<std::mutex> lock(seen.mu);
+  EXPECT_EQ(seen.rss, want);
+}
+
 TEST(PreAttachTest, OverflowBeyondTheBufferIsCountedAsNoRing) {
   testing::ScopedNamespace ns;
   WorkerOptions o;
@@ -151,6 +186,62 @@ TEST(SharedRingTest, ThreadsBeyondTheRingCapShareOneRingAndLoseNothing) {
   EXPECT_EQ(s.dropped_no_ring, 0u);
   EXPECT_EQ(s.published, static_cast<uint64_t>(kThreads * kEach));
   EXPECT_LE(s.live_rings, 3u);  // max_rings, plus the one they share
+}
+
+TEST(SharedRingTest, AThreadMovingToARingOfItsOwnKeepsItsOrder) {
+  // Over the cap a thread writes into the shared ring; when a ring frees up it may take one of
+  // its own, but not before the host has read what it left in the shared ring.
+  testing::ScopedNamespace ns;
+  Seen seen;
+  std::unique_ptr<Host> host = testing::StartHost(ns.name());  // reads only when told to
+  ASSERT_TRUE(host);
+  ASSERT_TRUE(host->Attach("seen", "*", [&seen](const EventView& e) {
+                    std::lock_guard<std::mutex> lock(seen.mu);
+                    if (const Value* v = e.measurement("rss_bytes")) seen.rss.push_back(v->i);
+                  }).ok());
+  WorkerOptions o;
+  o.ns = ns.name();
+  o.worker_id = "capped";
+  o.max_rings = 1;
+  o.ring_bytes = 1 << 20;
+  o.attach_wait = milliseconds(5000);
+  auto w = Worker::Start(o);
+  ASSERT_TRUE(w.ok());
+  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  std::atomic<int> step{0};
+  std::thread holder([&] {  // takes the one ring, and frees it when it exits
+    EXPECT_EQ((*w)->Emit(mem, {{"rss_bytes", -1}}), EmitResult::kOk);
+    step.store(1);
+    while (step.load() != 2) std::this_thread::yield();
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  constexpr int kShared = 1000, kAfter = 1000;
+  for (int i = 0; i < kShared; ++i) {
+    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);  // over the cap: shared
+  }
+  step.store(2);
+  holder.join();
+  // Two passes: the host reclaims the freed ring and reads part of the shared one.
+  host->PollOnce();
+  host->PollOnce();
+  for (int i = kShared; i < kShared + kAfter; ++i) {
+    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);
+  }
+  ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
+  // All read: the next event goes into a ring of the thread's own.
+  ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", kShared + kAfter}}), EmitResult::kOk);
+  EXPECT_EQ((*w)->Stats().live_rings, 2u);
+  ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
+  std::vector<int64_t> mine;
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    for (int64_t v : seen.rss) {
+      if (v >= 0) mine.push_back(v);
+    }
+  }
+  std::vector<int64_t> want(kShared + kAfter + 1);
+  for (int i = 0; i <= kShared + kAfter; ++i) want[i] = i;
+  EXPECT_EQ(mine, want);
 }
 
 class LimitsAtEmitTest : public ::testing::Test {

@@ -13,8 +13,13 @@ namespace pitlane::internal {
   TlsEntry& t = t_rings[w.tls_index];
   ThreadRing* r = t.instance == w.instance ? t.ring : nullptr;
   if (r == nullptr) [[unlikely]] {
-    r = w.AcquireRing();
-    if (r == nullptr) {
+    // Earlier events of this thread the host has not read in the shared ring: follow them.
+    r = t.instance == w.instance && (t.kept || t.unread_in != nullptr)
+            ? w.LockSharedWhileUnread(t)
+            : nullptr;
+    if (r != nullptr) {
+      shared = true;
+    } else if ((r = w.AcquireRing()) == nullptr) {
       // Over the ring cap: the shared ring, if there is one to be had.
       r = w.attached.load(std::memory_order_acquire) ? w.LockShared() : nullptr;
       if (r == nullptr) return w.EmitUnringed(ev);
@@ -58,7 +63,10 @@ namespace pitlane::internal {
 
 [[gnu::always_inline]] inline void RingLane::Commit(Worker::Impl& w) noexcept {
   ring->writer.Commit();
-  if (shared) w.UnlockShared();
+  if (shared) [[unlikely]] {
+    w.NoteSharedWrite();
+    w.UnlockShared();
+  }
   // One FUTEX_WAKE if the host flagged itself asleep.
   if (w.registry_header.load(std::memory_order_relaxed)->host_sleeping.load(
           std::memory_order_relaxed) != 0) [[unlikely]] {

@@ -100,11 +100,27 @@ uint8_t* internal::PreAttachLane::Reserve(Worker::Impl& w, size_t size,
   return at;
 }
 
-void internal::PreAttachLane::Commit(Worker::Impl& w) noexcept { w.pre_attach->Commit(); }
+void internal::PreAttachLane::Commit(Worker::Impl& w) noexcept {
+  w.pre_attach->Commit();
+  // This thread's next events must follow these: remember to look where the attach puts them.
+  TlsEntry& t = t_rings[w.tls_index];
+  if (t.instance != w.instance) t = TlsEntry{.instance = w.instance};
+  t.kept = true;
+}
 
+// The kept events go into the shared ring, where the threads that emitted them keep writing
+// until the host has read them (TlsEntry), so each thread's events stay in order. The ring then
+// stays the worker's shared ring.
 void Worker::Impl::FlushPreAttachLocked() {
   if (!pre_attach || pre_attach->closed()) return;
-  ThreadRing* r = pre_attach->pending() != 0 ? CreateRingLocked() : nullptr;
+  // Nobody holds shared_lock yet: a thread reaches the shared ring only through mu (held here)
+  // or once kept_in is set. Should it be held anyway, the lock order (shared_lock, then mu)
+  // forbids waiting: the kept events then go into a ring of their own, in order among
+  // themselves.
+  const bool own_shared =
+      shared == nullptr && shared_lock.exchange(1, std::memory_order_acquire) == 0;
+  ThreadRing* r =
+      pre_attach->pending() != 0 ? CreateRingLocked(/*for_shared=*/own_shared) : nullptr;
   const internal::PreAttachBuffer::Flushed f =
       pre_attach->Flush([&](const uint8_t* record, size_t size) {
         if (r == nullptr) {  // no ring to be had (cap or registry full): counted, not lost
@@ -126,11 +142,15 @@ void Worker::Impl::FlushPreAttachLocked() {
         r->writer.Commit();
         return true;
       });
-  if (r != nullptr) {
-    // No thread writes this ring again: the host drains and reclaims it.
-    RetireLocked(r);
-    if (f.published != 0) WakeHost();
+  if (own_shared) {
+    shared = r;
+    kept_in = r;
+    if (r != nullptr) kept_until = r->writer.position();
+    UnlockShared();
+  } else if (r != nullptr) {
+    RetireLocked(r);  // no thread writes it again: the host drains and reclaims it
   }
+  if (f.published != 0) WakeHost();
 }
 
 void Worker::Impl::DropPreAttach() {
@@ -183,10 +203,40 @@ ThreadRing* Worker::Impl::LockShared() noexcept {
 
 void Worker::Impl::UnlockShared() noexcept { shared_lock.store(0, std::memory_order_release); }
 
+ThreadRing* Worker::Impl::LockSharedWhileUnread(TlsEntry& t) noexcept {
+  if (t.kept) {
+    // Kept events wait for the attach; once attached, kept_in says where it put them.
+    if (!attached.load(std::memory_order_acquire)) return nullptr;
+    std::lock_guard<std::mutex> lock(mu);  // before shared_lock: the lock order
+    t.kept = false;
+    t.unread_in = kept_in;
+    t.unread_until = kept_until;
+  }
+  if (t.unread_in == nullptr) return nullptr;
+  while (shared_lock.exchange(1, std::memory_order_acquire) != 0) _mm_pause();
+  // A shared ring replaced since (quarantined) took its unread records with it: nothing to
+  // wait for. (A replacement at the same address only keeps the thread here a little longer.)
+  if (shared != nullptr && shared == t.unread_in && !shared->writer.ReadUpTo(t.unread_until)) {
+    return shared;
+  }
+  UnlockShared();
+  t.unread_in = nullptr;
+  return nullptr;
+}
+
+void Worker::Impl::NoteSharedWrite() noexcept {
+  TlsEntry& t = t_rings[tls_index];
+  if (t.instance != instance) t = TlsEntry{.instance = instance};
+  t.unread_in = shared;
+  t.unread_until = shared->writer.position();
+}
+
 // REQUIRES: mu held. `for_shared`: the shared ring, one more than max_rings.
 ThreadRing* Worker::Impl::CreateRingLocked(bool for_shared) {
+  // `rings` holds the shared ring too (`shared` is written only under mu): it takes none of the
+  // max_rings places of the threads' own rings.
   // A lost (truncated) registry reaches no host: a ring published in it would never be read.
-  if (rings.size() >= max_rings + (for_shared ? 1 : 0) ||
+  if (rings.size() >= max_rings + (for_shared || shared != nullptr ? 1 : 0) ||
       !attached.load(std::memory_order_relaxed) || registry.lost()) {
     return nullptr;
   }
@@ -404,6 +454,8 @@ void Worker::Impl::ForgetParentInChild() {
   if (pre_attach) pre_attach->ResetInChild();
   shared = nullptr;  // unmapped with the parent's rings above
   shared_lock.store(0, std::memory_order_relaxed);
+  kept_in = nullptr;
+  kept_until = 0;
 }
 
 void Worker::Impl::ReattachAfterFork() {

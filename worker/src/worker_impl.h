@@ -46,10 +46,19 @@ inline constexpr uint32_t kMaxWorkersPerProcess = 16;
 // Per thread, per Worker (by process-local index): the thread's ring, valid while `instance`
 // equals the owning Worker's instance number. Defined in rings.cc; constinit so the emit path
 // reads it without a TLS wrapper call.
+//
+// A thread's events must reach the host in the order it emitted them, and the host reads each
+// ring in turn, a batch at a time. So a thread whose events went into the shared ring (over
+// the cap, or kept before the attach, which publishes them there) writes only there until the
+// host has read past its last one there (`unread_in`, `unread_until`); then it may take a ring
+// of its own.
 struct TlsEntry {
   uint64_t instance = 0;
   ThreadRing* ring = nullptr;
   uint64_t denied_at_retire_count = ~uint64_t{0};  // ring cap reached at this retire count
+  bool kept = false;  // the pre-attach buffer holds events of this thread: the attach's ring
+  const ThreadRing* unread_in = nullptr;  // the shared ring, while the host has not read ...
+  uint64_t unread_until = 0;              // ... up to this producer position
 };
 extern thread_local constinit TlsEntry t_rings[kMaxWorkersPerProcess];
 
@@ -117,13 +126,23 @@ class Worker::Impl {
 
   // Threads beyond max_rings share one more ring instead of losing their events: whoever holds
   // `shared_lock` is its single producer (a spin lock around one emit). `shared` is created
-  // under mu on first need, read and replaced only with shared_lock held.
+  // on first need (or by the attach, for the kept events) and replaced with both shared_lock
+  // and mu held, so either lock makes it safe to read.
   internal::ThreadRing* shared = nullptr;
   std::atomic<uint32_t> shared_lock{0};
   // Returns the shared ring locked (UnlockShared releases it), or nullptr (unlocked) when the
   // worker is not attached or no ring can be had.
   internal::ThreadRing* LockShared() noexcept;
   void UnlockShared() noexcept;
+  // The shared ring, locked, while the host has not read this thread's last record in it
+  // (TlsEntry); nullptr (unlocked) once it has, and the thread may take a ring of its own.
+  internal::ThreadRing* LockSharedWhileUnread(internal::TlsEntry& t) noexcept;
+  // After this thread committed a record into the shared ring (still locked).
+  void NoteSharedWrite() noexcept;
+  // Where the attach published the kept events (the shared ring, or nullptr when it had no
+  // ring for them) and the producer position after them (GUARDED_BY(mu)).
+  const internal::ThreadRing* kept_in = nullptr;
+  uint64_t kept_until = 0;
 
   // ── gRPC mode (rqueue set): the queue the transport drains; the transport itself ──
   std::unique_ptr<internal::RemoteQueue> rqueue;
@@ -155,7 +174,7 @@ class Worker::Impl {
   Status Register();  // takes one of the process's kMaxWorkersPerProcess places
   void Unregister();
   void Leave();  // destruction: retire every ring, hand the slot back
-  // REQUIRES: mu held, attached. Publishes the pre-attach buffer through a ring of its own.
+  // REQUIRES: mu held, attached. Publishes the pre-attach buffer through the shared ring.
   void FlushPreAttachLocked();
   // Counts what is still buffered as dropped_no_ring (no host ever came).
   void DropPreAttach();

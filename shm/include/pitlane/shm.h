@@ -184,6 +184,13 @@ class RingWriter {
 
   WorkerCounters& counters() { return h_->worker; }
   RingHeader* header() const { return h_; }
+  // The producer position after the last committed record.
+  uint64_t position() const { return wpos_; }
+  // Whether the host has read every record before producer position `pos` (positions wrap).
+  bool ReadUpTo(uint64_t pos) const {
+    // Acquire pairs with the host's release store of `consumer` after it copied the records.
+    return static_cast<int64_t>(h_->consumer.load(std::memory_order_acquire) - pos) >= 0;
+  }
 
   // Single-writer counter increment: a relaxed load and store, no read-modify-write.
   static void Bump(std::atomic<uint64_t>& c) noexcept {

@@ -5,8 +5,10 @@
 // thread exits its ring is retired: the host drains what is left, then unlinks it. At most
 // `max_rings` rings per worker are their threads' own; threads beyond the cap share one more
 // ring, each emit holding a spin lock around its write (cost: an atomic exchange and the lock's
-// cache line moving between those threads; their events keep each thread's order). A ring the
-// host quarantined is replaced by a fresh one at the thread's next emit.
+// cache line moving between those threads; their events keep each thread's order). A thread
+// that wrote into the shared ring moves to a ring of its own only once the host has read its
+// events there, so its events reach handlers in the order it emitted them. A ring the host
+// quarantined is replaced by a fresh one at the thread's next emit.
 //
 // fork(): the child never writes its parent's rings. An atfork handler detaches them in the
 // child; the child's first emit registers it as a worker of its own (id: the default id with
@@ -15,7 +17,9 @@
 // No host: Start() waits up to `attach_wait` for the namespace's host; until one appears the
 // worker keeps what is emitted (EmitResult::kBuffered: 1,024 events or half a ring, the rest
 // counted as dropped_no_ring), a background thread keeps looking (every 50 ms), and the attach
-// publishes the kept events in order (worker/src/pre_attach.h).
+// publishes the kept events in order (worker/src/pre_attach.h) through the shared ring, which
+// stays (one more ring of `ring_bytes`); threads whose events were kept write there until the
+// host has read them, so their later events do not overtake them.
 //
 // Emit path: noexcept, no heap allocation, no syscall (it reads the TSC or the vDSO clock and,
 // only when the host has flagged itself asleep, makes one FUTEX_WAKE). It takes a thread's
