@@ -1166,6 +1166,30 @@ TEST(GrpcTransportSelection, BadOrIncompleteSettingsAreClearErrors) {
     auto h = Host::Start(o);
     EXPECT_FALSE(h.ok());
   }
+  // The worker's own addresses follow the host's rules: gRPC alone would serve 470400 as port
+  // 11648 and accept a target it can never dial.
+  struct Bad {
+    const char* listen;
+    const char* target;
+    const char* names;
+    const char* why;
+  };
+  for (const Bad& b : {Bad{"127.0.0.1:470400", "", "PITLANE_GRPC_LISTEN", "0-65535"},
+                       Bad{"noport", "", "PITLANE_GRPC_LISTEN", "no port"},
+                       Bad{"", "a=b=c", "PITLANE_GRPC_TARGET", "no port"},
+                       Bad{"", "127.0.0.1:99999", "PITLANE_GRPC_TARGET", "out of range"},
+                       Bad{"", "127.0.0.1:0", "PITLANE_GRPC_TARGET", "cannot be dialed"}}) {
+    WorkerOptions o;
+    o.ns = ns.name();
+    o.transport = WorkerTransport::kGrpc;
+    o.grpc_listen = b.listen;
+    o.grpc_target = b.target;
+    auto w = Worker::Start(o);
+    ASSERT_FALSE(w.ok()) << b.listen << b.target;
+    EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(w.status().message().find(b.names), std::string::npos) << w.status().message();
+    EXPECT_NE(w.status().message().find(b.why), std::string::npos) << w.status().message();
+  }
 }
 
 TEST(GrpcTransportSelection, WorkerWithoutAHostQueuesThenDeliversWhenItAppears) {

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import unittest
+from unittest import mock
 
 from pitlane import telemetry
 
@@ -108,6 +109,23 @@ class EmitCommandTest(HostCase):
         self.assertIn("not_delivered", out.stdout)
         self.assertNotIn(": ok", out.stdout)
         self.assertIn("the event was not delivered", out.stderr)
+
+    def test_a_malformed_grpc_address_is_a_usage_error(self) -> None:
+        for variable, address, why in (("PITLANE_GRPC_TARGET", "noport", "no port"),
+                                       ("PITLANE_GRPC_TARGET", "127.0.0.1:0", "cannot be dialed"),
+                                       ("PITLANE_GRPC_LISTEN", "127.0.0.1:470400", "0-65535")):
+            with self.subTest(variable=variable, address=address):
+                ns = unique_namespace()
+                self.addCleanup(remove_segments, ns)
+                out = self.emit(clean_env(PITLANE_NAMESPACE=ns, PITLANE_TRANSPORT="grpc",
+                                          **{variable: address}))
+                self.assertEqual(out.returncode, 2, out)
+                self.assertIn(variable, out.stderr)
+                self.assertIn(why, out.stderr)
+                # The same rule for a Python worker: start() raises.
+                with mock.patch.dict(os.environ, {variable: address}), \
+                        self.assertRaisesRegex(ValueError, variable):
+                    telemetry.start(namespace=ns, worker_id="bad-address", transport="grpc")
 
     def test_emit_over_grpc_to_a_listening_host_is_delivered(self) -> None:
         host = self.start_host(grpc=True)

@@ -136,6 +136,18 @@ class GrpcTransport final : public RemoteTransport {
   explicit GrpcTransport(RemoteConfig c) : cfg_(std::move(c)), rng_(std::random_device{}()) {}
 
   Status Start() {
+    // gRPC would serve a port modulo 65536 and leave a malformed target to the first connect:
+    // the same address rules as the host's flags, before anything is bound or dialed.
+    if (!cfg_.listen.empty()) {
+      const Status s = ValidateGrpcAddress(cfg_.listen, AddressUse::kServe,
+                                           "grpc_listen (PITLANE_GRPC_LISTEN)");
+      if (!s.ok()) return s;
+    }
+    if (!cfg_.target.empty()) {
+      const Status s = ValidateGrpcAddress(cfg_.target, AddressUse::kDial,
+                                           "grpc_target (PITLANE_GRPC_TARGET)");
+      if (!s.ok()) return s;
+    }
     if (!cfg_.listen.empty()) {
       grpc::ServerBuilder b;
       b.AddListeningPort(cfg_.listen, grpc::InsecureServerCredentials(), &port_);
