@@ -100,18 +100,21 @@ def start(
     worker_id: Optional[str] = None,
     attach_wait: float = 0.2,
     transport: Optional[str] = None,
+    pre_attach_events: Optional[int] = None,
 ) -> dict:
     """Starts the process's worker and returns :func:`stats`.
 
     ``namespace`` / ``worker_id`` default to ``PITLANE_NAMESPACE`` / ``PITLANE_WORKER_ID``
     (else ``default`` / ``<hostname>-<pid>``); ``transport`` (``"auto"``, ``"shm"``,
     ``"grpc"``) to ``PITLANE_TRANSPORT``. Waits up to ``attach_wait`` seconds for the
-    namespace's host; without one the worker counts events as ``dropped.no_ring`` and attaches
-    when the host appears. A running worker with the same namespace, id and transport is kept;
-    a different one raises ``RuntimeError`` (call :func:`shutdown` first). An invalid
-    namespace, id or transport raises ``ValueError``.
+    namespace's host; without one the worker keeps up to ``pre_attach_events`` events (None:
+    1,024; at most half a ring) as ``"buffered"``, counts the rest as ``dropped.no_ring``, and
+    publishes the kept ones in order when the host appears. A running worker with the same
+    namespace, id and transport is kept (``pre_attach_events`` then changes nothing); a
+    different one raises ``RuntimeError`` (call :func:`shutdown` first). An invalid
+    namespace, id, transport or ``pre_attach_events`` raises ``ValueError``.
     """
-    return _native.start(namespace, worker_id, attach_wait, transport)
+    return _native.start(namespace, worker_id, attach_wait, transport, pre_attach_events)
 
 
 def shutdown() -> dict:

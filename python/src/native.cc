@@ -40,6 +40,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -405,6 +406,7 @@ struct StartRequest {
   std::string worker_id;
   std::chrono::milliseconds attach_wait{200};
   pitlane::WorkerTransport transport = pitlane::WorkerTransport::kAuto;  // kAuto: the environment's
+  uint32_t pre_attach_events = pitlane::WorkerOptions().pre_attach_events;
 };
 
 // REQUIRES: lifecycle_mu held, no worker running.
@@ -421,6 +423,7 @@ pitlane::Status StartLocked(const StartRequest& req) {
   }
   options.attach_wait = req.attach_wait;
   options.transport = req.transport;
+  options.pre_attach_events = req.pre_attach_events;
   // Python's own default unless PITLANE_RING_BYTES says otherwise (sizing rule: defaults.h).
   const char* ring_env = std::getenv(pitlane::defaults::kRingBytesEnv);
   if (ring_env == nullptr || *ring_env == '\0') {
@@ -677,12 +680,23 @@ py::dict StatsDict() {
   return d;
 }
 
-py::dict Start(py::object ns, py::object worker_id, double attach_wait, py::object transport) {
+py::dict Start(py::object ns, py::object worker_id, double attach_wait, py::object transport,
+               py::object pre_attach_events) {
   Native& g = G();
   if (!(attach_wait >= 0 && attach_wait <= 3600)) {
     throw py::value_error("attach_wait must be between 0 and 3600 seconds");
   }
   StartRequest req;
+  if (!pre_attach_events.is_none()) {
+    if (!py::isinstance<py::int_>(pre_attach_events)) {
+      throw py::type_error("pre_attach_events must be an int or None");
+    }
+    const long long n = pre_attach_events.cast<long long>();
+    if (n < 0 || n > std::numeric_limits<uint32_t>::max()) {
+      throw py::value_error("pre_attach_events must be between 0 and 4294967295");
+    }
+    req.pre_attach_events = static_cast<uint32_t>(n);
+  }
   if (!transport.is_none()) {
     const std::string name = py::str(transport);
     if (name == "shm") {
@@ -826,8 +840,10 @@ PYBIND11_MODULE(_native, m) {
       "The traceparent for a correlation id and span id; None when either is missing.");
   m.def("start", &Start, py::arg("namespace") = py::none(), py::arg("worker_id") = py::none(),
         py::arg("attach_wait") = 0.2, py::arg("transport") = py::none(),
+        py::arg("pre_attach_events") = py::none(),
         "Starts the process's worker (no-op when it runs with the same namespace, id and\n"
-        "transport). transport: 'auto', 'shm', 'grpc' or None (PITLANE_TRANSPORT).");
+        "transport). transport: 'auto', 'shm', 'grpc' or None (PITLANE_TRANSPORT).\n"
+        "pre_attach_events: events kept before the first host (None: 1,024).");
   m.def("shutdown", &Shutdown, py::arg("final") = false,
         "Retires the worker; returns its last stats. final=True: no emit starts it again.");
   m.def("stats", &StatsDict, "The worker's counters and the module's own.");

@@ -199,6 +199,15 @@ class PreAttachTest(unittest.TestCase):
         self.assertTrue(s["emitted"] == s["published"] + sum(s["dropped"].values())
                         + sum(s["suppressed"].values()), s)
 
+    def test_pre_attach_events_bounds_what_is_kept(self) -> None:
+        telemetry.start(namespace=self.ns, worker_id="early", attach_wait=0, pre_attach_events=2)
+        outcomes = [telemetry.emit("python.memory.sampled", {"rss_bytes": i}) for i in range(3)]
+        self.assertEqual(outcomes, ["buffered", "buffered", "dropped_no_ring"])
+        telemetry.shutdown()
+        for bad, error in ((-1, ValueError), (1 << 32, ValueError), ("2", TypeError)):
+            with self.assertRaises(error):
+                telemetry.start(namespace=self.ns, attach_wait=0, pre_attach_events=bad)
+
     def test_first_emit_without_a_host_does_not_wait_for_one(self) -> None:
         # The lazy start of the first emit does not wait for a host: the event is buffered.
         env = clean_env(PITLANE_NAMESPACE=self.ns)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import unittest
+from unittest import mock
 
 from pitlane import telemetry as pitlane_telemetry
 from pitlane.snakepit import telemetry
@@ -470,6 +471,59 @@ class PitlaneBackendTest(HostTestCase, SwappedBackend):
                                             for r in h["rings"]) == 13)
         rejected = sum(r["rejected"]["unknown_event"] for r in host["rings"])
         self.assertEqual(rejected, 12)
+
+
+class TelemetryStreamBeforeTheHostTest(unittest.TestCase):
+    """test_telemetry_stream.py: what a stream emits before its host is there is kept, up to
+    ``max_buffer``, and delivered when the host appears; the rest is counted as dropped."""
+
+    def setUp(self) -> None:
+        pitlane_telemetry.shutdown()
+        self.ns = unique_namespace()
+        self.addCleanup(remove_segments, self.ns)
+        self.addCleanup(pitlane_telemetry.shutdown)
+        env = mock.patch.dict(os.environ, {"PITLANE_NAMESPACE": self.ns})
+        env.start()
+        self.addCleanup(env.stop)
+
+    def attach_host(self) -> HostProcess:
+        host = HostProcess(self.ns)
+        self.addCleanup(host.close)
+        self.assertTrue(pitlane_telemetry.wait_attached(TIMEOUT))
+        return host
+
+    # test_telemetry_stream.py: test_emit_before_stream_attach_is_buffered_and_flushed
+    def test_emit_before_the_host_is_kept_and_delivered_when_it_appears(self) -> None:
+        stream = TelemetryStream(max_buffer=4)
+        self.assertEqual(stream.emit("tool.execution.start", {"system_time": 123},
+                                     {"tool": "telemetry_demo", "operation": "buffered"},
+                                     correlation_id="cid-buffered"), "buffered")
+        host = self.attach_host()
+        (event,) = host.wait_count(TOOL_START, 1)
+        self.assertEqual(event["measurements"]["system_time"], 123)
+        self.assertEqual(event["metadata"]["tool"], "telemetry_demo")
+        self.assertEqual(event["metadata"]["operation"], "buffered")
+        self.assertEqual(event["correlation_id"], "cid-buffered")
+        self.assertEqual(stream.dropped_count, 0)
+
+    # test_telemetry_stream.py: test_pre_stream_buffer_respects_capacity_and_tracks_drops
+    def test_max_buffer_bounds_the_kept_events_and_the_rest_are_counted(self) -> None:
+        stream = TelemetryStream(max_buffer=1)
+        outcomes = [stream.emit("tool.execution.start", {"system_time": 1}, {"index": "first"}),
+                    stream.emit("tool.execution.start", {"system_time": 2}, {"index": "second"})]
+        self.assertEqual(outcomes, ["buffered", "dropped_no_ring"])
+        host = self.attach_host()
+        (event,) = host.wait_count(TOOL_START, 1)
+        self.assertEqual(event["metadata"]["index"], "first")
+        self.assertEqual(stream.dropped_count, 1)
+        self.assertEqual(stream.emit("tool.execution.start", {"system_time": 3},
+                                     {"index": "third"}), "ok")
+        self.assertEqual([e["metadata"]["index"] for e in host.wait_count(TOOL_START, 2)],
+                         ["first", "third"])
+
+    def test_max_buffer_must_be_positive(self) -> None:
+        with self.assertRaises(ValueError):
+            TelemetryStream(max_buffer=0)
 
 
 # A child interpreter that imports the module under SNAKEPIT_TELEMETRY_BACKEND and emits.

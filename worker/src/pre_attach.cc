@@ -7,7 +7,7 @@ namespace pitlane::internal {
 uint8_t* PreAttachBuffer::Reserve(size_t size) {
   mu_.lock();  // released by Commit(), or below when there is no room
   const size_t padded = (size + 7) & ~size_t{7};
-  if (closed_ || size == 0 || index_.size() >= kMaxEvents || bytes_ + padded > max_bytes_) {
+  if (closed_ || size == 0 || index_.size() >= max_events_ || bytes_ + padded > max_bytes_) {
     mu_.unlock();
     return nullptr;
   }

@@ -22,11 +22,10 @@ namespace pitlane::internal {
 
 class PreAttachBuffer {
  public:
-  // Snakepit's pre-stream buffer size.
-  static constexpr size_t kMaxEvents = 1024;
-
-  // `max_bytes`: what one flush may publish (the caller's ring must hold it).
-  explicit PreAttachBuffer(size_t max_bytes) : max_bytes_(max_bytes) {}
+  // At most `max_events` records (WorkerOptions::pre_attach_events) of `max_bytes` in all:
+  // what one flush may publish (the caller's ring must hold it).
+  PreAttachBuffer(size_t max_events, size_t max_bytes)
+      : max_events_(max_events), max_bytes_(max_bytes) {}
 
   // Returns where to encode a record of `size` bytes (8-byte aligned), or nullptr when the
   // buffer is full or closed. REQUIRES: Commit() before the next Reserve on any thread (the
@@ -52,6 +51,7 @@ class PreAttachBuffer {
 
  private:
   mutable std::mutex mu_;
+  const size_t max_events_;
   const size_t max_bytes_;
   std::vector<uint64_t> data_;                   // records, each padded to 8 bytes
   std::vector<std::pair<size_t, size_t>> index_;  // (offset in bytes, size) per record

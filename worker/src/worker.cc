@@ -217,8 +217,9 @@ Result<std::unique_ptr<Worker>> Worker::Start(WorkerOptions options) {
     return std::unique_ptr<Worker>(new Worker(std::move(impl)));
   }
 
-  // Half a ring: one flush publishes all of it into a ring of its own.
-  impl->pre_attach = std::make_unique<internal::PreAttachBuffer>(impl->ring_bytes / 2);
+  // Half a ring: one flush publishes all of it into the shared ring.
+  impl->pre_attach = std::make_unique<internal::PreAttachBuffer>(options.pre_attach_events,
+                                                                  impl->ring_bytes / 2);
   const auto deadline = std::chrono::steady_clock::now() + options.attach_wait;
   while (!impl->TryAttach() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

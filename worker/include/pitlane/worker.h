@@ -15,8 +15,9 @@
 // the child's pid, or "<explicit id>-<child pid>") with rings of its own.
 //
 // No host: Start() waits up to `attach_wait` for the namespace's host; until one appears the
-// worker keeps what is emitted (EmitResult::kBuffered: 1,024 events or half a ring, the rest
-// counted as dropped_no_ring), a background thread keeps looking (every 50 ms), and the attach
+// worker keeps what is emitted (EmitResult::kBuffered: `pre_attach_events` (1,024) or half a
+// ring, the rest counted as dropped_no_ring), a background thread keeps looking (every 50 ms),
+// and the attach
 // publishes the kept events in order (worker/src/pre_attach.h) through the shared ring, which
 // stays (one more ring of `ring_bytes`); threads whose events were kept write there until the
 // host has read them, so their later events do not overtake them.
@@ -75,6 +76,9 @@ struct WorkerOptions {
   std::string worker_id;      // "" → PITLANE_WORKER_ID, else <hostname>-<pid>
   uint64_t ring_bytes = 0;    // 0 → PITLANE_RING_BYTES, else 256 KiB (power of two)
   uint32_t max_rings = 64;    // threads' own rings per worker (plus one they share beyond)
+  // Events kept before the first host (Snakepit's pre-stream buffer holds 1,024); at most half
+  // a ring's worth of bytes. 0 keeps none.
+  uint32_t pre_attach_events = 1024;
   // How long Start() waits for a host before going on in drop mode.
   std::chrono::milliseconds attach_wait{200};
   // First producer position of every ring (tests start near 2^64 to force wrap-around).

@@ -23,8 +23,10 @@ class TelemetryStream:
     ``transport`` (``"auto"``, ``"shm"``, ``"grpc"``; None: ``PITLANE_TRANSPORT``), never
     waiting for a host: events emitted before the host is there are counted until it is.
 
-    ``max_buffer`` is accepted for Snakepit's signature; pitlane's bounds are the ring size
-    (``PITLANE_RING_BYTES``) and the gRPC queue (``PITLANE_GRPC_QUEUE_BYTES``).
+    ``max_buffer``: as Snakepit's, the events kept until a host is there (the rest are counted
+    in ``dropped_count``), when this stream starts the process's worker (a running worker keeps
+    its own bound); also at most half a ring (``PITLANE_RING_BYTES``). Once attached the bounds
+    are the ring and the gRPC queue (``PITLANE_GRPC_QUEUE_BYTES``).
 
     ``dropped_count``: events lost on the way (the worker's drops plus events the module could
     not hand to a worker), as Snakepit's counts queue overflow. Thread safety: any thread.
@@ -45,7 +47,8 @@ class TelemetryStream:
         with self._lock:
             if not self._started and not self._closed:
                 try:
-                    _pitlane.start(attach_wait=0.0, transport=self.transport)
+                    _pitlane.start(attach_wait=0.0, transport=self.transport,
+                                   pre_attach_events=self.max_buffer)
                     self._started = True
                     self.start_error = None
                 except (RuntimeError, ValueError) as exc:
