@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import unittest
 from unittest import mock
 
@@ -151,6 +152,42 @@ class BurstTest(HostTestCase):
         s = telemetry.stats()
         self.assertEqual((s["emitted"], s["published"]), (10_000, 10_000))
         self.host.wait_stats(lambda h: ring_totals(h)["delivered"] == 10_000)
+
+
+class ManyThreadsTest(unittest.TestCase):
+    def test_threads_beyond_the_ring_cap_share_a_ring_and_lose_nothing(self) -> None:
+        # 70 threads alive at once: 64 get rings of their own (the default cap), the other six
+        # share one more. Small rings keep the 65 mappings cheap.
+        telemetry.shutdown()
+        ns = unique_namespace()
+        self.addCleanup(remove_segments, ns)
+        host = HostProcess(ns, quiet=True)
+        self.addCleanup(host.close)
+        self.addCleanup(telemetry.shutdown)
+        with mock.patch.dict(os.environ, {"PITLANE_RING_BYTES": "65536"}):
+            self.assertTrue(telemetry.start(namespace=ns, worker_id="many",
+                                            attach_wait=TIMEOUT)["attached"])
+        threads, each = 70, 50
+        alive = threading.Barrier(threads)
+        outcomes: list = []
+
+        def emitter(t: int) -> None:
+            alive.wait(TIMEOUT)
+            mine = [telemetry.emit("python.memory.sampled", {"rss_bytes": t * 1000 + i})
+                    for i in range(each)]
+            alive.wait(TIMEOUT)  # nobody exits (and frees a ring) before all have emitted
+            outcomes.extend(mine)
+
+        workers = [threading.Thread(target=emitter, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(TIMEOUT)
+        self.assertEqual(outcomes, ["ok"] * (threads * each))
+        s = telemetry.stats()
+        self.assertEqual(s["dropped"]["no_ring"], 0)
+        self.assertEqual(s["published"], threads * each)
+        host.wait_stats(lambda h: ring_totals(h)["delivered"] == threads * each)
 
 
 class PreAttachTest(unittest.TestCase):
