@@ -40,7 +40,8 @@ bool WaitFor(const std::function<bool()>& pred) {
   return true;
 }
 
-std::unique_ptr<Host> CollectingHost(const std::string& ns, Seen* seen) {
+// A host that collects into `seen` and reads only when the test polls it (DrainAll, PollOnce).
+std::unique_ptr<Host> PolledHost(const std::string& ns, Seen* seen) {
   std::unique_ptr<Host> host = testing::StartHost(ns);
   if (!host) return nullptr;
   EXPECT_TRUE(host->Attach("seen", "*", [seen](const EventView& e) {
@@ -48,35 +49,69 @@ std::unique_ptr<Host> CollectingHost(const std::string& ns, Seen* seen) {
                     if (const Value* v = e.measurement("rss_bytes")) seen->rss.push_back(v->i);
                     if (auto m = e.meta("error_message")) seen->error_messages.emplace_back(*m);
                   }).ok());
-  host->RunInBackground();
   return host;
+}
+
+// The same, reading on its own thread.
+std::unique_ptr<Host> CollectingHost(const std::string& ns, Seen* seen) {
+  std::unique_ptr<Host> host = PolledHost(ns, seen);
+  if (host) host->RunInBackground();
+  return host;
+}
+
+// A worker started while its namespace has no host.
+std::unique_ptr<Worker> EarlyWorker(const std::string& ns, uint64_t ring_bytes = 0) {
+  WorkerOptions o;
+  o.ns = ns;
+  o.worker_id = "early";
+  o.attach_wait = milliseconds(0);
+  o.ring_bytes = ring_bytes;
+  auto w = Worker::Start(o);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
+// A worker attached to its namespace's host with at most `max_rings` rings of its threads' own.
+std::unique_ptr<Worker> CappedWorker(const std::string& ns, uint32_t max_rings,
+                                     uint64_t ring_bytes = 0) {
+  WorkerOptions o;
+  o.ns = ns;
+  o.worker_id = "capped";
+  o.max_rings = max_rings;
+  o.ring_bytes = ring_bytes;
+  o.attach_wait = milliseconds(5000);
+  auto w = Worker::Start(o);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_TRUE(w.ok() && (*w)->attached());
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
+// 0, 1, ..., n - 1: the values one thread emitted, in its order.
+std::vector<int64_t> Sequence(int n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i;
+  return v;
 }
 
 TEST(PreAttachTest, EventsBeforeTheHostArePublishedInOrderWhenItAppears) {
   testing::ScopedNamespace ns;
-  WorkerOptions o;
-  o.ns = ns.name();
-  o.worker_id = "early";
-  o.attach_wait = milliseconds(0);
-  auto w = Worker::Start(o);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  std::unique_ptr<Worker> w = EarlyWorker(ns.name());
+  ASSERT_TRUE(w);
+  const EventHandle mem = w->Event("python.memory.sampled");
   for (int i = 0; i < 100; ++i) {
-    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
+    ASSERT_EQ(w->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
   }
-  WorkerStats s = (*w)->Stats();
+  WorkerStats s = w->Stats();
   EXPECT_EQ(s.pending, 100u);
   EXPECT_EQ(s.emitted, 0u);  // counted when published or dropped
 
   Seen seen;
   std::unique_ptr<Host> host = CollectingHost(ns.name(), &seen);
   ASSERT_TRUE(host);
-  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
   ASSERT_TRUE(WaitFor([&] { return seen.Count() == 100; }));
-  std::vector<int64_t> want(100);
-  for (int i = 0; i < 100; ++i) want[i] = i;
-  EXPECT_EQ(seen.rss, want);
-  s = (*w)->Stats();
+  EXPECT_EQ(seen.rss, Sequence(100));
+  s = w->Stats();
   EXPECT_EQ(s.pending, 0u);
   EXPECT_EQ(s.emitted, 100u);
   EXPECT_EQ(s.published, 100u);
@@ -86,56 +121,41 @@ TEST(PreAttachTest, AThreadsEventsKeepTheirOrderAcrossTheAttach) {
   // Events kept before the host and events emitted right after the attach come from the same
   // thread: the host must deliver all the kept ones first, whatever order it reads rings in.
   testing::ScopedNamespace ns;
-  WorkerOptions o;
-  o.ns = ns.name();
-  o.worker_id = "early";
-  o.attach_wait = milliseconds(0);
-  o.ring_bytes = 1 << 20;  // half of it keeps all 1,000
-  auto w = Worker::Start(o);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  std::unique_ptr<Worker> w = EarlyWorker(ns.name(), 1 << 20);  // half of it keeps all 1,000
+  ASSERT_TRUE(w);
+  const EventHandle mem = w->Event("python.memory.sampled");
   constexpr int kKept = 1000, kAfter = 1000;
   for (int i = 0; i < kKept; ++i) {
-    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
+    ASSERT_EQ(w->Emit(mem, {{"rss_bytes", i}}), EmitResult::kBuffered) << i;
   }
   // The host exists but reads nothing until both kinds of events are in shared memory.
   Seen seen;
-  std::unique_ptr<Host> host = testing::StartHost(ns.name());
+  std::unique_ptr<Host> host = PolledHost(ns.name(), &seen);
   ASSERT_TRUE(host);
-  ASSERT_TRUE(host->Attach("seen", "*", [&seen](const EventView& e) {
-                    std::lock_guard<std::mutex> lock(seen.mu);
-                    if (const Value* v = e.measurement("rss_bytes")) seen.rss.push_back(v->i);
-                  }).ok());
-  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
   for (int i = kKept; i < kKept + kAfter; ++i) {
-    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk) << i;
+    ASSERT_EQ(w->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk) << i;
   }
   ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
-  std::vector<int64_t> want(kKept + kAfter);
-  for (int i = 0; i < kKept + kAfter; ++i) want[i] = i;
   std::lock_guard<std::mutex> lock(seen.mu);
-  EXPECT_EQ(seen.rss, want);
+  EXPECT_EQ(seen.rss, Sequence(kKept + kAfter));
 }
 
 TEST(PreAttachTest, OverflowBeyondTheBufferIsCountedAsNoRing) {
   testing::ScopedNamespace ns;
-  WorkerOptions o;
-  o.ns = ns.name();
-  o.worker_id = "early";
-  o.attach_wait = milliseconds(0);
-  o.ring_bytes = 1 << 20;  // the buffer takes half a ring: room for more than 1,024 of these
-  auto w = Worker::Start(o);
-  ASSERT_TRUE(w.ok());
-  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  // The buffer takes half a ring: room for more than 1,024 of these.
+  std::unique_ptr<Worker> w = EarlyWorker(ns.name(), 1 << 20);
+  ASSERT_TRUE(w);
+  const EventHandle mem = w->Event("python.memory.sampled");
   size_t buffered = 0, dropped = 0;
   for (int i = 0; i < 1100; ++i) {
-    const EmitResult r = (*w)->Emit(mem, {{"rss_bytes", i}});
+    const EmitResult r = w->Emit(mem, {{"rss_bytes", i}});
     if (r == EmitResult::kBuffered) ++buffered;
     if (r == EmitResult::kDroppedNoRing) ++dropped;
   }
   EXPECT_EQ(buffered, 1024u);
   EXPECT_EQ(dropped, 76u);
-  const WorkerStats s = (*w)->Stats();
+  const WorkerStats s = w->Stats();
   EXPECT_EQ(s.dropped_no_ring, 76u);
   EXPECT_EQ(s.emitted, 76u);
 }
@@ -145,16 +165,10 @@ TEST(SharedRingTest, ThreadsBeyondTheRingCapShareOneRingAndLoseNothing) {
   Seen seen;
   std::unique_ptr<Host> host = CollectingHost(ns.name(), &seen);
   ASSERT_TRUE(host);
-  WorkerOptions o;
-  o.ns = ns.name();
-  o.worker_id = "capped";
-  o.max_rings = 2;
-  o.attach_wait = milliseconds(5000);
-  auto w = Worker::Start(o);
-  ASSERT_TRUE(w.ok());
-  ASSERT_TRUE((*w)->attached());
+  std::unique_ptr<Worker> w = CappedWorker(ns.name(), 2);
+  ASSERT_TRUE(w);
   constexpr int kThreads = 6, kEach = 200;
-  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  const EventHandle mem = w->Event("python.memory.sampled");
   std::vector<std::thread> threads;
   std::atomic<int> not_ok{0}, started{0}, finished{0};
   for (int t = 0; t < kThreads; ++t) {
@@ -164,7 +178,7 @@ TEST(SharedRingTest, ThreadsBeyondTheRingCapShareOneRingAndLoseNothing) {
       while (started.load() < kThreads) std::this_thread::yield();
       for (int i = 0; i < kEach; ++i) {
         // rss_bytes = thread * 10000 + i: each thread's events must arrive in its order.
-        if ((*w)->Emit(mem, {{"rss_bytes", t * 10000 + i}}) != EmitResult::kOk) ++not_ok;
+        if (w->Emit(mem, {{"rss_bytes", t * 10000 + i}}) != EmitResult::kOk) ++not_ok;
       }
       ++finished;
       while (finished.load() < kThreads) std::this_thread::yield();
@@ -182,7 +196,7 @@ TEST(SharedRingTest, ThreadsBeyondTheRingCapShareOneRingAndLoseNothing) {
       last[t] = i;
     }
   }
-  const WorkerStats s = (*w)->Stats();
+  const WorkerStats s = w->Stats();
   EXPECT_EQ(s.dropped_no_ring, 0u);
   EXPECT_EQ(s.published, static_cast<uint64_t>(kThreads * kEach));
   EXPECT_LE(s.live_rings, 3u);  // max_rings, plus the one they share
@@ -193,31 +207,21 @@ TEST(SharedRingTest, AThreadMovingToARingOfItsOwnKeepsItsOrder) {
   // its own, but not before the host has read what it left in the shared ring.
   testing::ScopedNamespace ns;
   Seen seen;
-  std::unique_ptr<Host> host = testing::StartHost(ns.name());  // reads only when told to
+  std::unique_ptr<Host> host = PolledHost(ns.name(), &seen);
   ASSERT_TRUE(host);
-  ASSERT_TRUE(host->Attach("seen", "*", [&seen](const EventView& e) {
-                    std::lock_guard<std::mutex> lock(seen.mu);
-                    if (const Value* v = e.measurement("rss_bytes")) seen.rss.push_back(v->i);
-                  }).ok());
-  WorkerOptions o;
-  o.ns = ns.name();
-  o.worker_id = "capped";
-  o.max_rings = 1;
-  o.ring_bytes = 1 << 20;
-  o.attach_wait = milliseconds(5000);
-  auto w = Worker::Start(o);
-  ASSERT_TRUE(w.ok());
-  const EventHandle mem = (*w)->Event("python.memory.sampled");
+  std::unique_ptr<Worker> w = CappedWorker(ns.name(), 1, 1 << 20);
+  ASSERT_TRUE(w);
+  const EventHandle mem = w->Event("python.memory.sampled");
   std::atomic<int> step{0};
   std::thread holder([&] {  // takes the one ring, and frees it when it exits
-    EXPECT_EQ((*w)->Emit(mem, {{"rss_bytes", -1}}), EmitResult::kOk);
+    EXPECT_EQ(w->Emit(mem, {{"rss_bytes", -1}}), EmitResult::kOk);
     step.store(1);
     while (step.load() != 2) std::this_thread::yield();
   });
   while (step.load() != 1) std::this_thread::yield();
   constexpr int kShared = 1000, kAfter = 1000;
   for (int i = 0; i < kShared; ++i) {
-    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);  // over the cap: shared
+    ASSERT_EQ(w->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);  // over the cap: shared
   }
   step.store(2);
   holder.join();
@@ -225,12 +229,12 @@ TEST(SharedRingTest, AThreadMovingToARingOfItsOwnKeepsItsOrder) {
   host->PollOnce();
   host->PollOnce();
   for (int i = kShared; i < kShared + kAfter; ++i) {
-    ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);
+    ASSERT_EQ(w->Emit(mem, {{"rss_bytes", i}}), EmitResult::kOk);
   }
   ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
   // All read: the next event goes into a ring of the thread's own.
-  ASSERT_EQ((*w)->Emit(mem, {{"rss_bytes", kShared + kAfter}}), EmitResult::kOk);
-  EXPECT_EQ((*w)->Stats().live_rings, 2u);
+  ASSERT_EQ(w->Emit(mem, {{"rss_bytes", kShared + kAfter}}), EmitResult::kOk);
+  EXPECT_EQ(w->Stats().live_rings, 2u);
   ASSERT_TRUE(host->DrainAll(milliseconds(10000)));
   std::vector<int64_t> mine;
   {
@@ -239,9 +243,7 @@ TEST(SharedRingTest, AThreadMovingToARingOfItsOwnKeepsItsOrder) {
       if (v >= 0) mine.push_back(v);
     }
   }
-  std::vector<int64_t> want(kShared + kAfter + 1);
-  for (int i = 0; i <= kShared + kAfter; ++i) want[i] = i;
-  EXPECT_EQ(mine, want);
+  EXPECT_EQ(mine, Sequence(kShared + kAfter + 1));
 }
 
 class LimitsAtEmitTest : public ::testing::Test {
