@@ -137,11 +137,8 @@ void PrintWorkerTable(FILE* f, const Host& host) {
   for (const WorkerInfo& w : rows) {
     // Live rings are read while their writer runs, so a difference there means events in
     // flight. A ring someone truncated keeps its worker-side counts as last read: not checkable.
-    const char* law = w.segment_lost                  ? "unverifiable (segment truncated)"
-                      : w.Conserved()                 ? "holds"
-                      : w.rings > 0 && w.Consistent() ? "in flight"
-                                                      : "VIOLATED";
-    PrintWorkerRow(f, w.id, std::to_string(w.pid), w.alive, w.rings, w, law);
+    PrintWorkerRow(f, w.id, std::to_string(w.pid), w.alive, w.rings, w,
+                   LawVerdictName(JudgeLaw(w, /*live=*/w.rings > 0, w.segment_lost)));
   }
   if (departed.workers > 0) {
     PrintWorkerRow(f, "(" + std::to_string(departed.workers) + " departed)", "-", false, 0,

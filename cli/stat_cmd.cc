@@ -40,8 +40,8 @@ using RingRow = shm::InspectedRing;
 double FillPercent(const RingRow& r) {
   return r.capacity ? 100.0 * static_cast<double>(r.used()) / static_cast<double>(r.capacity) : 0;
 }
-// Every count explained so far (events may be in flight); Settled: nothing in flight.
-bool Conserved(const RingRow& r) { return r.error.empty() && r.Consistent(); }
+// Read from outside while its writer may still emit: events may be in flight (JudgeLaw).
+LawVerdict LawOf(const RingRow& r) { return JudgeLaw(r, /*live=*/true); }
 
 // The exporters of a running host, from its admin service; `error` says why there are none.
 struct HostExporters {
@@ -136,8 +136,9 @@ json JsonDoc(const std::string& ns, const RegistryCopy& reg, const std::vector<R
     j["quarantined"] = r.quarantined != 0;
     if (r.quarantined) j["quarantine_offset"] = r.quarantine_offset;
     j["unread"] = r.unread();
-    j["conserved"] = Conserved(r);
-    j["settled"] = r.Conserved();
+    j["law"] = LawVerdictName(LawOf(r));
+    j["conserved"] = LawOf(r) != LawVerdict::kViolated;  // every count explained so far
+    j["settled"] = r.Conserved();                         // nothing in flight either
     if (rates != nullptr) {
       const Rate& rt = (*rates)[ri];
       if (rt.known) {
@@ -239,11 +240,12 @@ void PrintText(const std::string& ns, const RegistryCopy& reg, const std::vector
                 rej.empty() ? "" : (" (" + rej + ")").c_str(),
                 r.unread() == 0 ? "" : (" + unread " + std::to_string(r.unread())).c_str(),
                 r.truncated ? ("; truncated " + std::to_string(r.truncated)).c_str() : "");
-    std::printf("  conservation: %s\n",
-                !Conserved(r)   ? "VIOLATED"
-                : r.Conserved() ? "holds"
-                               : "holds (records in flight: unread = published - delivered - "
-                                 "rejected)");
+    const LawVerdict law = LawOf(r);
+    std::printf("  conservation: %s%s\n", LawVerdictName(law),
+                law == LawVerdict::kViolated ? (" (" + LawMismatch(r) + ")").c_str()
+                : law == LawVerdict::kInFlight
+                    ? " (events being emitted or not read yet; they settle once read)"
+                    : "");
     if (rates != nullptr) {
       const Rate& rt = (*rates)[ri];
       if (rt.known) {

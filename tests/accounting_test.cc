@@ -59,6 +59,48 @@ TEST(TallyTest, CountMapsEachEmitResultOntoExactlyOneOutcome) {
 // A gone worker whose numbers the law explains adds nothing unaccounted; one that lost events
 // adds them whichever way they went; one whose segment was truncated cannot be checked and is
 // counted as unverifiable instead.
+TEST(LawVerdictTest, OneRuleJudgesSettledLiveBrokenAndLostReadings) {
+  Tally settled;
+  settled.emitted = 10;
+  settled.suppressed_sampled = 2;
+  settled.dropped_full = 1;
+  settled.published = 7;
+  settled.delivered = 6;
+  settled.rejected[shm::kRejectUnknownEvent] = 1;
+  Tally in_flight = settled;  // one event inside an emit, one record not read yet
+  in_flight.emitted = 11;
+  in_flight.delivered = 5;
+  Tally broken = settled;  // more delivered than published
+  broken.delivered = 9;
+  struct Case {
+    const char* what;
+    Tally t;
+    bool live, unverifiable;
+    LawVerdict want;
+    const char* mismatch;
+  } cases[] = {
+      {"settled, live", settled, true, false, LawVerdict::kHolds, ""},
+      {"settled, gone", settled, false, false, LawVerdict::kHolds, ""},
+      {"in flight, live", in_flight, true, false, LawVerdict::kInFlight,
+       "emitted 11 != suppressed 2 + dropped 1 + published 7; "
+       "published 7 != delivered 5 + rejected 1"},
+      {"in flight, gone", in_flight, false, false, LawVerdict::kViolated,
+       "emitted 11 != suppressed 2 + dropped 1 + published 7; "
+       "published 7 != delivered 5 + rejected 1"},
+      {"broken, live", broken, true, false, LawVerdict::kViolated,
+       "published 7 != delivered 9 + rejected 1"},
+      {"settled, segment lost", settled, false, true, LawVerdict::kUnverifiable, ""},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(JudgeLaw(c.t, c.live, c.unverifiable), c.want) << c.what;
+    EXPECT_EQ(LawMismatch(c.t), c.mismatch) << c.what;
+  }
+  EXPECT_STREQ(LawVerdictName(LawVerdict::kHolds), "holds");
+  EXPECT_STREQ(LawVerdictName(LawVerdict::kInFlight), "in flight");
+  EXPECT_STREQ(LawVerdictName(LawVerdict::kViolated), "VIOLATED");
+  EXPECT_STREQ(LawVerdictName(LawVerdict::kUnverifiable), "unverifiable");
+}
+
 TEST(DepartedWorkersTest, AddSumsGoneWorkersAndKeepsUnverifiableApartFromUnaccounted) {
   WorkerInfo settled;
   settled.emitted = 10;

@@ -118,6 +118,37 @@ Tally ReadRing(const shm::WorkerCounters& c, const Tally& host_side) {
   return t;
 }
 
+LawVerdict JudgeLaw(const Tally& t, bool live, bool unverifiable) {
+  if (unverifiable) return LawVerdict::kUnverifiable;
+  if (t.Conserved()) return LawVerdict::kHolds;
+  return live && t.Consistent() ? LawVerdict::kInFlight : LawVerdict::kViolated;
+}
+
+const char* LawVerdictName(LawVerdict v) {
+  switch (v) {
+    case LawVerdict::kHolds: return "holds";
+    case LawVerdict::kInFlight: return "in flight";
+    case LawVerdict::kViolated: return "VIOLATED";
+    case LawVerdict::kUnverifiable: return "unverifiable";
+  }
+  return "?";
+}
+
+std::string LawMismatch(const Tally& t) {
+  std::string out;
+  if (t.in_flight() != 0) {
+    out = "emitted " + std::to_string(t.emitted) + " != suppressed " +
+          std::to_string(t.suppressed()) + " + dropped " + std::to_string(t.dropped()) +
+          " + published " + std::to_string(t.published);
+  }
+  if (t.unread() != 0) {
+    if (!out.empty()) out += "; ";
+    out += "published " + std::to_string(t.published) + " != delivered " +
+           std::to_string(t.delivered) + " + rejected " + std::to_string(t.rejected_total());
+  }
+  return out;
+}
+
 Tally ReadUnringed(const shm::UnringedCounters& c) {
   Tally t;
   t.dropped_no_ring = LoadOutcome(c.dropped_no_ring);

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "pitlane/shm_layout.h"
@@ -89,6 +90,22 @@ struct Tally {
   void Count(EmitResult r);
   Tally& operator+=(const Tally& o);
 };
+
+// What a reading of a Tally says about the law, the one rule the host's table, `pitlane stat`
+// and the demo apply:
+//   kHolds        Conserved()
+//   kInFlight     `live` (read while its writer may still emit) and Consistent(): events are
+//                 inside an emit or not read yet
+//   kViolated     anything else: a count is wrong
+//   kUnverifiable `unverifiable` (its segment was truncated, or could not be read): its
+//                 worker-side counts are only as last read, so nothing can be judged
+enum class LawVerdict { kHolds, kInFlight, kViolated, kUnverifiable };
+LawVerdict JudgeLaw(const Tally& t, bool live, bool unverifiable = false);
+// "holds", "in flight", "VIOLATED", "unverifiable"
+const char* LawVerdictName(LawVerdict v);
+// Which equation fails and by how much, e.g. "emitted 5 != suppressed 1 + dropped 0 +
+// published 3"; the two failing equations joined by "; "; empty when Conserved().
+std::string LawMismatch(const Tally& t);
 
 // Process-memory counters of emits that did not go through a ring's counters (threads without a
 // ring; the gRPC transport). Any thread may count; any thread may Load.
