@@ -138,7 +138,7 @@ void PrintWorkerTable(FILE* f, const Host& host) {
     // Live rings are read while their writer runs, so a difference there means events in
     // flight. A ring someone truncated keeps its worker-side counts as last read: not checkable.
     PrintWorkerRow(f, w.id, std::to_string(w.pid), w.alive, w.rings, w,
-                   LawVerdictName(JudgeLaw(w, /*live=*/w.rings > 0, w.segment_lost)));
+                   LawVerdictName(JudgeLaw(w, /*live=*/w.rings > 0, w.Unverifiable())));
   }
   if (departed.workers > 0) {
     PrintWorkerRow(f, "(" + std::to_string(departed.workers) + " departed)", "-", false, 0,

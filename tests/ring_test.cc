@@ -526,17 +526,48 @@ TEST(RingTest, HalfWrittenSnapshotIsIgnoredAndTheBatchIsReadAgain) {
   EXPECT_EQ(next.state(), RingReader::State::kOk) << next.error();
 }
 
-// A snapshot position outside [consumer, producer] is garbage: the ring is refused.
-TEST(RingTest, SnapshotOutsideTheRingIsRefusedAtAttach) {
-  TestRing ring(4096);
-  RingWriter w(ring.segment().base());
-  ASSERT_EQ(WriteRecord(w, 0, 32), RingWriter::Reserve::kOk);
-  ring.header()->snapshots[0].counted_through.store(1 << 20);
-  ring.header()->snapshot_count.store(1);
-  Result<RingReader> r = RingReader::Attach(ring.segment().base(), ring.segment().size(),
-                                            ring.name());
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("snapshot"), std::string::npos) << r.status().ToString();
+// A snapshot that cannot be true of its ring (a position outside [consumer, producer], counts
+// beyond what the writer published) is not adopted: the reader says why, starts at the
+// consumer position with counts of zero, and takes the sequence from the first record it finds
+// (nothing is counted lost for the sequence numbers before it).
+TEST(RingTest, AContradictorySnapshotIsRefusedAndTheRingReadFromTheConsumerWithFreshCounts) {
+  struct Case {
+    const char* what;
+    void (*forge)(RingHeader* h);
+    const char* says;
+  } cases[] = {
+      {"position outside the ring",
+       [](RingHeader* h) { h->snapshots[0].counted_through.store(1 << 20); }, "outside"},
+      {"counts beyond what was published",
+       [](RingHeader* h) { h->snapshots[0].delivered.store(1000000000); }, "contradict"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    TestRing ring(4096);
+    RingWriter w(ring.segment().base());
+    for (uint32_t i = 0; i < 6; ++i) ASSERT_EQ(WriteRecord(w, i, 32), RingWriter::Reserve::kOk);
+    {
+      RingReader first = ring.Reader();
+      RawSink sink;
+      sink.on_record = [&] { ++first.counts().delivered; };
+      ASSERT_EQ(Drain(first, 4, sink), 4u);  // records 0..3 read and snapshotted
+    }
+    ring.header()->snapshot_count.store(1);
+    c.forge(ring.header());
+    Result<RingReader> next =
+        RingReader::Attach(ring.segment().base(), ring.segment().size(), ring.name());
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    EXPECT_NE(next->snapshot_refused().find(c.says), std::string::npos)
+        << next->snapshot_refused();
+    EXPECT_EQ(next->counts().delivered, 0u);
+    RawSink sink;
+    sink.on_record = [&] { ++next->counts().delivered; };
+    EXPECT_EQ(Drain(*next, 100, sink), 2u);
+    EXPECT_EQ(sink.seqs, (std::vector<uint32_t>{4, 5}));
+    EXPECT_EQ(next->counts().delivered, 2u);
+    EXPECT_EQ(next->counts().rejected[kRejectLost], 0u);
+    EXPECT_EQ(next->state(), RingReader::State::kOk) << next->error();
+  }
 }
 
 // Whatever garbage sits in the data area and the producer position, the reader never crashes,

@@ -24,14 +24,14 @@ std::string_view TransportName(Transport t) {
 }
 
 uint64_t WorkerInfo::Unaccounted() const {
-  if (segment_lost) return 0;  // its worker counts are the last read: not checkable
+  if (Unverifiable()) return 0;  // its worker counts cannot be checked against the host's
   return static_cast<uint64_t>(std::abs(in_flight())) + static_cast<uint64_t>(std::abs(unread()));
 }
 
 void DepartedWorkers::Add(const WorkerInfo& gone) {
   static_cast<Tally&>(*this) += gone;
   ++workers;
-  if (gone.segment_lost) ++unverifiable;
+  if (gone.Unverifiable()) ++unverifiable;
   unaccounted += gone.Unaccounted();
 }
 

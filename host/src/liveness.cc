@@ -283,10 +283,10 @@ void ShmSource::EmitTerminated(const Worker& w, bool planned) {
 void ShmSource::ReclaimRing(Ring* r) {
   RingStats final_stats = StatsOf(*r);
   // A writer killed inside an emit has counted it as emitted and nothing else.
-  if (!r->worker->alive && !final_stats.segment_lost && final_stats.in_flight() > 0) {
+  if (!r->worker->alive && !final_stats.Unverifiable() && final_stats.in_flight() > 0) {
     final_stats.dropped_in_flight = static_cast<uint64_t>(final_stats.in_flight());
   }
-  if (final_stats.quarantined && !final_stats.segment_lost && final_stats.unread() > 0) {
+  if (final_stats.quarantined && !final_stats.Unverifiable() && final_stats.unread() > 0) {
     // Whatever the worker published that we never read is lost: count it, so the ring's
     // accounting still closes.
     const uint64_t lost = static_cast<uint64_t>(final_stats.unread());
@@ -308,6 +308,7 @@ void ShmSource::ReclaimRing(Ring* r) {
   ++d.rings_total;
   d.quarantined |= final_stats.quarantined;
   d.segment_lost |= final_stats.segment_lost;
+  d.history_unknown |= final_stats.history_unknown;
   history_.push_back(std::move(final_stats));
   if (history_.size() > kReclaimedRingHistory) history_.pop_front();
   auto& wr = r->worker->rings;

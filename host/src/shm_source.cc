@@ -178,6 +178,11 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
                ": it was not created by that worker's process (pid " + w->second->pid_str + ")");
     return;
   }
+  if (!reader->snapshot_refused().empty()) {
+    hooks_.log("ring " + seg_name + " of worker " + w->second->id + ": not resuming from its " +
+               "counters, " + reader->snapshot_refused() + "; reading it from the consumer " +
+               "position with counts of zero (its law cannot be checked)");
+  }
   auto r = std::make_unique<Ring>();
   r->slot = index;
   r->generation = s->generation;
@@ -271,6 +276,7 @@ RingStats ShmSource::StatsOf(const Ring& r) const {
   Tally t = host_side;
   uint64_t producer = reader.consumer();
   const shm::RingHeader* h = reader.header();
+  s.history_unknown = !reader.snapshot_refused().empty();
   s.segment_lost = reader.quarantine_reason() == shm::kQuarantineTruncated;
   if (s.segment_lost) {
     // The mapping now holds zeros: the worker side as last read, the host side as counted.
@@ -316,6 +322,7 @@ std::vector<WorkerInfo> ShmSource::Workers() const {
       i.capacity += s.capacity;
       i.quarantined |= s.quarantined;
       i.segment_lost |= s.segment_lost;
+      i.history_unknown |= s.history_unknown;
     }
   }
   std::vector<WorkerInfo> out;

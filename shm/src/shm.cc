@@ -411,6 +411,38 @@ __attribute__((noinline)) bool RunGuarded(void (*fn)(void*), void* arg) {
 
 // ─── RingReader ──────────────────────────────────────────────────────────────────────────────
 
+namespace {
+
+// Why a previous host's snapshot (position and counts `k`) cannot be true of the ring whose
+// positions and published count are given; empty when it can.
+std::string SnapshotContradiction(const RingReader& r, uint64_t consumer, uint64_t producer,
+                                  uint64_t snapshot_position, uint64_t published,
+                                  const Tally& k) {
+  // Untrusted like everything in the segment: the snapshot's position must lie between the
+  // consumer and the producer (it is ahead of the consumer only when the previous host died
+  // between the two stores).
+  const uint64_t ahead = snapshot_position - consumer;
+  if (ahead > producer - consumer || ahead > r.capacity() || (ahead & 7) != 0) {
+    return "its host snapshot is at position " + std::to_string(snapshot_position) +
+           ", outside [consumer " + std::to_string(consumer) + ", producer " +
+           std::to_string(producer) + "]";
+  }
+  // Nor may its counts break the law against the ring: records accounted for cannot exceed
+  // what the writer published (+1: a writer killed between publishing a record and counting
+  // it), and what it published beyond them must fit between the snapshot and the producer.
+  const uint64_t seen = k.delivered + k.rejected_total();
+  const uint64_t room = (producer - snapshot_position) / RecordBytes(1);
+  if (k.truncated > k.delivered || seen > published + 1 ||
+      (published > seen && published - seen > room)) {
+    return "its host snapshot's counts (" + std::to_string(k.delivered) + " delivered, " +
+           std::to_string(k.rejected_total()) + " rejected) contradict the " +
+           std::to_string(published) + " records its writer published";
+  }
+  return "";
+}
+
+}  // namespace
+
 Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::string name) {
   if (mapped_bytes < sizeof(RingHeader)) {
     return DataLoss("segment " + name + " is " + std::to_string(mapped_bytes) +
@@ -456,28 +488,16 @@ Result<RingReader> RingReader::Attach(void* base, size_t mapped_bytes, std::stri
   r.max_record_ = copy.max_record_bytes;
   r.rpos_ = consumer;
   if (snapshot != nullptr) {
-    // Untrusted like everything in the segment: the snapshot's position must lie between the
-    // consumer and the producer (it is ahead of the consumer only when the previous host died
-    // between the two stores).
-    const uint64_t ahead = snapshot_position - consumer;
-    if (ahead > producer - consumer || ahead > r.capacity_ || (ahead & 7) != 0) {
-      return DataLoss("segment " + r.name_ + " has a host snapshot at position " +
-                      std::to_string(snapshot_position) + " outside [consumer " +
-                      std::to_string(consumer) + ", producer " + std::to_string(producer) + "]");
+    if (std::string why = SnapshotContradiction(r, consumer, producer, snapshot_position,
+                                                published, k);
+        why.empty()) {
+      r.rpos_ = snapshot_position;
+    } else {
+      // Not adopted: what this host counts starts here, so the ring's law cannot be checked.
+      r.snapshot_refused_ = std::move(why);
+      k = Tally{};
+      r.resync_ = true;
     }
-    // Nor may its counts break the law against the ring: records accounted for cannot exceed
-    // what the writer published (+1: a writer killed between publishing a record and counting
-    // it), and what it published beyond them must fit between the snapshot and the producer.
-    const uint64_t seen = k.delivered + k.rejected_total();
-    const uint64_t room = (producer - snapshot_position) / RecordBytes(1);
-    if (k.truncated > k.delivered || seen > published + 1 ||
-        (published > seen && published - seen > room)) {
-      return DataLoss("segment " + r.name_ + " has a host snapshot whose counts (" +
-                      std::to_string(k.delivered) + " delivered, " +
-                      std::to_string(k.rejected_total()) + " rejected) contradict the " +
-                      std::to_string(published) + " records its writer published");
-    }
-    r.rpos_ = snapshot_position;
   }
   r.snapshot_count_ = snapshot_count;
   // The sequence expected next is the number of records accounted for.
@@ -562,6 +582,7 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   const uint32_t max_record = max_record_;
   uint64_t rp = rpos_;
   uint32_t expected = expected_seq_;
+  bool resync = resync_;
   uint8_t* const dst = out->bytes.data();
   const size_t dst_size = out->bytes.size();
   RecordBatch::Record* const records = out->storage.data();
@@ -575,6 +596,20 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
     const uint64_t avail = wp - rp;
     if (avail > capacity) return void(fault = kQuarantineProducerOutside);
     if ((avail & 7) != 0) return void(fault = kQuarantineProducerMisaligned);
+    if (resync && rp != wp) {
+      // The first read after a refused snapshot: the sequence goes on from the first record
+      // found (past a skip marker, the one at the start of the data area, once written).
+      const uint64_t off = rp & mask;
+      RecordHeader first;
+      std::memcpy(&first, data + off, sizeof(first));
+      if (first.length == kSkipMarker && capacity - off < wp - rp) {
+        std::memcpy(&first, data, sizeof(first));
+      }
+      if (first.length != kSkipMarker) {
+        expected = first.seq;
+        resync = false;
+      }
+    }
     while (rp != wp && n < max_records) {
       const uint64_t off = rp & mask;
       RecordHeader hdr;
@@ -600,6 +635,7 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   // Everything copied before a fault or a bad header is whole and stays readable.
   rpos_ = rp;
   expected_seq_ = expected;
+  resync_ = resync;
   out->records = std::span<const RecordBatch::Record>(records, n);
   out->lost = lost;
   counts_.rejected[kRejectLost] += lost;

@@ -137,6 +137,11 @@ struct RingStats : Tally {
   // most ~100 ms old), so the law cannot be checked for this ring; the host-side counts are the
   // host's own and exact.
   bool segment_lost = false;
+  // A restarted host refused the counter snapshot the previous one left in the ring (it
+  // contradicts the ring: forged or corrupt) and counts only what it has read since, so the
+  // law cannot be checked for this ring either. Its events are still read and delivered.
+  bool history_unknown = false;
+  bool Unverifiable() const { return segment_lost || history_unknown; }
   std::string quarantine_reason;  // the reader's message (what, and where)
   shm::QuarantineReason quarantine_kind = shm::kQuarantineNone;
   uint64_t capacity = 0;
@@ -156,12 +161,14 @@ struct WorkerInfo : Tally {
   uint64_t capacity = 0;    // over live rings
   bool quarantined = false;  // one of its rings was quarantined
   bool segment_lost = false;  // one of its rings was truncated: the law cannot be checked
+  bool history_unknown = false;  // one of its rings' snapshots was refused: the same
   ControlState control;
+  bool Unverifiable() const { return segment_lost || history_unknown; }
 
   // Not alive and no live ring: its numbers are final.
   bool Gone() const { return !alive && rings == 0; }
   // Events a gone worker's numbers leave unexplained (|in_flight()| + |unread()|); 0 unless
-  // something is broken, and 0 when segment_lost (its law cannot be checked). Meaningless for a
+  // something is broken, and 0 when Unverifiable() (its law cannot be checked). Meaningless for a
   // worker that is not Gone(): its events may be in flight.
   uint64_t Unaccounted() const;
 };
@@ -172,8 +179,8 @@ struct DepartedWorkers : Tally {
   // Over the folded workers, each worker's Unaccounted(): what the conservation law cannot
   // account for. 0 unless something is broken.
   uint64_t unaccounted = 0;
-  // Folded workers one of whose rings someone truncated (RingStats::segment_lost): their law
-  // cannot be checked, and they are not in `unaccounted`.
+  // Folded workers one of whose rings someone truncated or whose snapshot was refused
+  // (RingStats::Unverifiable()): their law cannot be checked, and they are not in `unaccounted`.
   uint64_t unverifiable = 0;
 
   // Folds one gone worker (WorkerInfo::Gone()) into the sum.

@@ -251,7 +251,10 @@ class RingReader {
  public:
   enum class State : uint8_t { kOk, kCorrupt, kBusError };
 
-  // Validates the header (identity fields are copied once here and never re-read).
+  // Validates the header (identity fields are copied once here and never re-read). A host
+  // snapshot left by a previous host is resumed from when it agrees with the ring; one that
+  // contradicts it is not adopted: the reader then starts at the consumer position with counts
+  // of zero and the sequence of the first record it finds (snapshot_refused() says why).
   static Result<RingReader> Attach(void* base, size_t mapped_bytes, std::string name);
 
   // Replaces `out`'s records with up to `max_records` published records (skip markers are
@@ -271,6 +274,8 @@ class RingReader {
   State state() const { return state_; }
   QuarantineReason quarantine_reason() const { return reason_; }
   const std::string& error() const { return error_; }
+  // Why the previous host's snapshot was not adopted; empty when it was (or there was none).
+  const std::string& snapshot_refused() const { return snapshot_refused_; }
   uint64_t error_offset() const { return error_offset_; }
   const std::string& name() const { return name_; }
   uint64_t capacity() const { return capacity_; }
@@ -296,6 +301,8 @@ class RingReader {
   uint32_t max_record_ = 0;
   uint64_t rpos_ = 0;
   uint32_t expected_seq_ = 0;
+  bool resync_ = false;  // the next record read sets expected_seq_ (a refused snapshot)
+  std::string snapshot_refused_;
   uint64_t snapshot_count_ = 0;  // HostSnapshots written (ours and our predecessors')
   State state_ = State::kOk;
   QuarantineReason reason_ = kQuarantineNone;
