@@ -146,6 +146,10 @@ void BlockStopSignals();
 // Waits up to `seconds` for SIGINT/SIGTERM/SIGHUP (blocked by BlockStopSignals). Returns the
 // signal number, or 0 when the time passed.
 int WaitForSignal(double seconds);
+// Flushes stdout; true once a flush failed with EPIPE (its reader left: `| head -1`). With
+// SIGPIPE ignored nothing else ends a command that prints in a loop, so each loop asks this
+// and stops.
+bool StdoutClosed();
 // "SIGINT", "SIGTERM", "SIGHUP".
 const char* SignalName(int sig);
 

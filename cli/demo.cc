@@ -358,8 +358,7 @@ class Table {
       out += "\033[J";
     else
       out += "\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    std::fflush(stdout);
+    std::fwrite(out.data(), 1, out.size(), stdout);  // the caller flushes: StdoutClosed()
     drawn_ = lines.size();
   }
 
@@ -569,6 +568,11 @@ int RunDemo(const DemoOptions& o) {
       shown_total = notes_total;
     }
     table.Draw(t, totals, rates, shown, shown_total, host.Stats());
+    if (StdoutClosed()) {  // `pitlane demo | head -1`: nobody reads the table or the summary
+      Error("demo", "stdout closed (broken pipe); stopping the workers");
+      interrupted = true;
+      break;
+    }
 
     if (AllReaped(children)) break;
     if (t > deadline) {

@@ -334,7 +334,10 @@ int Watch(const std::string& ns, const StatOptions& o) {
         PrintExporters(ReadExporters(reg, AdminAddressOf(o, ns)));
       }
     }
-    std::fflush(stdout);
+    if (StdoutClosed()) {  // `pitlane stat --watch | head -1`: the reader has what it wanted
+      Error("stat", "stdout closed (broken pipe); stopping");
+      return 0;
+    }
     if (err.empty()) {
       prev = std::move(reg);
       have_prev = true;

@@ -62,6 +62,12 @@ int WaitForSignal(double seconds) {
   }
 }
 
+bool StdoutClosed() {
+  static bool closed = false;  // a reader that left does not come back
+  if (!closed && std::fflush(stdout) != 0 && errno == EPIPE) closed = true;
+  return closed;
+}
+
 std::string Compact(uint64_t n) {
   char buf[32];
   const double v = static_cast<double>(n);

@@ -2,7 +2,8 @@
 # `pitlane` as a Unix tool (README "Operating a host"): --version, exit codes (2 usage, 1
 # runtime), `--ns ""`, a closed stdout pipe, SIGHUP reopening --jsonl-file, SIGTERM with the
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
-# `catalog --json`, `host --catalog FILE`, the gRPC token from a file and not in argv.
+# `catalog --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a closed stdout,
+# the gRPC token from a file and not in argv.
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -15,6 +16,7 @@ cleanup() {
   "$pitlane" cleanup --ns "$ns" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-b" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-hup" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-demo" >/dev/null 2>&1
   [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -116,6 +118,27 @@ else
 fi
 grep -qE 'events not printed after stdout closed' "$tmp/pipe.err" && ok "the lost lines are counted" ||
   fail "no count of lost lines: $(cat "$tmp/pipe.err")"
+
+# stat --watch and the demo print in a loop until stopped: a reader that left stops them too.
+start=$SECONDS
+timeout 20 "$pitlane" stat --ns "$ns" --watch --json --interval 0.1 2>"$tmp/watch.err" |
+  head -1 >/dev/null
+rcs=("${PIPESTATUS[@]}")
+if [[ ${rcs[0]} -eq 0 ]] && grep -q 'pitlane stat: stdout closed (broken pipe); stopping' "$tmp/watch.err"; then
+  ok "pitlane stat --watch --json | head -1 stops, exit 0, in $((SECONDS - start)) s"
+else
+  fail "stat --watch | head -1: exit ${rcs[0]}; stderr: $(head -c 400 "$tmp/watch.err")"
+fi
+start=$SECONDS
+timeout 60 "$pitlane" demo --ns "$ns-demo" --workers 1 --duration 30 2>"$tmp/demo.err" |
+  head -1 >/dev/null
+rcs=("${PIPESTATUS[@]}")
+if [[ ${rcs[0]} -eq 0 ]] && ((SECONDS - start < 15)) &&
+   grep -q 'pitlane demo: stdout closed (broken pipe); stopping the workers' "$tmp/demo.err"; then
+  ok "pitlane demo | head -1 stops its workers, exit 0, in $((SECONDS - start)) s"
+else
+  fail "demo | head -1: exit ${rcs[0]} after $((SECONDS - start)) s; stderr: $(head -c 400 "$tmp/demo.err")"
+fi
 
 # ── SIGHUP reopens --jsonl-file; SIGTERM stops with the summary ───────────────────────────────
 "$pitlane" host --ns "$ns-hup" --jsonl-file "$tmp/events.jsonl" --interval 0.2 >"$tmp/hup.out" 2>&1 &
