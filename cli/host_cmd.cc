@@ -222,7 +222,8 @@ Result<HostOptions> HostOptionsFrom(const HostCmdOptions& o, const std::string& 
   ho.grpc_dial = o.grpc_dial;
   ho.grpc_tls_cert = o.grpc_tls_cert;
   ho.grpc_tls_key = o.grpc_tls_key;
-  // The token: --grpc-token-file, else $PITLANE_GRPC_TOKEN, else --grpc-token (visible in ps).
+  // The token: --grpc-token-file or --grpc-token (exclusive; visible in ps), else
+  // $PITLANE_GRPC_TOKEN: a flag on the command line wins over the environment.
   ho.grpc_token = o.grpc_token;
   if (!o.grpc_token_file.empty()) {
     Result<std::string> t = ReadTokenFile(o.grpc_token_file);

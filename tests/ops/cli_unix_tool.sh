@@ -2,8 +2,9 @@
 # `pitlane` as a Unix tool (README "Operating a host"): --version, exit codes (2 usage, 1
 # runtime), `--ns ""`, a closed stdout pipe, SIGHUP reopening --jsonl-file, SIGTERM with the
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
-# `catalog --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a closed stdout,
-# the gRPC token from a file and not in argv.
+# `catalog --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
+# closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
+# in argv.
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -158,9 +159,29 @@ grep -q hup-2 "$tmp/events.jsonl.1" && fail "an event went to the rotated file a
 # Workers gone are one "(N departed)" row.
 wait_for 10 "departed row" -- grep -qE '^  \(2 departed\) ' "$tmp/hup.out" &&
   ok "gone workers are summed into one departed row"
+# stat --json: one document a script reads, with a live worker's ring in it.
+"$pitlane" demo-worker --ns "$ns-hup" --id stat-json --duration 5 --rate 200 >/dev/null 2>&1 &
+worker=$!; pids+=("$worker")
+stat_json() {
+  "$pitlane" stat --ns "$ns-hup" --json >"$tmp/stat.json" 2>"$tmp/stat.err" &&
+    grep -q '"worker_id": "stat-json"' "$tmp/stat.json"
+}
+if wait_for 10 "stat --json lists the worker's ring" -- stat_json; then
+  /usr/bin/python3 - "$tmp/stat.json" "$ns-hup" "$host" <<'EOF' && ok "stat --json is one JSON document with the host and the rings" ||
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["namespace"] == sys.argv[2] and d["host"] == {"pid": int(sys.argv[3]), "alive": True}, d
+ring = [r for r in d["rings"] if r.get("worker_id") == "stat-json"][0]
+assert ring["alive"] and ring["emitted"] > 0 and ring["capacity"] > 0, ring
+assert set(ring["dropped"]) == {"full", "too_large"} and "unknown_event" in ring["rejected"], ring
+assert all(r["conserved"] for r in d["rings"] if "error" not in r), d["rings"]
+EOF
+    fail "stat --json: $(head -c 600 "$tmp/stat.json")"
+fi
+kill -TERM "$worker"; wait "$worker" 2>/dev/null
 kill -TERM "$host"; wait "$host"; rc=$?
 if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
-   tail -3 "$tmp/hup.out" | grep -q "reopened 1, reopen errors 0"; then
+   tail -5 "$tmp/hup.out" | grep -q "reopened 1, reopen errors 0"; then
   ok "SIGTERM stops with the summary (exit 0)"
 else
   fail "SIGTERM: exit $rc; $(tail -5 "$tmp/hup.out")"
@@ -203,6 +224,42 @@ wait_for 10 "a worker with the file's token is served" -- grep -q grpc-good "$tm
   ok "the token from --grpc-token-file admits a worker"
 grep -q grpc-bad "$tmp/grpc.jsonl" && fail "a worker with a wrong token was served" ||
   ok "a wrong token is refused"
+kill -TERM "$host"; wait "$host"
+
+# $PITLANE_GRPC_TOKEN (the unit's env file) when no flag gives one; a flag wins over it.
+# SIGINT (Ctrl-C) stops with the summary as SIGTERM does.
+PITLANE_GRPC_TOKEN="$secret" "$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 \
+  --jsonl-file "$tmp/grpc-env.jsonl" >"$tmp/grpc-env.out" 2>&1 &
+host=$!; pids+=("$host")
+wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc-env.out"
+port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc-env.out")
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
+  "$pitlane" emit --ns "$ns-b" --id env-good python.call.start -m system_time=1 >/dev/null 2>&1
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="" \
+  "$pitlane" emit --ns "$ns-b" --id env-none python.call.start -m system_time=1 >/dev/null 2>&1
+wait_for 10 "a worker with the environment's token is served" -- grep -q env-good "$tmp/grpc-env.jsonl" &&
+  ok "the token from \$PITLANE_GRPC_TOKEN admits a worker"
+grep -q env-none "$tmp/grpc-env.jsonl" && fail "a worker without the token was served" ||
+  ok "a worker without the environment's token is refused"
+kill -INT "$host"; wait "$host"; rc=$?
+if [[ $rc -eq 0 ]] && grep -q "SIGINT, stopping" "$tmp/grpc-env.out" &&
+   tail -3 "$tmp/grpc-env.out" | grep -qE '^t=[0-9.]+s namespace'; then
+  ok "SIGINT stops with the summary (exit 0)"
+else
+  fail "SIGINT: exit $rc; $(tail -5 "$tmp/grpc-env.out")"
+fi
+PITLANE_GRPC_TOKEN="from-env" "$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 \
+  --grpc-token-file "$tmp/token" --jsonl-file "$tmp/grpc-both.jsonl" >"$tmp/grpc-both.out" 2>&1 &
+host=$!; pids+=("$host")
+wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc-both.out"
+port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc-both.out")
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
+  "$pitlane" emit --ns "$ns-b" --id both-file python.call.start -m system_time=1 >/dev/null 2>&1
+PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="from-env" \
+  "$pitlane" emit --ns "$ns-b" --id both-env python.call.start -m system_time=1 >/dev/null 2>&1
+wait_for 10 "the file's token wins over the environment's" -- grep -q both-file "$tmp/grpc-both.jsonl" &&
+  ok "--grpc-token-file wins over \$PITLANE_GRPC_TOKEN"
+grep -q both-env "$tmp/grpc-both.jsonl" && fail "the environment's token was used over the file's"
 kill -TERM "$host"; wait "$host"
 
 if ((fails > 0)); then
