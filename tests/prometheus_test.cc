@@ -334,6 +334,30 @@ TEST(MetricSpecTest, ParsesTheTelemetryMetricsForm) {
   EXPECT_EQ(h->buckets, (std::vector<double>{1, 2.5, 1000}));
 }
 
+// The metric definitions of Snakepit's telemetry guide ("Prometheus Integration"), as written
+// there but on one line each (tests/ops/prometheus_dashboards.py serves them to a real
+// Prometheus): Telemetry.Metrics' `description:` is the help text.
+TEST(MetricSpecTest, ReadsSnakepitsDocumentedDefinitions) {
+  const char* const definitions[] = {
+      R"(last_value("snakepit.pool.status.queue_depth", tags: [:node, :pool_name], description: "Current pool queue depth"))",
+      R"(last_value("snakepit.pool.status.available_workers", tags: [:node, :pool_name], description: "Available workers"))",
+      R"(last_value("snakepit.pool.status.busy_workers", tags: [:node, :pool_name], description: "Busy workers"))",
+      R"(summary("snakepit.python.call.stop.duration", unit: {:native, :millisecond}, tags: [:node, :pool_name, :command], description: "Python call duration"))",
+      R"(counter("snakepit.python.call.exception.count", tags: [:node, :pool_name, :error_type], description: "Python exceptions"))",
+      R"(counter("snakepit.pool.worker.spawned.count", tags: [:node, :pool_name], description: "Workers spawned"))",
+      R"(counter("snakepit.pool.worker.terminated.count", tags: [:node, :pool_name, :reason], description: "Workers terminated"))",
+      R"(last_value("snakepit.python.memory.sampled.rss_bytes", tags: [:node, :worker_id], description: "Python process RSS memory"))"};
+  for (const char* text : definitions) {
+    auto s = MetricSpec::Parse(text);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_FALSE(s->help.empty()) << text;
+  }
+  auto d = MetricSpec::Parse(definitions[3]);
+  EXPECT_EQ(d->help, "Python call duration");
+  EXPECT_EQ(d->tags, (std::vector<std::string>{"node", "pool_name", "command"}));
+  EXPECT_EQ(d->unit_to, Unit::kMillisecond);
+}
+
 TEST(MetricSpecTest, RejectsMalformedTextNamingTheProblem) {
   for (const char* bad : {"gauge(a.b)", "summary(a.b", "summary(nodot)", "sum(a.b, colour: [x])",
                           "histogram(a.b, buckets: [x])", "counter(a.b) trailing"}) {

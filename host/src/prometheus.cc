@@ -311,7 +311,7 @@ class SpecParser {
           spec.unit_to = *to;
           if (!Eat('}')) return Error("expected '}' after unit: {from, to}");
         }
-      } else if (key == "help") {
+      } else if (key == "help" || key == "description") {  // Telemetry.Metrics: description
         Result<std::string> h = QuotedString();
         if (!h.ok()) return h.status();
         spec.help = std::move(*h);
@@ -320,7 +320,8 @@ class SpecParser {
         if (!n.ok()) return n.status();
         spec.name = std::move(*n);
       } else {
-        return Error("unknown option \"" + key + "\" (tags, buckets, unit, help, name)");
+        return Error("unknown option \"" + key +
+                     "\" (tags, buckets, unit, help or description, name)");
       }
     }
     if (!Eat(')')) return Error("expected ',' or ')'");

@@ -73,7 +73,8 @@ struct MetricSpec {
   std::vector<std::string> tags;  // metadata keys; "worker_id" falls back to the event's worker
   std::vector<double> buckets;    // histogram upper bounds, in the exported unit; empty →
                                   // defaults suited to that unit
-  std::string help;               // empty → generated from kind, event and measurement
+  std::string help;               // `help:` or `description:`; empty → generated from kind,
+                                  // event and measurement
   std::string name;               // exported name as is; empty → derived (MetricNaming)
   // Telemetry.Metrics' `unit:`. `unit: u` says the measurement is in `u` (instead of the unit
   // the catalog declares); `unit: {from, to}` also converts it to `to` under
@@ -81,7 +82,7 @@ struct MetricSpec {
   std::optional<Unit> unit_from, unit_to;
 
   // Text form: `<kind>(<name>[, tags: [k, ...]][, buckets: [n, ...]][, unit: ...]
-  // [, help: "..."][, name: n])`, e.g.
+  // [, help: "..."][, name: n])` (`description:` is Telemetry.Metrics' word for help:), e.g.
   //   summary("snakepit.python.call.stop.duration", tags: [worker_id, command])
   //   last_value(snakepit.pool.status.queue_depth)
   //   counter(snakepit.python.call.stop.count, tags: [:command])
