@@ -2,13 +2,15 @@
 # Installs a pitlane build tree into a fresh prefix and builds outside consumers against it:
 #   - CMake, COMPONENTS worker, with gRPC and Protobuf made unfindable: a shared-memory worker
 #     needs neither (tests/install/main.cc; with no host it must report buffered: kept for one);
+#   - CMake, COMPONENTS grpc: a worker with the gRPC transport (grpc_main.cc);
 #   - CMake, COMPONENTS host prometheus otlp: a host, a host serving /metrics and the admin
 #     service, and a host with the OpenTelemetry exporter (host_main.cc, prometheus_main.cc,
 #     otlp_main.cc);
 #   - CMake, an unknown component: configuring fails naming it;
-#   - pkg-config pitlane (= pitlane-worker), pitlane-host, pitlane-prometheus and pitlane-otlp: the same
-#     programs with `g++ $(pkg-config --cflags --libs ...)`, linked and run;
-#   - every header the README documents is installed.
+#   - pkg-config pitlane (= pitlane-worker), pitlane-grpc, pitlane-host, pitlane-prometheus and
+#     pitlane-otlp: the same programs with `g++ $(pkg-config --cflags --libs ...)`, linked and run;
+#   - every header the README documents is installed, and every document an installed header
+#     cites.
 #
 # usage: check.sh <build dir> [<temp parent dir>]
 #   The install prefix is a unique directory made with mktemp -d under <temp parent dir>
@@ -36,8 +38,15 @@ for f in include/pitlane/worker.h include/pitlane/span.h include/pitlane/correla
          include/pitlane/jsonl_exporter.h include/pitlane/statsd_exporter.h \
          include/pitlane/exporter.h include/pitlane/units.h include/pitlane/fb/event_generated.h \
          include/pitlane/otlp_exporter.h include/pitlane/trace_context.h \
+         include/pitlane/accounting.h include/pitlane/catalog.h include/pitlane/defaults.h \
+         include/pitlane/limits.h include/pitlane/shm_layout.h \
          bin/pitlane share/doc/pitlane/README.md; do
   [ -e "$tmp/prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
+done
+# The documents the installed headers cite (README.md, doc/<name>.md) lie in share/doc/pitlane.
+for doc in $(grep -ohE '(README|doc/[a-z_-]+)\.md' "$tmp/prefix/include/pitlane"/*.h | sort -u); do
+  [ -e "$tmp/prefix/share/doc/pitlane/${doc#doc/}" ] ||
+    { echo "an installed header cites $doc, which is not installed"; exit 1; }
 done
 # lib/ or lib/<multiarch>/, depending on how the build was configured.
 config=$(find "$tmp/prefix" -name pitlaneConfig.cmake | head -n 1)
@@ -68,6 +77,14 @@ out=$("$tmp/worker/app")
 echo "app: $out"
 expect_in "$out" buffered
 
+step "find_package(pitlane COMPONENTS grpc)"
+run_logged "$tmp/configure-grpc.log" cmake -S "$here" -B "$tmp/grpc" -DCONSUMER=grpc \
+  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
+run_logged "$tmp/build-grpc.log" cmake --build "$tmp/grpc"
+out=$("$tmp/grpc/grpc_app")
+echo "grpc_app: $out"
+expect_in "$out" "transport: grpc, emit: ok"
+
 step "find_package(pitlane COMPONENTS host prometheus otlp)"
 run_logged "$tmp/configure-host.log" cmake -S "$here" -B "$tmp/host" -DCONSUMER=host \
   -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
@@ -96,6 +113,7 @@ expect_in "$(cat "$tmp/unknown.log")" 'unknown pitlane component "nonesuch"'
 export PKG_CONFIG_PATH="$pcdir"
 for case in "pitlane main.cc app-pc buffered" \
             "pitlane-worker main.cc app-worker-pc buffered" \
+            "pitlane-grpc grpc_main.cc grpc-pc transport:+grpc,+emit:+ok" \
             "pitlane-host host_main.cc host-pc host:+started" \
             "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served" \
             "pitlane-otlp otlp_main.cc otlp-pc otlp+exporter+to+http/protobuf"; do
