@@ -604,6 +604,29 @@ TEST_F(PrometheusTest, GoneWorkersRetireIntoDepartedAfterTheRetention) {
   EXPECT_TRUE(Contains(after, "\npitlane_workers_departed_total 2\n"));
 }
 
+// Short-lived workers (`vm-<pid>` ids, one ring each) do not grow the host: past the retention
+// their totals are one departed sum, and Host::Rings() keeps the last 256 reclaimed rings.
+TEST_F(PrometheusTest, ShortLivedWorkersDoNotGrowTheHostOrTheScrape) {
+  StartHost(std::chrono::milliseconds(0));
+  StartExporter();
+  constexpr int kWorkers = 300;
+  for (int i = 0; i < kWorkers; ++i) {
+    StartWorker("vm-" + std::to_string(i));
+    ASSERT_EQ(worker_->Emit("python.call.stop"), EmitResult::kOk);
+    worker_.reset();
+    ASSERT_TRUE(host_->DrainAll(5s)) << i;
+  }
+  EXPECT_TRUE(host_->Workers().empty());
+  EXPECT_LE(host_->Rings().size(), 256u);
+  const DepartedWorkers departed = host_->Departed();
+  EXPECT_EQ(departed.workers, static_cast<uint64_t>(kWorkers));
+  EXPECT_EQ(departed.delivered, static_cast<uint64_t>(kWorkers));
+  EXPECT_TRUE(departed.Conserved());
+  const std::string body = Scrape();
+  EXPECT_FALSE(Contains(body, "worker_id=\"vm-")) << body;
+  EXPECT_TRUE(Contains(body, "pitlane_delivered_total{worker_id=\"(departed)\"} 300\n")) << body;
+}
+
 // `promtool check metrics` (the linter Prometheus ships) on a scrape with every metric spec the
 // README shows, each with data.
 TEST_F(PrometheusTest, PromtoolAcceptsAScrapeWithEveryReadmeSpec) {
