@@ -153,8 +153,8 @@ bool StdoutClosed();
 // "SIGINT", "SIGTERM", "SIGHUP".
 const char* SignalName(int sig);
 
-// "12.3k", "4.56M", "1.20G": compact counts for the live tables people read (scripts read
-// --json, which has exact integers).
+// "12.3k", "4.56M", "1.20G" (... "18.45E"): compact counts for the live tables people read
+// (scripts read --json, which has exact integers).
 std::string Compact(uint64_t n);
 // A positive, finite number of seconds, at most `max`.
 CLI::Validator PositiveSeconds(double max);

@@ -70,17 +70,20 @@ bool StdoutClosed() {
 
 std::string Compact(uint64_t n) {
   char buf[32];
-  const double v = static_cast<double>(n);
-  // Each unit below 1000 of it once rounded ("999.9k", then "1.00M"; never "5120.4k").
   if (n < 10000) {
     std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(n));
-  } else if (n < 999'950) {
-    std::snprintf(buf, sizeof(buf), "%.1fk", v / 1e3);
-  } else if (n < 999'995'000) {
-    std::snprintf(buf, sizeof(buf), "%.2fM", v / 1e6);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.2fG", v / 1e9);
+    return buf;
   }
+  // Each unit below 1000 of it once rounded ("999.9k", then "1.00M"; never "5120.4k"), up to
+  // E, where uint64_t ends (18.45E).
+  double v = static_cast<double>(n) / 1e3;
+  if (v < 999.95) {
+    std::snprintf(buf, sizeof(buf), "%.1fk", v);
+    return buf;
+  }
+  const char* unit = "MGTPE";
+  for (v /= 1e3; v >= 999.995 && unit[1] != '\0'; v /= 1e3) ++unit;
+  std::snprintf(buf, sizeof(buf), "%.2f%c", v, *unit);
   return buf;
 }
 
