@@ -454,13 +454,16 @@ TEST_F(PrometheusTest, SpecUnitConvertsLikeTelemetryMetrics) {
 TEST_F(PrometheusTest, DefaultBucketsSuitTheUnitAndPrintShortest) {
   StartWorker("buckets");
   StartExporter({Spec("histogram(snakepit.python.call.stop.duration)"),
-                 Spec("histogram(snakepit.python.memory.sampled.rss_bytes)")});
+                 Spec("histogram(snakepit.python.memory.sampled.rss_bytes)"),
+                 Spec("histogram(snakepit.python.gc.completed.collected)")});
   ASSERT_EQ(worker_->Emit("python.call.stop", {{"duration", int64_t{2'000'000}}}),
             EmitResult::kOk);  // 2 ms
   ASSERT_EQ(worker_->Emit("python.memory.sampled", {{"rss_bytes", int64_t{100} << 20}}),
             EmitResult::kOk);  // 100 MiB
+  ASSERT_EQ(worker_->Emit("python.gc.completed", {{"collected", 42}}),
+            EmitResult::kOk);  // a plain number: no unit in the catalog
   Drain();
-  WaitExported(2);
+  WaitExported(3);
   const std::string body = Scrape();
   const std::string d = "snakepit_python_call_stop_duration_seconds_bucket";
   EXPECT_TRUE(Contains(body, d + "{le=\"0.001\"} 0\n")) << body;
@@ -471,6 +474,11 @@ TEST_F(PrometheusTest, DefaultBucketsSuitTheUnitAndPrintShortest) {
   EXPECT_TRUE(Contains(body, m + "{le=\"67108864\"} 0\n"));
   EXPECT_TRUE(Contains(body, m + "{le=\"268435456\"} 1\n"));
   EXPECT_TRUE(Contains(body, m + "{le=\"1073741824\"} 1\n"));
+  const std::string n = "snakepit_python_gc_completed_collected_bucket";
+  EXPECT_TRUE(Contains(body, n + "{le=\"1\"} 0\n"));
+  EXPECT_TRUE(Contains(body, n + "{le=\"25\"} 0\n"));
+  EXPECT_TRUE(Contains(body, n + "{le=\"50\"} 1\n"));
+  EXPECT_TRUE(Contains(body, n + "{le=\"100000\"} 1\n"));
   EXPECT_FALSE(Contains(body, "00000000001")) << body;
   EXPECT_FALSE(Contains(body, "99999999")) << body;
 }

@@ -2,7 +2,7 @@
 # `pitlane` as a Unix tool (README "Operating a host"): --version, exit codes (2 usage, 1
 # runtime), `--ns ""`, a closed stdout pipe, SIGHUP reopening --jsonl-file, SIGTERM with the
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
-# `catalog --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
+# `catalog [--catalog FILE] --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
 # in argv.
 # Usage: cli_unix_tool.sh PITLANE
@@ -92,6 +92,13 @@ assert units["duration"] == "nanosecond" and units["rss_bytes"] == "byte" and un
 EOF
 printf 'root app\nmeasurement duration nanosecond\nevent job.start worker start job.start\n' \
   >"$tmp/catalog.txt"
+expect_rc 0 "catalog --catalog FILE --json" -- "$pitlane" catalog --catalog "$tmp/catalog.txt" --json
+/usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["root"] == "app" and [e["host_name"] for e in d["events"]] == ["app.job.start"], d' \
+  "$tmp/out" && ok "catalog --catalog FILE --json shows the file's catalog" || fail "catalog --catalog: $(cat "$tmp/out")"
+expect_rc 2 "catalog --catalog with a malformed file is a usage error" -- \
+  "$pitlane" catalog --catalog "$tmp/bad-catalog.txt" --json
+expect_rc 1 "catalog --catalog with a missing file is a runtime failure" -- \
+  "$pitlane" catalog --catalog "$tmp/missing.txt" --json
 "$pitlane" host --ns "$ns" --catalog "$tmp/catalog.txt" --jsonl --no-admin --duration 30 \
   >"$tmp/catalog.out" 2>"$tmp/catalog.err" &
 host=$!; pids+=("$host")
