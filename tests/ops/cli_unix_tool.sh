@@ -55,7 +55,7 @@ expect_rc 2 "no command is a usage error" -- "$pitlane"
 expect_rc 2 "an unknown option is a usage error" -- "$pitlane" host --bogus
 expect_rc 2 '--ns "" is a usage error' -- "$pitlane" host --ns ""
 grep -q 'namespace is empty' "$tmp/err" && ok '--ns "" says why' || fail "--ns \"\": $(cat "$tmp/err")"
-for cmd in stat emit cleanup; do
+for cmd in stat emit cleanup demo; do
   extra=(); [[ $cmd == emit ]] && extra=(python.call.start)
   expect_rc 2 "$cmd --ns \"\" is a usage error" -- "$pitlane" "$cmd" --ns "" "${extra[@]}"
 done
@@ -193,6 +193,8 @@ if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
 else
   fail "SIGTERM: exit $rc; $(tail -5 "$tmp/hup.out")"
 fi
+[[ ! -e "/tmp/pitlane.$ns-hup.admin.sock" ]] && ok "a host stopped by SIGTERM removes its admin socket" ||
+  fail "the admin socket outlived SIGTERM"
 
 # ── cleanup removes the admin socket of a dead host ───────────────────────────────────────────
 sock="/tmp/pitlane.$ns.admin.sock"
