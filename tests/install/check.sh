@@ -2,7 +2,7 @@
 # Installs a pitlane build tree into a fresh prefix and builds outside consumers against it:
 #   - CMake, COMPONENTS worker, with gRPC and Protobuf made unfindable: a shared-memory worker
 #     needs neither (tests/install/main.cc; with no host it must report buffered: kept for one);
-#   - CMake, COMPONENTS grpc: a worker with the gRPC transport (grpc_main.cc);
+#   - CMake, COMPONENTS grpc: the same worker with the gRPC transport (PITLANE_TRANSPORT=grpc);
 #   - CMake, COMPONENTS host prometheus otlp: a host, a host serving /metrics and the admin
 #     service, and a host with the OpenTelemetry exporter (host_main.cc, prometheus_main.cc,
 #     otlp_main.cc);
@@ -68,37 +68,41 @@ expect_in() {  # expect_in TEXT WHAT
   case "$1" in *"$2"*) ;; *) echo "expected \"$2\" in: $1"; exit 1 ;; esac
 }
 
+# build_consumer NAME CMAKE_ARGS...: tests/install configured in $tmp/NAME against the prefix, built.
+build_consumer() {
+  name=$1
+  shift
+  run_logged "$tmp/configure-$name.log" cmake -S "$here" -B "$tmp/$name" \
+    -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra" "$@"
+  run_logged "$tmp/build-$name.log" cmake --build "$tmp/$name"
+}
+# run_consumer "ENV..." PROGRAM TEXT...: runs PROGRAM with the assignments ENV, prints what it
+# says, requires each TEXT in it.
+run_consumer() {
+  vars=$1 prog=$2
+  shift 2
+  # shellcheck disable=SC2086  # the assignments are meant to split
+  out=$(env $vars "$prog")
+  echo "$(basename "$prog"): $out"
+  for want in "$@"; do expect_in "$out" "$want"; done
+}
+# The gRPC transport, towards an address where no host listens: the event waits in its queue.
+grpc_env="PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET=127.0.0.1:1"
+
 step "find_package(pitlane COMPONENTS worker), gRPC and Protobuf unfindable"
-run_logged "$tmp/configure-worker.log" cmake -S "$here" -B "$tmp/worker" \
-  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra" \
-  -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON
-run_logged "$tmp/build-worker.log" cmake --build "$tmp/worker"
-out=$("$tmp/worker/app")
-echo "app: $out"
-expect_in "$out" buffered
+build_consumer worker -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON
+run_consumer "" "$tmp/worker/app" "emit: buffered"
 
 step "find_package(pitlane COMPONENTS grpc)"
-run_logged "$tmp/configure-grpc.log" cmake -S "$here" -B "$tmp/grpc" -DCONSUMER=grpc \
-  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
-run_logged "$tmp/build-grpc.log" cmake --build "$tmp/grpc"
-out=$("$tmp/grpc/grpc_app")
-echo "grpc_app: $out"
-expect_in "$out" "transport: grpc, emit: ok"
+build_consumer grpc -DCONSUMER=grpc
+run_consumer "$grpc_env" "$tmp/grpc/grpc_app" "transport: grpc, emit: ok"
 
 step "find_package(pitlane COMPONENTS host prometheus otlp)"
-run_logged "$tmp/configure-host.log" cmake -S "$here" -B "$tmp/host" -DCONSUMER=host \
-  -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$extra"
-run_logged "$tmp/build-host.log" cmake --build "$tmp/host"
-out=$("$tmp/host/host_app")
-echo "host_app: $out"
-expect_in "$out" "host: started"
-out=$("$tmp/host/prometheus_app")
-echo "prometheus_app: $out"
-expect_in "$out" "build info served"
-out=$("$tmp/host/otlp_app")
-echo "otlp_app: $out"
-expect_in "$out" "otlp exporter to http/protobuf http://127.0.0.1:4318"
-expect_in "$out" 'bogus protocol: INVALID_ARGUMENT'
+build_consumer host -DCONSUMER=host
+run_consumer "" "$tmp/host/host_app" "host: started"
+run_consumer "" "$tmp/host/prometheus_app" "build info served"
+run_consumer "" "$tmp/host/otlp_app" "otlp exporter to http/protobuf http://127.0.0.1:4318" \
+  'bogus protocol: INVALID_ARGUMENT'
 
 step "find_package(pitlane COMPONENTS nonesuch) fails naming the component"
 mkdir -p "$tmp/unknown"
@@ -111,9 +115,9 @@ fi
 expect_in "$(cat "$tmp/unknown.log")" 'unknown pitlane component "nonesuch"'
 
 export PKG_CONFIG_PATH="$pcdir"
-for case in "pitlane main.cc app-pc buffered" \
-            "pitlane-worker main.cc app-worker-pc buffered" \
-            "pitlane-grpc grpc_main.cc grpc-pc transport:+grpc,+emit:+ok" \
+for case in "pitlane main.cc app-pc emit:+buffered" \
+            "pitlane-worker main.cc app-worker-pc emit:+buffered" \
+            "pitlane-grpc main.cc grpc-pc transport:+grpc,+emit:+ok grpc" \
             "pitlane-host host_main.cc host-pc host:+started" \
             "pitlane-prometheus prometheus_main.cc prometheus-pc build+info+served" \
             "pitlane-otlp otlp_main.cc otlp-pc otlp+exporter+to+http/protobuf"; do
@@ -123,9 +127,9 @@ for case in "pitlane main.cc app-pc buffered" \
   flags=$(pkg-config --cflags --libs "$1")
   # shellcheck disable=SC2086  # the flag lists are meant to split
   run_logged "$tmp/$3.log" g++ -std=c++20 $extra -o "$tmp/$3" "$here/$2" $flags
-  out=$("$tmp/$3")
-  echo "$3: $out"
-  expect_in "$out" "$(echo "$4" | tr + ' ')"
+  vars=""
+  [ "${5:-}" = grpc ] && vars=$grpc_env
+  run_consumer "$vars" "$tmp/$3" "$(echo "$4" | tr + ' ')"
 done
 
 echo "install_consumer_builds: OK"

@@ -214,42 +214,51 @@ else
   fail "cleanup: $(cat "$tmp/out")"
 fi
 
-# ── gRPC token from a file, never in argv ─────────────────────────────────────────────────────
+# ── gRPC token from a file or the environment, never in argv ──────────────────────────────────
+# grpc_host NAME ENV_TOKEN [FLAG...]: a host serving gRPC dial-in with $PITLANE_GRPC_TOKEN set
+# to ENV_TOKEN ("" = none), its events in $tmp/NAME.jsonl; sets host and port.
+grpc_host() {
+  local name="$1" env_token="$2"
+  shift 2
+  PITLANE_GRPC_TOKEN="$env_token" "$pitlane" host --ns "$ns" --no-admin \
+    --grpc-listen 127.0.0.1:0 --jsonl-file "$tmp/$name.jsonl" "$@" >"$tmp/$name.out" 2>&1 &
+  host=$!; pids+=("$host")
+  wait_for 10 "gRPC host $name" -- grep -q "gRPC dial-in for remote workers on" "$tmp/$name.out"
+  port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/$name.out")
+}
+# grpc_emit ID TOKEN: one event from worker ID over gRPC to the host on $port, with TOKEN.
+grpc_emit() {
+  PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$2" \
+    "$pitlane" emit --ns "$ns-b" --id "$1" python.call.start -m system_time=1 >/dev/null 2>&1
+}
+# served NAME ID WHAT: the host NAME delivered worker ID's event (waits for it).
+served() {
+  wait_for 10 "$3" -- grep -q "\"worker_id\":\"$2\"" "$tmp/$1.jsonl" && ok "$3"
+}
+# refused NAME ID WHAT: the host NAME delivered nothing of worker ID (after served waited).
+refused() {
+  grep -q "\"worker_id\":\"$2\"" "$tmp/$1.jsonl" && fail "served, yet: $3" || ok "$3"
+}
+
 secret="s3cret-$$-token"
 printf '%s\n' "$secret" >"$tmp/token"
-"$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 --grpc-token-file "$tmp/token" \
-  --jsonl-file "$tmp/grpc.jsonl" >"$tmp/grpc.out" 2>&1 &
-host=$!; pids+=("$host")
-wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc.out"
-port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc.out")
+grpc_host grpc "" --grpc-token-file "$tmp/token"
 if tr '\0' ' ' <"/proc/$host/cmdline" | grep -q "$secret"; then fail "the token is in argv"; else
   ok "the token is not in the host's argv"
 fi
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
-  "$pitlane" emit --ns "$ns-b" --id grpc-good python.call.start -m system_time=1 >/dev/null 2>&1
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="wrong" \
-  "$pitlane" emit --ns "$ns-b" --id grpc-bad python.call.start -m system_time=1 >/dev/null 2>&1
-wait_for 10 "a worker with the file's token is served" -- grep -q grpc-good "$tmp/grpc.jsonl" &&
-  ok "the token from --grpc-token-file admits a worker"
-grep -q grpc-bad "$tmp/grpc.jsonl" && fail "a worker with a wrong token was served" ||
-  ok "a wrong token is refused"
+grpc_emit grpc-good "$secret"
+grpc_emit grpc-bad wrong
+served grpc grpc-good "the token from --grpc-token-file admits a worker"
+refused grpc grpc-bad "a wrong token is refused"
 kill -TERM "$host"; wait "$host"
 
 # $PITLANE_GRPC_TOKEN (the unit's env file) when no flag gives one; a flag wins over it.
 # SIGINT (Ctrl-C) stops with the summary as SIGTERM does.
-PITLANE_GRPC_TOKEN="$secret" "$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 \
-  --jsonl-file "$tmp/grpc-env.jsonl" >"$tmp/grpc-env.out" 2>&1 &
-host=$!; pids+=("$host")
-wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc-env.out"
-port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc-env.out")
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
-  "$pitlane" emit --ns "$ns-b" --id env-good python.call.start -m system_time=1 >/dev/null 2>&1
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="" \
-  "$pitlane" emit --ns "$ns-b" --id env-none python.call.start -m system_time=1 >/dev/null 2>&1
-wait_for 10 "a worker with the environment's token is served" -- grep -q env-good "$tmp/grpc-env.jsonl" &&
-  ok "the token from \$PITLANE_GRPC_TOKEN admits a worker"
-grep -q env-none "$tmp/grpc-env.jsonl" && fail "a worker without the token was served" ||
-  ok "a worker without the environment's token is refused"
+grpc_host grpc-env "$secret"
+grpc_emit env-good "$secret"
+grpc_emit env-none ""
+served grpc-env env-good "the token from \$PITLANE_GRPC_TOKEN admits a worker"
+refused grpc-env env-none "a worker without the environment's token is refused"
 kill -INT "$host"; wait "$host"; rc=$?
 if [[ $rc -eq 0 ]] && grep -q "SIGINT, stopping" "$tmp/grpc-env.out" &&
    tail -3 "$tmp/grpc-env.out" | grep -qE '^t=[0-9.]+s namespace'; then
@@ -257,18 +266,11 @@ if [[ $rc -eq 0 ]] && grep -q "SIGINT, stopping" "$tmp/grpc-env.out" &&
 else
   fail "SIGINT: exit $rc; $(tail -5 "$tmp/grpc-env.out")"
 fi
-PITLANE_GRPC_TOKEN="from-env" "$pitlane" host --ns "$ns" --no-admin --grpc-listen 127.0.0.1:0 \
-  --grpc-token-file "$tmp/token" --jsonl-file "$tmp/grpc-both.jsonl" >"$tmp/grpc-both.out" 2>&1 &
-host=$!; pids+=("$host")
-wait_for 10 "gRPC host" -- grep -q "gRPC dial-in for remote workers on" "$tmp/grpc-both.out"
-port=$(sed -n 's/.*gRPC dial-in for remote workers on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/grpc-both.out")
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="$secret" \
-  "$pitlane" emit --ns "$ns-b" --id both-file python.call.start -m system_time=1 >/dev/null 2>&1
-PITLANE_TRANSPORT=grpc PITLANE_GRPC_TARGET="127.0.0.1:$port" PITLANE_GRPC_TOKEN="from-env" \
-  "$pitlane" emit --ns "$ns-b" --id both-env python.call.start -m system_time=1 >/dev/null 2>&1
-wait_for 10 "the file's token wins over the environment's" -- grep -q both-file "$tmp/grpc-both.jsonl" &&
-  ok "--grpc-token-file wins over \$PITLANE_GRPC_TOKEN"
-grep -q both-env "$tmp/grpc-both.jsonl" && fail "the environment's token was used over the file's"
+grpc_host grpc-both from-env --grpc-token-file "$tmp/token"
+grpc_emit both-file "$secret"
+grpc_emit both-env from-env
+served grpc-both both-file "--grpc-token-file wins over \$PITLANE_GRPC_TOKEN"
+refused grpc-both both-env "the environment's token does not admit a worker then"
 kill -TERM "$host"; wait "$host"
 
 if ((fails > 0)); then
