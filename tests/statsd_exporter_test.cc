@@ -30,7 +30,15 @@ using namespace std::chrono_literals;
 class StatsdExporterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    host_ = testing::StartHost(ns_.name());
+    if (catalog_ == nullptr) {
+      host_ = testing::StartHost(ns_.name());
+    } else {
+      HostOptions ho;
+      ho.ns = ns_.name();
+      ho.log = [](std::string_view) {};
+      ho.catalog = catalog_;
+      host_ = std::move(Host::Start(ho)).value();
+    }
     ASSERT_NE(host_, nullptr);
     worker_ = testing::StartWorker(ns_.name(), "statsd-worker");
     ASSERT_NE(worker_, nullptr);
@@ -97,6 +105,7 @@ class StatsdExporterTest : public ::testing::Test {
   }
 
   testing::ScopedNamespace ns_;
+  std::shared_ptr<const Catalog> catalog_;  // the host's; null → the compiled-in one
   std::unique_ptr<Host> host_;
   std::unique_ptr<Worker> worker_;
   int fd_ = -1;
@@ -235,6 +244,38 @@ TEST_F(StatsdExporterTest, TimestampsAreNotSentAsGauges) {
   const std::vector<std::string> lines = StopAndCollect(*exporter);
   EXPECT_EQ(lines, (std::vector<std::string>{"pitlane.snakepit.python.call.start:1|c",
                                              "pitlane.snakepit.python.call.start.request_size:12|g"}));
+}
+
+// Which values are timings comes from the host's catalog, not from key names: `wait` in seconds
+// and `duration` in microseconds are timings in milliseconds; `latency_total`, declared without
+// a unit, is a gauge.
+class StatsdCatalogUnitsTest : public StatsdExporterTest {
+ protected:
+  void SetUp() override {
+    catalog_ = Catalog::Parse(
+                   "root app\n"
+                   "measurement wait second\n"
+                   "measurement duration microsecond\n"
+                   "measurement latency_total\n"
+                   "event job.stop worker stop job.stop\n",
+                   "statsd test catalog")
+                   .value();
+    StatsdExporterTest::SetUp();
+  }
+};
+
+TEST_F(StatsdCatalogUnitsTest, TimingsFollowTheCatalogsUnits) {
+  auto exporter = Make(StatsdOptions{});
+  ASSERT_EQ(worker_->Emit("job.stop", {{"wait", int64_t{2}},
+                                       {"duration", int64_t{1500}},
+                                       {"latency_total", int64_t{7}}}),
+            EmitResult::kOk);
+  std::vector<std::string> lines = StopAndCollect(*exporter);
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"pitlane.app.job.stop.duration:1.5|ms",
+                                             "pitlane.app.job.stop.latency_total:7|g",
+                                             "pitlane.app.job.stop.wait:2000|ms",
+                                             "pitlane.app.job.stop:1|c"}));
 }
 
 // A host name (not only a literal or localhost): the machine's own name, from /etc/hosts.

@@ -52,7 +52,13 @@ Handler AsyncExporter::handler() {
 
 Status AsyncExporter::AttachTo(Host& host, const std::string& handler_id,
                                const std::vector<std::string>& events) {
+  catalog_.store(&host.catalog(), std::memory_order_release);  // before any event of the host
   return host.AttachMany(handler_id, events, handler());
+}
+
+const Catalog& AsyncExporter::catalog() const {
+  const Catalog* c = catalog_.load(std::memory_order_acquire);
+  return c != nullptr ? *c : *Catalog::Default();  // the default is a process-wide singleton
 }
 
 void AsyncExporter::Push(const EventView& v) {

@@ -170,8 +170,7 @@ const std::vector<double> kOtelBuckets = {0,   5,    10,   25,   50,   75,   100
 }  // namespace
 
 OtlpUnit OtlpUnitOf(const Catalog& catalog, std::string_view key) {
-  const uint16_t id = catalog.MeasurementKeyId(key);
-  const Unit u = id == 0 ? Unit::kNone : catalog.MeasurementUnit(id);
+  const Unit u = catalog.MeasurementUnit(key);
   switch (DimensionOf(u)) {
     case UnitDimension::kTime: return {"s", BaseUnitsPer(u)};
     case UnitDimension::kMemory: return {"By", BaseUnitsPer(u)};

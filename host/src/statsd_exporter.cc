@@ -11,6 +11,8 @@
 #include <limits>
 #include <utility>
 
+#include "pitlane/units.h"
+
 namespace pitlane {
 namespace {
 
@@ -23,10 +25,6 @@ std::string FormatDouble(double v) {
   char buf[400];  // fixed notation of DBL_MAX is 309 digits
   const auto r = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
   return std::string(buf, r.ptr);
-}
-
-bool IsTiming(std::string_view key) {
-  return key.starts_with("duration") || key.starts_with("latency");
 }
 
 // Measurements that are points in time, not quantities (Snakepit's span starts carry
@@ -181,9 +179,11 @@ uint64_t StatsdExporter::AppendLines(const OwnedEvent& e) {
     }
     if (IsTimestamp(m.key)) continue;
     const std::string name = base + "." + Sanitize(m.key) + ":";
-    if (IsTiming(m.key)) {
+    // A duration by the catalog's unit for its key is a timing, in StatsD's milliseconds.
+    if (const Unit unit = catalog().MeasurementUnit(m.key);
+        DimensionOf(unit) == UnitDimension::kTime) {
       const double v = m.kind == Value::Kind::kInt ? static_cast<double>(m.i) : m.d;
-      const double ms = m.key.ends_with("_ms") ? v : v / 1e6;
+      const double ms = v * UnitFactor(unit, Unit::kMillisecond);
       lines_.push_back(name + FormatDouble(ms) + "|ms" + rate_suffix_ + tags);
       continue;
     }

@@ -64,7 +64,8 @@ class AsyncExporter {
 
   // The handler to attach to a Host: copies the event and enqueues it (or counts overflow).
   Handler handler();
-  // Attaches handler() to `host` under `handler_id` for `events` ("*" = all).
+  // Attaches handler() to `host` under `handler_id` for `events` ("*" = all); catalog() is
+  // then the host's.
   Status AttachTo(Host& host, const std::string& handler_id,
                   const std::vector<std::string>& events = {"*"});
 
@@ -81,6 +82,9 @@ class AsyncExporter {
   virtual void Export(const OwnedEvent& event) = 0;
   // Called on the exporter thread after each batch (flush buffers here).
   virtual void Flush() {}
+  // What the events' measurement keys mean (their units): the catalog of the host AttachTo
+  // attached to, else the compiled-in one (handler() attached by hand).
+  const Catalog& catalog() const;
 
  private:
   void Push(const EventView& v);
@@ -94,6 +98,7 @@ class AsyncExporter {
   std::thread thread_;
   std::atomic<uint64_t> overflow_{0};
   std::atomic<uint64_t> exported_{0};
+  std::atomic<const Catalog*> catalog_{nullptr};  // set by AttachTo, read on the exporter thread
 };
 
 }  // namespace pitlane

@@ -2,12 +2,13 @@
 //
 // Per event (the event's host name, e.g. snakepit.python.call.stop):
 //   <prefix>.<event>:1|c[|@rate][|#tags]                 one counter line
-//   <prefix>.<event>.<key>:<value>|ms[|@rate][|#tags]    numeric measurement whose key starts
-//                                                        with "duration" or "latency": a
-//                                                        timing in milliseconds. Values are
-//                                                        nanoseconds (converted, ns / 1e6)
-//                                                        unless the key ends in "_ms"
-//                                                        (already ms, sent as is).
+//   <prefix>.<event>.<key>:<value>|ms[|@rate][|#tags]    numeric measurement whose key the
+//                                                        catalog gives a time unit
+//                                                        (duration: nanosecond, latency_ms:
+//                                                        millisecond, ...): a timing,
+//                                                        converted to milliseconds. The
+//                                                        catalog is the attached host's
+//                                                        (AttachTo), else the compiled-in one.
 //   <prefix>.<event>.<key>:<value>|g[|#tags]             any other numeric measurement: a
 //                                                        gauge. A negative value is sent as
 //                                                        "0|g" then "-N|g": a leading sign

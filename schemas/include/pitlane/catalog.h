@@ -83,6 +83,11 @@ class Catalog {
   // Units describe values for exporters and do not change ids, so hash() ignores them.
   // REQUIRES: 1 <= id <= measurement_key_count()
   Unit MeasurementUnit(uint16_t id) const { return measurement_units_[id - 1]; }
+  // The same by key; kNone for a key the catalog does not have.
+  Unit MeasurementUnit(std::string_view key) const {
+    const uint16_t id = MeasurementKeyId(key);
+    return id == 0 ? Unit::kNone : MeasurementUnit(id);
+  }
 
   // Known metadata keys: 1-based ids; 0 = unknown (kept as a plain string by the host).
   size_t metadata_key_count() const { return metadata_keys_.size(); }
