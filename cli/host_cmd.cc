@@ -310,11 +310,14 @@ void PrintBanner(FILE* out, const HostCmdOptions& o, const Host& host, const Ser
 }
 
 // Prints a summary every interval until a stop signal, --duration or (--jsonl) a closed stdout;
-// SIGHUP reopens --jsonl-file. Returns true when stdout closed.
+// SIGHUP reopens --jsonl-file. Returns true when stdout closed. Summaries on a stdout that
+// closed (`pitlane host | head -1`) stop, said once on stderr, and the host runs on: its work
+// is its exporters and its workers, not the table (a service must not stop for its log reader).
 bool ServeUntilStopped(const HostCmdOptions& o, const Host& host, const Exporters& e,
                        const OtlpExporter* otlp, FILE* out, Clock::time_point t0) {
   auto next = t0 + ToDuration(o.interval_s);
   const auto end = o.duration_s > 0 ? t0 + ToDuration(o.duration_s) : Clock::time_point::max();
+  bool summaries = true;
   for (;;) {
     // With --jsonl, wake at least every 100 ms: a reader that left (EPIPE) stops the host soon.
     auto wake = std::min(next, end);
@@ -340,8 +343,17 @@ bool ServeUntilStopped(const HostCmdOptions& o, const Host& host, const Exporter
     const auto now = Clock::now();
     if (now >= end) return false;  // the final summary follows
     if (now >= next) {
-      PrintSummary(out, host, SecondsSince(t0), e, otlp, o.jsonl);
-      std::fflush(out);
+      if (summaries) {
+        PrintSummary(out, host, SecondsSince(t0), e, otlp, o.jsonl);
+        if (out != stdout) {
+          std::fflush(out);
+        } else if (StdoutClosed()) {  // it flushes, and sees EPIPE
+          summaries = false;
+          std::fprintf(stderr,
+                       "pitlane host: stdout closed (broken pipe): no more summaries; the host "
+                       "runs on until SIGTERM or SIGINT\n");
+        }
+      }
       next = std::max(next + ToDuration(o.interval_s), now);
     }
   }

@@ -127,6 +127,22 @@ fi
 grep -qE 'events not printed after stdout closed' "$tmp/pipe.err" && ok "the lost lines are counted" ||
   fail "no count of lost lines: $(cat "$tmp/pipe.err")"
 
+# Summaries (no --jsonl) whose reader left: they stop, said once, and the host runs on (its
+# exporters and workers do not depend on who reads its table).
+mkfifo "$tmp/summary.fifo"
+"$pitlane" host --ns "$ns" --no-admin --interval 0.2 >"$tmp/summary.fifo" 2>"$tmp/summary.err" &
+host=$!; pids+=("$host")
+head -1 <"$tmp/summary.fifo" >"$tmp/summary.out"
+wait_for 10 "the host notices its stdout closed" -- grep -q 'no more summaries' "$tmp/summary.err"
+sleep 0.5
+if kill -0 "$host" 2>/dev/null && [[ $(grep -c 'no more summaries' "$tmp/summary.err") -eq 1 ]]; then
+  ok "pitlane host | head -1 stops its summaries, says so once and runs on"
+else
+  fail "summaries on a closed stdout: $(cat "$tmp/summary.err")"
+fi
+kill -TERM "$host"; wait "$host"; rc=$?
+[[ $rc -eq 0 ]] && ok "and SIGTERM still stops it, exit 0" || fail "SIGTERM after the pipe closed: exit $rc"
+
 # stat --watch and the demo print in a loop until stopped: a reader that left stops them too.
 start=$SECONDS
 timeout 20 "$pitlane" stat --ns "$ns" --watch --json --interval 0.1 2>"$tmp/watch.err" |
