@@ -47,15 +47,26 @@ struct ThreadExitHook {
 };
 thread_local ThreadExitHook t_exit_hook;
 
+// fork() happens with every worker's background thread waiting, never mid-work (it works with
+// bg_mu held), and with no worker's `mu` held. Waiting matters for more than our own state:
+// a thread inside malloc at fork() leaves the allocator's lock held in the child under
+// allocators that do not take it across fork (GCC 12's AddressSanitizer: the child's first
+// allocation of that size then blocks forever).
 void AtforkPrepare() {
   g_mu.lock();
   for (Worker::Impl* w : g_workers) {
-    if (w) w->mu.lock();
+    if (w) {
+      w->bg_mu.lock();
+      w->mu.lock();
+    }
   }
 }
 void AtforkParent() {
   for (Worker::Impl* w : g_workers) {
-    if (w) w->mu.unlock();
+    if (w) {
+      w->mu.unlock();
+      w->bg_mu.unlock();
+    }
   }
   g_mu.unlock();
 }
@@ -63,6 +74,7 @@ void AtforkChild() {
   for (Worker::Impl* w : g_workers) {
     if (w) {
       w->mu.unlock();
+      w->bg_mu.unlock();
       w->ForgetParentInChild();
     }
   }
@@ -382,11 +394,14 @@ void Worker::Impl::MirrorUnringed() {
 
 void Worker::Impl::StartBackground() {
   bg_stop = false;
+  bg_started = false;  // no thread runs yet: nothing else reads it
   auto main = [](void* arg) -> void* {
     auto* self = static_cast<Impl*>(arg);
+    // The work below runs with bg_mu held, so fork() (AtforkPrepare) finds this thread waiting.
     std::unique_lock<std::mutex> lock(self->bg_mu);
+    self->bg_started = true;
+    self->bg_cv.notify_all();
     while (!self->bg_stop) {
-      lock.unlock();
       if (!self->attached.load(std::memory_order_acquire)) {
         self->TryAttach();
       } else {
@@ -395,12 +410,16 @@ void Worker::Impl::StartBackground() {
         // Threads without a ring see control updates through here (ring threads on emit).
         self->PollControlLocked();
       }
-      lock.lock();
       self->bg_cv.wait_for(lock, std::chrono::milliseconds(50), [self] { return self->bg_stop; });
     }
     return nullptr;
   };
   bg_running = pthread_create(&bg, nullptr, main, this) == 0;
+  // Return once the thread runs: a new thread's start (the C library's and a sanitizer's
+  // set-up, which allocate) happens before it takes bg_mu, so a fork() right after Start
+  // could otherwise find it mid-allocation.
+  std::unique_lock<std::mutex> lock(bg_mu);
+  bg_cv.wait(lock, [this] { return bg_started || !bg_running; });
 }
 
 void Worker::Impl::StopBackground() {
@@ -441,10 +460,10 @@ void Worker::Impl::ForgetParentInChild() {
   slot = nullptr;
   registry = shm::Segment();
   bg_running = false;  // the thread does not exist in the child
-  // The parent's background thread may have been waiting on bg_cv (or holding bg_mu) at
-  // fork(): the child's copies carry the state of a thread that does not exist here, and
-  // destroying or notifying bg_cv would wait for that waiter forever. Re-create both in place;
-  // the copies are never destroyed.
+  // The parent's background thread was waiting on bg_cv at fork() (AtforkPrepare): the child's
+  // copies carry the state of a thread that does not exist here, and destroying or notifying
+  // bg_cv would wait for that waiter forever. Re-create both in place; the copies are never
+  // destroyed.
   new (&bg_mu) std::mutex();
   new (&bg_cv) std::condition_variable();
   bg_stop = false;

@@ -155,6 +155,7 @@ class Worker::Impl {
   std::mutex bg_mu;
   std::condition_variable bg_cv;
   bool bg_stop = false;
+  bool bg_started = false;  // guarded by bg_mu: the thread runs (StartBackground waits for it)
 
   // rings.cc
   EmitResult EmitUnringed(EventHandle ev) noexcept;
