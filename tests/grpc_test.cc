@@ -961,6 +961,24 @@ TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
   EXPECT_GE(c.Count("snakepit.grpc.connection.established"), 1u);
 }
 
+// A worker serving StreamTelemetry on an ephemeral port, and a client of it at Snakepit's
+// path: what a host that dials the worker uses.
+struct ServedWorker {
+  std::unique_ptr<Worker> worker;
+  std::unique_ptr<::snakepit::bridge::BridgeService::Stub> host_side;
+};
+ServedWorker StartServedWorker(const std::string& ns, const std::string& id) {
+  WorkerOptions o;
+  o.grpc_listen = "127.0.0.1:0";
+  ServedWorker s{StartGrpcWorker(ns, id, /*target=*/"", o), nullptr};
+  if (s.worker) {
+    s.host_side = ::snakepit::bridge::BridgeService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(s.worker->grpc_listen_port()),
+                            grpc::InsecureChannelCredentials()));
+  }
+  return s;
+}
+
 // What a serving worker sends depends on who dialed it: a pitlane host announcing the worker's
 // own catalog gets each batch as one message of records with the counters after them; a pitlane
 // host of another catalog, and a Snakepit host, get one named event per message.
@@ -983,24 +1001,17 @@ TEST(GrpcDialOut, APitlaneHostOfTheSameCatalogReceivesRecordsOthersNamedEvents) 
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     ScopedNamespace ns;
-    WorkerOptions wo;
-    wo.ns = ns.name();
-    wo.worker_id = "served";
-    wo.transport = WorkerTransport::kGrpc;
-    wo.grpc_listen = "127.0.0.1:0";
-    auto w = Worker::Start(wo);
-    ASSERT_TRUE(w.ok());
-    auto host_side = ::snakepit::bridge::BridgeService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string((*w)->grpc_listen_port()),
-                            grpc::InsecureChannelCredentials()));
+    ServedWorker served = StartServedWorker(ns.name(), "served");
+    ASSERT_NE(served.worker, nullptr);
+    Worker& w = *served.worker;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     for (const auto& [k, v] : c.metadata) ctx.AddMetadata(k, v);
-    auto s = host_side->StreamTelemetry(&ctx);
-    ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+    auto s = served.host_side->StreamTelemetry(&ctx);
+    ASSERT_TRUE(w.WaitAttached(milliseconds(10000)));
     constexpr int kEvents = 50;
     for (int i = 0; i < kEvents; ++i) {
-      ASSERT_EQ((*w)->Emit("python.call.stop", {{"duration", i}}), EmitResult::kOk);
+      ASSERT_EQ(w.Emit("python.call.stop", {{"duration", i}}), EmitResult::kOk);
     }
     int records = 0, events = 0, counter_reports = 0;
     pb::TelemetryEvent e;
@@ -1028,22 +1039,16 @@ TEST(GrpcDialOut, APitlaneHostOfTheSameCatalogReceivesRecordsOthersNamedEvents) 
 
 TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) {
   ScopedNamespace ns;
-  WorkerOptions wo;
-  wo.ns = ns.name();
-  wo.worker_id = "strict";
-  wo.transport = WorkerTransport::kGrpc;
-  wo.grpc_listen = "127.0.0.1:0";
-  auto w = Worker::Start(wo);
-  ASSERT_TRUE(w.ok());
-  auto host_side = ::snakepit::bridge::BridgeService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string((*w)->grpc_listen_port()), grpc::InsecureChannelCredentials()));
+  ServedWorker served = StartServedWorker(ns.name(), "strict");
+  ASSERT_NE(served.worker, nullptr);
+  Worker& w = *served.worker;
   {
     grpc::ClientContext ctx;
-    auto s = host_side->StreamTelemetry(&ctx);
+    auto s = served.host_side->StreamTelemetry(&ctx);
     pb::TelemetryControl off;
     off.mutable_toggle()->set_enabled(false);
     ASSERT_TRUE(s->Write(off));
-    ASSERT_TRUE(EmitUntil(**w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
+    ASSERT_TRUE(EmitUntil(w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
     pb::TelemetryControl bad;
     bad.mutable_sampling()->set_sampling_rate(7.0);
     s->Write(bad);
@@ -1056,7 +1061,7 @@ TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) 
     EXPECT_NE(st.error_message().find("7"), std::string::npos) << st.error_message();
   }
   // Still disabled (the refused message changed nothing).
-  EXPECT_EQ((*w)->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kSuppressedDisabled);
+  EXPECT_EQ(w.Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kSuppressedDisabled);
 }
 
 TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
