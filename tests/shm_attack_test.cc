@@ -240,9 +240,11 @@ class HostProcess {
 // WorkerStats as "emitted=... published=... dropped=..." before exiting 0.
 class WorkerProcess {
  public:
-  // `total` >= 0: emit that many events, then idle until Stop().
+  // `total` >= 0: emit that many events, then idle until Stop(). The first emit comes
+  // `start_after` after attaching (until then the worker has no ring).
   WorkerProcess(testing::Children& children, const std::string& ns, const std::string& id,
-                int burst = 100, int64_t total = -1) {
+                int burst = 100, int64_t total = -1,
+                std::chrono::milliseconds start_after = std::chrono::milliseconds(0)) {
     int report[2], stop[2];
     EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
     EXPECT_EQ(::pipe2(stop, O_CLOEXEC), 0);
@@ -250,7 +252,7 @@ class WorkerProcess {
       for (int fd = 3; fd < 1024; ++fd) {
         if (fd != report[1] && fd != stop[0]) ::close(fd);
       }
-      return Body(ns, id, burst, total, report[1], stop[0]);
+      return Body(ns, id, burst, total, start_after, report[1], stop[0]);
     });
     ::close(report[1]);
     ::close(stop[0]);
@@ -304,7 +306,7 @@ class WorkerProcess {
 
  private:
   static int Body(const std::string& ns, const std::string& id, int burst, int64_t total,
-                  int report, int stop) {
+                  std::chrono::milliseconds start_after, int report, int stop) {
     WorkerOptions o;
     o.ns = ns;
     o.worker_id = id;
@@ -316,6 +318,7 @@ class WorkerProcess {
     }
     std::unique_ptr<Worker> w = std::move(started).value();
     (void)!::write(report, "attached\n", 9);
+    std::this_thread::sleep_for(start_after);
     const EventHandle ev = w->Event("python.call.stop");
     const MeasurementKey seq = w->Measure("sequence_number");
     ::fcntl(stop, F_SETFL, O_NONBLOCK);
@@ -798,6 +801,43 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLo
   EXPECT_EQ(r.law, "holds") << report["ring.victim"];
   EXPECT_EQ(report["rings"], "1") << report["log"];
   EXPECT_EQ(report["terminated"], "1") << "one worker, terminated once: " << report["log"];
+  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+}
+
+// A forged RETIRED on the slot of a live worker that has no ring yet: the worker is not
+// declared terminated nor its slot freed (its process still maps the registry, which a
+// destroyed Worker does not), so the events it emits afterwards are all delivered.
+TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerWithoutARingKeepsTheWorker) {
+  testing::ScopedNamespace ns;
+  testing::Children children;
+  HostProcess host(children, ns.name());
+  ASSERT_EQ(host.started(), "started");
+  WorkerProcess victim(children, ns.name(), "victim", /*burst=*/100, /*total=*/1000,
+                       /*start_after=*/1500ms);
+  ASSERT_TRUE(victim.attached());
+  const SlotOf slot = FindWorkerSlot(ns.name(), victim.pid());
+  ASSERT_GE(slot.index, 0);
+  const std::string registry = ShmPath(shm::RegistryName(ns.name()));
+  const uint32_t ws = static_cast<uint32_t>(slot.index);
+  ASSERT_EQ(Attack({"write64", registry, std::to_string(WorkerSlotOffset(ws)),
+                    Hex(uint64_t{static_cast<uint32_t>(victim.pid())} << 32 | shm::kSlotRetired)}),
+            0);
+  ASSERT_EQ(Attack({"write64", registry, std::to_string(kEpochOffset), "3000000"}), 0);
+  std::this_thread::sleep_for(500ms);  // several housekeeping passes before the victim emits
+  ASSERT_FALSE(victim.RingSegment(ns.name()).empty()) << "the victim never made a ring";
+  std::this_thread::sleep_for(500ms);  // its 1,000 events are written and read
+  int status = 0;
+  const std::string victim_report = victim.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  std::map<std::string, std::string> report = host.Stop(children, &status);
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
+  const std::string logs = host.logs() + report["log"];
+  const RingLine r = ParseRing(report["ring.victim"]);
+  EXPECT_EQ(r.published, 1000u) << report["ring.victim"] << "\n" << logs;
+  EXPECT_EQ(r.delivered, 1000u) << report["ring.victim"] << "\n" << logs;
+  EXPECT_EQ(r.law, "holds") << report["ring.victim"];
+  EXPECT_EQ(report["terminated"], "1") << "terminated once, when it left: " << logs;
+  EXPECT_NE(logs.find("still maps the registry"), std::string::npos) << logs;
   EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
 }
 

@@ -21,7 +21,10 @@ void ShmSource::Housekeeping() {
   // the registry anyone can write: a live process that still maps a ring may still write it.
   std::vector<Worker*> gone;
   for (auto& [slot, w] : workers_) {
-    if (!w->alive || (w->leaving && !AnyWriterMayWrite(w->rings))) gone.push_back(w.get());
+    if (!w->alive ||
+        (w->leaving && !AnyWriterMayWrite(w->rings) && !WorkerMayStillBeAttached(*w))) {
+      gone.push_back(w.get());
+    }
   }
   for (Worker* w : gone) ReclaimWorker(w);
   std::vector<Ring*> done;
@@ -78,6 +81,25 @@ bool ShmSource::AnyWriterMayWrite(const std::vector<Ring*>& rings) {
     return true;
   }
   return false;
+}
+
+// Whether the Worker object behind a slot marked RETIRED may still exist. A Worker unmaps the
+// registry when it is destroyed, right after marking its slot RETIRED, so its process then maps
+// the registry no more often than its other attached workers do. A slot someone else marked
+// RETIRED leaves its live Worker's mapping in place (and is logged once).
+bool ShmSource::WorkerMayStillBeAttached(Worker& w) {
+  size_t others = 0;
+  for (const auto& [slot, o] : workers_) {
+    others += o.get() != &w && o->pid == w.pid && o->alive && !o->leaving;
+  }
+  const size_t maps = shm::MappingsOf(w.pid, registry_.dev(), registry_.ino(), registry_.base());
+  if (maps != shm::kUnknownMappings && maps <= others) return false;
+  if (++w.attached_after_retire == 2) {
+    hooks_.log("worker slot " + std::to_string(w.slot) + " of worker " + w.id + " (pid " +
+               w.pid_str + ") is marked retired but its process still maps the registry; " +
+               "the worker is kept");
+  }
+  return true;
 }
 
 // A worker is alive while its pidfd does not signal exit (a pidfd names one process, whatever

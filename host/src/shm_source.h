@@ -82,6 +82,7 @@ class ShmSource {
     int pidfd = -1;
     bool alive = true;
     bool leaving = false;  // the Worker object was destroyed (graceful)
+    uint32_t attached_after_retire = 0;  // passes that found it leaving, its process attached
     bool generation_forged = false;  // its slot's generation was rewritten (reported once)
     std::vector<Ring*> rings;
   };
@@ -120,6 +121,7 @@ class ShmSource {
   void ReclaimStrandedClaims();
   bool SlotStillOf(const Worker& w) const;
   bool AnyWriterMayWrite(const std::vector<Ring*>& rings);
+  bool WorkerMayStillBeAttached(Worker& w);
   void UnlinkRingUnlessMapped(pid_t pid, uint32_t slot);
   void ReclaimWorker(Worker* w);
   void ReclaimRing(Ring* r);

@@ -142,31 +142,37 @@ bool ProcessAlive(pid_t pid, uint64_t start_time) {
   return paren != nullptr && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
 }
 
-bool MayBeMappedBy(pid_t pid, dev_t dev, ino_t ino, const void* own) {
-  if (pid <= 0) return false;
+size_t MappingsOf(pid_t pid, dev_t dev, ino_t ino, const void* own) {
+  if (pid <= 0) return 0;
   const auto skip = pid == ::getpid() ? reinterpret_cast<unsigned long long>(own) : 0;
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/%d/maps", static_cast<int>(pid));
   FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return errno != ENOENT && errno != ESRCH;
+  if (f == nullptr) return errno != ENOENT && errno != ESRCH ? kUnknownMappings : 0;
   // "7f00-7f01 rw-s 00000000 00:1a 12345   /dev/shm/pitlane.ns.ring.1.0": the device as hex
   // major:minor, then the inode. Lines can be long (paths): read in pieces, parse line starts.
   char line[512];
-  bool mapped = false, at_line_start = true;
-  while (!mapped && std::fgets(line, sizeof(line), f) != nullptr) {
+  size_t mappings = 0;
+  bool at_line_start = true;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
     const bool starts = at_line_start;
     at_line_start = std::strchr(line, '\n') != nullptr;
     if (!starts) continue;
     unsigned major_dev = 0, minor_dev = 0;
     unsigned long long start = 0, inode = 0;
     if (std::sscanf(line, "%llx-%*s %*s %*s %x:%x %llu", &start, &major_dev, &minor_dev,
-                    &inode) == 4) {
-      mapped = inode == ino && major_dev == major(dev) && minor_dev == minor(dev) &&
-               (skip == 0 || start != skip);
+                    &inode) == 4 &&
+        inode == ino && major_dev == major(dev) && minor_dev == minor(dev) &&
+        (skip == 0 || start != skip)) {
+      ++mappings;
     }
   }
   std::fclose(f);
-  return mapped;
+  return mappings;
+}
+
+bool MayBeMappedBy(pid_t pid, dev_t dev, ino_t ino, const void* own) {
+  return MappingsOf(pid, dev, ino, own) != 0;
 }
 
 bool MayBeMappedBy(pid_t pid, const std::string& name) {

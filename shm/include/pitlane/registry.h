@@ -37,6 +37,8 @@ class HostRegistry {
   size_t size() const { return size_; }
   const std::string& name() const { return name_; }
   RegistryHeader* header() const { return static_cast<RegistryHeader*>(base_); }
+  dev_t dev() const { return dev_; }
+  ino_t ino() const { return ino_; }
   // True once someone truncated the registry under this host (touches its last page, guarded):
   // the mapping then holds private zeros (see shared_mappings.h), so no worker can be
   // discovered through it any more.

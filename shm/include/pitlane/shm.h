@@ -47,6 +47,10 @@ bool ProcessAlive(pid_t pid, uint64_t start_time);
 // mapping that starts at `own` (the caller's reader) does not count. REQUIRES: the caller
 // knows `pid` is still the process it means (a pidfd).
 bool MayBeMappedBy(pid_t pid, dev_t dev, ino_t ino, const void* own = nullptr);
+// How many mappings of the file (`dev`, `ino`) process `pid` has, on the same terms (the one
+// at `own` not counted); kUnknownMappings when /proc/<pid>/maps exists but cannot be read.
+inline constexpr size_t kUnknownMappings = ~size_t{0};
+size_t MappingsOf(pid_t pid, dev_t dev, ino_t ino, const void* own = nullptr);
 // The same for the file segment `name` refers to now (false when there is none).
 bool MayBeMappedBy(pid_t pid, const std::string& name);
 uint64_t UnixNowNs();
