@@ -473,6 +473,22 @@ pitlane::Worker* EnsureStarted() {
 
 // ── emit ─────────────────────────────────────────────────────────────────────────────────────
 
+// The emit's correlation id: the one given, else the context variable's current value (empty
+// when neither has one).
+Conv CorrelationOf(PyObject* correlation_obj, KeepAlive& keep, std::string_view* out) {
+  if (correlation_obj != nullptr && correlation_obj != Py_None) {
+    return Stringify(correlation_obj, true, keep, out);
+  }
+  Native& g = G();
+  PyObject* current = nullptr;
+  if (g.correlation_var == nullptr || PyContextVar_Get(g.correlation_var, Py_None, &current) != 0) {
+    PyErr_Clear();
+    return Conv::kOk;
+  }
+  keep.Own(current);
+  return current == Py_None ? Conv::kOk : Stringify(current, true, keep, out);
+}
+
 PyObject* EmitImpl(PyObject* name_obj, PyObject* measurements_obj, PyObject* metadata_obj,
                    PyObject* correlation_obj, pitlane::SpanIds span = {}) {
   Native& g = G();
@@ -522,20 +538,7 @@ PyObject* EmitImpl(PyObject* name_obj, PyObject* measurements_obj, PyObject* met
   }
 
   std::string_view correlation;
-  if (correlation_obj == nullptr || correlation_obj == Py_None) {
-    PyObject* current = nullptr;
-    if (g.correlation_var != nullptr &&
-        PyContextVar_Get(g.correlation_var, Py_None, &current) == 0) {
-      keep.Own(current);
-      if (current != Py_None && Stringify(current, true, keep, &correlation) != Conv::kOk) {
-        return nullptr;
-      }
-    } else {
-      PyErr_Clear();
-    }
-  } else if (Stringify(correlation_obj, true, keep, &correlation) != Conv::kOk) {
-    return nullptr;
-  }
+  if (CorrelationOf(correlation_obj, keep, &correlation) != Conv::kOk) return nullptr;
 
   bool have_worker = false;
   pitlane::EmitResult result = pitlane::EmitResult::kOk;
