@@ -3,15 +3,12 @@
 // BM_Throughput_Grpc_DialOut the host dials a serving worker instead. The cases
 // register next to their shm counterparts (Path::kGrpc), so one run interleaves them and
 // bench/render.py can put the two side by side with their ratio.
-#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <string>
 
 #include "bench_scenarios.h"
+#include "../tests/local_port.h"
 #include "bench_util.h"
 
 namespace pitlane::bench {
@@ -28,22 +25,9 @@ FixtureOptions Grpc(bool busy_poll) {
   return o;
 }
 
-// A TCP port nothing listens on right now (the kernel's next ephemeral port).
-int UnusedLocalPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Snakepit's direction: the worker serves StreamTelemetry and the host dials it (one worker).
 FixtureOptions GrpcDialOut() {
-  const std::string address = "127.0.0.1:" + std::to_string(UnusedLocalPort());
+  const std::string address = "127.0.0.1:" + std::to_string(testing::UnusedLocalPort());
   FixtureOptions o;
   o.busy_poll = true;
   o.configure_host = [address](HostOptions& h) { h.grpc_dial = {"served=" + address}; };

@@ -28,6 +28,7 @@
 #include "pitlane/worker.h"
 #include "snakepit_compat.grpc.pb.h"
 #include "telemetry.grpc.pb.h"
+#include "local_port.h"
 #include "testing.h"
 
 namespace pitlane {
@@ -172,26 +173,13 @@ struct Grpc {
   }
 };
 
-// A TCP port nothing listens on right now (the kernel's next ephemeral port).
-int UnusedLocalPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Snakepit's direction: the worker serves, the host dials it (and, both being pitlane with
 // one catalog, receives its records as they are).
 struct GrpcDialOut {
   static constexpr Transport kTransport = Transport::kGrpc;
   static inline int port = 0;  // where the next worker serves and the host dials
   static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string& worker_id) {
-    port = UnusedLocalPort();
+    port = testing::UnusedLocalPort();
     HostOptions o;
     o.grpc_dial = {worker_id + "=127.0.0.1:" + std::to_string(port)};
     return StartGrpcHost(ns, o);
