@@ -6,6 +6,7 @@
 // as one line, "pitlane <command>: <what>", naming the bad value.
 #pragma once
 
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <string>
@@ -150,6 +151,10 @@ int WaitForSignal(double seconds);
 // SIGPIPE ignored nothing else ends a command that prints in a loop, so each loop asks this
 // and stops.
 bool StdoutClosed();
+
+// When an admin call (`pitlane ctl`, `pitlane stat`'s exporter counts) started now gives up:
+// kAdminCallTimeoutSeconds from now.
+std::chrono::system_clock::time_point AdminDeadline();
 // "SIGINT", "SIGTERM", "SIGHUP".
 const char* SignalName(int sig);
 

@@ -113,9 +113,7 @@ json CountersJson(const v1::AdminWorkerCounters& c) {
 template <typename Call>
 int Invoke(const Target& t, Call call) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                       std::chrono::duration<double>(kAdminCallTimeoutSeconds)));
+  ctx.set_deadline(AdminDeadline());
   const grpc::Status s = call(&ctx);
   if (s.ok()) return 0;
   switch (s.error_code()) {

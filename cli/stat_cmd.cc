@@ -20,6 +20,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -50,20 +51,30 @@ struct HostExporters {
   std::string error;
 };
 
-HostExporters ReadExporters(const RegistryCopy& reg, const std::string& admin_address) {
+// The admin service of the namespace's host: --admin, else the namespace's default socket.
+// (Creating the client connects nothing: a call does.)
+struct AdminClient {
+  std::string address;
+  std::unique_ptr<::pitlane::v1::Admin::Stub> stub;
+};
+AdminClient AdminClientOf(const StatOptions& o, const std::string& ns) {
+  AdminClient c;
+  c.address = o.admin.empty() ? DefaultAdminAddress(ns) : o.admin;
+  c.stub = ::pitlane::v1::Admin::NewStub(
+      grpc::CreateChannel(c.address, grpc::InsecureChannelCredentials()));
+  return c;
+}
+
+HostExporters ReadExporters(const RegistryCopy& reg, const AdminClient& admin) {
   HostExporters out;
   if (reg.host_pid == 0 || !reg.host_alive) return out;
   out.asked = true;
-  const auto admin = ::pitlane::v1::Admin::NewStub(
-      grpc::CreateChannel(admin_address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                       std::chrono::duration<double>(kAdminCallTimeoutSeconds)));
+  ctx.set_deadline(AdminDeadline());
   ::pitlane::v1::ListExportersReply reply;
-  const grpc::Status s = admin->ListExporters(&ctx, {}, &reply);
+  const grpc::Status s = admin.stub->ListExporters(&ctx, {}, &reply);
   if (!s.ok()) {
-    out.error = "the host's admin service at " + admin_address + " did not answer (" +
+    out.error = "the host's admin service at " + admin.address + " did not answer (" +
                 s.error_message() + "); exporter counts need it (pitlane host --admin)";
     return out;
   }
@@ -284,11 +295,8 @@ std::vector<Rate> Rates(const RegistryCopy& cur, const RegistryCopy* prev, doubl
   return out;
 }
 
-std::string AdminAddressOf(const StatOptions& o, const std::string& ns) {
-  return o.admin.empty() ? DefaultAdminAddress(ns) : o.admin;
-}
-
 int Watch(const std::string& ns, const StatOptions& o) {
+  const AdminClient admin = AdminClientOf(o, ns);
   BlockStopSignals();  // SIGINT/SIGTERM end the loop (WaitForSignal) instead of the process
   const bool tty = !o.json && ::isatty(STDOUT_FILENO) == 1;
   RegistryCopy prev;
@@ -308,7 +316,7 @@ int Watch(const std::string& ns, const StatOptions& o) {
       } else {
         const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
         doc = JsonDoc(ns, reg, &rates);
-        AddExporters(ReadExporters(reg, AdminAddressOf(o, ns)), &doc);
+        AddExporters(ReadExporters(reg, admin), &doc);
       }
       doc["time_unix_ns"] = unix_ns;
       doc["interval_s"] = first ? 0.0 : dt;  // seconds since the previous refresh
@@ -331,7 +339,7 @@ int Watch(const std::string& ns, const StatOptions& o) {
       } else {
         const std::vector<Rate> rates = Rates(reg, have_prev ? &prev : nullptr, dt);
         PrintText(ns, reg, &rates);
-        PrintExporters(ReadExporters(reg, AdminAddressOf(o, ns)));
+        PrintExporters(ReadExporters(reg, admin));
       }
     }
     if (StdoutClosed()) {  // `pitlane stat --watch | head -1`: the reader has what it wanted
@@ -364,7 +372,7 @@ int RunStat(const StatOptions& o) {
     Error("stat", reg.error);
     return 1;
   }
-  const HostExporters exporters = ReadExporters(reg, AdminAddressOf(o, ns));
+  const HostExporters exporters = ReadExporters(reg, AdminClientOf(o, ns));
   if (o.json) {
     json doc = JsonDoc(ns, reg, nullptr);
     AddExporters(exporters, &doc);

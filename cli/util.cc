@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "commands.h"
+#include "pitlane/admin.h"
 #include "pitlane/defaults.h"
 #include "pitlane/shm.h"
 
@@ -60,6 +61,12 @@ int WaitForSignal(double seconds) {
     // EINTR: another signal (e.g. SIGCHLD with a handler) interrupted the wait; the remaining
     // time is not reported, so waiting the full period again is acceptable for a UI tick.
   }
+}
+
+std::chrono::system_clock::time_point AdminDeadline() {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+             std::chrono::duration<double>(kAdminCallTimeoutSeconds));
 }
 
 bool StdoutClosed() {
