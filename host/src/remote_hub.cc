@@ -524,13 +524,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         std::lock_guard<std::mutex> lock(mu);
         it.gated = w->host_gated;
       }
-      // A counters-only message, an event, or a batch of records with the counters after it.
+      // An event, a batch of records with the counters after it, or counters alone.
+      const bool counters_only = ev.has_pitlane_counters() && ev.event_parts_size() == 0 &&
+                                 ev.pitlane_records_size() == 0;
       size_t n = 0;
       if (ev.has_pitlane_counters()) {
         it.counters = std::make_unique<pb::WorkerCounters>(ev.pitlane_counters());
       }
-      if (ev.pitlane_records_size() > 0 || !ev.has_pitlane_counters() ||
-          ev.event_parts_size() > 0) {
+      if (!counters_only) {
         n = std::max(1, ev.pitlane_records_size());
         it.events.push_back(std::move(ev));
       }
