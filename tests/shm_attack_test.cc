@@ -722,6 +722,17 @@ TEST(ForgedSlotAttack, RingSlotNamingAnotherWorkersSegmentIsNeverOpenedNorUnlink
 // A host and one emitting worker "victim" in processes of their own, and what an attack on the
 // victim aims at: its ring segment, its worker slot and the registry's path. `ready` says
 // whether all of it was found.
+// One 8-byte write that marks worker slot `ws` (held by `pid`) RETIRED, as a Worker does when it
+// is destroyed, and the registry epoch bumped so the host looks. 0 when the attacker succeeded.
+int ForgeRetiredWorkerSlot(const std::string& registry, uint32_t ws, pid_t pid) {
+  if (int rc = Attack({"write64", registry, std::to_string(WorkerSlotOffset(ws)),
+                       Hex(uint64_t{static_cast<uint32_t>(pid)} << 32 | shm::kSlotRetired)});
+      rc != 0) {
+    return rc;
+  }
+  return Attack({"write64", registry, std::to_string(kEpochOffset), "3000000"});
+}
+
 struct LiveVictim {
   LiveVictim(testing::Children& children, const std::string& ns)
       : registry(ShmPath(shm::RegistryName(ns))), host(children, ns), victim(children, ns, "victim") {
@@ -783,10 +794,7 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLo
   ASSERT_EQ(Attack({"write64", t.registry, std::to_string(RingSlotOffset(RingSlotOfSegment(t.ring))),
                     Hex(uint64_t{ws} << 32 | shm::kSlotRetired)}),
             0);
-  ASSERT_EQ(Attack({"write64", t.registry, std::to_string(WorkerSlotOffset(ws)),
-                    Hex(uint64_t{static_cast<uint32_t>(t.victim.pid())} << 32 | shm::kSlotRetired)}),
-            0);
-  ASSERT_EQ(Attack({"write64", t.registry, std::to_string(kEpochOffset), "3000000"}), 0);
+  ASSERT_EQ(ForgeRetiredWorkerSlot(t.registry, ws, t.victim.pid()), 0);
   std::this_thread::sleep_for(500ms);  // several housekeeping passes
   EXPECT_TRUE(Exists(t.ring)) << "the host unlinked a live worker's ring";
   int status = 0;
@@ -817,12 +825,9 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerWithoutARingKeepsTheWorker
   ASSERT_TRUE(victim.attached());
   const SlotOf slot = FindWorkerSlot(ns.name(), victim.pid());
   ASSERT_GE(slot.index, 0);
-  const std::string registry = ShmPath(shm::RegistryName(ns.name()));
-  const uint32_t ws = static_cast<uint32_t>(slot.index);
-  ASSERT_EQ(Attack({"write64", registry, std::to_string(WorkerSlotOffset(ws)),
-                    Hex(uint64_t{static_cast<uint32_t>(victim.pid())} << 32 | shm::kSlotRetired)}),
+  ASSERT_EQ(ForgeRetiredWorkerSlot(ShmPath(shm::RegistryName(ns.name())),
+                                   static_cast<uint32_t>(slot.index), victim.pid()),
             0);
-  ASSERT_EQ(Attack({"write64", registry, std::to_string(kEpochOffset), "3000000"}), 0);
   std::this_thread::sleep_for(500ms);  // several housekeeping passes before the victim emits
   ASSERT_FALSE(victim.RingSegment(ns.name()).empty()) << "the victim never made a ring";
   std::this_thread::sleep_for(500ms);  // its 1,000 events are written and read
