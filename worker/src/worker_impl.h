@@ -1,8 +1,9 @@
 // Worker::Impl: the state of a worker and the two lanes an emit can take.
 //
-//   Emit ─► EmitVia<Lane>: Admit (count emitted, gate) → Prepare record → Reserve → Write → Commit
+//   Emit ─► EmitVia<Lane> (emit.cc): Admit (count emitted, gate) → Prepare record → Reserve →
+//           Write → Commit
 //   RingLane  (rings.cc): the thread's own shm ring; threads without one count as ringless
-//   QueueLane (worker.cc): the bounded queue the gRPC transport streams from
+//   QueueLane (emit.cc): the bounded queue the gRPC transport streams from
 //   the gate and control state (gate.h / gate.cc)
 //
 // Thread safety: `mu` guards the rings, the registry attachment and the installed gates; the
@@ -72,7 +73,7 @@ struct RingLane {  // ring_lane.h: inline, the emit hot path
   uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
   void Commit(Worker::Impl& w) noexcept;
 };
-struct QueueLane {  // worker.cc
+struct QueueLane {  // emit.cc
   EmitResult Admit(Worker::Impl& w, EventHandle ev) noexcept;
   uint8_t* Reserve(Worker::Impl& w, size_t size, EmitResult* drop) noexcept;
   void Commit(Worker::Impl& w) noexcept;
