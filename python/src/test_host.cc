@@ -281,6 +281,33 @@ std::string Command(pitlane::Host& host, const std::string& line) {
   return StatusJson(pitlane::InvalidArgument("unknown command \"" + line + "\""));
 }
 
+// Answers the command lines on stdin until it ends or SIGTERM/SIGINT arrives on `sfd`.
+void ServeCommands(pitlane::Host& host, int sfd) {
+  std::string pending;
+  pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sfd, POLLIN, 0}};
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::perror("poll");
+      break;
+    }
+    if (fds[1].revents & POLLIN) break;
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char buf[4096];
+      const ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // end of stdin
+      pending.append(buf, static_cast<size_t>(n));
+      for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+        const std::string line = pending.substr(0, nl);
+        pending.erase(0, nl + 1);
+        const std::string reply = Command(host, line);
+        if (!reply.empty()) WriteLine(reply);
+      }
+    }
+  }
+}
+
 int Usage() {
   std::fprintf(stderr,
                "usage: pitlane_py_test_host --ns NAME [--quiet] [--busy-poll] "
@@ -348,29 +375,7 @@ int main(int argc, char** argv) {
     WriteLine(ready);
   }
 
-  std::string pending;
-  pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sfd, POLLIN, 0}};
-  for (;;) {
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      std::perror("poll");
-      break;
-    }
-    if (fds[1].revents & POLLIN) break;
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      char buf[4096];
-      const ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // end of stdin
-      pending.append(buf, static_cast<size_t>(n));
-      for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
-        const std::string line = pending.substr(0, nl);
-        pending.erase(0, nl + 1);
-        const std::string reply = Command(host, line);
-        if (!reply.empty()) WriteLine(reply);
-      }
-    }
-  }
+  ServeCommands(host, sfd);
   const bool drained = host.DrainAll(std::chrono::seconds(2));
   host.Stop();
   WriteLine(StatsJson(host, true, drained ? 1 : 0));
