@@ -42,6 +42,8 @@ TEST(ProtoContractTest, ValueAndControlOneofsMatchSnakepit) {
   ExpectField(c, "toggle", 1, FieldDescriptor::TYPE_MESSAGE);
   ExpectField(c, "sampling", 2, FieldDescriptor::TYPE_MESSAGE);
   ExpectField(c, "filter", 3, FieldDescriptor::TYPE_MESSAGE);
+  // pitlane's extension, beyond Snakepit's numbers (sent only to a pitlane worker).
+  ExpectField(c, "pitlane_state", 100, FieldDescriptor::TYPE_MESSAGE);
   ExpectField(pitlane::v1::TelemetryToggle::descriptor(), "enabled", 1, FieldDescriptor::TYPE_BOOL);
   const auto* s = pitlane::v1::TelemetrySamplingUpdate::descriptor();
   ExpectField(s, "sampling_rate", 1, FieldDescriptor::TYPE_DOUBLE);

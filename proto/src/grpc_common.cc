@@ -18,7 +18,30 @@ void ControlToMessages(const ControlState& s, pb::TelemetryControl out[3]) {
   for (const std::string& p : s.deny) filter->add_deny(p);
 }
 
+void ControlToProto(const ControlState& s, pb::WorkerControlState* out) {
+  out->set_enabled(s.enabled);
+  out->set_sampling_rate(s.sampling_rate);
+  for (const std::string& p : s.sampling_patterns) out->add_sampling_patterns(p);
+  for (const std::string& p : s.allow) out->add_allow(p);
+  for (const std::string& p : s.deny) out->add_deny(p);
+}
+
+Status ApplyControlState(const pb::WorkerControlState& msg, ControlState* state) {
+  ControlState next;
+  next.enabled = msg.enabled();
+  next.sampling_rate = msg.sampling_rate();
+  next.sampling_patterns.assign(msg.sampling_patterns().begin(), msg.sampling_patterns().end());
+  next.allow.assign(msg.allow().begin(), msg.allow().end());
+  next.deny.assign(msg.deny().begin(), msg.deny().end());
+  if (Status s = next.Validate(); !s.ok()) return s;
+  *state = std::move(next);
+  return Status::Ok();
+}
+
 Status ApplyControlMessage(const pb::TelemetryControl& msg, ControlState* state) {
+  if (msg.control_case() == pb::TelemetryControl::kPitlaneState) {
+    return ApplyControlState(msg.pitlane_state(), state);
+  }
   ControlState next = *state;
   switch (msg.control_case()) {
     case pb::TelemetryControl::kToggle: next.enabled = msg.toggle().enabled(); break;

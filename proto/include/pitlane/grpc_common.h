@@ -1,6 +1,6 @@
 // What both ends of pitlane's gRPC streams share (the worker's transport, the host's hub):
-// control state <-> TelemetryControl, Tally <-> the counters messages, the bearer-token check, reading PEM files, and what an
-// address to serve on or dial must look like.
+// control state <-> TelemetryControl / WorkerControlState, Tally <-> the counters messages, the
+// bearer-token check, reading PEM files, and what an address to serve on or dial must look like.
 #pragma once
 
 #include <grpcpp/server_context.h>
@@ -26,15 +26,25 @@ inline constexpr char kHostMetadata[] = "x-pitlane-host";
 inline constexpr char kCatalogHashMetadata[] = "x-pitlane-catalog-hash";
 inline constexpr char kWorkerIdMetadata[] = "x-pitlane-worker-id";
 inline constexpr char kPidMetadata[] = "x-pitlane-pid";
+// Initial metadata of a worker that applies TelemetryControl.pitlane_state (its whole control
+// state in one message); a host sends that message only to a worker that sent this.
+inline constexpr char kControlStateMetadata[] = "x-pitlane-control-state";
 
 // A control state as the three messages that set it completely: toggle, sampling, filter (an
 // empty filter message still replaces both lists).
 void ControlToMessages(const ControlState& state, pitlane::v1::TelemetryControl out[3]);
 
-// Applies one control message: it replaces the state of its kind (doc/architecture.md, "Control").
-// A message that sets nothing changes nothing (Snakepit's peers send and accept such messages).
-// INVALID_ARGUMENT (state unchanged) for a value Validate() refuses.
+// A control state as the one message that sets all of it (WorkerControlState): what a host
+// sends a pitlane worker that accepts it, so the worker never runs half an update.
+void ControlToProto(const ControlState& state, pitlane::v1::WorkerControlState* out);
+
+// Applies one control message: it replaces the state of its kind (doc/architecture.md, "Control"),
+// or all of it (pitlane_state). A message that sets nothing changes nothing (Snakepit's peers
+// send and accept such messages). INVALID_ARGUMENT (state unchanged) for a value Validate()
+// refuses.
 Status ApplyControlMessage(const pitlane::v1::TelemetryControl& msg, ControlState* state);
+// Replaces the whole state with `msg`; INVALID_ARGUMENT (state unchanged) as above.
+Status ApplyControlState(const pitlane::v1::WorkerControlState& msg, ControlState* state);
 
 // The worker-side counts of a Tally as the WorkerCounters message (`sent` is `published`), and
 // back; the host-side counts are not part of the message.
