@@ -222,6 +222,7 @@ class GrpcTransport final : public RemoteTransport {
     ctx->AddInitialMetadata(kWorkerIdMetadata, cfg_.worker_id);
     ctx->AddInitialMetadata(kPidMetadata, std::to_string(cfg_.pid));
     ctx->AddInitialMetadata(kCatalogHashMetadata, std::to_string(cfg_.catalog->hash()));
+    ctx->AddInitialMetadata(kControlStateMetadata, "1");
     stream->SendInitialMetadata();
 
     ServedState st;
@@ -268,7 +269,8 @@ class GrpcTransport final : public RemoteTransport {
 
   // The reader thread of a served stream: applies the host's control messages until the host
   // closes its side or sends one the worker refuses (the previous state is kept; the stream
-  // ends with INVALID_ARGUMENT).
+  // ends with INVALID_ARGUMENT). Each message is one gate update: a pitlane host sends the
+  // whole state in one (pitlane_state), a foreign host one part per message.
   void ReadControl(ServedStreamRw& stream, ServedState& st) {
     pb::TelemetryControl msg;
     while (stream.Read(&msg)) {
@@ -414,13 +416,18 @@ class GrpcTransport final : public RemoteTransport {
     std::atomic<uint64_t> host_catalog_hash{0};
   };
 
-  // The reader thread: control updates, acks, the host's catalog hash.
+  // The reader thread: control updates, acks, the host's catalog hash. A control update is the
+  // whole state in one message (control_state: this worker's hello accepts it) or one part of
+  // it (control, from a host that sends the parts); either way one gate update.
   void ReadDownstream(Stream& stream, StreamState& st) {
     pb::TelemetryDownstream msg;
     while (stream.Read(&msg)) {
-      if (msg.has_control()) {
+      if (msg.has_control_state() || msg.has_control()) {
         std::lock_guard<std::mutex> lock(control_mu_);
-        if (Status s = ApplyControlMessage(msg.control(), &control_); s.ok()) {
+        const Status s = msg.has_control_state()
+                             ? ApplyControlState(msg.control_state(), &control_)
+                             : ApplyControlMessage(msg.control(), &control_);
+        if (s.ok()) {
           cfg_.apply_control(control_);
         } else {
           cfg_.log("ignored a control message from the host: " + s.message());
@@ -450,6 +457,7 @@ class GrpcTransport final : public RemoteTransport {
     h->set_pid(cfg_.pid);
     h->set_node(cfg_.node);
     h->set_catalog_hash(cfg_.catalog->hash());
+    h->set_accepts_control_state(true);
     FillCounters(cfg_.queue->counters, hello.mutable_counters());
     return stream.Write(hello);
   }
