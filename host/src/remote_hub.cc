@@ -55,6 +55,11 @@ struct RemoteWorker {
   // sampling and filters itself (peer_gate.h) and counts what it stops in host_side's
   // suppressed counts. Under `mu`.
   bool host_gated = false;
+  // Dial-out: the peer announced (x-pitlane-control-state) that it applies its whole control
+  // state from one message (pitlane_state): each update is sent as that message, never as the
+  // three parts it would apply one by one. Dial-in decides the same per stream from the hello.
+  // Under `mu`.
+  bool whole_state = false;
   PeerGate gate;
   std::atomic<uint64_t> acked{0};  // events with a smaller sequence are folded
 };
@@ -263,7 +268,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
     const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
     std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
-    SetDialInWriters(*h, stream);
+    SetDialInWriters(*h, stream, first->hello().accepts_control_state());
     SendInitialControl(h);
     uint64_t messages = 1;
     size_t n = static_cast<size_t>(first->events_size() + first->records_size());
@@ -314,10 +319,22 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     return std::nullopt;
   }
 
-  // How a dial-in stream writes: control (the first one with this host's catalog hash) and acks.
-  void SetDialInWriters(StreamHandle& h, DialInStream* stream) {
+  // How a dial-in stream writes: control (the first message with this host's catalog hash, the
+  // last of the initial state with initial_state_complete) and acks. `whole`: the worker's hello
+  // accepts control_state, so each update is that one message instead of three parts it would
+  // apply one by one.
+  void SetDialInWriters(StreamHandle& h, DialInStream* stream, bool whole) {
     const uint64_t catalog_hash = catalog->hash();
-    h.send_control = [stream, catalog_hash](const ControlState& s, bool initial) {
+    h.send_control = [stream, catalog_hash, whole](const ControlState& s, bool initial) {
+      if (whole) {
+        pb::TelemetryDownstream d;
+        ControlToProto(s, d.mutable_control_state());
+        if (initial) {
+          d.set_catalog_hash(catalog_hash);
+          d.set_initial_state_complete(true);
+        }
+        return stream->Write(d);
+      }
       pb::TelemetryControl c[3];
       ControlToMessages(s, c);
       for (int i = 0; i < 3; ++i) {
@@ -451,14 +468,21 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     {
       std::lock_guard<std::mutex> lock(mu);
       w->host_gated = true;  // until the peer shows it is a pitlane worker
+      w->whole_state = false;  // until the peer says it applies the whole state at once
     }
     auto send_control = [&stream, &w, this](const ControlState& s, bool) {
-      bool gated;
+      bool gated, whole;
       {
         std::lock_guard<std::mutex> lock(mu);
         gated = w->host_gated;
+        whole = w->whole_state;
       }
       if (gated) w->gate.Update(s, *catalog);
+      if (whole) {
+        pb::TelemetryControl m;
+        ControlToProto(s, m.mutable_pitlane_state());
+        return stream->Write(m);
+      }
       pb::TelemetryControl c[3];
       ControlToMessages(gated ? PeerGate::PeerPart(s) : s, c);
       for (auto& m : c) {
@@ -511,6 +535,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
             w->catalog_hash = hash == md.end() ? 0 : std::strtoull(
                 std::string(hash->second.data(), hash->second.size()).c_str(), nullptr, 10);
             w->host_gated = false;  // a pitlane worker applies its control state itself
+            w->whole_state = md.count(kControlStateMetadata) != 0;
           }
           pid_known = true;
           SendInitialControl(h);
