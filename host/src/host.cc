@@ -230,6 +230,10 @@ Status Host::UpdateFilter(const std::string& worker_id, const std::vector<std::s
   });
 }
 
+Status Host::SetControl(const std::string& worker_id, const ControlState& state) {
+  return impl_->ApplyControl(worker_id, [&](ControlState& s) { s = state; });
+}
+
 Result<ControlState> Host::Control(const std::string& worker_id) const {
   if (!impl_->Knows(worker_id)) {
     return NotFound("no worker with id \"" + worker_id + "\" has attached");

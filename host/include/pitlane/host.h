@@ -233,6 +233,9 @@ class Host {
                         const std::vector<std::string>& patterns);
   Status UpdateFilter(const std::string& worker_id, const std::vector<std::string>& allow,
                       const std::vector<std::string>& deny);
+  // Replaces the whole state in one update: the worker goes from the old state to `state`
+  // without running a mix of the two (say enabled before the new deny list is in place).
+  Status SetControl(const std::string& worker_id, const ControlState& state);
   Result<ControlState> Control(const std::string& worker_id) const;
 
   std::vector<RingStats> Rings() const;
