@@ -1080,6 +1080,252 @@ TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
   first.TryCancel();
 }
 
+// ── the whole control state in one message (proto: WorkerControlState) ───────────────────────
+// A pitlane worker gets each control update as one message and applies it in one step; a
+// worker applying the three parts one by one would, going from {disabled} to {enabled, deny X},
+// run {enabled} alone for a moment and let X out.
+template <typename T>
+class GrpcWholeControlStateTest : public TransportParityTest<T> {};
+using GrpcDirections = ::testing::Types<Grpc, GrpcDialOut>;
+TYPED_TEST_SUITE(GrpcWholeControlStateTest, GrpcDirections);
+
+TYPED_TEST(GrpcWholeControlStateTest, SwitchFromDisabledToEnabledWithDenyLetsNoDeniedEventOut) {
+  Host& h = *this->host_;
+  Worker& w = *this->worker_;
+  const std::string id = "parity-worker";
+  // Dial-out: the host controls the worker as a pitlane worker once it has seen its pid header.
+  ASSERT_TRUE(WaitFor([&] {
+    for (const WorkerInfo& i : h.Workers()) {
+      if (i.id == id && i.pid == static_cast<uint32_t>(getpid())) return true;
+    }
+    return false;
+  }));
+  ControlState off;
+  off.enabled = false;
+  ControlState on_deny;
+  on_deny.deny = {"python.cpu.*"};
+  ASSERT_TRUE(h.SetControl(id, off).ok());
+  // Another event shows when the worker is disabled; what it sent before that is the baseline.
+  ASSERT_TRUE(EmitUntil(w, "python.gc.completed", EmitResult::kSuppressedDisabled));
+  const uint64_t sent_before = w.Stats().published;
+
+  // The emitter: the denied event in a tight loop, each outcome counted.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ok{0}, disabled{0}, filtered{0}, other{0};
+  std::atomic<int> last{-1};
+  std::thread emitter([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      const EmitResult r = w.Emit("python.cpu.sampled", {{"cpu_percent", 1.0}});
+      switch (r) {
+        case EmitResult::kOk: ok.fetch_add(1); break;
+        case EmitResult::kSuppressedDisabled: disabled.fetch_add(1); break;
+        case EmitResult::kSuppressedFiltered: filtered.fetch_add(1); break;
+        default: other.fetch_add(1); break;
+      }
+      last.store(static_cast<int>(r));
+    }
+  });
+  // Each switch waits until the emitter has seen the new state: an outcome that differs from
+  // the previous state's, so the next switch starts from a state the worker really runs.
+  constexpr int kSwitches = 200;
+  bool switched = true;
+  for (int i = 0; i < kSwitches && switched; ++i) {
+    ASSERT_TRUE(h.SetControl(id, on_deny).ok());
+    switched = WaitFor([&] { return last.load() == int(EmitResult::kSuppressedFiltered); });
+    ASSERT_TRUE(h.SetControl(id, off).ok());
+    switched = switched &&
+               WaitFor([&] { return last.load() == int(EmitResult::kSuppressedDisabled); });
+  }
+  stop.store(true);
+  emitter.join();
+  ASSERT_TRUE(switched) << "the worker did not follow a switch";
+
+  EXPECT_EQ(ok.load(), 0u) << "denied events emitted and sent while the worker switched";
+  EXPECT_EQ(other.load(), 0u);
+  EXPECT_GT(filtered.load(), 0u);
+  EXPECT_GT(disabled.load(), 0u);
+  const WorkerStats ws = w.Stats();
+  EXPECT_EQ(ws.published, sent_before);
+  EXPECT_EQ(ws.suppressed_filtered, filtered.load());
+  ASSERT_TRUE(WaitFor([&] {
+    const RingStats r = RemoteRing(h, id);
+    return r.emitted == ws.emitted && r.Conserved();
+  }));
+  EXPECT_EQ(this->collector_.Count("snakepit.python.cpu.sampled"), 0u);
+}
+
+// What a host writes to one stream, in order: each control update as a toggle, sampling or
+// filter message, or as the whole state.
+struct ControlWire {
+  enum Kind { kToggle, kSampling, kFilter, kWhole };
+  struct Message {
+    Kind kind;
+    bool enabled;  // kToggle and kWhole
+  };
+  std::mutex mu;
+  std::vector<Message> messages;
+
+  void Add(const pb::TelemetryControl& c) {
+    switch (c.control_case()) {
+      case pb::TelemetryControl::kToggle: Push({kToggle, c.toggle().enabled()}); break;
+      case pb::TelemetryControl::kSampling: Push({kSampling, false}); break;
+      case pb::TelemetryControl::kFilter: Push({kFilter, false}); break;
+      case pb::TelemetryControl::kPitlaneState: Push({kWhole, c.pitlane_state().enabled()}); break;
+      default: break;
+    }
+  }
+  void Push(Message m) {
+    std::lock_guard<std::mutex> l(mu);
+    messages.push_back(m);
+  }
+  std::vector<Message> Snapshot() {
+    std::lock_guard<std::mutex> l(mu);
+    return messages;
+  }
+  size_t Count() { return Snapshot().size(); }
+  bool AnyWhole() {
+    for (const Message& m : Snapshot()) {
+      if (m.kind == kWhole) return true;
+    }
+    return false;
+  }
+};
+
+// Toggles `id` off, on, off and checks that each update reached `wire` as `per_update`
+// messages from index `base` on: one whole state, or toggle, sampling, filter.
+void ExpectMessagesPerUpdate(Host& h, const std::string& id, ControlWire& wire, size_t base,
+                             size_t per_update) {
+  const bool states[] = {false, true, false};
+  for (size_t k = 0; k < 3; ++k) {
+    ASSERT_TRUE(h.Toggle(id, states[k]).ok());
+    ASSERT_TRUE(WaitFor([&] { return wire.Count() >= base + (k + 1) * per_update; }))
+        << "update " << k << ": " << wire.Count() - base << " messages";
+  }
+  const std::vector<ControlWire::Message> m = wire.Snapshot();
+  ASSERT_EQ(m.size(), base + 3 * per_update);
+  for (size_t k = 0; k < 3; ++k) {
+    const ControlWire::Message* u = &m[base + k * per_update];
+    SCOPED_TRACE("update " + std::to_string(k));
+    if (per_update == 1) {
+      EXPECT_EQ(u[0].kind, ControlWire::kWhole);
+    } else {
+      ASSERT_EQ(per_update, 3u);
+      EXPECT_EQ(u[0].kind, ControlWire::kToggle);
+      EXPECT_EQ(u[1].kind, ControlWire::kSampling);
+      EXPECT_EQ(u[2].kind, ControlWire::kFilter);
+    }
+    EXPECT_EQ(u[0].enabled, states[k]);
+  }
+}
+
+TEST(GrpcWholeControlState, DialInWorkerThatAcceptsItGetsOneMessagePerUpdateOthersThree) {
+  for (const bool accepts : {true, false}) {
+    SCOPED_TRACE(accepts ? "worker accepts control_state" : "foreign client");
+    ScopedNamespace ns;
+    auto host = StartGrpcHost(ns.name());
+    ASSERT_NE(host, nullptr);
+    host->RunInBackground();
+    auto ingest = IngestClient(host->grpc_port());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = ingest->StreamTelemetry(&ctx);
+    pb::TelemetryUpstream hello = Hello("wire");
+    hello.mutable_hello()->set_accepts_control_state(accepts);
+    ASSERT_TRUE(stream->Write(hello));
+
+    ControlWire wire;
+    std::atomic<int> complete_at{-1};  // messages read when initial_state_complete arrived
+    std::atomic<uint64_t> catalog_hash_at{0};
+    std::thread reader([&] {
+      pb::TelemetryDownstream d;
+      while (stream->Read(&d)) {
+        if (d.has_control_state()) {
+          pb::TelemetryControl c;
+          *c.mutable_pitlane_state() = d.control_state();
+          wire.Add(c);
+        }
+        if (d.has_control()) wire.Add(d.control());
+        if (d.catalog_hash() != 0 && wire.Count() == 1) catalog_hash_at.store(d.catalog_hash());
+        if (d.initial_state_complete()) complete_at.store(static_cast<int>(wire.Count()));
+      }
+    });
+    const size_t initial = accepts ? 1 : 3;
+    // The initial state: its first message carries the host's catalog hash, its last
+    // initial_state_complete.
+    ASSERT_TRUE(WaitFor([&] { return complete_at.load() >= 0; }));
+    EXPECT_EQ(complete_at.load(), static_cast<int>(initial));
+    EXPECT_EQ(catalog_hash_at.load(), host->catalog().hash());
+    ExpectMessagesPerUpdate(*host, "wire", wire, initial, accepts ? 1 : 3);
+    EXPECT_EQ(wire.AnyWhole(), accepts);
+    ctx.TryCancel();
+    reader.join();
+    stream->Finish();
+  }
+}
+
+// A peer serving StreamTelemetry at Snakepit's path that records the control messages it is
+// sent. As a pitlane worker it answers with pitlane's headers (pid, catalog, and that it applies
+// the whole state) and a counters message; as Snakepit's worker, with nothing.
+class ControlRecordingPeer final : public ::snakepit::bridge::BridgeService::Service {
+ public:
+  explicit ControlRecordingPeer(bool pitlane) : pitlane_(pitlane) {}
+  grpc::Status StreamTelemetry(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>* stream) override {
+    if (pitlane_) {
+      ctx->AddInitialMetadata("x-pitlane-worker-id", "peer");
+      ctx->AddInitialMetadata("x-pitlane-pid", std::to_string(getpid()));
+      ctx->AddInitialMetadata("x-pitlane-catalog-hash",
+                              std::to_string(Catalog::Default()->hash()));
+      ctx->AddInitialMetadata("x-pitlane-control-state", "1");
+      pb::TelemetryEvent counters;
+      counters.mutable_pitlane_counters();
+      stream->Write(counters);
+    }
+    pb::TelemetryControl c;
+    while (stream->Read(&c)) wire.Add(c);
+    return grpc::Status::OK;
+  }
+  ControlWire wire;
+
+ private:
+  const bool pitlane_;
+};
+
+TEST(GrpcWholeControlState, DialedPitlaneWorkerGetsOneMessagePerUpdateASnakepitPeerThree) {
+  for (const bool pitlane : {true, false}) {
+    SCOPED_TRACE(pitlane ? "pitlane worker" : "Snakepit worker");
+    ScopedNamespace ns;
+    ControlRecordingPeer peer(pitlane);
+    int port = 0;
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(&peer);
+    std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+    ASSERT_GT(port, 0);
+    HostOptions o;
+    o.grpc_dial = {"peer=127.0.0.1:" + std::to_string(port)};
+    auto host = StartGrpcHost(ns.name(), o);
+    ASSERT_NE(host, nullptr);
+    host->RunInBackground();
+    // Until the peer shows it is a pitlane worker, the host sends it the three parts (twice:
+    // before and after registering the stream); a pitlane worker then gets the whole state.
+    size_t base = 6;
+    if (pitlane) {
+      ASSERT_TRUE(WaitFor([&] { return peer.wire.AnyWhole(); }));
+      base = peer.wire.Count();
+    } else {
+      ASSERT_TRUE(WaitFor([&] { return peer.wire.Count() >= base; }));
+    }
+    ExpectMessagesPerUpdate(*host, "peer", peer.wire, base, pitlane ? 1 : 3);
+    if (!pitlane) {
+      EXPECT_FALSE(peer.wire.AnyWhole());
+    }
+    host.reset();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+}
+
 // ── transport selection (README "Defaults") ─────────────────────────────────────────────────
 class EnvGuard {
  public:
