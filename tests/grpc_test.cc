@@ -1326,6 +1326,59 @@ TEST(GrpcWholeControlState, DialedPitlaneWorkerGetsOneMessagePerUpdateASnakepitP
   }
 }
 
+// A host that sends the three parts (an older pitlane host) still controls a dial-in worker:
+// each message replaces its kind, as before.
+class PartsSendingHost final : public pb::TelemetryIngest::Service {
+ public:
+  grpc::Status StreamTelemetry(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<pb::TelemetryDownstream, pb::TelemetryUpstream>* stream) override {
+    pb::TelemetryUpstream up;
+    if (!stream->Read(&up)) return grpc::Status::OK;
+    accepts_control_state.store(up.hello().accepts_control_state());
+    pb::TelemetryDownstream d[3];
+    d[0].mutable_control()->mutable_toggle()->set_enabled(false);
+    d[0].set_catalog_hash(Catalog::Default()->hash());
+    d[1].mutable_control()->mutable_sampling()->set_sampling_rate(1.0);
+    d[2].mutable_control()->mutable_filter()->add_deny("python.cpu.*");
+    d[2].set_initial_state_complete(true);
+    for (const auto& m : d) stream->Write(m);
+    while (!enable.load()) std::this_thread::sleep_for(milliseconds(2));
+    pb::TelemetryDownstream on;
+    on.mutable_control()->mutable_toggle()->set_enabled(true);
+    stream->Write(on);
+    while (stream->Read(&up)) {
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<bool> accepts_control_state{false};
+  std::atomic<bool> enable{false};
+};
+
+TEST(GrpcWholeControlState, DialInWorkerStillAppliesTheThreePartsOfAHostThatSendsThem) {
+  ScopedNamespace ns;
+  PartsSendingHost host;
+  int port = 0;
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  b.RegisterService(&host);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  ASSERT_GT(port, 0);
+  WorkerOptions wo;
+  wo.flush_timeout = milliseconds(200);
+  auto w = StartGrpcWorker(ns.name(), "parts", "127.0.0.1:" + std::to_string(port), wo);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  EXPECT_TRUE(host.accepts_control_state.load());
+  ASSERT_TRUE(EmitUntil(*w, "python.gc.completed", EmitResult::kSuppressedDisabled));
+  host.enable.store(true);
+  ASSERT_TRUE(EmitUntil(*w, "python.gc.completed", EmitResult::kOk));
+  // The toggle replaced the toggle only: the filter from before still holds.
+  EXPECT_EQ(w->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kSuppressedFiltered);
+  w.reset();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
 // ── transport selection (README "Defaults") ─────────────────────────────────────────────────
 class EnvGuard {
  public:
