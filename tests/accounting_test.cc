@@ -135,6 +135,45 @@ TEST(DepartedWorkersTest, AddSumsGoneWorkersAndKeepsUnverifiableApartFromUnaccou
   EXPECT_FALSE(draining.Gone());
 }
 
+// The verdict the host's summary shows per worker and for the "(N departed)" row: a worker that
+// is alive or still has a ring may have events in flight; gone ones must balance exactly.
+TEST(LawVerdictTest, WorkerAndDepartedVerdictsFollowWhetherNumbersAreFinal) {
+  WorkerInfo settled;
+  settled.emitted = 10;
+  settled.published = 10;
+  settled.delivered = 10;
+  WorkerInfo unread = settled;  // 2 records not read yet
+  unread.delivered = 8;
+  EXPECT_EQ(settled.Law(), LawVerdict::kHolds);
+  EXPECT_EQ(unread.Law(), LawVerdict::kViolated);  // gone: nothing can still arrive
+  WorkerInfo alive = unread;
+  alive.alive = true;  // e.g. a worker between rings, or a gRPC worker whose records travel
+  EXPECT_EQ(alive.Law(), LawVerdict::kInFlight);
+  WorkerInfo draining = unread;
+  draining.rings = 1;
+  EXPECT_EQ(draining.Law(), LawVerdict::kInFlight);
+  WorkerInfo truncated = unread;
+  truncated.segment_lost = true;
+  EXPECT_EQ(truncated.Law(), LawVerdict::kUnverifiable);
+
+  DepartedWorkers d;
+  EXPECT_EQ(d.Law(), LawVerdict::kHolds);
+  d.Add(settled);
+  EXPECT_EQ(d.Law(), LawVerdict::kHolds);
+  d.Add(truncated);
+  EXPECT_EQ(d.Law(), LawVerdict::kUnverifiable);  // one of them could not be checked
+  d.Add(unread);
+  EXPECT_EQ(d.Law(), LawVerdict::kViolated);  // a checked one left events unaccounted
+}
+
+TEST(HostStatsTest, RejectedTotalSumsEveryReason) {
+  HostStats s;
+  EXPECT_EQ(s.rejected_total(), 0u);
+  s.rejected[shm::kRejectUnknownEvent] = 3;
+  s.rejected[shm::kRejectBadMeasurementKey] = 4;
+  EXPECT_EQ(s.rejected_total(), 7u);
+}
+
 TEST(AccountingTest, ConcurrentHostReaderNeverSeesMoreOutcomesThanEvents) {
   testing::ScopedNamespace ns;
   std::unique_ptr<Host> host = testing::StartHost(ns.name());

@@ -28,11 +28,19 @@ uint64_t WorkerInfo::Unaccounted() const {
   return static_cast<uint64_t>(std::abs(in_flight())) + static_cast<uint64_t>(std::abs(unread()));
 }
 
+LawVerdict WorkerInfo::Law() const { return JudgeLaw(*this, /*live=*/!Gone(), Unverifiable()); }
+
 void DepartedWorkers::Add(const WorkerInfo& gone) {
   static_cast<Tally&>(*this) += gone;
   ++workers;
   if (gone.Unverifiable()) ++unverifiable;
   unaccounted += gone.Unaccounted();
+}
+
+LawVerdict DepartedWorkers::Law() const {
+  if (unaccounted > 0) return LawVerdict::kViolated;
+  if (unverifiable > 0) return LawVerdict::kUnverifiable;
+  return LawVerdict::kHolds;
 }
 
 const Value* EventView::measurement(std::string_view key) const {

@@ -167,6 +167,9 @@ struct WorkerInfo : Tally {
 
   // Not alive and no live ring: its numbers are final.
   bool Gone() const { return !alive && rings == 0; }
+  // The law for this reading (JudgeLaw): a worker that is not Gone() may still emit, so a
+  // difference is events in flight; a gone one's numbers are final and must balance exactly.
+  LawVerdict Law() const;
   // Events a gone worker's numbers leave unexplained (|in_flight()| + |unread()|); 0 unless
   // something is broken, and 0 when Unverifiable() (its law cannot be checked). Meaningless for a
   // worker that is not Gone(): its events may be in flight.
@@ -185,6 +188,10 @@ struct DepartedWorkers : Tally {
 
   // Folds one gone worker (WorkerInfo::Gone()) into the sum.
   void Add(const WorkerInfo& gone);
+  // The law over the folded workers: kViolated when any left events unaccounted, else
+  // kUnverifiable when any could not be checked, else kHolds. The sum of gone workers is final,
+  // so nothing is in flight.
+  LawVerdict Law() const;
 };
 
 struct HostStats {
@@ -197,6 +204,12 @@ struct HostStats {
   uint64_t quarantined_by_reason[shm::kQuarantineReasonCount] = {};  // shm::QuarantineReason
   uint64_t workers_terminated = 0;
   uint64_t polls = 0, sleeps = 0;
+
+  uint64_t rejected_total() const {
+    uint64_t n = 0;
+    for (uint64_t r : rejected) n += r;
+    return n;
+  }
 };
 
 class Host {
