@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -175,5 +176,33 @@ Result<std::string> ReadTokenFile(const std::string& path);
 
 // The namespace to use: `ns`, else PITLANE_NAMESPACE, else "default"; validated.
 Result<std::string> ResolveNamespace(const std::string& ns);
+
+// ── tables (table.cc) ─────────────────────────────────────────────────────────────────────────
+
+// One column of a fixed-width text table.
+struct Column {
+  const char* header;
+  int width = 0;      // cells are padded to it; 0: not padded (a last column)
+  bool left = false;  // names left-aligned, numbers right-aligned
+  int gap = 1;        // spaces before the column
+};
+// A table whose header and rows are laid out by one list of columns, so they cannot drift
+// apart. Built from parts (a command's own columns, LawColumns(), ...), filled the same way.
+class TextTable {
+ public:
+  TextTable(std::initializer_list<std::vector<Column>> parts);
+  std::string Header() const;
+  std::string Row(std::initializer_list<std::vector<std::string>> parts) const;
+
+ private:
+  std::vector<Column> columns_;
+};
+// The conservation law's counts in its order (emitted = suppressed + dropped + published,
+// published = delivered + rejected): the same columns in every per-worker table that judges the
+// law (`pitlane host`'s summary, `pitlane demo`'s), so a row can be checked by eye.
+std::vector<Column> LawColumns();
+std::vector<std::string> LawCells(const Tally& t);
+// The non-zero rejected counts by reason: "unknown_event 3, bad_measurement_key 2"; "" if none.
+std::string RejectedByReason(const Tally& t);
 
 }  // namespace pitlane::cli

@@ -308,13 +308,10 @@ class Table {
     char buf[512];
     std::snprintf(buf, sizeof(buf),
                   "t=%5.1fs  host: delivered %s  rejected %s  polls %s  sleeps %s", t,
-                  Compact(hs.delivered).c_str(), Compact(Sum(hs.rejected)).c_str(),
+                  Compact(hs.delivered).c_str(), Compact(hs.rejected_total()).c_str(),
                   Compact(hs.polls).c_str(), Compact(hs.sleeps).c_str());
     lines.push_back(buf);
-    std::snprintf(buf, sizeof(buf), "%-10s %7s %6s %8s %9s  %-16s %-22s %-22s %6s", "worker", "pid",
-                  "ev/s", "emitted", "delivered", "dropped full/big", "suppressed dis/smp/flt",
-                  "rejected unk/key/other", "fill");
-    lines.push_back(buf);
+    lines.push_back(kTable.Header());
     for (size_t i = 0; i < totals.size(); ++i) {
       const WorkerInfo& w = totals[i];
       const uint64_t other_rej = w.rejected_total() - w.rejected[shm::kRejectUnknownEvent] -
@@ -326,17 +323,15 @@ class Table {
       const std::string rej = Compact(w.rejected[shm::kRejectUnknownEvent]) + "/" +
                               Compact(w.rejected[shm::kRejectBadMeasurementKey]) + "/" +
                               Compact(other_rej);
-      char fill[16];
+      std::string fill = "-";
       if (w.rings > 0 && w.capacity > 0) {
-        std::snprintf(fill, sizeof(fill), "%5.1f%%",
+        std::snprintf(buf, sizeof(buf), "%.1f%%",
                       100.0 * static_cast<double>(w.used_bytes) / static_cast<double>(w.capacity));
-      } else {
-        std::snprintf(fill, sizeof(fill), "%6s", "-");
+        fill = buf;
       }
-      std::snprintf(buf, sizeof(buf), "%-10s %7u %6s %8s %9s  %-16s %-22s %-22s %6s", w.id.c_str(),
-                    w.pid, Compact(rates[i]).c_str(), Compact(w.emitted).c_str(),
-                    Compact(w.delivered).c_str(), dropped.c_str(), supp.c_str(), rej.c_str(), fill);
-      lines.push_back(buf);
+      lines.push_back(
+          kTable.Row({{w.id, std::to_string(w.pid), Compact(rates[i]), Compact(w.emitted),
+                       Compact(w.delivered), dropped, supp, rej, fill}}));
     }
     // On a terminal the latest notes stay under the table; in a log each note appears once.
     const size_t fresh = std::min(notes.size(), notes_total - notes_seen_);
@@ -363,11 +358,16 @@ class Table {
   }
 
  private:
-  static uint64_t Sum(const uint64_t (&a)[shm::kRejectReasonCount]) {
-    uint64_t n = 0;
-    for (uint64_t v : a) n += v;
-    return n;
-  }
+  // Counts are Compact; the breakdowns follow the order of Tally's fields.
+  inline static const TextTable kTable = {{{"worker", 10, /*left=*/true, /*gap=*/0},
+                                           {"pid", 7},
+                                           {"ev/s", 6},
+                                           {"emitted", 8},
+                                           {"delivered", 9},
+                                           {"dropped full/big", 16, /*left=*/true, /*gap=*/2},
+                                           {"suppressed dis/smp/flt", 22, /*left=*/true},
+                                           {"rejected unk/key/other", 22, /*left=*/true},
+                                           {"fill", 6}}};
   bool tty_;
   size_t drawn_ = 0;
   size_t notes_seen_ = 0;
@@ -590,33 +590,32 @@ int RunDemo(const DemoOptions& o) {
   const std::vector<WorkerInfo> totals = host.Workers();
   std::printf("\nsummary: namespace \"%s\", %.1f s%s%s\n", ns.c_str(), Seconds(Clock::now() - t0),
               interrupted ? " (interrupted)" : "", drained ? "" : " (host did not drain in 5 s)");
-  std::printf("%-10s %-9s %9s %10s %8s %10s %10s %9s %5s  %s\n", "worker", "process", "emitted",
-              "suppressed", "dropped", "published", "delivered", "rejected", "term", "law");
+  const TextTable summary = {{{"worker", 10, /*left=*/true, /*gap=*/0}, {"process", 9, true}},
+                             LawColumns(),
+                             {{"term", 5}, {"law", 0, /*left=*/true, /*gap=*/2}}};
+  std::printf("%s\n", summary.Header().c_str());
   int failed = 0;
   std::vector<std::string> details;
-  uint64_t rej_by_reason[shm::kRejectReasonCount] = {};
+  Tally all;  // over every worker, for the rejections by reason
   for (const Child& c : children) {
     WorkerInfo w;
     w.id = c.id;
     for (const WorkerInfo& t : totals) {
       if (t.id == c.id) w = t;
     }
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) rej_by_reason[i] += w.rejected[i];
+    all += w;
     // Every worker has stopped and the host has drained: the law must hold exactly.
-    const bool ok =
-        JudgeLaw(w, /*live=*/false, w.Unverifiable()) == LawVerdict::kHolds && w.rings_total > 0;
+    const bool ok = w.Law() == LawVerdict::kHolds && w.rings_total > 0;
     bool term;
     {
       std::lock_guard<std::mutex> lock(term_mu);
       term = terminated.count(c.id) > 0;
     }
-    std::printf("%-10s %-9s %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64
-                " %9" PRIu64 " %5s  %s\n",
-                c.id.c_str(), ExitText(c).c_str(), w.emitted, w.suppressed(), w.dropped(),
-                w.published, w.delivered, w.rejected_total(),
-                // pool.worker.terminated is about local processes the host watches.
-                c.remote ? "-" : term ? "yes" : "no",
-                ok ? "OK" : "FAIL");
+    // pool.worker.terminated is about local processes the host watches.
+    const char* term_cell = c.remote ? "-" : term ? "yes" : "no";
+    std::printf(
+        "%s\n",
+        summary.Row({{c.id, ExitText(c)}, LawCells(w), {term_cell, ok ? "OK" : "FAIL"}}).c_str());
     if (!ok) {
       ++failed;
       if (w.rings_total == 0) details.push_back(c.id + ": the host never saw a ring of this worker");
@@ -638,12 +637,7 @@ int RunDemo(const DemoOptions& o) {
     }
   }
   for (const std::string& d : details) std::printf("%s\n", d.c_str());
-  std::string reasons;
-  for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-    if (rej_by_reason[i] == 0) continue;
-    if (!reasons.empty()) reasons += ", ";
-    reasons += std::string(shm::RejectReasonName(i)) + "=" + std::to_string(rej_by_reason[i]);
-  }
+  const std::string reasons = RejectedByReason(all);
   std::printf("  rejected by reason: %s\n", reasons.empty() ? "none" : reasons.c_str());
   std::printf(
       "law: emitted = suppressed + dropped + published, published = delivered + rejected\n");

@@ -109,15 +109,6 @@ void PrintExporterCounters(FILE* f, const Exporters& e, const OtlpExporter* otlp
   }
 }
 
-void PrintWorkerRow(FILE* f, const std::string& id, const std::string& pid, bool alive,
-                    uint32_t rings, const Tally& t, const char* law) {
-  std::fprintf(f,
-               "  %-20s %8s %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
-               " %9" PRIu64 "  %s\n",
-               id.c_str(), pid.c_str(), alive ? "yes" : "no", rings, t.emitted, t.delivered,
-               t.dropped(), t.suppressed(), t.rejected_total(), law);
-}
-
 // Live workers get a row each; the gone ones (WorkerInfo::Gone()) are summed into one
 // "(N departed)" row with those the host already folded (Host::Departed()), so short-lived
 // workers do not grow the table.
@@ -132,31 +123,36 @@ void PrintWorkerTable(FILE* f, const Host& host) {
     }
   }
   if (rows.empty() && departed.workers == 0) return;
-  std::fprintf(f, "  %-20s %8s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "alive",
-               "rings", "emitted", "delivered", "dropped", "suppressed", "rejected", "law");
+  const TextTable table = {
+      {{"worker", 20, /*left=*/true, /*gap=*/2}, {"pid", 8}, {"alive", 5}, {"rings", 5}},
+      LawColumns(),
+      {{"law", 0, /*left=*/true, /*gap=*/2}}};
+  std::fprintf(f, "%s\n", table.Header().c_str());
   for (const WorkerInfo& w : rows) {
-    // Live rings are read while their writer runs, so a difference there means events in
-    // flight. A ring someone truncated keeps its worker-side counts as last read: not checkable.
-    PrintWorkerRow(f, w.id, std::to_string(w.pid), w.alive, w.rings, w,
-                   LawVerdictName(JudgeLaw(w, /*live=*/w.rings > 0, w.Unverifiable())));
+    const std::string row =
+        table.Row({{w.id, std::to_string(w.pid), w.alive ? "yes" : "no", std::to_string(w.rings)},
+                   LawCells(w),
+                   {LawVerdictName(w.Law())}});
+    std::fprintf(f, "%s\n", row.c_str());
   }
   if (departed.workers > 0) {
-    PrintWorkerRow(f, "(" + std::to_string(departed.workers) + " departed)", "-", false, 0,
-                   departed, departed.unaccounted > 0 ? "VIOLATED" : "holds");
+    const std::string row =
+        table.Row({{"(" + std::to_string(departed.workers) + " departed)", "-", "no", "0"},
+                   LawCells(departed),
+                   {LawVerdictName(departed.Law())}});
+    std::fprintf(f, "%s\n", row.c_str());
   }
 }
 
 void PrintSummary(FILE* f, const Host& host, double t, const Exporters& exporters,
                   const OtlpExporter* otlp, bool jsonl) {
   const HostStats hs = host.Stats();
-  uint64_t rej = 0;
-  for (uint64_t r : hs.rejected) rej += r;
   std::fprintf(f,
                "t=%.1fs namespace \"%s\": delivered %" PRIu64 ", rejected %" PRIu64
                ", truncated %" PRIu64 ", workers terminated %" PRIu64
                ", quarantined rings %" PRIu64,
-               t, host.ns().c_str(), hs.delivered, rej, hs.truncated, hs.workers_terminated,
-               hs.quarantined_rings);
+               t, host.ns().c_str(), hs.delivered, hs.rejected_total(), hs.truncated,
+               hs.workers_terminated, hs.quarantined_rings);
   PrintExporterCounters(f, exporters, otlp);
   std::fprintf(f, "\n");
   if (!jsonl) PrintWorkerTable(f, host);

@@ -225,12 +225,7 @@ void PrintText(const std::string& ns, const RegistryCopy& reg, const std::vector
       std::printf("  unreadable: %s\n", r.error.c_str());
       continue;
     }
-    std::string rej;
-    for (uint32_t i = 0; i < shm::kRejectReasonCount; ++i) {
-      if (r.rejected[i] == 0) continue;
-      if (!rej.empty()) rej += ", ";
-      rej += std::string(shm::RejectReasonName(i)) + " " + std::to_string(r.rejected[i]);
-    }
+    const std::string rej = RejectedByReason(r);
     std::printf("  worker %s  pid %u %s%s  capacity %" PRIu64 " KiB  fill %.1f%%%s\n",
                 r.worker_id.c_str(), r.pid, r.alive ? "alive" : "DEAD",
                 (r.writer_retired || r.registry_retired) ? " (retired)" : "", r.capacity >> 10,
