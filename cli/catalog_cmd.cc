@@ -73,10 +73,7 @@ int RunCatalog(const CatalogOptions& o) {
   std::shared_ptr<const Catalog> catalog = Catalog::Default();
   if (!o.file.empty()) {
     Result<std::shared_ptr<const Catalog>> c = Catalog::LoadFile(o.file);
-    if (!c.ok()) {
-      Error("catalog", c.status().message());
-      return ExitCodeOf(c.status());
-    }
+    if (!c.ok()) return Fail("catalog", c.status());
     catalog = std::move(c).value();
   }
   if (o.json) {

@@ -63,10 +63,7 @@ int RunCleanup(const CleanupOptions& o) {
   std::string only_ns;
   if (!o.all) {
     auto ns_or = ResolveNamespace(o.ns);
-    if (!ns_or.ok()) {
-      Error("cleanup", ns_or.status().message());
-      return 2;
-    }
+    if (!ns_or.ok()) return Fail("cleanup", ns_or.status());
     only_ns = ns_or.value();
   }
   const std::string scope_text = o.all ? "all namespaces" : "namespace \"" + only_ns + "\"";

@@ -9,12 +9,15 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "pitlane/host.h"
+#include "pitlane/prometheus.h"
 #include "pitlane/status.h"
 
 namespace CLI {
@@ -135,6 +138,24 @@ struct CtlOptions {
 CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o);
 int RunCtl(const CtlOptions& o);
 
+// ── a host and its /metrics, as `pitlane host` and `pitlane demo` start them ──────────────────
+
+// Host::Start, its failure worded for an error line ("cannot start a host for namespace ...")
+// and a runtime failure (exit 1) whatever its code: the flags were checked before (util.cc).
+Result<std::unique_ptr<Host>> StartHost(const HostOptions& options);
+// The --metric specs of `x`, parsed; kInvalidArgument for a bad one, or for specs with neither
+// --metrics nor --otlp to export them (host_cmd.cc).
+Result<std::vector<MetricSpec>> ParseMetricSpecs(const HostExporterOptions& x);
+// Serves Prometheus /metrics for `host` on x.metrics with x.metric_naming and `specs`; `extra`,
+// when set, is appended to every scrape (host_cmd.cc).
+Result<std::unique_ptr<PrometheusExporter>> StartMetrics(Host& host, const HostExporterOptions& x,
+                                                         std::vector<MetricSpec> specs,
+                                                         std::function<std::string()> extra = {});
+// "127.0.0.1" of "127.0.0.1:9464", "[::1]" of "[::1]:0": a listen address without its port.
+std::string HostPart(const std::string& address);
+// "http://HOST:PORT/metrics" of a /metrics served on `listen` at the bound `port`.
+std::string MetricsUrl(const std::string& listen, uint16_t port);
+
 // ── shared helpers (util.cc) ──────────────────────────────────────────────────────────────────
 
 // Prints "pitlane <cmd>: <message>" to stderr.
@@ -170,6 +191,8 @@ CLI::Validator NamespaceName();
 // The exit code for a failed Status: 2 when the command line was wrong (kInvalidArgument), 1
 // when it was right and the system refused (cannot open, bind, resolve, ...); 0 for ok.
 int ExitCodeOf(const Status& s);
+// Prints the error line of failed `s` for `cmd` (Error) and returns its exit code (ExitCodeOf).
+int Fail(std::string_view cmd, const Status& s);
 // The contents of a token file without its trailing newline; kInvalidArgument when empty,
 // kUnavailable when unreadable.
 Result<std::string> ReadTokenFile(const std::string& path);

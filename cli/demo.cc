@@ -404,10 +404,7 @@ void StopChildren(std::vector<Child>& children) {
 
 int RunDemo(const DemoOptions& o) {
   auto ns_or = ResolveNamespace(o.ns);
-  if (!ns_or.ok()) {
-    Error("demo", ns_or.status().message());
-    return 2;
-  }
+  if (!ns_or.ok()) return Fail("demo", ns_or.status());
   const std::string ns = ns_or.value();
   // Before any thread exists: every thread created later inherits the blocked mask.
   BlockStopSignals();
@@ -426,12 +423,8 @@ int RunDemo(const DemoOptions& o) {
   ho.ns = ns;
   ho.log = [&](std::string_view line) { note("host: " + std::string(line)); };
   if (o.remote > 0) ho.grpc_listen = "127.0.0.1:0";  // remote workers dial in over loopback
-  auto host_or = Host::Start(ho);
-  if (!host_or.ok()) {
-    Error("demo",
-          "cannot start a host for namespace \"" + ns + "\": " + host_or.status().ToString());
-    return 1;
-  }
+  auto host_or = StartHost(ho);
+  if (!host_or.ok()) return Fail("demo", host_or.status());
   Host& host = *host_or.value();
 
   std::mutex term_mu;
@@ -460,9 +453,8 @@ int RunDemo(const DemoOptions& o) {
     c.id = remote ? "demo-r" + std::to_string(i - o.workers) : "demo-w" + std::to_string(i);
     auto pid = SpawnWorker(o, ns, c.id, remote ? grpc_target : std::string());
     if (!pid.ok()) {
-      Error("demo", pid.status().message());
       StopChildren(children);
-      return 1;
+      return Fail("demo", pid.status());
     }
     c.pid = pid.value();
     children.push_back(c);
@@ -473,23 +465,19 @@ int RunDemo(const DemoOptions& o) {
   // Destroyed before the host (declared after it).
   std::unique_ptr<PrometheusExporter> metrics;
   if (!o.metrics.empty()) {
-    PrometheusOptions po;
-    po.listen = o.metrics;
-    for (const char* text : {"histogram(snakepit.python.call.stop.duration, tags: [command])",
-                             "counter(snakepit.python.call.exception.count, tags: [error_type])",
-                             "last_value(snakepit.python.memory.sampled.rss_bytes, "
-                             "tags: [worker_id])"}) {
-      po.specs.push_back(MetricSpec::Parse(text).value());
-    }
-    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, po);
+    HostExporterOptions x;  // as `pitlane host --metrics ADDR --metric SPEC ...` has them
+    x.metrics = o.metrics;
+    x.metric_specs = {"histogram(snakepit.python.call.stop.duration, tags: [command])",
+                      "counter(snakepit.python.call.exception.count, tags: [error_type])",
+                      "last_value(snakepit.python.memory.sampled.rss_bytes, tags: [worker_id])"};
+    Result<std::unique_ptr<PrometheusExporter>> m =
+        StartMetrics(host, x, ParseMetricSpecs(x).value());  // the specs above are valid
     if (!m.ok()) {
-      Error("demo", m.status().message());
       StopChildren(children);
-      return ExitCodeOf(m.status());
+      return Fail("demo", m.status());
     }
     metrics = std::move(m).value();
-    note("Prometheus metrics on http://" + o.metrics.substr(0, o.metrics.rfind(':')) + ":" +
-         std::to_string(metrics->port()) + "/metrics");
+    note("Prometheus metrics on " + MetricsUrl(o.metrics, metrics->port()));
   }
 
   const bool tty = isatty(STDOUT_FILENO) == 1;

@@ -134,10 +134,7 @@ int Report(const Worker& w, const EmitOptions& o, const Fields& f, EmitResult r,
 
 int RunEmit(const EmitOptions& o) {
   auto ns = ResolveNamespace(o.ns);
-  if (!ns.ok()) {
-    Error("emit", ns.status().message());
-    return 2;
-  }
+  if (!ns.ok()) return Fail("emit", ns.status());
   if (o.event.empty()) {
     Error("emit", "the event name is empty");
     return 2;

@@ -181,20 +181,6 @@ Status OpenExporters(const HostCmdOptions& o, Exporters* e) {
   return Status::Ok();
 }
 
-// The --metric specs, parsed.
-Result<std::vector<MetricSpec>> ParseMetricSpecs(const HostExporterOptions& x) {
-  if (!x.metric_specs.empty() && x.metrics.empty() && !x.otlp) {
-    return InvalidArgument("--metric needs --metrics or --otlp");
-  }
-  std::vector<MetricSpec> specs;
-  for (const std::string& text : x.metric_specs) {
-    Result<MetricSpec> spec = MetricSpec::Parse(text);
-    if (!spec.ok()) return InvalidArgument(spec.status().message());
-    specs.push_back(std::move(spec).value());
-  }
-  return specs;
-}
-
 // The gRPC addresses, checked before any thread starts.
 Status ValidateGrpcFlags(const HostCmdOptions& o) {
   if (!o.grpc_listen.empty()) {
@@ -252,12 +238,10 @@ Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec
     s->otlp = std::move(e).value();
   }
   if (!x.metrics.empty()) {
-    PrometheusOptions po;
-    po.listen = x.metrics;
-    ParseMetricNaming(x.metric_naming, &po.naming);  // CLI11 checked the value
-    po.specs = std::move(specs);
-    if (s->otlp) po.extra = [e = s->otlp.get()] { return e->PrometheusText(); };
-    Result<std::unique_ptr<PrometheusExporter>> m = PrometheusExporter::Start(host, po);
+    std::function<std::string()> extra;
+    if (s->otlp) extra = [e = s->otlp.get()] { return e->PrometheusText(); };
+    Result<std::unique_ptr<PrometheusExporter>> m =
+        StartMetrics(host, x, std::move(specs), std::move(extra));
     if (!m.ok()) return m.status();
     s->metrics = std::move(m).value();
   }
@@ -278,14 +262,12 @@ Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec
   return Status::Ok();
 }
 
-std::string HostPart(const std::string& address) { return address.substr(0, address.rfind(':')); }
-
 void PrintBanner(FILE* out, const HostCmdOptions& o, const Host& host, const Services& s) {
   std::fprintf(out, "pitlane host: namespace \"%s\", pid %d%s; Ctrl-C stops\n", host.ns().c_str(),
                static_cast<int>(getpid()), o.busy_poll ? ", busy-poll" : "");
   if (s.metrics) {
-    std::fprintf(out, "pitlane host: Prometheus metrics on http://%s:%u/metrics\n",
-                 HostPart(o.exporters.metrics).c_str(), static_cast<unsigned>(s.metrics->port()));
+    std::fprintf(out, "pitlane host: Prometheus metrics on %s\n",
+                 MetricsUrl(o.exporters.metrics, s.metrics->port()).c_str());
   }
   if (s.otlp) {
     std::fprintf(out, "pitlane host: OpenTelemetry export to %s\n", s.otlp->Describe().c_str());
@@ -456,35 +438,51 @@ void AddExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
 
 }  // namespace
 
+Result<std::vector<MetricSpec>> ParseMetricSpecs(const HostExporterOptions& x) {
+  if (!x.metric_specs.empty() && x.metrics.empty() && !x.otlp) {
+    return InvalidArgument("--metric needs --metrics or --otlp");
+  }
+  std::vector<MetricSpec> specs;
+  for (const std::string& text : x.metric_specs) {
+    Result<MetricSpec> spec = MetricSpec::Parse(text);
+    if (!spec.ok()) return InvalidArgument(spec.status().message());
+    specs.push_back(std::move(spec).value());
+  }
+  return specs;
+}
+
+Result<std::unique_ptr<PrometheusExporter>> StartMetrics(Host& host, const HostExporterOptions& x,
+                                                         std::vector<MetricSpec> specs,
+                                                         std::function<std::string()> extra) {
+  PrometheusOptions po;
+  po.listen = x.metrics;
+  ParseMetricNaming(x.metric_naming, &po.naming);  // CLI11 checked the value
+  po.specs = std::move(specs);
+  po.extra = std::move(extra);
+  return PrometheusExporter::Start(host, po);
+}
+
 int RunHost(const HostCmdOptions& o) {
-  const auto fail = [](const Status& s) {
-    Error("host", s.message());
-    return ExitCodeOf(s);
-  };
   Result<std::string> ns = ResolveNamespace(o.ns);
-  if (!ns.ok()) return fail(ns.status());
+  if (!ns.ok()) return Fail("host", ns.status());
   Exporters exporters;
-  if (Status s = OpenExporters(o, &exporters); !s.ok()) return fail(s);
+  if (Status s = OpenExporters(o, &exporters); !s.ok()) return Fail("host", s);
   Result<std::vector<MetricSpec>> specs = ParseMetricSpecs(o.exporters);
-  if (!specs.ok()) return fail(specs.status());
-  if (Status s = ValidateGrpcFlags(o); !s.ok()) return fail(s);
+  if (!specs.ok()) return Fail("host", specs.status());
+  if (Status s = ValidateGrpcFlags(o); !s.ok()) return Fail("host", s);
   BlockStopSignals();  // before any thread: the main thread takes SIGINT/SIGTERM/SIGHUP
 
   Result<HostOptions> ho = HostOptionsFrom(o, ns.value());
-  if (!ho.ok()) return fail(ho.status());
-  auto host_or = Host::Start(ho.value());
-  if (!host_or.ok()) {
-    Error("host", "cannot start a host for namespace \"" + ns.value() +
-                      "\": " + host_or.status().ToString());
-    return 1;
-  }
+  if (!ho.ok()) return Fail("host", ho.status());
+  auto host_or = StartHost(ho.value());
+  if (!host_or.ok()) return Fail("host", host_or.status());
   Host& host = *host_or.value();
   Services services;
   Status s = AttachExporters(host, exporters);
   if (s.ok()) s = StartServices(host, o, std::move(specs).value(), &services);
   if (!s.ok()) {
     exporters.StopAll();
-    return fail(s);
+    return Fail("host", s);
   }
   // In --jsonl mode stdout carries only events; status goes to stderr.
   FILE* out = o.jsonl ? stderr : stdout;

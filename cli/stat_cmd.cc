@@ -356,10 +356,7 @@ int Watch(const std::string& ns, const StatOptions& o) {
 
 int RunStat(const StatOptions& o) {
   auto ns_or = ResolveNamespace(o.ns);
-  if (!ns_or.ok()) {
-    Error("stat", ns_or.status().message());
-    return 2;
-  }
+  if (!ns_or.ok()) return Fail("stat", ns_or.status());
   const std::string ns = ns_or.value();
   if (o.watch) return Watch(ns, o);
   const RegistryCopy reg = shm::InspectRegistry(ns, /*read_rings=*/true);

@@ -101,6 +101,21 @@ Result<std::string> ResolveNamespace(const std::string& ns) {
   return n;
 }
 
+Result<std::unique_ptr<Host>> StartHost(const HostOptions& options) {
+  Result<std::unique_ptr<Host>> host = Host::Start(options);
+  if (!host.ok()) {
+    return Unavailable("cannot start a host for namespace \"" + options.ns +
+                       "\": " + host.status().ToString());
+  }
+  return host;
+}
+
+std::string HostPart(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+std::string MetricsUrl(const std::string& listen, uint16_t port) {
+  return "http://" + HostPart(listen) + ":" + std::to_string(port) + "/metrics";
+}
+
 }  // namespace pitlane::cli
 
 namespace pitlane::cli {
@@ -139,6 +154,11 @@ CLI::Validator NamespaceName() {
 int ExitCodeOf(const Status& s) {
   if (s.ok()) return 0;
   return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+int Fail(std::string_view cmd, const Status& s) {
+  Error(cmd, s.message());
+  return ExitCodeOf(s);
 }
 
 Result<std::string> ReadTokenFile(const std::string& path) {
