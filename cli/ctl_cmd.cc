@@ -17,7 +17,6 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -180,16 +179,20 @@ int PrintWorkers(const v1::ListWorkersReply& reply, bool as_json) {
   }
   std::printf("namespace \"%s\": %d worker%s\n", reply.namespace_().c_str(), reply.workers_size(),
               reply.workers_size() == 1 ? "" : "s");
-  std::printf("%-20s %8s %-9s %5s %5s %10s %10s %9s %10s %9s  %s\n", "worker", "pid", "transport",
-              "alive", "rings", "emitted", "delivered", "dropped", "suppressed", "rejected",
-              "control");
+  const TextTable table = {{{"worker", 20, /*left=*/true, /*gap=*/0},
+                            {"pid", 8},
+                            {"transport", 9, /*left=*/true},
+                            {"alive", 5},
+                            {"rings", 5}},
+                           LawColumns(),
+                           {{"control", 0, /*left=*/true, /*gap=*/2}}};
+  std::printf("%s\n", table.Header().c_str());
   for (const v1::AdminWorker& w : reply.workers()) {
-    const Tally c = internal::TallyFromAdmin(w.counters());
-    std::printf("%-20s %8u %-9s %5s %5u %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %10" PRIu64
-                " %9" PRIu64 "  %s\n",
-                w.worker_id().c_str(), w.pid(), w.transport().c_str(), w.alive() ? "yes" : "no",
-                w.rings(), c.emitted, c.delivered, c.dropped(), c.suppressed(), c.rejected_total(),
-                Describe(w.control()).c_str());
+    const std::string row = table.Row({{w.worker_id(), std::to_string(w.pid()), w.transport(),
+                                        w.alive() ? "yes" : "no", std::to_string(w.rings())},
+                                       LawCells(internal::TallyFromAdmin(w.counters())),
+                                       {Describe(w.control())}});
+    std::printf("%s\n", row.c_str());
   }
   return 0;
 }
