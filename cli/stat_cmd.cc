@@ -11,7 +11,6 @@
 // --watch re-reads everything every --interval seconds until SIGINT/SIGTERM and adds per-ring
 // rates (events/s emitted, delivered, dropped) computed from the previous refresh; a ring is
 // matched across refreshes by segment name, pid and process start time.
-#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -26,7 +25,6 @@
 #include <string>
 #include <vector>
 
-#include "admin.grpc.pb.h"
 #include "commands.h"
 #include "pitlane/admin.h"
 #include "pitlane/shm.h"
@@ -52,37 +50,21 @@ struct HostExporters {
 };
 
 // The admin service of the namespace's host: --admin, else the namespace's default socket.
-// (Creating the client connects nothing: a call does.)
-struct AdminClient {
-  std::string address;
-  std::unique_ptr<::pitlane::v1::Admin::Stub> stub;
-};
-AdminClient AdminClientOf(const StatOptions& o, const std::string& ns) {
-  AdminClient c;
-  c.address = o.admin.empty() ? DefaultAdminAddress(ns) : o.admin;
-  c.stub = ::pitlane::v1::Admin::NewStub(
-      grpc::CreateChannel(c.address, grpc::InsecureChannelCredentials()));
-  return c;
+std::string AdminAddressOf(const StatOptions& o, const std::string& ns) {
+  return o.admin.empty() ? DefaultAdminAddress(ns) : o.admin;
 }
 
-HostExporters ReadExporters(const RegistryCopy& reg, const AdminClient& admin) {
+HostExporters ReadExporters(const RegistryCopy& reg, const AdminReader& admin) {
   HostExporters out;
   if (reg.host_pid == 0 || !reg.host_alive) return out;
   out.asked = true;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(AdminDeadline());
-  ::pitlane::v1::ListExportersReply reply;
-  const grpc::Status s = admin.stub->ListExporters(&ctx, {}, &reply);
-  if (!s.ok()) {
-    out.error = "the host's admin service at " + admin.address + " did not answer (" +
-                s.error_message() + "); exporter counts need it (pitlane host --admin)";
+  Result<std::vector<ExporterReport>> reports = admin.ListExporters(AdminDeadline());
+  if (!reports.ok()) {
+    out.error = "the host's admin service at " + admin.address() + " did not answer (" +
+                reports.status().message() + "); exporter counts need it (pitlane host --admin)";
     return out;
   }
-  for (const ::pitlane::v1::AdminExporter& e : reply.exporters()) {
-    ExporterReport r{e.name(), e.target(), {}};
-    for (const ::pitlane::v1::AdminCount& c : e.counts()) r.counts.emplace_back(c.name(), c.value());
-    out.exporters.push_back(std::move(r));
-  }
+  out.exporters = std::move(reports).value();
   return out;
 }
 
@@ -291,7 +273,7 @@ std::vector<Rate> Rates(const RegistryCopy& cur, const RegistryCopy* prev, doubl
 }
 
 int Watch(const std::string& ns, const StatOptions& o) {
-  const AdminClient admin = AdminClientOf(o, ns);
+  const AdminReader admin(AdminAddressOf(o, ns));
   BlockStopSignals();  // SIGINT/SIGTERM end the loop (WaitForSignal) instead of the process
   const bool tty = !o.json && ::isatty(STDOUT_FILENO) == 1;
   RegistryCopy prev;
@@ -364,7 +346,7 @@ int RunStat(const StatOptions& o) {
     Error("stat", reg.error);
     return 1;
   }
-  const HostExporters exporters = ReadExporters(reg, AdminClientOf(o, ns));
+  const HostExporters exporters = ReadExporters(reg, AdminReader(AdminAddressOf(o, ns)));
   if (o.json) {
     json doc = JsonDoc(ns, reg, nullptr);
     AddExporters(exporters, &doc);

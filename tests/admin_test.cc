@@ -545,6 +545,33 @@ TEST_F(AdminTest, ListExportersReportsWhatTheOwnerPassesInOrderAndNothingWithout
   }
 }
 
+// A tool's reading of the exporters is what the owner passed the server, and a host that does
+// not answer is UNAVAILABLE, not an empty list.
+TEST_F(AdminTest, AdminReaderReadsTheExportersBackAndSaysWhenNothingAnswers) {
+  Result<std::unique_ptr<AdminServer>> s = AdminServer::Start(*host_, "127.0.0.1:0", [] {
+    return std::vector<ExporterReport>{
+        {"otlp", "grpc http://collector:4317", {{"spans_exported", 7}, {"retries", 2}}}};
+  });
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const AdminReader reader((*s)->address());
+  EXPECT_EQ(reader.address(), (*s)->address());
+  const auto deadline = [] { return std::chrono::system_clock::now() + std::chrono::seconds(5); };
+  for (int call = 0; call < 2; ++call) {  // one reader, asked again
+    Result<std::vector<ExporterReport>> got = reader.ListExporters(deadline());
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(got->size(), 1u);
+    EXPECT_EQ((*got)[0].name, "otlp");
+    EXPECT_EQ((*got)[0].target, "grpc http://collector:4317");
+    EXPECT_EQ((*got)[0].counts, (std::vector<std::pair<std::string, uint64_t>>{
+                                    {"spans_exported", 7}, {"retries", 2}}));
+  }
+  const std::string address = (*s)->address();
+  (*s)->Stop();
+  Result<std::vector<ExporterReport>> gone = AdminReader(address).ListExporters(deadline());
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().code(), StatusCode::kUnavailable);
+}
+
 TEST_F(AdminTest, MalformedAddressesAreInvalidArgumentNamingTheAddress) {
   for (const std::string& bad :
        {std::string("no-port"), std::string("localhost:"), std::string(":7420"),

@@ -502,4 +502,38 @@ void AdminServer::Stop() {
 const std::string& AdminServer::address() const { return impl_->address; }
 int AdminServer::port() const { return impl_->port; }
 
+// ── AdminReader ─────────────────────────────────────────────────────────────────────────────
+
+struct AdminReader::Impl {
+  std::string address;
+  std::unique_ptr<v1::Admin::Stub> stub;
+};
+
+AdminReader::AdminReader(std::string address) : impl_(std::make_unique<Impl>()) {
+  impl_->address = std::move(address);
+  impl_->stub =
+      v1::Admin::NewStub(grpc::CreateChannel(impl_->address, grpc::InsecureChannelCredentials()));
+}
+
+AdminReader::~AdminReader() = default;
+
+const std::string& AdminReader::address() const { return impl_->address; }
+
+Result<std::vector<ExporterReport>> AdminReader::ListExporters(
+    std::chrono::system_clock::time_point deadline) const {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  v1::ListExportersReply reply;
+  const grpc::Status s = impl_->stub->ListExporters(&ctx, {}, &reply);
+  if (!s.ok()) return Unavailable(s.error_message());
+  // The inverse of AdminService::ListExporters.
+  std::vector<ExporterReport> out;
+  for (const v1::AdminExporter& e : reply.exporters()) {
+    ExporterReport r{e.name(), e.target(), {}};
+    for (const v1::AdminCount& c : e.counts()) r.counts.emplace_back(c.name(), c.value());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 }  // namespace pitlane

@@ -29,6 +29,7 @@
 // Host is destroyed; it waits for calls in progress.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -56,6 +57,26 @@ std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool
 
 // The exporters a host runs, each as it reports itself (OtlpExporter::Report, ...).
 using ExporterReports = std::function<std::vector<ExporterReport>()>;
+
+// What a tool reads from a running host's admin service (`pitlane stat`). Creating it connects
+// nothing; each call connects when needed, so one client serves a tool that asks repeatedly.
+class AdminReader {
+ public:
+  explicit AdminReader(std::string address);  // as AdminServer::Start takes it
+  ~AdminReader();
+  AdminReader(const AdminReader&) = delete;
+  AdminReader& operator=(const AdminReader&) = delete;
+
+  const std::string& address() const;
+  // ListExporters: the exporters the host reports, as AdminServer got them from its owner.
+  // UNAVAILABLE with gRPC's message when nothing answered at `address` by `deadline`.
+  Result<std::vector<ExporterReport>> ListExporters(
+      std::chrono::system_clock::time_point deadline) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 class AdminServer {
  public:
