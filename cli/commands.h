@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pitlane/exporter.h"
 #include "pitlane/host.h"
 #include "pitlane/prometheus.h"
 #include "pitlane/status.h"
@@ -227,5 +228,8 @@ std::vector<Column> LawColumns();
 std::vector<std::string> LawCells(const Tally& t);
 // The non-zero rejected counts by reason: "unknown_event 3, bad_measurement_key 2"; "" if none.
 std::string RejectedByReason(const Tally& t);
+// One exporter's report on one line: "otlp → http/protobuf http://…: spans_exported 5, …". The
+// host's status line and `pitlane stat` both print it so.
+std::string DescribeReport(const ExporterReport& r);
 
 }  // namespace pitlane::cli

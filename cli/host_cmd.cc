@@ -71,41 +71,19 @@ struct Services {
   std::unique_ptr<AdminServer> admin;
 };
 
-// Appends each exporter's counters to the status line.
+// Every exporter of a run as it reports itself: the status line, and `pitlane stat` through the
+// admin service, show the same names and counts.
+std::vector<ExporterReport> ReportsOf(const Exporters& e, const OtlpExporter* otlp) {
+  std::vector<ExporterReport> out;
+  for (const AsyncExporter* x : e.all()) out.push_back(x->Report());
+  if (otlp != nullptr) out.push_back(otlp->Report());
+  return out;
+}
+
+// Appends each exporter's counts to the status line.
 void PrintExporterCounters(FILE* f, const Exporters& e, const OtlpExporter* otlp) {
-  const char* sep = ", ";
-  if (e.stdout_jsonl) {
-    std::fprintf(f, "%sprinted %" PRIu64 ", queue overflow %" PRIu64 ", not printed %" PRIu64, sep,
-                 e.stdout_jsonl->lines_written(), e.stdout_jsonl->overflow(),
-                 e.stdout_jsonl->lines_lost());
-    sep = "; ";
-  }
-  if (e.file_jsonl) {
-    std::fprintf(f,
-                 "%sjsonl file: written %" PRIu64 ", queue overflow %" PRIu64
-                 ", write errors %" PRIu64 ", reopened %" PRIu64 ", reopen errors %" PRIu64,
-                 sep, e.file_jsonl->lines_written(), e.file_jsonl->overflow(),
-                 e.file_jsonl->write_errors(), e.file_jsonl->reopens(),
-                 e.file_jsonl->reopen_errors());
-    sep = "; ";
-  }
-  if (e.statsd) {
-    std::fprintf(
-        f, "%sstatsd: datagrams %" PRIu64 ", queue overflow %" PRIu64 ", send errors %" PRIu64, sep,
-        e.statsd->datagrams_sent(), e.statsd->overflow(), e.statsd->send_errors());
-    sep = "; ";
-  }
-  if (otlp) {
-    const OtlpStats s = otlp->Stats();
-    std::fprintf(f,
-                 "%sotlp: spans %" PRIu64 ", metric points %" PRIu64 ", logs %" PRIu64
-                 ", retried %" PRIu64 ", dropped %" PRIu64 " (queue full %" PRIu64
-                 ", pending full %" PRIu64 ", refused %" PRIu64 ", rejected %" PRIu64
-                 ", retries exhausted %" PRIu64 ", shutdown %" PRIu64 ")",
-                 sep, s.spans_exported, s.metric_points_exported, s.logs_exported, s.retries,
-                 s.dropped(), s.dropped_queue_full_events, s.dropped_pending_full,
-                 s.dropped_refused, s.dropped_rejected, s.dropped_retries_exhausted,
-                 s.dropped_shutdown);
+  for (const ExporterReport& r : ReportsOf(e, otlp)) {
+    std::fprintf(f, "; %s", DescribeReport(r).c_str());
   }
 }
 
@@ -224,7 +202,7 @@ Result<HostOptions> HostOptionsFrom(const HostCmdOptions& o, const std::string& 
 
 // Starts the OTLP exporter, the Prometheus endpoint and the admin service the flags ask for.
 Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec> specs,
-                     Services* s) {
+                     const Exporters& exporters, Services* s) {
   const HostExporterOptions& x = o.exporters;
   if (x.otlp) {
     OtlpOptions oo;
@@ -246,12 +224,12 @@ Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec
     s->metrics = std::move(m).value();
   }
   if (!o.no_admin && o.admin != "off") {
-    // `pitlane stat` reads the OTLP exporter's counts through the admin service (the admin
-    // server is destroyed before the exporter: Services' member order).
-    ExporterReports reports;
-    if (s->otlp) {
-      reports = [e = s->otlp.get()] { return std::vector<ExporterReport>{e->Report()}; };
-    }
+    // `pitlane stat` reads every exporter's counts through the admin service (the admin
+    // server is destroyed before the exporters: Services' member order, and `exporters` is
+    // declared before `services` in RunHost).
+    ExporterReports reports = [&exporters, otlp = s->otlp.get()] {
+      return ReportsOf(exporters, otlp);
+    };
     Result<std::unique_ptr<AdminServer>> a = AdminServer::Start(
         host, o.admin.empty() ? DefaultAdminAddress(host.ns()) : o.admin, std::move(reports));
     if (!a.ok()) {
@@ -479,7 +457,7 @@ int RunHost(const HostCmdOptions& o) {
   Host& host = *host_or.value();
   Services services;
   Status s = AttachExporters(host, exporters);
-  if (s.ok()) s = StartServices(host, o, std::move(specs).value(), &services);
+  if (s.ok()) s = StartServices(host, o, std::move(specs).value(), exporters, &services);
   if (!s.ok()) {
     exporters.StopAll();
     return Fail("host", s);

@@ -173,9 +173,7 @@ void PrintExporters(const HostExporters& x) {
   }
   if (x.exporters.empty()) std::printf("exporters: none reporting\n");
   for (const ExporterReport& e : x.exporters) {
-    std::printf("exporter %s → %s\n ", e.name.c_str(), e.target.c_str());
-    for (const auto& [name, value] : e.counts) std::printf(" %s %" PRIu64, name.c_str(), value);
-    std::printf("\n");
+    std::printf("exporter %s\n", DescribeReport(e).c_str());
   }
 }
 

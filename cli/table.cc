@@ -62,4 +62,14 @@ std::string RejectedByReason(const Tally& t) {
   return out;
 }
 
+std::string DescribeReport(const ExporterReport& r) {
+  std::string out = r.name + " → " + r.target + ":";
+  const char* sep = " ";
+  for (const auto& [name, value] : r.counts) {
+    out += sep + name + " " + std::to_string(value);
+    sep = ", ";
+  }
+  return out;
+}
+
 }  // namespace pitlane::cli

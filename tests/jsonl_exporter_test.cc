@@ -184,6 +184,36 @@ TEST_F(JsonLinesExporterTest, OpenFileAppendsToAnExistingFile) {
   EXPECT_EQ(Json::parse(lines[1])["measurements"]["system_time"], 7);
 }
 
+// The report the host's status line and `pitlane stat` show: the kind, where the lines go and
+// every count, each equal to its accessor.
+TEST_F(JsonLinesExporterTest, ReportNamesTheFileAndEveryCount) {
+  char path[] = "/tmp/pitlane-jsonl-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  auto r = JsonLinesExporter::OpenFile(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  JsonLinesExporter& exporter = *r.value();
+  exporter.Start();
+  ASSERT_TRUE(exporter.AttachTo(*host_, "jsonl-file").ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(worker_->Emit("python.call.start", {{"system_time", int64_t{i}}}), EmitResult::kOk);
+  }
+  ASSERT_TRUE(host_->DrainAll(5s));
+  ASSERT_TRUE(host_->Detach("jsonl-file"));
+  exporter.Stop();
+  const ExporterReport report = exporter.Report();
+  unlink(path);
+  EXPECT_EQ(report.name, "jsonl");
+  EXPECT_EQ(report.target, path);
+  const std::vector<std::pair<std::string, uint64_t>> want = {
+      {"lines_written", 3}, {"overflow", 0},      {"write_errors", 0},
+      {"lines_lost", 0},    {"reopens", 0},       {"reopen_errors", 0}};
+  EXPECT_EQ(report.counts, want);
+  EXPECT_EQ(JsonLinesExporter(out_).Report().target, "the caller's stream");
+  EXPECT_EQ(JsonLinesExporter(stdout).Report().target, "stdout");
+}
+
 // logrotate's create mode: the file is renamed, a reopen request (SIGHUP in pitlane host) makes
 // the next lines go to a new file at the path.
 TEST_F(JsonLinesExporterTest, ReopenAfterARenameWritesToANewFileAtThePath) {

@@ -152,6 +152,23 @@ TEST_F(StatsdExporterTest, CounterTimingsGaugesAndTagsPerEvent) {
   EXPECT_EQ(exporter->datagrams_sent(), 1u);
 }
 
+// The report the host's status line and `pitlane stat` show: the kind, the address it sends to
+// and every count, each equal to its accessor.
+TEST_F(StatsdExporterTest, ReportNamesTheAddressAndEveryCount) {
+  auto exporter = Make(StatsdOptions());
+  ASSERT_EQ(worker_->Emit("python.call.start", {{"system_time", int64_t{7}}}), EmitResult::kOk);
+  const std::vector<std::string> lines = StopAndCollect(*exporter);
+  ASSERT_FALSE(lines.empty());
+  const ExporterReport r = exporter->Report();
+  EXPECT_EQ(r.name, "statsd");
+  EXPECT_EQ(r.target, "udp " + address_);
+  const std::vector<std::pair<std::string, uint64_t>> want = {
+      {"datagrams_sent", 1},          {"lines_sent", lines.size()}, {"overflow", 0},
+      {"send_errors", 0},             {"sampled_out", 0},           {"skipped_values", 0},
+      {"resolves", 0}};
+  EXPECT_EQ(r.counts, want);
+}
+
 TEST_F(StatsdExporterTest, HostileMetadataIsSanitisedInTags) {
   StatsdOptions o;
   o.tag_keys = {"command", "transport"};

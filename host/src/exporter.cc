@@ -80,6 +80,10 @@ void AsyncExporter::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
+ExporterReport AsyncExporter::Report() const {
+  return {"queue", "", {{"exported", exported()}, {"overflow", overflow()}}};
+}
+
 void AsyncExporter::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -51,6 +51,19 @@ JsonLinesExporter::~JsonLinesExporter() {
   if (!path_.empty()) std::fclose(out_);  // pairs with OpenForAppending
 }
 
+ExporterReport JsonLinesExporter::Report() const {
+  // With no path the stream is the caller's and never replaced, so out_ is safe to read here.
+  std::string target = !path_.empty() ? path_ : out_ == stdout ? "stdout" : "the caller's stream";
+  return {"jsonl",
+          std::move(target),
+          {{"lines_written", lines_written()},
+           {"overflow", overflow()},
+           {"write_errors", write_errors()},
+           {"lines_lost", lines_lost()},
+           {"reopens", reopens()},
+           {"reopen_errors", reopen_errors()}}};
+}
+
 void JsonLinesExporter::ReopenIfRequested() {
   if (path_.empty() || !reopen_requested_.exchange(false, std::memory_order_relaxed)) return;
   Result<FILE*> f = OpenForAppending(path_);

@@ -146,6 +146,19 @@ StatsdExporter::~StatsdExporter() {
   close(fd_);
 }
 
+ExporterReport StatsdExporter::Report() const {
+  const bool v6 = host_.find(':') != std::string::npos;
+  return {"statsd",
+          "udp " + (v6 ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_),
+          {{"datagrams_sent", datagrams_sent()},
+           {"lines_sent", lines_sent()},
+           {"overflow", overflow()},
+           {"send_errors", send_errors()},
+           {"sampled_out", sampled_out()},
+           {"skipped_values", skipped_values()},
+           {"resolves", resolves()}}};
+}
+
 uint64_t StatsdExporter::AppendLines(const OwnedEvent& e) {
   std::string tags;
   for (const std::string& key : options_.tag_keys) {

@@ -204,7 +204,7 @@ fi
 kill -TERM "$worker"; wait "$worker" 2>/dev/null
 kill -TERM "$host"; wait "$host"; rc=$?
 if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
-   tail -5 "$tmp/hup.out" | grep -q "reopened 1, reopen errors 0"; then
+   tail -5 "$tmp/hup.out" | grep -q "reopens 1, reopen_errors 0"; then
   ok "SIGTERM stops with the summary (exit 0)"
 else
   fail "SIGTERM: exit $rc; $(tail -5 "$tmp/hup.out")"

@@ -7,7 +7,8 @@ OpenTelemetry JS decoder):
 * nested `telemetry.span`s of a Python worker arrive with their parentage, over shared memory
   and over gRPC (when the Python module is built);
 * --metrics serves the exporter's counts as pitlane_otlp_* families, and `pitlane stat` (text
-  and --json) shows them, read from the host's admin service.
+  and --json) shows them, read from the host's admin service, with the other exporters of the
+  host (a --jsonl-file here), each as it reports itself.
 
 usage: cli_host_exports.py PITLANE NODE [PYTHON_PACKAGE_DIR]
 """
@@ -60,6 +61,7 @@ def wait_for(predicate, what, timeout=20.0):
 
 with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "requests.jsonl")
+    events_file = os.path.join(tmp, "events.jsonl")  # --jsonl-file: a second exporter
 
     def requests():
         if not os.path.exists(out):
@@ -77,7 +79,7 @@ with tempfile.TemporaryDirectory() as tmp:
         host = subprocess.Popen(
             [pitlane, "host", "--ns", ns, "--admin", f"unix:{tmp}/admin.sock", "--interval", "60",
              "--grpc-listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-             "--otlp", f"http://127.0.0.1:{http_port}",
+             "--otlp", f"http://127.0.0.1:{http_port}", "--jsonl-file", events_file,
              "--metric", "counter(snakepit.python.call.stop.count)"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, OTEL_SERVICE_NAME="cli-test"))
@@ -130,15 +132,20 @@ with tempfile.TemporaryDirectory() as tmp:
                               capture_output=True, text=True, timeout=30)
         assert stat.returncode == 0, stat.stdout + stat.stderr
         exporters = json.loads(stat.stdout)["exporters"]
-        assert [e["name"] for e in exporters] == ["otlp"], exporters
-        assert exporters[0]["target"] == f"http/protobuf http://127.0.0.1:{http_port}", exporters
-        counts = exporters[0]["counts"]
+        # Every exporter of the host reports itself, the JSONL file's too.
+        assert [e["name"] for e in exporters] == ["jsonl", "otlp"], exporters
+        assert exporters[0]["target"] == events_file, exporters
+        assert exporters[0]["counts"]["lines_written"] >= 1, exporters
+        assert exporters[0]["counts"]["overflow"] == 0, exporters
+        assert exporters[1]["target"] == f"http/protobuf http://127.0.0.1:{http_port}", exporters
+        counts = exporters[1]["counts"]
         assert counts["spans_exported"] == expected and counts["dropped_refused"] == 0, counts
         assert counts["retries"] == 0 and "metric_points_exported" in counts, counts
         stat_text = subprocess.run([pitlane, "stat", "--ns", ns] + admin, capture_output=True,
                                    text=True, timeout=30).stdout
-        assert re.search(f"exporter otlp → http/protobuf http://127.0.0.1:{http_port}\n"
-                         f"  spans_exported {expected} ", stat_text), stat_text
+        assert re.search(f"exporter otlp → http/protobuf http://127.0.0.1:{http_port}: "
+                         f"spans_exported {expected}, ", stat_text), stat_text
+        assert f"exporter jsonl → {events_file}: lines_written " in stat_text, stat_text
         print("pitlane stat:", counts)
         host.send_signal(signal.SIGINT)
         host.wait(timeout=30)
@@ -147,8 +154,15 @@ with tempfile.TemporaryDirectory() as tmp:
         print(status)
         assert host.returncode == 0, f"pitlane host exited {host.returncode}"
         assert f"OpenTelemetry export to http/protobuf http://127.0.0.1:{http_port}" in status
-        assert re.search(f"otlp: spans {expected}, metric points [1-9][0-9]*, logs 0, "
-                         "retried 0, dropped 0 ", status), status
+        assert re.search(f"otlp → http/protobuf http://127.0.0.1:{http_port}: spans_exported "
+                         f"{expected}, metric_points_exported [1-9][0-9]*, logs_exported 0, "
+                         "requests [1-9][0-9]*, retries 0, dropped_queue_full_events 0, ",
+                         status), status
+        # The status line's JSONL count is what the file holds once the host stopped.
+        with open(events_file) as f:
+            written = sum(1 for _ in f)
+        assert written >= expected, written
+        assert f"jsonl → {events_file}: lines_written {written}, overflow 0, " in status, status
 
         spans = spans_of(requests())
         assert len(spans) == expected, spans

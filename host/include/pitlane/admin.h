@@ -55,7 +55,8 @@ std::string DefaultAdminAddress(std::string_view ns);
 // says which); with `dry_run` nothing is removed. `pitlane cleanup` runs it.
 std::vector<shm::CleanupStep> CleanStaleAdminSockets(const std::string& ns, bool dry_run);
 
-// The exporters a host runs, each as it reports itself (OtlpExporter::Report, ...).
+// The exporters a host runs, each as it reports itself (AsyncExporter::Report for the JSONL and
+// StatsD exporters, OtlpExporter::Report).
 using ExporterReports = std::function<std::vector<ExporterReport>()>;
 
 // What a tool reads from a running host's admin service (`pitlane stat`). Creating it connects

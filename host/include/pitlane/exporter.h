@@ -21,10 +21,11 @@
 
 namespace pitlane {
 
-// What one exporter has done, as the admin service reports it (ListExporters; `pitlane stat`):
-// its kind, where it sends, and its counts by name (snake_case, in a fixed order).
+// What one exporter has done, as the host's status line and the admin service report it
+// (ListExporters; `pitlane stat`): its kind, where it sends, and its counts by name (snake_case,
+// in a fixed order).
 struct ExporterReport {
-  std::string name;    // "otlp", ...
+  std::string name;    // "jsonl", "statsd", "otlp"
   std::string target;  // e.g. "http/protobuf http://localhost:4318"
   std::vector<std::pair<std::string, uint64_t>> counts;
 };
@@ -76,6 +77,11 @@ class AsyncExporter {
   uint64_t overflow() const { return overflow_.load(std::memory_order_relaxed); }
   uint64_t exported() const { return exported_.load(std::memory_order_relaxed); }
   size_t capacity() const { return capacity_; }
+
+  // What this exporter has done, as the host's status line, the admin service and `pitlane
+  // stat` show it. This one names the queue's counts (exported, overflow); each exporter
+  // overrides it with its kind, its target and its own counts, overflow among them.
+  virtual ExporterReport Report() const;
 
  protected:
   // Called on the exporter thread, in order, for each queued event.

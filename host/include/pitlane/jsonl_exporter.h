@@ -60,6 +60,9 @@ class JsonLinesExporter : public AsyncExporter {
   uint64_t reopens() const { return reopens_.load(std::memory_order_relaxed); }
   uint64_t reopen_errors() const { return reopen_errors_.load(std::memory_order_relaxed); }
 
+  // "jsonl", "stdout" or the file's path, and the counts above with the queue's overflow.
+  ExporterReport Report() const override;
+
  protected:
   void Export(const OwnedEvent& event) override;
   void Flush() override;

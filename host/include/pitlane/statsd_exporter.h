@@ -82,6 +82,9 @@ class StatsdExporter : public AsyncExporter {
   // Successful resolutions after a failed send.
   uint64_t resolves() const { return resolves_.load(std::memory_order_relaxed); }
 
+  // "statsd", "udp HOST:PORT", and the counts above with the queue's overflow.
+  ExporterReport Report() const override;
+
  protected:
   void Export(const OwnedEvent& event) override;
   void Flush() override;
