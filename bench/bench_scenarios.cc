@@ -154,6 +154,31 @@ void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, doub
   }
 }
 
+namespace {
+
+// The typical event encoded once; each emit publishes its bytes.
+class PreEncodedEvent {
+ public:
+  explicit PreEncodedEvent(const Worker& w)
+      : ev_(w.Event("python.call.stop")), size_(EncodeTypicalRecord(w.catalog(), buf_, sizeof buf_)) {}
+  EmitResult Emit(Worker& w) const { return w.EmitEncoded(ev_, buf_, size_); }
+
+ private:
+  EventHandle ev_;
+  alignas(8) uint8_t buf_[1024];
+  size_t size_;
+};
+
+}  // namespace
+
+void RunEmitPreEncodedPerCall(benchmark::State& state, const FixtureOptions& options,
+                              double gap_ns) {
+  Fixture fx(options);
+  fx.RunHostOnOtherCore();
+  const PreEncodedEvent event(fx.worker());
+  EmitPerCall(state, fx, event, gap_ns);
+}
+
 void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, double gap_ns) {
   const size_t n = static_cast<size_t>(state.max_iterations) + 1;
   LatencyLog log(n);  // outlives the host

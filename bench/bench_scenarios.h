@@ -18,6 +18,11 @@ namespace pitlane::bench {
 void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, double gap_ns,
                     size_t record_bytes = 0);
 
+// The same for an already encoded typical record (Worker::EmitEncoded): the cost of reserving,
+// copying and committing alone.
+void RunEmitPreEncodedPerCall(benchmark::State& state, const FixtureOptions& options,
+                              double gap_ns);
+
 // Emit → handler latency on one clock (the TSC read just before Emit and in the handler), for
 // typical events paced `gap_ns` apart. Counters: percentiles, `lost` (emitted but not
 // delivered within the timeout).
