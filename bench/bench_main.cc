@@ -55,39 +55,15 @@ void BM_Floor_Memcpy(benchmark::State& state) {
 // One cache line written on one core and read on the other and back (threads pinned to the
 // two cores, spinning without pause): each sample is a round trip, reported halved (one way).
 void BM_Floor_CacheLinePingPong(benchmark::State& state) {
-  struct alignas(64) Line {
-    std::atomic<uint64_t> v{0};
-  };
-  Line ping, pong;
-  std::atomic<bool> stop{false};
-  PinTo(kWorkerCore);
-  std::thread echo([&] {
-    PinTo(kHostCore);
-    uint64_t seen = 0;
-    while (true) {
-      uint64_t v;
-      // Acquire pairs with the release store of `ping` below.
-      while ((v = ping.v.load(std::memory_order_acquire)) == seen) {
-        if (stop.load(std::memory_order_relaxed)) return;
-      }
-      seen = v;
-      pong.v.store(v, std::memory_order_release);
-    }
-  });
+  LinePingPong pp;
   Samples samples(Pick<size_t>(1000000, 1000));
   uint64_t i = 0;
   for (auto _ : state) {
-    ++i;
     const uint64_t t0 = Ticks();
-    ping.v.store(i, std::memory_order_release);
-    // Acquire pairs with the echo thread's release store of `pong`.
-    while (pong.v.load(std::memory_order_acquire) != i) {
-    }
+    pp.RoundTrip(++i);
     const uint64_t t1 = Ticks();
     if (!samples.full()) samples.AddTicks(t1 - t0);
   }
-  stop.store(true);
-  echo.join();
   samples.ReportTicks(state, /*divisor=*/2.0);
 }
 

@@ -144,6 +144,7 @@ void EmitPerCall(benchmark::State& state, Fixture& fx, const Event& event, doubl
 void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, double gap_ns,
                     size_t record_bytes) {
   Fixture fx(options);
+  state.counters["line_transfer_ns"] = LineTransferNs();
   fx.RunHostOnOtherCore();
   if (record_bytes == 0) {
     EmitPerCall(state, fx, TypicalEvent(fx.worker()), gap_ns);
@@ -174,6 +175,7 @@ class PreEncodedEvent {
 void RunEmitPreEncodedPerCall(benchmark::State& state, const FixtureOptions& options,
                               double gap_ns) {
   Fixture fx(options);
+  state.counters["line_transfer_ns"] = LineTransferNs();
   fx.RunHostOnOtherCore();
   const PreEncodedEvent event(fx.worker());
   EmitPerCall(state, fx, event, gap_ns);

@@ -38,6 +38,47 @@ void PinTo(int cpu) {
   sched_setaffinity(0, sizeof(set), &set);
 }
 
+LinePingPong::LinePingPong() {
+  PinTo(kWorkerCore);
+  echo_ = std::thread([this] {
+    PinTo(kHostCore);
+    uint64_t seen = 0;
+    while (true) {
+      uint64_t v;
+      // Acquire pairs with the release store of `ping_` in RoundTrip.
+      while ((v = ping_.v.load(std::memory_order_acquire)) == seen) {
+        if (stop_.load(std::memory_order_relaxed)) return;
+      }
+      seen = v;
+      pong_.v.store(v, std::memory_order_release);
+    }
+  });
+}
+
+LinePingPong::~LinePingPong() {
+  stop_.store(true);
+  echo_.join();
+}
+
+void LinePingPong::RoundTrip(uint64_t i) {
+  ping_.v.store(i, std::memory_order_release);
+  // Acquire pairs with the echo thread's release store of `pong_`.
+  while (pong_.v.load(std::memory_order_acquire) != i) {
+  }
+}
+
+double LineTransferNs(int round_trips) {
+  LinePingPong pp;
+  std::vector<uint64_t> ticks(static_cast<size_t>(round_trips));
+  for (int i = 0; i < round_trips; ++i) {
+    const uint64_t t0 = Ticks();
+    pp.RoundTrip(static_cast<uint64_t>(i) + 1);
+    ticks[static_cast<size_t>(i)] = Ticks() - t0;
+  }
+  std::nth_element(ticks.begin(), ticks.begin() + round_trips / 2, ticks.end());
+  return static_cast<double>(ticks[static_cast<size_t>(round_trips / 2)]) * NsPerTick() / 2;
+}
+
 double NsPerTick() {
   static const double v = [] {
     const auto t0 = std::chrono::steady_clock::now();

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "pitlane/host.h"
@@ -46,6 +47,29 @@ void PinTo(int cpu);
 // The emitting side runs on this core, the host's poll loop on the other one.
 inline constexpr int kWorkerCore = 0;
 inline constexpr int kHostCore = 1;
+
+// A cache line bounced between kWorkerCore (the calling thread, which it pins there) and an echo
+// thread on kHostCore: RoundTrip(i) writes i and waits until the echo thread writes it back.
+// On this kind of VM the cost of a line moving between the two vCPUs changes over time (where
+// the hypervisor places them), and every back-to-back emit pays for lines the host read.
+class LinePingPong {
+ public:
+  LinePingPong();
+  ~LinePingPong();  // stops and joins the echo thread
+  void RoundTrip(uint64_t i);
+
+ private:
+  struct alignas(64) Line {
+    std::atomic<uint64_t> v{0};
+  };
+  Line ping_, pong_;
+  std::atomic<bool> stop_{false};
+  std::thread echo_;
+};
+// The median one-way cost of moving a cache line from kWorkerCore to kHostCore, in ns, over
+// `round_trips` (~10 ms). Emit cases record it as `line_transfer_ns` just before their host
+// starts (kHostCore must be idle), so each result carries the machine state it ran in.
+double LineTransferNs(int round_trips = 20000);
 
 // rdtsc ticks → ns, calibrated once against steady_clock.
 double NsPerTick();

@@ -293,6 +293,30 @@ def lttng_table(ctx, rows):
     return lines
 
 
+# (label, case) of the emit cases that record the cache line's core-to-core cost at their start.
+LINE_TRANSFER_CASES = [
+    ("paced", "BM_Emit_Shm/gap_ns:500"),
+    ("back to back", "BM_Emit_Shm/gap_ns:0"),
+    ("pre-encoded paced", "BM_Emit_PreEncoded/gap_ns:500"),
+    ("pre-encoded back to back", "BM_Emit_PreEncoded/gap_ns:0"),
+    ("beside LTTng-UST, paced", "BM_Emit_VsLttng/gap_ns:500"),
+    ("beside LTTng-UST, back to back", "BM_Emit_VsLttng/gap_ns:0"),
+]
+
+
+def line_transfer_note(rows):
+    """The machine state each emit case ran in: back to back, every emit takes back lines the
+    host read, so its cost follows the core-to-core cost of a cache line at the time."""
+    parts = [f"{label} {fmt_ns(rows[name].get('line_transfer_ns'))}"
+             for label, name in LINE_TRANSFER_CASES
+             if name in rows and rows[name].get("line_transfer_ns")]
+    if not parts:
+        return []
+    return ["A cache line's move from the emitting core to the host's, measured at the start of "
+            "each emit case (median; back to back, an emit waits for lines the host has read, "
+            "so its cost follows this one): " + ", ".join(parts) + "."]
+
+
 def latency_table(rows, with_grpc):
     header = ["case"] + [f"shm {p[:-3]}" for p in PCTS]
     if with_grpc:
@@ -506,6 +530,9 @@ def markdown(ctx, rows):
         out += ["Latency of the typical event (python.call.stop, 3 measurements, 3 metadata, "
                 "27-byte correlation id), every sample recorded, timer cost subtracted:", ""]
         out += lat + [""]
+    note = line_transfer_note(rows)
+    if note:
+        out += note + [""]
     lt = lttng_table(ctx, rows)
     if lt:
         out += ["pitlane beside an LTTng-UST tracepoint carrying the same fields, in one case: "

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""render.py --compare, against two small result files (ctest bench_render_compare)."""
+"""render.py --compare, against two small result files, and the emit cases' cache-line note
+(ctest bench_render_compare)."""
 import contextlib
 import io
 import json
@@ -53,6 +54,15 @@ def main():
                "cases in only one run are left out of the comparison:\n" + out)
         code, _ = run([new, "--compare", os.path.join(d, "missing.json")])
         expect(code == 2, f"a missing OLD file exits 2, not {code}")
+    # Each emit case's cache-line cost is reported beside the results, named by case.
+    rows = {}
+    for name, v in (("BM_Emit_Shm/gap_ns:0", 230.0), ("BM_Emit_Shm/gap_ns:500", 45.0)):
+        rows[name] = render.Row(name)
+        rows[name].values = {"line_transfer_ns": v}
+    note = " ".join(render.line_transfer_note(rows))
+    expect("paced 45 ns" in note and "back to back 230 ns" in note,
+           "the line transfer of each emit case is in the note:\n" + note)
+    expect(render.line_transfer_note({}) == [], "no note without the counter")
     for f in failures:
         print("FAIL:", f)
     print("render_test:", "ok" if not failures else f"{len(failures)} failure(s)")
