@@ -82,9 +82,9 @@ size_t Host::Impl::PollOnce() {
   polls.fetch_add(1, std::memory_order_relaxed);
   handlers.Refresh();
   shm->Discover();
-  size_t n = shm->Drain();
-  if (hub) n += hub->Drain(delivery, remote_ctx);
   const auto now = std::chrono::steady_clock::now();
+  size_t n = shm->Drain(now);
+  if (hub) n += hub->Drain(delivery, remote_ctx);
   if (now >= next_housekeeping) {
     next_housekeeping = now + std::chrono::milliseconds(100);
     shm->Housekeeping();

@@ -197,6 +197,32 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
 
 // ── draining ─────────────────────────────────────────────────────────────────────────────────
 
+// A ring whose writer moved between each of the last two passes is being filled right now.
+// Reading its newest records would pull the cache lines the writer is writing, and will write
+// next, over to this core one record at a time, and each emit would wait for them to come back
+// (doc/performance.md, "Emit back to back"). Such a ring is read once kBusyBatchBytes are
+// waiting, far enough behind the writer, or once it has been held back for kMaxHold. A ring
+// whose writer was quiet at the previous pass (paced events, the first record of a burst) is read
+// at once, so holding back costs a busy ring at most kMaxHold of latency and a quiet one none.
+constexpr uint64_t kBusyBatchBytes = 8 << 10;
+constexpr std::chrono::microseconds kMaxHold{5};
+
+bool ShmSource::HoldBack(Ring* r, std::chrono::steady_clock::time_point now) {
+  const shm::RingReader& reader = *r->reader;
+  if (reader.state() != shm::RingReader::State::kOk) return false;
+  const uint64_t wp = reader.LoadProducerUntrusted();  // untrusted: ReadBatch checks it again
+  const bool moved = wp != r->seen_producer;
+  const bool filling = moved && r->writer_moving;
+  r->seen_producer = wp;
+  r->writer_moving = moved;
+  if (filling && wp - reader.consumer() < kBusyBatchBytes) {
+    if (r->held_since == std::chrono::steady_clock::time_point{}) r->held_since = now;
+    if (now - r->held_since < kMaxHold) return true;
+  }
+  r->held_since = {};
+  return false;
+}
+
 size_t ShmSource::DrainRing(Ring* r) {
   shm::RingReader& reader = *r->reader;
   if (reader.state() != shm::RingReader::State::kOk) return 0;
@@ -231,9 +257,11 @@ void ShmSource::ReportQuarantine(Ring* r) {
   shm::BumpQuarantineEpoch(&shm::WorkerSlotAt(registry_.base(), r->worker->slot)->control);
 }
 
-size_t ShmSource::Drain() {
+size_t ShmSource::Drain(std::chrono::steady_clock::time_point now) {
   size_t n = 0;
-  for (Ring* r : drain_order_) n += DrainRing(r);
+  for (Ring* r : drain_order_) {
+    if (!HoldBack(r, now)) n += DrainRing(r);
+  }
   return n;
 }
 

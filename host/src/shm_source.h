@@ -51,7 +51,8 @@ class ShmSource {
 
   // Poll thread.
   void Discover(bool force = false);
-  size_t Drain();
+  // `now`: the pass's steady-clock time (a ring its writer is filling may be held back a while).
+  size_t Drain(std::chrono::steady_clock::time_point now);
   void Housekeeping();
   bool AnyUnread() const;
   // Something is not accounted for yet: unread records, a dead or leaving worker, a retired ring.
@@ -103,12 +104,20 @@ class ShmSource {
     // The worker-side counts as last read from the segment (poll thread, each housekeeping
     // pass; GUARDED_BY(mu_)): what StatsOf reports once the segment was truncated.
     Tally last_worker_side;
+    // The writer's position at the previous pass, whether it had moved since the pass before,
+    // and when a pass first held the ring back ({}: none); poll thread (DrainRing).
+    uint64_t seen_producer = 0;
+    bool writer_moving = false;
+    std::chrono::steady_clock::time_point held_since{};
   };
 
   ShmSource(const HostOptions& options, Delivery& delivery, Hooks hooks);
   void AddWorker(uint32_t index, shm::WorkerSlot* s);
   void AddRing(uint32_t index, shm::RingSlot* s);
+  // Reads what `r` holds (a batch). Final drains (retired rings, reclaim) call it directly.
   size_t DrainRing(Ring* r);
+  // Whether this pass leaves `r` for later: its writer is filling it right now (shm_source.cc).
+  bool HoldBack(Ring* r, std::chrono::steady_clock::time_point now);
   void ReportQuarantine(Ring* r);
   // liveness.cc
   void CheckLiveness();
