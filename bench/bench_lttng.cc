@@ -30,8 +30,7 @@ void RunEmitVsLttng(benchmark::State& state, double gap_ns) {
   o.busy_poll = false;
   o.ring_bytes = 4 << 20;  // as LTTng's channel in run.sh: 4 MiB per producer
   Fixture fx(o);
-  state.counters["line_transfer_ns"] = LineTransferNs();
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   Worker& w = fx.worker();
   const TypicalEvent te(w);
   (void)te.Emit(w);  // the thread's ring

@@ -144,8 +144,7 @@ void EmitPerCall(benchmark::State& state, Fixture& fx, const Event& event, doubl
 void RunEmitPerCall(benchmark::State& state, const FixtureOptions& options, double gap_ns,
                     size_t record_bytes) {
   Fixture fx(options);
-  state.counters["line_transfer_ns"] = LineTransferNs();
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   if (record_bytes == 0) {
     EmitPerCall(state, fx, TypicalEvent(fx.worker()), gap_ns);
   } else {
@@ -175,8 +174,7 @@ class PreEncodedEvent {
 void RunEmitPreEncodedPerCall(benchmark::State& state, const FixtureOptions& options,
                               double gap_ns) {
   Fixture fx(options);
-  state.counters["line_transfer_ns"] = LineTransferNs();
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   const PreEncodedEvent event(fx.worker());
   EmitPerCall(state, fx, event, gap_ns);
 }
@@ -186,7 +184,7 @@ void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, 
   LatencyLog log(n);  // outlives the host
   Fixture fx(options);
   AttachLatencyHandler(fx.host(), &log);
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   Worker& w = fx.worker();
   const TypicalEvent te(w);
   size_t ok = 0, i = 0;
@@ -210,7 +208,7 @@ void RunFirstEventAfterIdle(benchmark::State& state, const FixtureOptions& optio
   LatencyLog log(n);  // outlives the host
   Fixture fx(options);
   AttachLatencyHandler(fx.host(), &log);
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   Worker& w = fx.worker();
   const TypicalEvent te(w);
   log.Emitting(0);
@@ -246,7 +244,7 @@ void RunThroughput(benchmark::State& state, const FixtureOptions& options, int w
   std::atomic<uint64_t> delivered{0};  // outlives the host, whose handler counts into it
   Fixture fx(o);
   AttachCounter(fx.host(), &delivered);
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   const int producers = workers * threads;
   const uint64_t per_producer = std::max<uint64_t>(1, events / static_cast<uint64_t>(producers));
 
@@ -318,7 +316,7 @@ void RunIdleCpu(benchmark::State& state, const FixtureOptions& options) {
     Fixture fx(options);
     Worker& w = fx.worker();
     const TypicalEvent te(w);
-    fx.RunHostOnOtherCore();
+    fx.RunHostOnOtherCore(state);
     (void)te.Emit(w);  // the ring (or stream) exists and has carried an event
     std::this_thread::sleep_for(std::chrono::milliseconds(Pick(300, 20)));  // settle
     const uint64_t sleeps0 = fx.host().Stats().sleeps;
@@ -369,7 +367,7 @@ void RunProducerProcesses(benchmark::State& state, int processes, uint64_t event
   o.workers = 0;
   Fixture fx(o);
   AttachCounter(fx.host(), &delivered);
-  fx.RunHostOnOtherCore();
+  fx.RunHostOnOtherCore(state);
   const uint64_t per_process = std::max<uint64_t>(1, events / static_cast<uint64_t>(processes));
   double rate = 0, cpu_ns = 0;
   uint64_t lost = 0;

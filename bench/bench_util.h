@@ -67,8 +67,9 @@ class LinePingPong {
   std::thread echo_;
 };
 // The median one-way cost of moving a cache line from kWorkerCore to kHostCore, in ns, over
-// `round_trips` (~10 ms). Emit cases record it as `line_transfer_ns` just before their host
-// starts (kHostCore must be idle), so each result carries the machine state it ran in.
+// `round_trips` (~10 ms). Fixture::RunHostOnOtherCore records it as `line_transfer_ns` just
+// before the host starts (kHostCore must be idle), so each result carries the machine state it
+// ran in.
 double LineTransferNs(int round_trips = 20000);
 
 // rdtsc ticks → ns, calibrated once against steady_clock.
@@ -175,7 +176,9 @@ class Fixture {
 
   // The host's poll loop on kHostCore (the loop thread inherits the affinity of the thread
   // that starts it); the calling thread on kWorkerCore.
-  void RunHostOnOtherCore();
+  // Records the cache line's core-to-core cost of the moment in `state` as line_transfer_ns
+  // first (LineTransferNs; kHostCore must still be idle).
+  void RunHostOnOtherCore(benchmark::State& state);
   Host& host() { return *host_; }
   Worker& worker(int i = 0) { return *workers_[static_cast<size_t>(i)]; }
   int workers() const { return static_cast<int>(workers_.size()); }

@@ -293,7 +293,8 @@ def lttng_table(ctx, rows):
     return lines
 
 
-# (label, case) of the emit cases that record the cache line's core-to-core cost at their start.
+# (label, case): cases whose cache-line cost at their start (line_transfer_ns, recorded by every
+# case that runs a host on the other core) the report names.
 LINE_TRANSFER_CASES = [
     ("paced", "BM_Emit_Shm/gap_ns:500"),
     ("back to back", "BM_Emit_Shm/gap_ns:0"),
@@ -301,20 +302,26 @@ LINE_TRANSFER_CASES = [
     ("pre-encoded back to back", "BM_Emit_PreEncoded/gap_ns:0"),
     ("beside LTTng-UST, paced", "BM_Emit_VsLttng/gap_ns:500"),
     ("beside LTTng-UST, back to back", "BM_Emit_VsLttng/gap_ns:0"),
+    ("end to end, busy-poll", "BM_EndToEnd_Latency/shm/busy_poll"),
+    ("end to end, back-off", "BM_EndToEnd_Latency/shm/backoff"),
+    ("live, dropping", "BM_Throughput_Shm/drop"),
+    ("live, lossless", "BM_Throughput_Shm/retry"),
 ]
 
 
 def line_transfer_note(rows):
-    """The machine state each emit case ran in: back to back, every emit takes back lines the
-    host read, so its cost follows the core-to-core cost of a cache line at the time."""
+    """The machine state each case ran in: back to back, every emit takes back lines the host
+    read, so its cost (and a live producer's rate) follows the core-to-core cost of a cache line
+    at the time."""
     parts = [f"{label} {fmt_ns(rows[name].get('line_transfer_ns'))}"
              for label, name in LINE_TRANSFER_CASES
              if name in rows and rows[name].get("line_transfer_ns")]
     if not parts:
         return []
     return ["A cache line's move from the emitting core to the host's, measured at the start of "
-            "each emit case (median; back to back, an emit waits for lines the host has read, "
-            "so its cost follows this one): " + ", ".join(parts) + "."]
+            "each case (median; "
+            "back to back, an emit waits for lines the host has read, so its cost and a live "
+            "producer's rate follow it): " + ", ".join(parts) + "."]
 
 
 def latency_table(rows, with_grpc):
