@@ -123,16 +123,16 @@ int RunEmit(const EmitOptions& o);
 int RunCatalog(const CatalogOptions& o);
 
 // `pitlane ctl` (ctl_cmd.cc): control a running host's workers through its admin service.
-enum class CtlAction { kNone, kToggle, kSampling, kFilter, kWorkers, kShow };
+enum class CtlAction { kNone, kToggle, kSampling, kFilter, kSet, kWorkers, kShow };
 struct CtlOptions {
   std::string ns;     // the host of this namespace, at its default admin socket
   std::string admin;  // or this admin address (unix:PATH or HOST:PORT)
   CtlAction action = CtlAction::kNone;
   std::string worker;                    // a worker id, or "*"
-  std::string state;                     // toggle: "on" / "off"
-  std::string rate;                      // sampling: the rate as typed (the host checks range)
-  std::vector<std::string> patterns;     // sampling patterns
-  std::vector<std::string> allow, deny;  // filter lists
+  std::string state;                     // toggle, set: "on" / "off"
+  std::string rate;                      // sampling, set: the rate as typed (the host checks it)
+  std::vector<std::string> patterns;     // sampling, set: sampling patterns
+  std::vector<std::string> allow, deny;  // filter, set: filter lists
   bool json = false;
 };
 // Registers `ctl` and its actions on `app`; returns the `ctl` subcommand.

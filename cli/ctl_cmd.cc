@@ -4,12 +4,17 @@
 //   pitlane ctl [--ns NS | --admin ADDR] toggle WORKER on|off
 //   pitlane ctl [--ns NS | --admin ADDR] sampling WORKER RATE [PATTERN...]
 //   pitlane ctl [--ns NS | --admin ADDR] filter WORKER [--allow P]... [--deny P]...
+//   pitlane ctl [--ns NS | --admin ADDR] set WORKER on|off [--sampling RATE [--pattern P]...]
+//                                            [--allow P]... [--deny P]...
 //   pitlane ctl [--ns NS | --admin ADDR] workers [--json]
 //   pitlane ctl [--ns NS | --admin ADDR] show WORKER [--json]
 //
 // WORKER is a worker id, or "*" for every worker the host knows. The host is reached at
 // --admin, else at the namespace's default socket (DefaultAdminAddress). Every call has a
 // kAdminCallTimeoutSeconds deadline.
+//
+// `set` replaces the whole state in one update (the worker never runs a mix of old and new);
+// what it does not give takes its default: sampling 1 of every event, no filter.
 //
 // Exit codes: 0 done; 1 the host refused (its message is printed: unknown worker, bad value);
 // 2 usage; 3 no host reachable at the address (or it did not answer in time).
@@ -64,7 +69,7 @@ std::string FormatRate(double r) {
 }
 
 // "enabled, sampling 0.5 of python.memory.*, allow all, deny python.cpu.*"
-std::string Describe(const v1::AdminControlState& c) {
+std::string Describe(const v1::WorkerControlState& c) {
   std::string s = c.enabled() ? "enabled" : "disabled";
   s += ", sampling " + FormatRate(c.sampling_rate()) + " of " +
        JoinOr(c.sampling_patterns(), "every event");
@@ -73,7 +78,7 @@ std::string Describe(const v1::AdminControlState& c) {
   return s;
 }
 
-json ControlJson(const v1::AdminControlState& c) {
+json ControlJson(const v1::WorkerControlState& c) {
   json j;
   j["enabled"] = c.enabled();
   j["sampling_rate"] = c.sampling_rate();
@@ -209,7 +214,7 @@ bool ParseRate(const std::string& text, double* out) {
 
 CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
   CLI::App* ctl = app->add_subcommand(
-      "ctl", "Control a running host's workers (toggle, sampling, filter) and list them");
+      "ctl", "Control a running host's workers (toggle, sampling, filter, set) and list them");
   ctl->require_subcommand(1);
   CLI::Option* ns = ctl->add_option(
       "--ns", o->ns,
@@ -254,6 +259,25 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
       ->allow_extra_args(false)
       ->type_name("PATTERN");
 
+  CLI::App* set = add("set",
+                       "Replace a worker's whole control state in one update; what is not given "
+                       "takes its default (sampling 1 of every event, no filter)",
+                       CtlAction::kSet);
+  set->add_option("WORKER", o->worker, worker_help)->required();
+  set->add_option("STATE", o->state, "on or off")->required()->check(CLI::IsMember({"on", "off"}));
+  set->add_option("--sampling", o->rate, "Fraction of events kept, in [0, 1] (default 1)")
+      ->type_name("RATE");
+  set->add_option("--pattern", o->patterns,
+                  "Event glob the sampling applies to (repeatable; none: every event)")
+      ->allow_extra_args(false)
+      ->type_name("PATTERN");
+  set->add_option("--allow", o->allow, "Event glob to allow (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("PATTERN");
+  set->add_option("--deny", o->deny, "Event glob to deny (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("PATTERN");
+
   CLI::App* workers = add("workers",
                           "List the host's workers: pid, transport, alive, rings, control "
                           "state and event counters",
@@ -284,8 +308,9 @@ int RunCtl(const CtlOptions& o) {
     t.address = DefaultAdminAddress(ns.value());
     t.start_hint = "pitlane host --ns " + ns.value();
   }
-  double rate = 0;
-  if (o.action == CtlAction::kSampling && !ParseRate(o.rate, &rate)) {
+  double rate = 1;  // `set` without --sampling: every event
+  const bool rate_given = o.action == CtlAction::kSampling || !o.rate.empty();
+  if (rate_given && !ParseRate(o.rate, &rate)) {
     Error("ctl", "sampling rate \"" + o.rate + "\" is not a number");
     return kExitUsage;
   }
@@ -319,6 +344,18 @@ int RunCtl(const CtlOptions& o) {
       rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetFilter(c, req, &control); });
       break;
     }
+    case CtlAction::kSet: {
+      v1::SetControlRequest req;
+      req.set_worker_id(o.worker);
+      v1::WorkerControlState* s = req.mutable_control();
+      s->set_enabled(o.state == "on");
+      s->set_sampling_rate(rate);
+      for (const std::string& p : o.patterns) s->add_sampling_patterns(p);
+      for (const std::string& p : o.allow) s->add_allow(p);
+      for (const std::string& p : o.deny) s->add_deny(p);
+      rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetControl(c, req, &control); });
+      break;
+    }
     case CtlAction::kShow: {
       v1::GetControlRequest req;
       req.set_worker_id(o.worker);
@@ -333,7 +370,7 @@ int RunCtl(const CtlOptions& o) {
       return rc != 0 ? rc : PrintWorkers(list, o.json);
     }
     case CtlAction::kNone:
-      Error("ctl", "no action given (toggle, sampling, filter, workers or show)");
+      Error("ctl", "no action given (toggle, sampling, filter, set, workers or show)");
       return kExitUsage;
   }
   return rc != 0 ? rc : PrintControls(control, o.json);

@@ -233,7 +233,7 @@ TEST_F(AdminTest, GetControlReturnsTheHostsState) {
   v1::AdminControlReply reply;
   ASSERT_TRUE(Get("adm-w1", &reply).ok());
   ASSERT_EQ(reply.workers_size(), 1);
-  const v1::AdminControlState& c = reply.workers(0).control();
+  const v1::WorkerControlState& c = reply.workers(0).control();
   EXPECT_FALSE(c.enabled());
   EXPECT_EQ(c.sampling_rate(), 0.25);
   ASSERT_EQ(c.sampling_patterns_size(), 1);

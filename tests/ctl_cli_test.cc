@@ -221,6 +221,43 @@ TEST_F(CtlCli, SamplingAndFilterReplaceTheWorkersState) {
   EXPECT_EQ(EmitCpu(), EmitResult::kOk);
 }
 
+// `set` replaces the whole state in one update: the parts it does not give return to their
+// defaults, and a value the host refuses changes nothing.
+TEST_F(CtlCli, SetReplacesTheWholeStateInOneUpdate) {
+  int code = -1;
+  std::string out = Ctl("sampling ctl-w1 0 'python.memory.*'", &code);
+  ASSERT_EQ(code, 0) << out;
+  out = Ctl("set ctl-w1 on --deny 'python.cpu.*'", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("ctl-w1: enabled, sampling 1 of every event, allow all, deny python.cpu.*"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(EmitCpu(), EmitResult::kSuppressedFiltered);
+  EXPECT_EQ(EmitMemory(), EmitResult::kOk);  // the sampling it did not give is back to 1
+
+  out = Ctl("set ctl-w1 off --sampling 0.5 --pattern 'tool.*' --pattern 'python.memory.*' "
+            "--allow 'python.*'",
+            &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("ctl-w1: disabled, sampling 0.5 of tool.* python.memory.*, allow python.*, "
+                     "deny none"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(EmitMemory(), EmitResult::kSuppressedDisabled);
+
+  out = Ctl("set ctl-w1 on --sampling 2", &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("sampling rate 2 is outside [0, 1]"), std::string::npos) << out;
+  out = Ctl("set ctl-w1 on --sampling half", &code);
+  EXPECT_EQ(code, 2) << out;
+  out = Ctl("set ctl-w1 maybe", &code);
+  EXPECT_EQ(code, 2) << out;
+  out = Ctl("show ctl-w1", &code);
+  EXPECT_NE(out.find("ctl-w1: disabled, sampling 0.5 of tool.* python.memory.*"),
+            std::string::npos)
+      << out;
+}
+
 TEST_F(CtlCli, WorkersListsPidTransportAndCountersAsTableAndJson) {
   for (int i = 0; i < 3; ++i) ASSERT_EQ(EmitMemory(), EmitResult::kOk);
   const std::string pid = std::to_string(::getpid());

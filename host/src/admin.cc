@@ -67,13 +67,6 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(code, s.message());
 }
 
-void FillControl(const ControlState& c, v1::AdminControlState* out) {
-  out->set_enabled(c.enabled);
-  out->set_sampling_rate(c.sampling_rate);
-  for (const std::string& p : c.sampling_patterns) out->add_sampling_patterns(p);
-  for (const std::string& p : c.allow) out->add_allow(p);
-  for (const std::string& p : c.deny) out->add_deny(p);
-}
 
 std::string Quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
@@ -114,6 +107,19 @@ class AdminService final : public v1::Admin::Service {
         [&](const std::string& id) { return host_.UpdateFilter(id, allow, deny); }, reply);
   }
 
+  grpc::Status SetControl(grpc::ServerContext*, const v1::SetControlRequest* req,
+                          v1::AdminControlReply* reply) override {
+    if (!req->has_control()) {
+      return ToGrpc(InvalidArgument("SetControl needs \"control\" (the whole control state)"));
+    }
+    ControlState state;
+    // Validates the values as the worker will (INVALID_ARGUMENT before any worker changes).
+    if (Status s = internal::ApplyControlState(req->control(), &state); !s.ok()) return ToGrpc(s);
+    return Apply(
+        req->worker_id(), [&](const std::string& id) { return host_.SetControl(id, state); },
+        reply);
+  }
+
   grpc::Status GetControl(grpc::ServerContext*, const v1::GetControlRequest* req,
                           v1::AdminControlReply* reply) override {
     Result<std::vector<std::string>> ids = Select(req->worker_id());
@@ -139,7 +145,7 @@ class AdminService final : public v1::Admin::Service {
       out->set_transport(std::string(TransportName(w.transport)));
       out->set_alive(w.alive);
       out->set_rings(w.rings);
-      FillControl(w.control, out->mutable_control());
+      internal::ControlToProto(w.control, out->mutable_control());
       // Its totals (Host::Workers: its rings, live and reclaimed, and its ringless threads).
       internal::TallyToAdmin(w, out->mutable_counters());
     }
@@ -209,7 +215,7 @@ class AdminService final : public v1::Admin::Service {
                         v1::AdminControlReply* reply) {
     v1::AdminWorkerControl* w = reply->add_workers();
     w->set_worker_id(id);
-    FillControl(c, w->mutable_control());
+    internal::ControlToProto(c, w->mutable_control());
   }
 
   Host& host_;
