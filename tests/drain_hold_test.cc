@@ -1,6 +1,8 @@
 // When the host reads a ring: at once while its writer is quiet; in batches, bounded in bytes
-// and in time, while the writer is filling it (host/src/shm_source.cc, HoldBack). The host here
-// runs no loop of its own: each PollOnce is one pass, so which pass reads what is exact.
+// and in time (HostOptions::hold_filling_ring), while the writer is filling it
+// (host/src/shm_source.cc, HoldBack). The host here runs no loop of its own: each PollOnce is one
+// pass, so which pass reads what is exact. The time bound is set far above how long a pass takes
+// (sanitizer builds included) except where the bound itself is tested.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -19,9 +21,18 @@ using namespace std::chrono_literals;
 
 class DrainHoldTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    host_ = testing::StartHost(ns_.name());
-    ASSERT_NE(host_, nullptr);
+  void SetUp() override { Start(std::chrono::seconds(10)); }
+
+  void Start(std::chrono::microseconds hold) {
+    worker_.reset();
+    host_.reset();
+    HostOptions o;
+    o.ns = ns_.name();
+    o.log = [](std::string_view) {};
+    o.hold_filling_ring = hold;
+    Result<std::unique_ptr<Host>> host = Host::Start(std::move(o));
+    ASSERT_TRUE(host.ok()) << host.status().ToString();
+    host_ = std::move(host).value();
     worker_ = testing::StartWorker(ns_.name(), "hold-worker");
     ASSERT_NE(worker_, nullptr);
     ev_ = worker_->Event("python.call.start");
@@ -39,6 +50,22 @@ class DrainHoldTest : public ::testing::Test {
   std::unique_ptr<Worker> worker_;
   EventHandle ev_;
 };
+
+TEST_F(DrainHoldTest, ANegativeLimitIsRefused) {
+  HostOptions o;
+  o.ns = ns_.name();
+  o.hold_filling_ring = std::chrono::microseconds(-1);
+  EXPECT_EQ(Host::Start(std::move(o)).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(DrainHoldTest, ALimitOfZeroReadsAFillingRingAtEveryPass) {
+  Start(std::chrono::microseconds(0));
+  Emit();
+  host_->PollOnce();
+  Emit();
+  host_->PollOnce();
+  EXPECT_EQ(Delivered(), 2u);
+}
 
 TEST_F(DrainHoldTest, AQuietWritersRecordIsReadAtTheNextPass) {
   Emit();
@@ -76,13 +103,14 @@ TEST_F(DrainHoldTest, AFillingRingIsReadOnceEnoughIsWaiting) {
 }
 
 TEST_F(DrainHoldTest, AFillingRingIsNotHeldLongerThanTheLimit) {
+  Start(std::chrono::microseconds(100));
   Emit();
   host_->PollOnce();
   Emit();
   host_->PollOnce();  // filling: held from now on
   ASSERT_EQ(Delivered(), 1u);
   // The writer keeps moving at every pass, a record at a time; the host reads anyway once the
-  // ring has been held for the limit (microseconds; this waits far longer between passes).
+  // ring has been held for the limit (100 µs; this waits 1 ms between passes).
   uint64_t delivered = 1;
   for (int pass = 0; pass < 10 && delivered < 2; ++pass) {
     std::this_thread::sleep_for(1ms);

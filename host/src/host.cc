@@ -140,6 +140,9 @@ Result<std::unique_ptr<Host>> Host::Start(HostOptions options) {
   if (options.pool_name.empty()) options.pool_name = defaults::PoolName();
   if (!options.catalog) options.catalog = Catalog::Default();
   if (options.batch == 0) return InvalidArgument("batch must be at least 1");
+  if (options.hold_filling_ring.count() < 0) {
+    return InvalidArgument("hold_filling_ring must not be negative");
+  }
   auto impl = std::make_unique<Impl>(std::move(options));
   Impl* raw = impl.get();
   auto log = [raw](const std::string& line) { raw->Log(line); };

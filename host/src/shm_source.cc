@@ -201,11 +201,11 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
 // Reading its newest records would pull the cache lines the writer is writing, and will write
 // next, over to this core one record at a time, and each emit would wait for them to come back
 // (doc/performance.md, "Emit back to back"). Such a ring is read once kBusyBatchBytes are
-// waiting, far enough behind the writer, or once it has been held back for kMaxHold. A ring
-// whose writer was quiet at the previous pass (paced events, the first record of a burst) is read
-// at once, so holding back costs a busy ring at most kMaxHold of latency and a quiet one none.
+// waiting, far enough behind the writer, or once it has been held back for
+// HostOptions::hold_filling_ring. A ring whose writer was quiet at the previous pass (paced
+// events, the first record of a burst) is read at once, so holding back costs a busy ring at most
+// that long in latency and a quiet one nothing.
 constexpr uint64_t kBusyBatchBytes = 8 << 10;
-constexpr std::chrono::microseconds kMaxHold{5};
 
 bool ShmSource::HoldBack(Ring* r, std::chrono::steady_clock::time_point now) {
   const shm::RingReader& reader = *r->reader;
@@ -217,7 +217,7 @@ bool ShmSource::HoldBack(Ring* r, std::chrono::steady_clock::time_point now) {
   r->writer_moving = moved;
   if (filling && wp - reader.consumer() < kBusyBatchBytes) {
     if (r->held_since == std::chrono::steady_clock::time_point{}) r->held_since = now;
-    if (now - r->held_since < kMaxHold) return true;
+    if (now - r->held_since < opt_.hold_filling_ring) return true;
   }
   r->held_since = {};
   return false;
