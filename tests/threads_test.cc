@@ -404,9 +404,13 @@ TEST(ThreadsTest, NoHostMeansEventsAreKeptThenPublishedOnAttach) {
   EXPECT_EQ(s.pending, 0u);
   EXPECT_EQ(s.published, static_cast<uint64_t>(2 * kEvents));
   EXPECT_TRUE(WorkerConserved(s));
-  // The kept events went through a ring of their own, retired once they were in it.
+  // The kept events went through the shared ring; the thread writes there too until the host
+  // has read past them, then moves to a ring of its own. Whether the host got there before the
+  // last "after" emit depends on timing (it holds back a ring its writer is still filling), so
+  // the events took one ring or two; either way every one was delivered, in order, above.
   const std::vector<RingStats> rings = RingsOf(*host, "early");
-  ASSERT_EQ(rings.size(), 2u);
+  ASSERT_GE(rings.size(), 1u);
+  ASSERT_LE(rings.size(), 2u);
   uint64_t delivered = 0;
   for (const RingStats& r : rings) {
     EXPECT_TRUE(r.Conserved()) << Describe(r);
