@@ -198,4 +198,7 @@ with tempfile.TemporaryDirectory() as tmp:
             host.wait()
         receiver.stdin.close()
         receiver.wait(timeout=10)
+        # A worker that exits just before its host stops leaves its ring (and so the registry)
+        # for `pitlane cleanup`, as it would for an operator.
+        subprocess.run([pitlane, "cleanup", "--ns", ns], capture_output=True, timeout=30)
 print("OK")
