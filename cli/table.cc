@@ -1,5 +1,6 @@
 // The per-worker tables of `pitlane host` and `pitlane demo`: fixed-width columns whose header
-// and rows are laid out by one definition, and the conservation law's counts in one order.
+// and rows are laid out by one definition, and the conservation law's counts in one order; and
+// the one-line form of an exporter's report (the host's status line, `pitlane stat`).
 #include <initializer_list>
 #include <string>
 #include <vector>
