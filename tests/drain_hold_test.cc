@@ -1,6 +1,6 @@
 // When the host reads a ring: at once while its writer is quiet; in batches, bounded in bytes
 // and in time (HostOptions::hold_filling_ring), while the writer is filling it
-// (host/src/shm_source.cc, HoldBack). The host here runs no loop of its own: each PollOnce is one
+// (host/src/shm_source.cc, HoldFor). The host here runs no loop of its own: each PollOnce is one
 // pass, so which pass reads what is exact. The time bound is set far above how long a pass takes
 // (sanitizer builds included) except where the bound itself is tested.
 #include <gtest/gtest.h>

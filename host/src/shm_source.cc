@@ -207,26 +207,30 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
 // that long in latency and a quiet one nothing.
 constexpr uint64_t kBusyBatchBytes = 8 << 10;
 
-bool ShmSource::HoldBack(Ring* r, std::chrono::steady_clock::time_point now) {
-  const shm::RingReader& reader = *r->reader;
-  if (reader.state() != shm::RingReader::State::kOk) return false;
-  const uint64_t wp = reader.LoadProducerUntrusted();  // untrusted: ReadBatch checks it again
-  const bool moved = wp != r->seen_producer;
-  const bool filling = moved && r->writer_moving;
-  r->seen_producer = wp;
-  r->writer_moving = moved;
-  if (filling && wp - reader.consumer() < kBusyBatchBytes) {
-    if (r->held_since == std::chrono::steady_clock::time_point{}) r->held_since = now;
-    if (now - r->held_since < opt_.hold_filling_ring) return true;
-  }
-  r->held_since = {};
-  return false;
+shm::ReadHold ShmSource::HoldFor(const Ring& r,
+                                             std::chrono::steady_clock::time_point now) const {
+  using TimePoint = std::chrono::steady_clock::time_point;
+  const bool expired =
+      r.held_since != TimePoint{} && now - r.held_since >= opt_.hold_filling_ring;
+  if (!r.writer_moving || expired || opt_.hold_filling_ring.count() == 0) return {};
+  // Held at this pass only if the writer moved again since the last one (ReadBatch checks).
+  return {r.seen_producer, kBusyBatchBytes};
 }
 
-size_t ShmSource::DrainRing(Ring* r) {
+size_t ShmSource::DrainRing(Ring* r, shm::ReadHold hold,
+                             std::chrono::steady_clock::time_point now) {
   shm::RingReader& reader = *r->reader;
   if (reader.state() != shm::RingReader::State::kOk) return 0;
-  const size_t n = reader.ReadBatch(opt_.batch, &batch_);
+  const size_t n = reader.ReadBatch(opt_.batch, &batch_, hold);
+  // The writer as this pass saw it: whether it moved since the previous one, and since when the
+  // ring has been held back ({}: it was read).
+  r->writer_moving = batch_.producer != r->seen_producer;
+  r->seen_producer = batch_.producer;
+  if (!batch_.held) {
+    r->held_since = {};
+  } else if (r->held_since == std::chrono::steady_clock::time_point{}) {
+    r->held_since = now;
+  }
   // Nothing new: what the ring's header shows is already current. Publishing anyway would
   // rewrite the snapshot, the host counters and `consumer` on every pass over every ring.
   if (n == 0 && batch_.lost == 0 && reader.state() == shm::RingReader::State::kOk) return 0;
@@ -259,9 +263,7 @@ void ShmSource::ReportQuarantine(Ring* r) {
 
 size_t ShmSource::Drain(std::chrono::steady_clock::time_point now) {
   size_t n = 0;
-  for (Ring* r : drain_order_) {
-    if (!HoldBack(r, now)) n += DrainRing(r);
-  }
+  for (Ring* r : drain_order_) n += DrainRing(r, HoldFor(*r, now), now);
   return n;
 }
 

@@ -114,10 +114,13 @@ class ShmSource {
   ShmSource(const HostOptions& options, Delivery& delivery, Hooks hooks);
   void AddWorker(uint32_t index, shm::WorkerSlot* s);
   void AddRing(uint32_t index, shm::RingSlot* s);
-  // Reads what `r` holds (a batch). Final drains (retired rings, reclaim) call it directly.
-  size_t DrainRing(Ring* r);
-  // Whether this pass leaves `r` for later: its writer is filling it right now (shm_source.cc).
-  bool HoldBack(Ring* r, std::chrono::steady_clock::time_point now);
+  // Reads a batch of `r`, unless `hold` leaves it for a later pass (`now`: this pass's time).
+  // Final drains (retired rings, reclaim) read with no hold.
+  size_t DrainRing(Ring* r, shm::ReadHold hold = {},
+                   std::chrono::steady_clock::time_point now = {});
+  // The hold for `r` at this pass: none unless its writer moved at the previous pass and the
+  // ring has not been held for hold_filling_ring yet (shm_source.cc).
+  shm::ReadHold HoldFor(const Ring& r, std::chrono::steady_clock::time_point now) const;
   void ReportQuarantine(Ring* r);
   // liveness.cc
   void CheckLiveness();

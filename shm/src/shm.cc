@@ -570,9 +570,11 @@ inline RecordStep CheckRecordHeader(const RecordHeader& hdr, uint64_t off, uint6
 
 }  // namespace
 
-size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
+size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out, ReadHold hold) {
   out->records = {};
   out->lost = 0;
+  out->producer = rpos_;
+  out->held = false;
   if (state_ != State::kOk) return 0;
   // Room for at least one record of the largest size; a batch ends when the next record does
   // not fit (allocates only the first time a ring with larger records is read).
@@ -594,14 +596,20 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
   RecordBatch::Record* const records = out->storage.data();
   size_t used = 0, n = 0;
   uint64_t lost = 0;
+  uint64_t seen = rp;
+  bool held = false;
   QuarantineReason fault = kQuarantineNone;
 
   const bool ok = Guarded([&] {
     // Acquire pairs with the worker's release store in RingWriter::Commit.
     const uint64_t wp = h->producer.load(std::memory_order_acquire);
+    seen = wp;
     const uint64_t avail = wp - rp;
     if (avail > capacity) return void(fault = kQuarantineProducerOutside);
     if ((avail & 7) != 0) return void(fault = kQuarantineProducerMisaligned);
+    if (wp != hold.unless_producer_at && avail != 0 && avail < hold.min_bytes) {
+      return void(held = true);
+    }
     if (resync && rp != wp) {
       // The first read after a refused snapshot: the sequence goes on from the first record
       // found (past a skip marker, the one at the start of the data area, once written).
@@ -638,6 +646,8 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out) {
       std::atomic_signal_fence(std::memory_order_seq_cst);
     }
   });
+  out->producer = seen;
+  out->held = held;
   // Everything copied before a fault or a bad header is whole and stays readable.
   rpos_ = rp;
   expected_seq_ = expected;

@@ -237,11 +237,23 @@ struct RecordBatch {
   std::vector<uint8_t> bytes;
   std::span<const Record> records;  // this batch's records, in `storage`
   uint64_t lost = 0;  // sum of lost_before
+  // The (untrusted) producer position ReadBatch saw, and whether it read nothing because of
+  // its `hold` (ReadHold).
+  uint64_t producer = 0;
+  bool held = false;
   // Grown once to the largest batch asked for and never shrunk or re-filled: resizing it per
   // batch zeroed up to 4 KiB per pass (14 % of the busy-poll host's time, perf).
   std::vector<Record> storage;
 
   const uint8_t* payload(const Record& r) const { return bytes.data() + r.offset; }
+};
+
+// For RingReader::ReadBatch: read nothing while the writer is still writing and little is
+// waiting, i.e. when the producer position is not `unless_producer_at` (it moved since the
+// caller last looked) and fewer than `min_bytes` are unread. {}: no hold.
+struct ReadHold {
+  uint64_t unless_producer_at = 0;
+  uint64_t min_bytes = 0;
 };
 
 // The host's half of one ring: a pull reader in the manner of a log reader. One reader thread.
@@ -262,10 +274,11 @@ class RingReader {
   static Result<RingReader> Attach(void* base, size_t mapped_bytes, std::string name);
 
   // Replaces `out`'s records with up to `max_records` published records (skip markers are
-  // consumed silently). Sequence gaps are counted as rejected (lost) here. On corruption or
-  // SIGBUS the ring is quarantined (state() says why) and the records before the bad one are
-  // still returned. Returns the number of records.
-  size_t ReadBatch(size_t max_records, RecordBatch* out);
+  // consumed silently), unless `hold` applies (then out->held, nothing read). Sequence gaps are
+  // counted as rejected (lost) here. On corruption or SIGBUS the ring is quarantined (state()
+  // says why) and the records before the bad one are still returned. Returns the number of
+  // records; out->producer is the producer position it saw.
+  size_t ReadBatch(size_t max_records, RecordBatch* out, ReadHold hold = {});
   // Makes the space of everything read so far writable again (release) and mirrors the host
   // counts and a resumable snapshot into the segment. Call after counting a batch.
   void Publish();
