@@ -186,8 +186,11 @@ wait_for 10 "departed row" -- grep -qE '^  \(2 departed\) ' "$tmp/hup.out" &&
 "$pitlane" demo-worker --ns "$ns-hup" --id stat-json --duration 5 --rate 200 >/dev/null 2>&1 &
 worker=$!; pids+=("$worker")
 stat_json() {
+  # The worker registers before its first event takes a ring: wait for a ring with an event.
   "$pitlane" stat --ns "$ns-hup" --json >"$tmp/stat.json" 2>"$tmp/stat.err" &&
-    grep -q '"worker_id": "stat-json"' "$tmp/stat.json"
+    /usr/bin/python3 -c 'import json, sys
+sys.exit(not any(r.get("worker_id") == "stat-json" and r.get("emitted", 0) > 0 for r in json.load(open(sys.argv[1]))["rings"]))' \
+      "$tmp/stat.json"
 }
 if wait_for 10 "stat --json lists the worker's ring" -- stat_json; then
   /usr/bin/python3 - "$tmp/stat.json" "$ns-hup" "$host" <<'EOF' && ok "stat --json is one JSON document with the host and the rings" ||
