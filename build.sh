@@ -89,6 +89,9 @@ case "$command" in
       apt-get install -y --no-install-recommends npm
     fi
     npm ci --prefix tests/otlp --no-audit --no-fund
+    # The StatsD test's server: Etsy's StatsD daemon, pinned by tests/statsd/package-lock.json
+    # (its optional dependencies are syslog and proxy extras the test does not use).
+    npm ci --prefix tests/statsd --omit=optional --no-audit --no-fund
     # First the shm, worker and host tests again under AddressSanitizer + UndefinedBehavior-
     # Sanitizer, in a second build dir (Debug: ~2x faster to build than -O2 with sanitizers,
     # and the suite is not CPU-bound). Not there: the CLI and benchmark tests (not built), the
