@@ -9,6 +9,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "host_impl.h"
 
 namespace pitlane {
@@ -18,6 +20,12 @@ constexpr size_t kCatchingUp = 32;
 // Pauses between passes that found the host level with its producers: ~90 ns here (AMD EPYC,
 // 23 ns per pause), ~4x that on Intel cores since Skylake.
 constexpr int kPauses = 4;
+// How long a pass that read nothing because it held back a ring its writer is filling waits
+// before the next (at most HostOptions::hold_filling_ring). Each pass reads every ring's
+// `producer`, the line the writer stores to at every commit: looked at every ~100 ns, that line
+// is taken from the writer's core as often, and a back-to-back writer waits for it each time
+// (slow-state typical emit p50/p99 165/426 → 140/320 ns; doc/performance.md).
+constexpr auto kHeldPause = std::chrono::microseconds(1);
 }  // namespace
 
 void Host::Impl::WakeLoop() {
@@ -45,6 +53,12 @@ void Host::Impl::Run(const std::atomic<bool>& stop) {
     // writer is done with. The pause adds at most its own length (~0.5 µs) to the latency of
     // a record that lands during it.
     for (int i = 0; i < kPauses; ++i) _mm_pause();
+    // Only holding a filling ring back: nothing to read before more of it is written.
+    if (n == 0 && shm->Holding()) {
+      const auto until = std::chrono::steady_clock::now() +
+                         std::min<std::chrono::nanoseconds>(kHeldPause, opt.hold_filling_ring);
+      while (std::chrono::steady_clock::now() < until) _mm_pause();
+    }
     if (n > 0) {
       idle_since = std::chrono::steady_clock::now();
       continue;

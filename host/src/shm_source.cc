@@ -220,6 +220,7 @@ shm::ReadHold ShmSource::HoldFor(const Ring& r,
 size_t ShmSource::DrainRing(Ring* r, shm::ReadHold hold,
                              std::chrono::steady_clock::time_point now) {
   shm::RingReader& reader = *r->reader;
+  batch_.held = false;
   if (reader.state() != shm::RingReader::State::kOk) return 0;
   const size_t n = reader.ReadBatch(opt_.batch, &batch_, hold);
   // The writer as this pass saw it: whether it moved since the previous one, and since when the
@@ -263,7 +264,11 @@ void ShmSource::ReportQuarantine(Ring* r) {
 
 size_t ShmSource::Drain(std::chrono::steady_clock::time_point now) {
   size_t n = 0;
-  for (Ring* r : drain_order_) n += DrainRing(r, HoldFor(*r, now), now);
+  holding_ = false;
+  for (Ring* r : drain_order_) {
+    n += DrainRing(r, HoldFor(*r, now), now);
+    holding_ |= batch_.held;
+  }
   return n;
 }
 

@@ -53,6 +53,8 @@ class ShmSource {
   void Discover(bool force = false);
   // `now`: the pass's steady-clock time (a ring its writer is filling may be held back a while).
   size_t Drain(std::chrono::steady_clock::time_point now);
+  // The last Drain held back at least one ring its writer is filling.
+  bool Holding() const { return holding_; }
   void Housekeeping();
   bool AnyUnread() const;
   // Something is not accounted for yet: unread records, a dead or leaving worker, a retired ring.
@@ -147,6 +149,7 @@ class ShmSource {
   shm::HostRegistry registry_;
   shm::RegistryHeader* header_ = nullptr;
   uint64_t seen_epoch_ = ~uint64_t{0};
+  bool holding_ = false;  // poll thread (Drain)
   bool registry_lost_ = false;  // poll thread: reported once
   // Who holds a CLAIMING slot: the worker slot it names (a ring slot's claimer is the process
   // in that worker slot), that process's pid and start time.
