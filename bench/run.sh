@@ -83,7 +83,8 @@ load_start="$(cut -d' ' -f1 /proc/loadavg)"
 cpu_model="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
 kernel="$(uname -sr)"
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$(git -C "$root" status --porcelain 2>/dev/null | head -1)"
+# The results directory is this script's output, not a change to what is measured.
+dirty="$(git -C "$root" status --porcelain -- ':!bench/results' 2>/dev/null | head -1)"
 [[ -n "$dirty" ]] && commit="$commit+changes"
 
 json="$out/pitlane_bench.json"
