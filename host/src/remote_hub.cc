@@ -174,10 +174,16 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     hooks.wake();
   }
 
-  // Registers an open stream; returns its handle and whether this id connected before.
-  std::shared_ptr<StreamHandle> Open(const std::shared_ptr<RemoteWorker>& w, Direction d,
-                                     const std::string& peer, const std::string& stream_id) {
-    auto h = std::make_shared<StreamHandle>();
+  // Registers an open stream whose writers `h` already holds, and sends it the whole control
+  // state unless `sent` (what the caller wrote to it already) is still current. The stream's
+  // write lock is held from before it is registered until that state is written, so a control
+  // update (PushControl) either lands before the state is read, and is part of it, or is
+  // written after it; it never finds a stream without writers or ahead of its initial state.
+  std::shared_ptr<StreamHandle> Open(std::shared_ptr<StreamHandle> h,
+                                     const std::shared_ptr<RemoteWorker>& w, Direction d,
+                                     const std::string& peer, const std::string& stream_id,
+                                     const std::optional<ControlState>& sent = std::nullopt) {
+    std::lock_guard<std::mutex> wl(h->write_mu);
     h->worker = w;
     Item it;
     it.kind = Item::kOpened;
@@ -199,6 +205,8 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       streams.emplace(w->id, h);
     }
     Push(std::move(it), 0);
+    const ControlState now = hooks.control_of(w->id);
+    if (!sent || *sent != now) h->send_control(now, true);
     return h;
   }
 
@@ -229,13 +237,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     Push(std::move(it), 0);
   }
 
-  // The full control state, first thing on a new stream. A concurrent update either lands
-  // before (and is then part of control_of) or is written after, under the same write lock.
+  // The full control state again, on a stream whose peer turned out to take it in another form
+  // (a dialed pitlane worker). Read under the write lock: a concurrent update either lands
+  // before (and is then part of control_of) or is written after it; read before the lock, an
+  // update written in between would be followed by this older state.
   bool SendInitialControl(const std::shared_ptr<StreamHandle>& h) {
-    const ControlState s = hooks.control_of(h->worker->id);
     std::lock_guard<std::mutex> wl(h->write_mu);
     if (h->closed) return false;
-    return h->send_control(s, true);
+    return h->send_control(hooks.control_of(h->worker->id), true);
   }
 
   // ── dial-in ────────────────────────────────────────────────────────────────────────────
@@ -267,9 +276,9 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       w->catalog_hash = first->hello().catalog_hash();
     }
     const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
-    std::shared_ptr<StreamHandle> h = Open(w, Direction::kDialIn, ctx->peer(), stream_id);
+    auto h = std::make_shared<StreamHandle>();
     SetDialInWriters(*h, stream, first->hello().accepts_control_state());
-    SendInitialControl(h);
+    Open(h, w, Direction::kDialIn, ctx->peer(), stream_id);
     uint64_t messages = 1;
     size_t n = static_cast<size_t>(first->events_size() + first->records_size());
     Push(Item{Item::kEvents, w, std::move(first_batch), {}, nullptr, true}, n);
@@ -493,10 +502,11 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     // The control state goes first; a write that fails means no worker is there.
     std::shared_ptr<StreamHandle> h;
     uint64_t messages = 0;
-    if (send_control(hooks.control_of(d->id), true)) {
-      h = Open(w, Direction::kDialOut, d->address, stream_id);
+    const ControlState first = hooks.control_of(d->id);
+    if (send_control(first, true)) {
+      h = std::make_shared<StreamHandle>();
       h->send_control = send_control;
-      SendInitialControl(h);  // again: an update may have raced the first send
+      Open(h, w, Direction::kDialOut, d->address, stream_id, first);
       messages = ReadDialed(ctx, *stream, w, h);
     }
     {
