@@ -322,6 +322,15 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
         RunEmitPerCall(s, Shm(true), /*gap_ns=*/500, static_cast<size_t>(bytes));
       });
     }
+    // Back to back as well: then the writer waits for the lines the host read a lap earlier
+    // (BM_Floor_RingWithReader), so what an emit costs follows the lines its record fills.
+    for (const int64_t bytes : kRecordSizes) {
+      const std::string name =
+          "BM_Emit_Shm_RecordSize_BackToBack/bytes:" + std::to_string(bytes);
+      benchmark::RegisterBenchmark(name.c_str(), [bytes](benchmark::State& s) {
+        RunEmitPerCall(s, Shm(true), /*gap_ns=*/0, static_cast<size_t>(bytes));
+      });
+    }
   });
   return 0;
 }();
