@@ -1285,6 +1285,59 @@ TEST(GrpcControlRace, UpdatesWhileStreamsOpenArriveAfterEachStreamsInitialState)
   EXPECT_GT(updates.load(), static_cast<uint64_t>(kStreams)) << "the updates did not race";
 }
 
+bool OpenStreamOf(Host& h, const std::string& id) {
+  for (const WorkerInfo& w : h.Workers()) {
+    if (w.id == id && w.alive) return true;
+  }
+  return false;
+}
+
+// A host whose inbox is full waits for its poll thread before it takes more from any stream. A
+// control update must not wait for it too: the thread that polls may be the one making the
+// update (an application that polls and controls its host from one thread, a handler), and it
+// would then never poll again.
+TEST(GrpcControlRace, UpdateForAStreamOpeningBehindAFullInboxDoesNotWaitForThePollThread) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());  // not polled: its inbox only fills
+  ASSERT_NE(host, nullptr);
+  auto ingest = IngestClient(host->grpc_port());
+  // One worker fills the inbox (65536 events) with its first message.
+  grpc::ClientContext flood_ctx;
+  auto flood = ingest->StreamTelemetry(&flood_ctx);
+  pb::TelemetryUpstream hello = Hello("flood");
+  for (int i = 0; i < (1 << 17); ++i) hello.add_events();
+  ASSERT_TRUE(flood->Write(hello));
+  // Its initial state arrives just before the host queues that message's events.
+  pb::TelemetryDownstream d;
+  while (flood->Read(&d) && !d.initial_state_complete()) {
+  }
+  ASSERT_TRUE(d.initial_state_complete());
+  // Another worker's stream opens behind the full inbox.
+  grpc::ClientContext x_ctx;
+  auto x = ingest->StreamTelemetry(&x_ctx);
+  ASSERT_TRUE(x->Write(Hello("x")));
+  ASSERT_TRUE(WaitFor([&] { return OpenStreamOf(*host, "x"); }));
+
+  // The thread that polls the host updates that worker's control before it polls again.
+  std::atomic<bool> updated{false};
+  std::thread app([&] {
+    EXPECT_TRUE(host->Toggle("x", false).ok());
+    updated.store(true);
+  });
+  EXPECT_TRUE(WaitFor([&] { return updated.load(); }))
+      << "the update waits for a poll that only its own thread would make";
+  // Polling (what that thread does next) lets a stuck update through, so the test can end.
+  while (!updated.load()) {
+    host->PollOnce();
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  app.join();
+  flood_ctx.TryCancel();
+  x_ctx.TryCancel();
+  (void)flood->Finish();
+  (void)x->Finish();
+}
+
 TEST(GrpcWholeControlState, DialInWorkerThatAcceptsItGetsOneMessagePerUpdateOthersThree) {
   for (const bool accepts : {true, false}) {
     SCOPED_TRACE(accepts ? "worker accepts control_state" : "foreign client");

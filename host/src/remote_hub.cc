@@ -183,30 +183,36 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
                                      const std::shared_ptr<RemoteWorker>& w, Direction d,
                                      const std::string& peer, const std::string& stream_id,
                                      const std::optional<ControlState>& sent = std::nullopt) {
-    std::lock_guard<std::mutex> wl(h->write_mu);
-    h->worker = w;
     Item it;
     it.kind = Item::kOpened;
     it.worker = w;
     it.stream_id = stream_id;
     {
-      std::lock_guard<std::mutex> lock(mu);
-      it.reconnect = w->streams_opened > 0;
-      if (it.reconnect && w->open_streams == 0) {
-        it.downtime_ms = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - w->lost_at)
-                .count());
+      std::lock_guard<std::mutex> wl(h->write_mu);
+      h->worker = w;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        it.reconnect = w->streams_opened > 0;
+        if (it.reconnect && w->open_streams == 0) {
+          it.downtime_ms = static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - w->lost_at)
+                  .count());
+        }
+        ++w->streams_opened;
+        ++w->open_streams;
+        w->peer = peer;
+        w->direction = d;
+        streams.emplace(w->id, h);
       }
-      ++w->streams_opened;
-      ++w->open_streams;
-      w->peer = peer;
-      w->direction = d;
-      streams.emplace(w->id, h);
+      const ControlState now = hooks.control_of(w->id);
+      if (!sent || *sent != now) h->send_control(now, true);
     }
+    // Queued only once the write lock is released: Push waits for the poll thread while the
+    // inbox is full, and a control update waiting for this lock (PushControl, under the host's
+    // apply_mu_) may be made on the poll thread, which would then never poll again. The stream's
+    // own items are queued after this one all the same (its thread queues them after Open).
     Push(std::move(it), 0);
-    const ControlState now = hooks.control_of(w->id);
-    if (!sent || *sent != now) h->send_control(now, true);
     return h;
   }
 
