@@ -714,6 +714,50 @@ TEST(GrpcRefusals, OversizedMessageIsResourceExhausted) {
   EXPECT_EQ(Folded(host->Stats()), 0u);
 }
 
+// A bad grpc_dial entry fails Host::Start. A worker dialing the host's grpc_listen port meanwhile
+// must not get a stream from the host being given up: Start would wait for that stream to end
+// before it returned, and the stream's thread would then run on the torn-down host.
+TEST(GrpcRefusals, BadDialEntryFailsStartBeforeAWorkerDialingTheListenPortGetsAStream) {
+  ScopedNamespace ns;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::UnusedLocalPort());
+  // A worker that dials every 5 ms until the port is served and holds the stream it gets.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 5);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5);
+  auto ingest = pb::TelemetryIngest::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.set_wait_for_ready(true);
+  std::atomic<bool> got_state{false};
+  std::thread worker([&] {
+    auto s = ingest->StreamTelemetry(&ctx);
+    pb::TelemetryDownstream d;
+    if (s->Write(Hello("early"))) {
+      while (s->Read(&d)) got_state.store(got_state.load() || d.initial_state_complete());
+    }
+    (void)s->Finish();
+  });
+  HostOptions o;
+  o.ns = ns.name();
+  o.grpc_listen = address;
+  // Many good entries before the bad one: the host checks them for a while.
+  o.grpc_dial.assign(1000000, "same=127.0.0.1:1");
+  o.grpc_dial.push_back(std::string(64, 'x') + "=127.0.0.1:1");  // a worker id over 63 bytes
+  std::atomic<bool> returned{false};
+  std::thread starter([&] {
+    Result<std::unique_ptr<Host>> h = Host::Start(o);
+    EXPECT_EQ(h.status().code(), StatusCode::kInvalidArgument) << h.status().message();
+    returned.store(true);
+  });
+  EXPECT_TRUE(WaitFor([&] { return returned.load(); }))
+      << "Host::Start waits for the stream of a worker that dialed the host it gave up";
+  EXPECT_FALSE(got_state.load()) << "a host that failed to start served a worker";
+  ctx.TryCancel();
+  worker.join();
+  starter.join();
+}
+
 TEST(GrpcRefusals, StreamWithoutHelloIsInvalidArgument) {
   ScopedNamespace ns;
   auto host = StartGrpcHost(ns.name());

@@ -823,6 +823,21 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
   impl->opt = options;
   impl->catalog = &catalog;
   impl->hooks = std::move(hooks);
+  // The dial entries are checked before the server starts: once it serves, a worker's stream
+  // may run on `impl`, which a failed Start would destroy under it (and grpc::Server's
+  // destructor, run after the members that stream uses, would wait for the stream to end).
+  for (const std::string& spec : options.grpc_dial) {
+    auto d = std::make_unique<Impl::Dialer>();
+    Result<DialSpec> parsed = ParseDialSpec(spec, "grpc_dial");
+    if (!parsed.ok()) return parsed.status();
+    d->address = std::move(parsed.value().address);
+    d->id = std::move(parsed.value().id);
+    if (d->id.size() > kMaxWorkerIdBytes) {
+      return InvalidArgument("grpc_dial \"" + spec + "\": worker id longer than 63 bytes");
+    }
+    impl->WorkerFor(d->id, Direction::kDialOut);
+    impl->dialers.push_back(std::move(d));
+  }
   if (!options.grpc_listen.empty()) {
     if (Status s = ValidateGrpcAddress(options.grpc_listen, AddressUse::kServe, "grpc_listen");
         !s.ok()) {
@@ -859,18 +874,6 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
       return Unavailable("cannot serve gRPC on " + options.grpc_listen +
                          " (address in use or invalid)");
     }
-  }
-  for (const std::string& spec : options.grpc_dial) {
-    auto d = std::make_unique<Impl::Dialer>();
-    Result<DialSpec> parsed = ParseDialSpec(spec, "grpc_dial");
-    if (!parsed.ok()) return parsed.status();
-    d->address = std::move(parsed.value().address);
-    d->id = std::move(parsed.value().id);
-    if (d->id.size() > kMaxWorkerIdBytes) {
-      return InvalidArgument("grpc_dial \"" + spec + "\": worker id longer than 63 bytes");
-    }
-    impl->WorkerFor(d->id, Direction::kDialOut);
-    impl->dialers.push_back(std::move(d));
   }
   Impl* raw = impl.get();
   for (auto& d : impl->dialers) {
