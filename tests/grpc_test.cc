@@ -1382,6 +1382,40 @@ TEST(GrpcControlRace, UpdateForAStreamOpeningBehindAFullInboxDoesNotWaitForThePo
   (void)x->Finish();
 }
 
+// ── the last ack ────────────────────────────────────────────────────────────────────────────
+// A worker that closes its side is sent, before the stream ends, an ack for everything it sent
+// that the host folded meanwhile.
+TEST(GrpcAcks, WorkerClosingItsSideIsAckedForEverythingItSent) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto ingest = IngestClient(host->grpc_port());
+  constexpr int kStreams = 40, kBatches = 8, kPerBatch = 500;
+  int short_acked = 0;
+  uint64_t next = 0;
+  for (int s = 0; s < kStreams; ++s) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = ingest->StreamTelemetry(&ctx);
+    ASSERT_TRUE(stream->Write(Hello("acked")));
+    for (int b = 0; b < kBatches; ++b) {
+      pb::TelemetryUpstream m;
+      m.set_first_sequence(next);
+      for (int i = 0; i < kPerBatch; ++i) m.add_events()->add_event_parts("x");
+      next += kPerBatch;
+      ASSERT_TRUE(stream->Write(m));
+    }
+    stream->WritesDone();
+    uint64_t acked = 0;
+    pb::TelemetryDownstream d;
+    while (stream->Read(&d)) acked = std::max<uint64_t>(acked, d.acked_sequence());
+    ASSERT_TRUE(stream->Finish().ok());
+    short_acked += acked != next;
+  }
+  EXPECT_EQ(short_acked, 0) << "of " << kStreams << " streams ended without an ack for all they sent";
+}
+
 TEST(GrpcWholeControlState, DialInWorkerThatAcceptsItGetsOneMessagePerUpdateOthersThree) {
   for (const bool accepts : {true, false}) {
     SCOPED_TRACE(accepts ? "worker accepts control_state" : "foreign client");

@@ -287,16 +287,18 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     Open(h, w, Direction::kDialIn, ctx->peer(), stream_id);
     uint64_t messages = 1;
     size_t n = static_cast<size_t>(first->events_size() + first->records_size());
+    uint64_t end = first->first_sequence() + n;  // the ack that covers what this stream queued
     Push(Item{Item::kEvents, w, std::move(first_batch), {}, nullptr, true}, n);
     auto next = std::make_unique<Item::ArenaBatch>();
     while (!stopping.load() && stream->Read(next->msg)) {
       ++messages;
       n = static_cast<size_t>(next->msg->events_size() + next->msg->records_size());
+      end = std::max<uint64_t>(end, next->msg->first_sequence() + n);
       Push(Item{Item::kEvents, w, std::move(next), {}, nullptr, true}, n);
       next = std::make_unique<Item::ArenaBatch>();
     }
     const bool lost = ctx->IsCancelled();
-    if (!lost) SendLastAck(*h, w);
+    if (!lost) SendLastAck(*h, w, end);
     Close(h, lost, lost ? "cancelled or connection broken" : "closed by the worker", messages,
           stream_id);
     return grpc::Status::OK;
@@ -368,18 +370,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     };
   }
 
-  // The worker closed its side: give the poll thread a moment to fold what it sent, so the last
-  // ack reaches the worker before the stream ends.
-  void SendLastAck(StreamHandle& h, const std::shared_ptr<RemoteWorker>& w) {
+  // The worker closed its side: give the poll thread a moment to fold what it sent (the ack
+  // reaching `end`), so the last ack reaches the worker before the stream ends. It waits for the
+  // ack itself: an inbox without the worker's items does not mean they were folded, since the
+  // poll thread takes the whole inbox and only then folds it and raises the ack.
+  void SendLastAck(StreamHandle& h, const std::shared_ptr<RemoteWorker>& w, uint64_t end) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (std::chrono::steady_clock::now() < until && !stopping.load()) {
-      {
-        std::lock_guard<std::mutex> lock(inbox_mu);
-        if (std::none_of(inbox.begin(), inbox.end(),
-                         [&](const Item& i) { return i.worker == w; })) {
-          break;
-        }
-      }
+    while (w->acked.load(std::memory_order_acquire) < end &&
+           std::chrono::steady_clock::now() < until && !stopping.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     std::lock_guard<std::mutex> wl(h.write_mu);
