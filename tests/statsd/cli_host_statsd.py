@@ -172,3 +172,6 @@ with tempfile.TemporaryDirectory() as tmp:
                 print(f"host exit {host.returncode}:\n{out}")
         daemon.terminate()
         daemon.wait(timeout=20)
+        # A worker that exits just before its host stops leaves its ring (and so the registry)
+        # for `pitlane cleanup`, as it would for an operator.
+        subprocess.run([pitlane, "cleanup", "--ns", ns], capture_output=True, timeout=30)
