@@ -345,14 +345,15 @@ int RunCtl(const CtlOptions& o) {
       break;
     }
     case CtlAction::kSet: {
+      ControlState state;
+      state.enabled = o.state == "on";
+      state.sampling_rate = rate;
+      state.sampling_patterns = o.patterns;
+      state.allow = o.allow;
+      state.deny = o.deny;
       v1::SetControlRequest req;
       req.set_worker_id(o.worker);
-      v1::WorkerControlState* s = req.mutable_control();
-      s->set_enabled(o.state == "on");
-      s->set_sampling_rate(rate);
-      for (const std::string& p : o.patterns) s->add_sampling_patterns(p);
-      for (const std::string& p : o.allow) s->add_allow(p);
-      for (const std::string& p : o.deny) s->add_deny(p);
+      internal::ControlToProto(state, req.mutable_control());
       rc = Invoke(t, [&](grpc::ClientContext* c) { return admin->SetControl(c, req, &control); });
       break;
     }

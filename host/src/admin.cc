@@ -67,7 +67,6 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(code, s.message());
 }
 
-
 std::string Quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 class AdminService final : public v1::Admin::Service {

@@ -179,10 +179,9 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   // write lock is held from before it is registered until that state is written, so a control
   // update (PushControl) either lands before the state is read, and is part of it, or is
   // written after it; it never finds a stream without writers or ahead of its initial state.
-  std::shared_ptr<StreamHandle> Open(std::shared_ptr<StreamHandle> h,
-                                     const std::shared_ptr<RemoteWorker>& w, Direction d,
-                                     const std::string& peer, const std::string& stream_id,
-                                     const std::optional<ControlState>& sent = std::nullopt) {
+  void Open(const std::shared_ptr<StreamHandle>& h, const std::shared_ptr<RemoteWorker>& w,
+            Direction d, const std::string& peer, const std::string& stream_id,
+            const std::optional<ControlState>& sent = std::nullopt) {
     Item it;
     it.kind = Item::kOpened;
     it.worker = w;
@@ -213,7 +212,6 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     // apply_mu_) may be made on the poll thread, which would then never poll again. The stream's
     // own items are queued after this one all the same (its thread queues them after Open).
     Push(std::move(it), 0);
-    return h;
   }
 
   void Close(const std::shared_ptr<StreamHandle>& h, bool lost, std::string reason,

@@ -207,8 +207,7 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
 // that long in latency and a quiet one nothing.
 constexpr uint64_t kBusyBatchBytes = 8 << 10;
 
-shm::ReadHold ShmSource::HoldFor(const Ring& r,
-                                             std::chrono::steady_clock::time_point now) const {
+shm::ReadHold ShmSource::HoldFor(const Ring& r, std::chrono::steady_clock::time_point now) const {
   using TimePoint = std::chrono::steady_clock::time_point;
   const bool expired =
       r.held_since != TimePoint{} && now - r.held_since >= opt_.hold_filling_ring;
@@ -220,7 +219,6 @@ shm::ReadHold ShmSource::HoldFor(const Ring& r,
 size_t ShmSource::DrainRing(Ring* r, shm::ReadHold hold,
                              std::chrono::steady_clock::time_point now) {
   shm::RingReader& reader = *r->reader;
-  batch_.held = false;
   if (reader.state() != shm::RingReader::State::kOk) return 0;
   const size_t n = reader.ReadBatch(opt_.batch, &batch_, hold);
   // The writer as this pass saw it: whether it moved since the previous one, and since when the
@@ -267,7 +265,7 @@ size_t ShmSource::Drain(std::chrono::steady_clock::time_point now) {
   holding_ = false;
   for (Ring* r : drain_order_) {
     n += DrainRing(r, HoldFor(*r, now), now);
-    holding_ |= batch_.held;
+    holding_ |= r->held_since != std::chrono::steady_clock::time_point{};
   }
   return n;
 }
