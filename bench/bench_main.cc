@@ -81,11 +81,8 @@ void BM_Floor_RingWithReader(benchmark::State& state) {
   constexpr uint64_t kRing = 1 << 20, kRecord = 288, kBatch = 8 << 10;
   const bool copies = state.range(0) != 0;
   state.counters["line_transfer_ns"] = LineTransferNs();
-  struct alignas(64) Position {
-    std::atomic<uint64_t> v{0};
-  };
   std::vector<uint8_t> ring(kRing);
-  Position written, read;
+  LineWord written, read;
   std::atomic<bool> stop{false};
   PinTo(kWorkerCore);
   std::thread reader([&] {

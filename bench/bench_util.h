@@ -48,6 +48,11 @@ void PinTo(int cpu);
 inline constexpr int kWorkerCore = 0;
 inline constexpr int kHostCore = 1;
 
+// A 64-bit atomic alone on its cache line: a position or flag one core writes and the other reads.
+struct alignas(64) LineWord {
+  std::atomic<uint64_t> v{0};
+};
+
 // A cache line bounced between kWorkerCore (the calling thread, which it pins there) and an echo
 // thread on kHostCore: RoundTrip(i) writes i and waits until the echo thread writes it back.
 // On this kind of VM the cost of a line moving between the two vCPUs changes over time (where
@@ -59,10 +64,7 @@ class LinePingPong {
   void RoundTrip(uint64_t i);
 
  private:
-  struct alignas(64) Line {
-    std::atomic<uint64_t> v{0};
-  };
-  Line ping_, pong_;
+  LineWord ping_, pong_;
   std::atomic<bool> stop_{false};
   std::thread echo_;
 };

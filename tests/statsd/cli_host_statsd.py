@@ -17,24 +17,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 pitlane, node = sys.argv[1], sys.argv[2]
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "interop"))
+from interop_util import CheckFailed, wait_for  # noqa: E402  (the tests' shared polling)
 ns = f"ctest-statsd-cli-{os.getpid()}"
 EVENT = "snakepit.python.call.stop"  # python.call.stop's host name
 HOSTILE_ID = "w:2|x@y#z,q"           # every character that could split a StatsD line
 SANITISED_ID = "w_2_x_y_z_q"
-
-
-def wait_for(predicate, what, timeout=20.0):
-    until = time.time() + timeout
-    while time.time() < until:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port(kind):
@@ -87,14 +78,14 @@ with tempfile.TemporaryDirectory() as tmp:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.sendto(b"probe:1|c", ("127.0.0.1", port))
             return totals()[0].get("probe", 0) > 0
-        wait_for(probe, "the StatsD daemon to count a probe line", timeout=30)
+        wait_for(probe, 30, "the StatsD daemon to count a probe line")
 
         admin = f"unix:{tmp}/admin.sock"
         host = subprocess.Popen(
             [pitlane, "host", "--ns", ns, "--admin", admin, "--interval", "60",
              "--statsd", f"127.0.0.1:{port}", "--statsd-tags", "worker_id"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: os.path.exists(f"{tmp}/admin.sock"), "the host's admin socket")
+        wait_for(lambda: os.path.exists(f"{tmp}/admin.sock"), 20, "the host's admin socket")
 
         for i in range(5):
             run("emit", "--ns", ns, "--id", "w1", "python.call.stop",
@@ -111,7 +102,7 @@ with tempfile.TemporaryDirectory() as tmp:
             return None
 
         # Every event has been sent (a counter line each, so 8 at least) ...
-        wait_for(lambda: (r := report()) and r["counts"].get("lines_sent", 0) >= 8,
+        wait_for(lambda: (r := report()) and r["counts"].get("lines_sent", 0) >= 8, 20,
                  "the exporter to send the 8 events")
 
         # ... and what the exporter says it sent is what the daemon received. Host events
@@ -133,8 +124,8 @@ with tempfile.TemporaryDirectory() as tmp:
             return last["sent"] == last["received"]
 
         try:
-            wait_for(settled, "the daemon to receive what the exporter reports", timeout=10)
-        except AssertionError:
+            wait_for(settled, 10, "the daemon to receive what the exporter reports")
+        except CheckFailed:
             pass  # reported below with the other checks
         counters, timers, gauges = totals()
         checks = []
