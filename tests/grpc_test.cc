@@ -1151,6 +1151,9 @@ TYPED_TEST(GrpcWholeControlStateTest, SwitchFromDisabledToEnabledWithDenyLetsNoD
   ASSERT_TRUE(h.SetControl(id, off).ok());
   // Another event shows when the worker is disabled; what it sent before that is the baseline.
   ASSERT_TRUE(EmitUntil(w, "python.gc.completed", EmitResult::kSuppressedDisabled));
+  // Over gRPC an event counts as published when the stream's writer takes it, after Emit has
+  // returned: the baseline waits until nothing emitted before is still queued.
+  ASSERT_TRUE(WaitFor([&] { return w.Stats().in_flight() == 0; }));
   const uint64_t sent_before = w.Stats().published;
 
   // The emitter: the denied event in a tight loop, each outcome counted.
