@@ -15,6 +15,8 @@ pitlane.v1.TelemetryIngest/StreamTelemetry:
   unknown name and the one with a measurement key outside the allowlist are rejected and
   counted, never delivered;
 - the host reports the stream's opening and its orderly close as grpc.* transport events;
+- workers that close their side right after their last batch each get the ack for everything
+  they sent before the stream ends;
 - a stream whose first message has no WorkerHello ends with INVALID_ARGUMENT;
 - against a host started with --grpc-token, a stream without the token and one with a wrong
   token end with UNAUTHENTICATED and deliver nothing, and one with the token is served.
@@ -28,6 +30,10 @@ import threading
 import interop_util as iu
 
 WAIT = 20  # seconds any single condition may take on a loaded machine
+# Workers that close their side at once after their last batch: how many, and what they send.
+CLOSERS = 40
+CLOSER_BATCHES = 8
+CLOSER_BATCH_EVENTS = 5
 
 StreamState = collections.namedtuple(
     "StreamState", "controls initial_complete_at acked error finished")
@@ -261,6 +267,28 @@ def run(hosts):
              "a stream whose first message lacks WorkerHello ends with INVALID_ARGUMENT",
              nameless.code())
     nameless.close_send()
+
+    # ── workers that close their side right after their last batch ─────────────────────────
+    # Each must still get the ack for everything it sent before its stream ends.
+    closers = []
+    for i in range(CLOSERS):
+        s = IngestStream(grpc, pb_grpc, channel)
+        s.send(pb.TelemetryUpstream(hello=pb.WorkerHello(worker_id=f"py-closer-{i}", pid=pid)))
+        for b in range(CLOSER_BATCHES):
+            batch = [make_event(pb, "python.cpu.sampled", {"cpu_percent": float(b)}, {}, "",
+                                t0 + b) for _ in range(CLOSER_BATCH_EVENTS)]
+            s.send(pb.TelemetryUpstream(events=batch, first_sequence=b * CLOSER_BATCH_EVENTS))
+        s.close_send()
+        closers.append(s)
+    sent = CLOSER_BATCHES * CLOSER_BATCH_EVENTS
+    short = []
+    for i, s in enumerate(closers):
+        error = s.wait_finished(f"py-closer-{i}'s stream to end")
+        if error is not None or s.snapshot().acked != sent:
+            short.append((i, s.snapshot().acked, error))
+    iu.check(not short,
+             f"{CLOSERS} workers that close right after sending {sent} events each get ack {sent} "
+             "before their stream ends OK", f"short (worker, acked, error): {short[:5]}")
 
     rc = host.stop()
     iu.check(rc == 0, "the host exits 0 on SIGTERM", rc)
