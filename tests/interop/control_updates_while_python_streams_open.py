@@ -21,7 +21,6 @@ Half of the workers announce that they apply the whole state in one message
 """
 
 import os
-import queue
 import threading
 
 import interop_util as iu
@@ -33,85 +32,50 @@ UPDATES_SEEN = 2    # updates each stream must receive before it closes
 UPDATERS = 4        # threads replacing the control state, each on a channel of its own
 
 
-class RecordingStream:
-    """One dial-in stream; records every downstream message as (kind, enabled, complete)."""
+class RecordingStream(iu.IngestStream):
+    """A dial-in stream under a new worker id that announces, or not, that it applies the whole
+    state in one message."""
 
     def __init__(self, grpc, pb, pb_grpc, channel, worker_id, whole_state):
+        super().__init__(grpc, pb_grpc, channel, first=pb.TelemetryUpstream(
+            hello=pb.WorkerHello(worker_id=worker_id, pid=os.getpid(), node="interop-race",
+                                 accepts_control_state=whole_state)))
         self.worker_id = worker_id
         self.whole_state = whole_state
-        self._grpc = grpc
-        self._requests = queue.Queue()
-        self._cv = threading.Condition()
-        self.messages = []
-        self.error = None
-        self.finished = False
-        self._requests.put(pb.TelemetryUpstream(hello=pb.WorkerHello(
-            worker_id=worker_id, pid=os.getpid(), node="interop-race",
-            accepts_control_state=whole_state)))
-        call = pb_grpc.TelemetryIngestStub(channel).StreamTelemetry(self._request_iterator())
-        self._call = call
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _request_iterator(self):
-        while True:
-            message = self._requests.get()
-            if message is None:
-                return
-            yield message
-
-    def _read(self):
-        try:
-            for reply in self._call:
-                if reply.HasField("control_state"):
-                    entry = ("state", reply.control_state.enabled)
-                elif reply.HasField("control"):
-                    kind = reply.control.WhichOneof("control")
-                    entry = (kind, reply.control.toggle.enabled if kind == "toggle" else None)
-                else:
-                    continue  # an ack
-                with self._cv:
-                    self.messages.append(entry + (reply.initial_state_complete,))
-        except self._grpc.RpcError as e:
-            with self._cv:
-                self.error = e
-        finally:
-            with self._cv:
-                self.finished = True
-
-    def snapshot(self):
-        with self._cv:
-            return list(self.messages), self.error, self.finished
+    def messages(self):
+        """Every control message so far as (kind, initial_state_complete); acks left out."""
+        out = []
+        for r in self.snapshot().replies:
+            if r.HasField("control_state"):
+                out.append(("state", r.initial_state_complete))
+            elif r.HasField("control"):
+                out.append((r.control.WhichOneof("control"), r.initial_state_complete))
+        return out
 
     def updates_after_initial_state(self):
-        messages, _, _ = self.snapshot()
-        initial = 1 if self.whole_state else 3
-        per_update = 1 if self.whole_state else 3
-        return max(0, len(messages) - initial) // per_update
-
-    def close_send(self):
-        self._requests.put(None)
+        per_message = 1 if self.whole_state else 3
+        return max(0, len(self.messages()) - per_message) // per_message
 
 
 def check_initial_state(stream):
     """The stream's first message(s) are its initial state, complete, with no update among them."""
-    messages, error, _ = stream.snapshot()
+    messages, error = stream.messages(), stream.snapshot().error
     who = f"{stream.worker_id} ({'whole state' if stream.whole_state else 'three parts'})"
     iu.check(error is None, f"{who}: the stream ended OK", error)
     if stream.whole_state:
-        iu.check(messages[:1] and messages[0][0] == "state" and messages[0][2],
+        iu.check(messages[:1] == [("state", True)],
                  f"{who}: the first message is the whole state, marked initial_state_complete",
                  messages[:4])
-        iu.check(all(m[0] == "state" and not m[2] for m in messages[1:]),
+        iu.check(all(m == ("state", False) for m in messages[1:]),
                  f"{who}: every update after it is one whole-state message", messages[1:6])
         return
     parts = ["toggle", "sampling", "filter"]
-    iu.check([m[0] for m in messages[:3]] == parts and [m[2] for m in messages[:3]] ==
-             [False, False, True],
+    iu.check(messages[:3] == [("toggle", False), ("sampling", False), ("filter", True)],
              f"{who}: toggle, sampling, filter first, initial_state_complete on the third only",
              messages[:6])
     rest = messages[3:]
-    iu.check(all(m[0] == parts[i % 3] and not m[2] for i, m in enumerate(rest)),
+    iu.check(all(m == (parts[i % 3], False) for i, m in enumerate(rest)),
              f"{who}: updates follow as toggle, sampling, filter, never marked initial", rest[:6])
 
 
@@ -180,13 +144,13 @@ def run(hosts):
             streams += batch
             for s in batch:
                 iu.wait_for(lambda s=s: s.updates_after_initial_state() >= UPDATES_SEEN
-                            or s.snapshot()[2], WAIT,
+                            or s.snapshot().finished, WAIT,
                             f"{s.worker_id}: its initial state and {UPDATES_SEEN} updates",
                             still_running=host.running)
             for s in batch:
                 s.close_send()
             for s in batch:
-                iu.wait_for(lambda s=s: s.snapshot()[2], WAIT, f"{s.worker_id}: the stream ends",
+                iu.wait_for(lambda s=s: s.snapshot().finished, WAIT, f"{s.worker_id}: the stream ends",
                             still_running=host.running)
             iu.check(host.running(), f"round {r}: the host is still running", host.describe())
     finally:
@@ -201,9 +165,9 @@ def run(hosts):
         check_initial_state(s)
         iu.check(s.updates_after_initial_state() >= UPDATES_SEEN,
                  f"{s.worker_id}: received updates while open",
-                 s.snapshot()[0][:8])
+                 s.messages()[:8])
     whole = [s for s in streams if s.whole_state]
-    iu.check(whole and all(m[0] == "state" for s in whole for m in s.snapshot()[0]),
+    iu.check(whole and all(m[0] == "state" for s in whole for m in s.messages()),
              "workers that accept the whole state never get it in three parts")
 
     opened = host.wait_events(lambda e: e.get("name") == "snakepit.grpc.stream.opened"

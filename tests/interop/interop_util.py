@@ -2,6 +2,7 @@
 
 - `parse_args`: the command line every driver takes (--pitlane, --bindings) and the import path
   of the protoc-generated bindings (telemetry_pb2, snakepit_compat_pb2 and their *_grpc modules).
+- `IngestStream`: a dial-in stream as an independent worker opens it, every reply recorded.
 - `HostProcess`: a `pitlane host` child whose stdout (JSON lines, one per delivered event) and
   stderr (status lines) are collected by reader threads, stopped with SIGTERM (SIGKILL if it
   does not exit) whatever the outcome of the test.
@@ -12,8 +13,10 @@
 """
 
 import argparse
+import collections
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -221,6 +224,84 @@ class HostProcess:
         if bad:
             out.append(f"--- stdout lines that are not JSON objects: {len(bad)}, first: {bad[0]!r}")
         return "\n".join(out)
+
+
+StreamState = collections.namedtuple(
+    "StreamState", "replies controls initial_complete_at acked error finished")
+
+
+class IngestStream:
+    """One dial-in stream (pitlane.v1.TelemetryIngest/StreamTelemetry), opened the way an
+    independent worker would: requests come from a queue that grpcio's sending thread drains,
+    replies are read in order on a thread of their own."""
+
+    def __init__(self, grpc, pb_grpc, channel, metadata=(), first=None):
+        """`first`: a TelemetryUpstream to queue before the call starts (the hello)."""
+        self._grpc = grpc
+        self._requests = queue.Queue()
+        self._cv = threading.Condition()
+        self._replies = []     # every TelemetryDownstream, in order
+        self._error = None     # the grpc.RpcError the call ended with
+        self._finished = False
+        if first is not None:
+            self._requests.put(first)
+        ingest = pb_grpc.TelemetryIngestStub(channel)
+        self._call = ingest.StreamTelemetry(self._request_iterator(), metadata=list(metadata))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _request_iterator(self):
+        while True:
+            message = self._requests.get()
+            if message is None:
+                return
+            yield message
+
+    def _read(self):
+        try:
+            for reply in self._call:
+                with self._cv:
+                    self._replies.append(reply)
+        except self._grpc.RpcError as e:
+            with self._cv:
+                self._error = e
+        finally:
+            with self._cv:
+                self._finished = True
+
+    def send(self, message):
+        self._requests.put(message)
+
+    def close_send(self):
+        self._requests.put(None)
+
+    def snapshot(self):
+        """StreamState: the replies; the TelemetryControl messages among them; how many of those
+        had arrived when initial_state_complete did (None: not yet); the highest ack; how the
+        call ended."""
+        with self._cv:
+            replies, error, finished = list(self._replies), self._error, self._finished
+        controls, complete_at, acked = [], None, 0
+        for r in replies:
+            if r.HasField("control"):
+                controls.append(r.control)
+            if r.initial_state_complete and complete_at is None:
+                complete_at = len(controls)
+            acked = max(acked, r.acked_sequence)
+        return StreamState(replies, controls, complete_at, acked, error, finished)
+
+    def wait_finished(self, what, timeout=20):
+        wait_for(lambda: self.snapshot().finished, timeout, what)
+        return self.snapshot().error
+
+    def settled(self):
+        """The initial control state is complete, or the call has ended."""
+        state = self.snapshot()
+        return state.initial_complete_at is not None or state.finished
+
+    def code(self):
+        error = self.snapshot().error
+        return None if error is None else error.code()
 
 
 def worker_events(events, worker_id):

@@ -22,10 +22,7 @@ pitlane.v1.TelemetryIngest/StreamTelemetry:
   token end with UNAUTHENTICATED and deliver nothing, and one with the token is served.
 """
 
-import collections
 import os
-import queue
-import threading
 
 import interop_util as iu
 
@@ -34,75 +31,6 @@ WAIT = 20  # seconds any single condition may take on a loaded machine
 CLOSERS = 40
 CLOSER_BATCHES = 8
 CLOSER_BATCH_EVENTS = 5
-
-StreamState = collections.namedtuple(
-    "StreamState", "controls initial_complete_at acked error finished")
-
-
-class IngestStream:
-    """One dial-in stream, opened the way an independent worker would: requests come from a
-    queue that grpcio's sending thread drains, replies are read on a thread of their own."""
-
-    def __init__(self, grpc, pb_grpc, channel, metadata=()):
-        self._grpc = grpc
-        self._requests = queue.Queue()
-        self._cv = threading.Condition()
-        self.controls = []                 # TelemetryControl messages, in order
-        self.initial_complete_at = None    # len(controls) when initial_state_complete arrived
-        self.acked = 0
-        self.error = None                  # the grpc.RpcError the call ended with
-        self.finished = False
-        ingest = pb_grpc.TelemetryIngestStub(channel)
-        self._call = ingest.StreamTelemetry(self._request_iterator(), metadata=list(metadata))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _request_iterator(self):
-        while True:
-            message = self._requests.get()
-            if message is None:
-                return
-            yield message
-
-    def _read(self):
-        try:
-            for reply in self._call:
-                with self._cv:
-                    if reply.HasField("control"):
-                        self.controls.append(reply.control)
-                    if reply.initial_state_complete and self.initial_complete_at is None:
-                        self.initial_complete_at = len(self.controls)
-                    self.acked = max(self.acked, reply.acked_sequence)
-        except self._grpc.RpcError as e:
-            with self._cv:
-                self.error = e
-        finally:
-            with self._cv:
-                self.finished = True
-
-    def send(self, message):
-        self._requests.put(message)
-
-    def close_send(self):
-        self._requests.put(None)
-
-    def snapshot(self):
-        with self._cv:
-            return StreamState(list(self.controls), self.initial_complete_at, self.acked,
-                               self.error, self.finished)
-
-    def wait_finished(self, what):
-        iu.wait_for(lambda: self.snapshot().finished, WAIT, what)
-        return self.snapshot().error
-
-    def settled(self):
-        """The initial control state is complete, or the call has ended."""
-        state = self.snapshot()
-        return state.initial_complete_at is not None or state.finished
-
-    def code(self):
-        error = self.snapshot().error
-        return None if error is None else error.code()
 
 
 def make_event(pb, wire_name, measurements, metadata, correlation_id, timestamp_ns):
@@ -171,11 +99,11 @@ def run(hosts):
 
     # ── hello, then the control state ──────────────────────────────────────────────────────
     worker_id = "py-ingest-client"
-    stream = IngestStream(grpc, pb_grpc, channel)
+    stream = iu.IngestStream(grpc, pb_grpc, channel)
     stream.send(pb.TelemetryUpstream(
         hello=pb.WorkerHello(worker_id=worker_id, pid=pid, node="interop-python", catalog_hash=0)))
     iu.wait_for(stream.settled, WAIT, "initial_state_complete from the host")
-    controls, complete_at, _, error, _ = stream.snapshot()
+    _, controls, complete_at, _, error, _ = stream.snapshot()
     iu.check(error is None and complete_at == 3,
              "initial control state: three control messages, initial_state_complete on the third",
              f"controls {[str(c) for c in controls]}, complete at {complete_at}, error {error}")
@@ -260,7 +188,7 @@ def run(hosts):
              "the host reports the orderly close", closed[0])
 
     # ── a stream without WorkerHello ───────────────────────────────────────────────────────
-    nameless = IngestStream(grpc, pb_grpc, channel)
+    nameless = iu.IngestStream(grpc, pb_grpc, channel)
     nameless.send(pb.TelemetryUpstream(events=[events[0]], first_sequence=0))
     nameless.wait_finished("the host to refuse a stream without WorkerHello")
     iu.check(nameless.code() == grpc.StatusCode.INVALID_ARGUMENT,
@@ -272,7 +200,7 @@ def run(hosts):
     # Each must still get the ack for everything it sent before its stream ends.
     closers = []
     for i in range(CLOSERS):
-        s = IngestStream(grpc, pb_grpc, channel)
+        s = iu.IngestStream(grpc, pb_grpc, channel)
         s.send(pb.TelemetryUpstream(hello=pb.WorkerHello(worker_id=f"py-closer-{i}", pid=pid)))
         for b in range(CLOSER_BATCHES):
             batch = [make_event(pb, "python.cpu.sampled", {"cpu_percent": float(b)}, {}, "",
@@ -318,7 +246,7 @@ def run(hosts):
                                     options=iu.CHANNEL_OPTIONS)
     attempts = [("py-no-token", ()), ("py-wrong-token", (("authorization", "Bearer nope"),))]
     for attempt_id, metadata in attempts:
-        s = IngestStream(grpc, pb_grpc, channel, metadata)
+        s = iu.IngestStream(grpc, pb_grpc, channel, metadata)
         s.send(pb.TelemetryUpstream(hello=pb.WorkerHello(worker_id=attempt_id, pid=pid),
                                     events=[events[0]], first_sequence=0))
         s.wait_finished(f"the host to refuse {attempt_id}")
@@ -326,7 +254,7 @@ def run(hosts):
                  f"{attempt_id}: the stream ends with UNAUTHENTICATED before any control",
                  f"code {s.code()}, controls {len(s.snapshot().controls)}")
         s.close_send()
-    authorised = IngestStream(grpc, pb_grpc, channel,
+    authorised = iu.IngestStream(grpc, pb_grpc, channel,
                               (("authorization", f"Bearer {token}"),))
     authorised.send(pb.TelemetryUpstream(hello=pb.WorkerHello(worker_id="py-token", pid=pid),
                                          events=[events[0]], first_sequence=0))
