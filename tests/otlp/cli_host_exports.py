@@ -26,6 +26,9 @@ import urllib.request
 pitlane, node = sys.argv[1], sys.argv[2]
 python_dir = sys.argv[3] if len(sys.argv) > 3 else None
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "interop"))
+from interop_util import wait_for  # noqa: E402  (the tests' shared polling)
+WAIT = 20  # seconds any single condition may take on a loaded machine
 trace = "0af7651916cd43dd8448eb211c80319c"
 ns = f"ctest-otlp-cli-{os.getpid()}"
 
@@ -47,16 +50,6 @@ def spans_of(requests):
     return [s for r in requests if r.get("signal") == "traces"
             for rs in r["request"]["resourceSpans"] for ss in rs["scopeSpans"]
             for s in ss["spans"]]
-
-
-def wait_for(predicate, what, timeout=20.0):
-    until = time.time() + timeout
-    while time.time() < until:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +80,7 @@ with tempfile.TemporaryDirectory() as tmp:
         reader = threading.Thread(target=lambda: lines.extend(host.stdout), daemon=True)
         reader.start()
         grpc_line = wait_for(lambda: next((l for l in lines if "gRPC dial-in" in l), None),
-                             "the host's gRPC port")
+                             WAIT, "the host's gRPC port")
         grpc_port = re.search(r":(\d+)", grpc_line.split(" on ")[1]).group(1)
 
         r = None
@@ -114,7 +107,7 @@ with tempfile.TemporaryDirectory() as tmp:
                 python_runs.append((transport, corr, outer_tp, inner_tp))
                 expected += 2
 
-        wait_for(lambda: len(spans_of(requests())) >= expected, f"{expected} spans")
+        wait_for(lambda: len(spans_of(requests())) >= expected, WAIT, f"{expected} spans")
         metrics_line = next(l for l in lines if "Prometheus metrics on" in l)
         scrape_url = metrics_line.split(" on ")[1].strip()
 
@@ -122,7 +115,7 @@ with tempfile.TemporaryDirectory() as tmp:
             text = urllib.request.urlopen(scrape_url, timeout=10).read().decode()
             return text if (f'pitlane_otlp_exported_total{{signal="traces"}} {expected}\n'
                             in text) else None
-        text = wait_for(scrape, "the exported spans on /metrics")
+        text = wait_for(scrape, WAIT, "the exported spans on /metrics")
         assert "# TYPE pitlane_otlp_dropped_total counter" in text, text
         assert 'pitlane_otlp_dropped_total{reason="pending_full"} 0' in text, text
         assert "pitlane_otlp_retries_total 0" in text, text
