@@ -315,6 +315,10 @@ int RunCtl(const CtlOptions& o) {
     return kExitUsage;
   }
 
+  if (Status mine = CheckAdminSocketOwner(t.address); !mine.ok()) {
+    Error("ctl", mine.message());
+    return kExitUnreachable;
+  }
   // The generated gRPC client of the admin service.
   const auto admin =
       v1::Admin::NewStub(grpc::CreateChannel(t.address, grpc::InsecureChannelCredentials()));

@@ -3,6 +3,7 @@
 // host's message, usage errors 2, no host 3. Also `pitlane host --admin / --no-admin`. Runs the
 // built CLI ($PITLANE_CLI, else ../cli/pitlane next to this test binary).
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -409,6 +410,113 @@ TEST_F(CtlCliNoHost, SocketThatNeverAnswersExits3AfterTheDeadline) {
   EXPECT_NE(out.find("the host serving unix:" + path + " did not answer within 5 s"),
             std::string::npos)
       << out;
+}
+
+// A process of another uid (65534) that listens at `path` with a world-connectable socket, as a
+// user could while no host of ours serves a default admin path in /tmp; counts the connections
+// it accepts. Needs root (to drop to that uid).
+class ForeignAdminSocket {
+ public:
+  explicit ForeignAdminSocket(const std::string& path) : path_(path) {
+    int ready[2], seen[2];
+    if (::pipe(ready) != 0 || ::pipe(seen) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]);
+      ::close(seen[0]);
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(2);
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      std::snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path.c_str());
+      if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+          ::chmod(path.c_str(), 0777) != 0 || ::listen(fd, 16) != 0) {
+        _exit(3);
+      }
+      (void)!::write(ready[1], "r", 1);
+      while (true) {
+        const int c = ::accept(fd, nullptr, nullptr);
+        if (c >= 0) {
+          (void)!::write(seen[1], "c", 1);
+          ::close(c);
+        }
+      }
+    }
+    ::close(ready[1]);
+    ::close(seen[1]);
+    char r = 0;
+    ready_ = ::read(ready[0], &r, 1) == 1;
+    ::close(ready[0]);
+    seen_ = seen[0];
+    ::fcntl(seen_, F_SETFL, O_NONBLOCK);
+  }
+  ~ForeignAdminSocket() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (seen_ >= 0) ::close(seen_);
+    ::unlink(path_.c_str());
+  }
+  bool ready() const { return ready_; }
+  // Connections accepted since the last call.
+  int Connections() {
+    int n = 0;
+    char buf[64];
+    ssize_t got;
+    while ((got = ::read(seen_, buf, sizeof buf)) > 0) n += static_cast<int>(got);
+    return n;
+  }
+
+ private:
+  std::string path_;
+  pid_t pid_ = -1;
+  int seen_ = -1;
+  bool ready_ = false;
+};
+
+// Threat model: another uid puts a socket at a namespace's default admin path. Nothing of ours
+// connects to it: `pitlane ctl` exits 3 naming its owner, a host refuses to serve there, `pitlane
+// stat` does not ask it for a running host's exporters, and cleanup leaves it to its owner.
+TEST_F(CtlCliNoHost, AdminSocketOfAnotherUidIsNeverConnectedTo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as uid 65534";
+  const std::string path = SocketPath(ns_.name());
+  ForeignAdminSocket foreign(path);
+  ASSERT_TRUE(foreign.ready());
+  const std::string owner = "belongs to uid 65534, not to uid 0";
+
+  int code = -1;
+  std::string out = RunCli("ctl --ns " + ns_.name() + " toggle '*' off", &code);
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_NE(out.find("pitlane ctl: admin socket " + path + " " + owner), std::string::npos) << out;
+  EXPECT_EQ(foreign.Connections(), 0) << "pitlane ctl connected to the other uid's socket";
+
+  out = RunCli("host --ns " + ns_.name() + " --duration 5", &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find(owner), std::string::npos) << out;
+  EXPECT_EQ(foreign.Connections(), 0) << "pitlane host probed the other uid's socket";
+
+  // A host serving its admin service elsewhere: `pitlane stat` asks the namespace's default
+  // path for its exporters, and refuses it.
+  const std::string own = "/tmp/pitlane-ctl-test." + ns_.name() + ".own.sock";
+  HostProcess host({"--ns", ns_.name(), "--admin", "unix:" + own, "--interval", "3600"},
+                   "/tmp/pitlane-ctl-test." + ns_.name() + ".foreign.log");
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!Exists(own) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(Exists(own)) << host.Output();
+  out = RunCli("stat --ns " + ns_.name(), &code);
+  EXPECT_NE(out.find(owner), std::string::npos) << out;
+  EXPECT_EQ(foreign.Connections(), 0) << "pitlane stat connected to the other uid's socket";
+  out = RunCli("ctl --admin unix:" + own + " workers", &code);  // its own socket: served
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(host.Terminate(), 0) << host.Output();
+
+  out = RunCli("cleanup --ns " + ns_.name(), &code);
+  EXPECT_TRUE(Exists(path)) << out;
+  EXPECT_NE(out.find(owner), std::string::npos) << out;
+  EXPECT_EQ(foreign.Connections(), 0) << "pitlane cleanup probed the other uid's socket";
 }
 
 TEST_F(CtlCliNoHost, StaleSocketOfADeadHostExits3) {

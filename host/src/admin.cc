@@ -234,21 +234,38 @@ Status FileError(int err, const std::string& what) {
 
 bool FitsSunPath(const std::string& path) { return path.size() < sizeof(sockaddr_un{}.sun_path); }
 
+// The one rule for a file at an admin socket path: it is used (served after a dead host,
+// probed, connected to) only when it is a socket owned by this process's effective uid. /tmp is
+// world-writable: while no host of ours serves a default path, another uid can put a socket
+// there, to receive our control commands or to feed `pitlane stat` numbers of its making. The
+// sticky bit keeps it from replacing a file of ours, so checking the file once is enough.
+Status CheckSocketFile(const std::string& path, const struct stat& st) {
+  if (!S_ISSOCK(st.st_mode)) {
+    return FailedPrecondition(path +
+                              " exists and is not a socket; remove it or choose another "
+                              "admin address");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return PermissionDenied("admin socket " + path + " belongs to uid " +
+                            std::to_string(st.st_uid) + ", not to uid " +
+                            std::to_string(::geteuid()) +
+                            " (this process): not using it; its owner or root can remove it, "
+                            "or choose another namespace or admin address");
+  }
+  return Status::Ok();
+}
+
 enum class Probe { kAbsent, kStale };
 
-// What is at `path`: nothing, or a socket nobody serves (connect refused). ALREADY_EXISTS when
-// a server accepts connections on it.
+// What is at `path`: nothing, or a socket of ours nobody serves (connect refused).
+// ALREADY_EXISTS when a server accepts connections on it; CheckSocketFile's errors.
 Result<Probe> ProbeSocket(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return Probe::kAbsent;
     return FileError(errno, "cannot inspect admin socket " + path);
   }
-  if (!S_ISSOCK(st.st_mode)) {
-    return FailedPrecondition(path +
-                              " exists and is not a socket; remove it or choose another "
-                              "admin address");
-  }
+  if (Status ok = CheckSocketFile(path, st); !ok.ok()) return ok;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Internal("socket(AF_UNIX): " + Errno(errno));
   sockaddr_un sa{};
@@ -322,6 +339,14 @@ void ConfigureBuilder(grpc::ServerBuilder& b, grpc::Service* service) {
 }
 
 }  // namespace
+
+Status CheckAdminSocketOwner(const std::string& address) {
+  if (address.rfind(kUnixScheme, 0) != 0) return Status::Ok();
+  const std::string path = address.substr(kUnixScheme.size());
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return Status::Ok();  // nothing there: nobody to trust
+  return CheckSocketFile(path, st);
+}
 
 std::string DefaultAdminAddress(std::string_view ns) {
   return std::string(kUnixScheme) + std::string(kAdminSocketDir) + std::string(kAdminSocketPrefix) +
@@ -526,6 +551,7 @@ const std::string& AdminReader::address() const { return impl_->address; }
 
 Result<std::vector<ExporterReport>> AdminReader::ListExporters(
     std::chrono::system_clock::time_point deadline) const {
+  if (Status mine = CheckAdminSocketOwner(impl_->address); !mine.ok()) return mine;
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);
   v1::ListExportersReply reply;

@@ -11,7 +11,8 @@
 //               mode 0600 whatever the umask: it is bound inside a fresh 0700 directory next to
 //               PATH, made 0600, then renamed onto PATH, so no other user can connect at any
 //               time. A socket file at PATH that no process serves any more (a dead host's) is
-//               replaced; a live one, or anything at PATH that is not a socket, is refused.
+//               replaced; a live one, one of another uid, or anything at PATH that is not a
+//               socket, is refused.
 //               Stop() removes PATH (if it is still this server's socket).
 //   HOST:PORT   TCP, e.g. 127.0.0.1:7420 or [::1]:0 (port 0: the kernel picks one; see port()).
 //               No authentication: bind to a loopback address unless the network is trusted.
@@ -48,6 +49,13 @@ inline constexpr double kAdminCallTimeoutSeconds = 5.0;
 
 // "unix:/tmp/pitlane.<ns>.admin.sock"
 std::string DefaultAdminAddress(std::string_view ns);
+
+// Whether a client may talk to `address`: OK for HOST:PORT and for a unix path with nothing at
+// it (connecting then fails as "no host"); for a file there, OK only when it is a socket owned
+// by the effective uid — PERMISSION_DENIED naming its owner otherwise (another uid put it in
+// /tmp), FAILED_PRECONDITION when it is not a socket. The server, `pitlane stat` (AdminReader)
+// and `pitlane ctl` apply the same rule.
+Status CheckAdminSocketOwner(const std::string& address);
 
 // Removes the default admin sockets (DefaultAdminAddress) of `ns` ("" = of every namespace)
 // that no server accepts connections on: a host that died left them behind. One step per socket
