@@ -672,22 +672,30 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
 
   void Transition(const Item& it, Delivery& delivery) {
     RemoteWorker& w = *it.worker;
-    const std::string dir(DirectionName(w.direction));
+    // As of now: a stream thread (re)opening rewrites them under `mu`.
+    uint32_t pid;
+    Direction direction;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pid = w.pid;
+      direction = w.direction;
+    }
+    const std::string dir(DirectionName(direction));
     if (it.kind == Item::kOpened) {
       MetadataView md[2] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0}};
-      delivery.EmitHostEvent("grpc.stream.opened", {}, md, w.id, w.pid);
+      delivery.EmitHostEvent("grpc.stream.opened", {}, md, w.id, pid);
       if (it.reconnect) {
         MeasurementView m[1] = {{"downtime", Value(static_cast<int64_t>(it.downtime_ms))}};
-        delivery.EmitHostEvent("grpc.connection.reconnected", m, md, w.id, w.pid);
+        delivery.EmitHostEvent("grpc.connection.reconnected", m, md, w.id, pid);
       } else {
-        delivery.EmitHostEvent("grpc.connection.established", {}, md, w.id, w.pid);
+        delivery.EmitHostEvent("grpc.connection.established", {}, md, w.id, pid);
       }
     } else {
       MeasurementView m[1] = {{"message_count", Value(static_cast<int64_t>(it.messages))}};
       MetadataView md[3] = {{"stream_id", it.stream_id, 0}, {"direction", dir, 0},
                             {"reason", it.reason, 0}};
-      delivery.EmitHostEvent("grpc.stream.closed", m, md, w.id, w.pid);
-      if (it.lost) delivery.EmitHostEvent("grpc.connection.lost", {}, md, w.id, w.pid);
+      delivery.EmitHostEvent("grpc.stream.closed", m, md, w.id, pid);
+      if (it.lost) delivery.EmitHostEvent("grpc.connection.lost", {}, md, w.id, pid);
     }
   }
 
