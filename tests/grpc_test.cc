@@ -135,15 +135,26 @@ struct Shm {
   }
 };
 
+// The lines a host logged, for tests that look for one.
+struct HostLog {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  bool Has(std::string_view part) {
+    std::lock_guard<std::mutex> g(mu);
+    return std::any_of(lines.begin(), lines.end(), [&](const std::string& line) {
+      return line.find(part) != std::string::npos;
+    });
+  }
+};
+
 std::unique_ptr<Host> StartGrpcHost(const std::string& ns, HostOptions o = {},
-                                    std::vector<std::string>* log = nullptr,
-                                    std::mutex* log_mu = nullptr) {
+                                    HostLog* log = nullptr) {
   o.ns = ns;
   if (o.grpc_listen.empty() && o.grpc_dial.empty()) o.grpc_listen = "127.0.0.1:0";
-  o.log = [log, log_mu](std::string_view l) {
+  o.log = [log](std::string_view l) {
     if (log) {
-      std::lock_guard<std::mutex> g(*log_mu);
-      log->emplace_back(l);
+      std::lock_guard<std::mutex> g(log->mu);
+      log->lines.emplace_back(l);
     }
   };
   auto h = Host::Start(o);
@@ -886,9 +897,8 @@ TEST(GrpcRecords, RecordsOfAWorkerWithTheHostsCatalogAreDecodedLikeRingRecords) 
 
 TEST(GrpcRecords, RecordsAgainstAnotherCatalogAreRefusedNotMisread) {
   ScopedNamespace ns;
-  std::vector<std::string> log;
-  std::mutex log_mu;
-  auto host = StartGrpcHost(ns.name(), {}, &log, &log_mu);
+  HostLog log;
+  auto host = StartGrpcHost(ns.name(), {}, &log);
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
   auto ingest = IngestClient(host->grpc_port());
@@ -899,10 +909,7 @@ TEST(GrpcRecords, RecordsAgainstAnotherCatalogAreRefusedNotMisread) {
   ASSERT_TRUE(WaitFor([&] { return Folded(host->Stats()) == 1; }));
   EXPECT_EQ(host->Stats().delivered, 0u);
   EXPECT_EQ(host->Stats().rejected[shm::kRejectMalformed], 1u);
-  std::lock_guard<std::mutex> l(log_mu);
-  EXPECT_TRUE(std::any_of(log.begin(), log.end(), [](const std::string& line) {
-    return line.find("another catalog") != std::string::npos;
-  }));
+  EXPECT_TRUE(log.Has("another catalog"));
 }
 
 TEST(GrpcRecords, WorkerOfAnotherCatalogStreamsNamedEventsInstead) {
@@ -1417,6 +1424,54 @@ TEST(GrpcAcks, WorkerClosingItsSideIsAckedForEverythingItSent) {
     short_acked += acked != next;
   }
   EXPECT_EQ(short_acked, 0) << "of " << kStreams << " streams ended without an ack for all they sent";
+}
+
+// A peer that keeps sending but never reads: once gRPC's buffers for it are full, a write to
+// it blocks. The host cancels that stream (StreamHandle, kStalledWrite) instead of blocking
+// every control update behind it forever; the updates go on and the peer may reconnect.
+TEST(GrpcStalledPeer, PeerThatStopsReadingIsCancelledAndControlUpdatesGoOn) {
+  ScopedNamespace ns;
+  HostLog log;
+  auto host = StartGrpcHost(ns.name(), {}, &log);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  auto ingest = IngestClient(host->grpc_port());
+  grpc::ClientContext ctx;
+  auto stream = ingest->StreamTelemetry(&ctx);
+  ASSERT_TRUE(stream->Write(Hello("deaf")));
+  std::atomic<bool> stop{false};
+  std::thread sender([&] {  // events (so acks too), and never a Read
+    for (uint64_t next = 0; !stop.load(); ++next) {
+      pb::TelemetryUpstream m;
+      m.set_first_sequence(next);
+      m.add_events()->add_event_parts("x");
+      if (!stream->Write(m)) break;
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return host->SetControl("deaf", ControlState()).ok(); }));
+  // Updates as fast as they go: each is three messages to this peer, until its buffers fill.
+  std::atomic<uint64_t> updates{0};
+  std::thread updater([&] {
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      ControlState s;
+      s.enabled = i % 2 == 0;
+      (void)host->SetControl("deaf", s);
+      updates.fetch_add(1);
+    }
+  });
+  const bool was_cancelled =
+      WaitFor([&] { return log.Has("stream of worker deaf cancelled"); }, milliseconds(120000));
+  // Updates go on once the stream is gone (before the watchdog they waited forever).
+  const uint64_t at_cancel = updates.load();
+  const bool updates_go_on = WaitFor([&] { return updates.load() > at_cancel + 100; });
+  stop.store(true);
+  ctx.TryCancel();  // also frees a host that never cancelled
+  sender.join();
+  updater.join();
+  EXPECT_TRUE(was_cancelled) << "no stalled stream was cancelled after " << updates.load()
+                             << " updates";
+  EXPECT_TRUE(updates_go_on) << updates.load() << " updates, " << at_cancel << " at the cancel";
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 TEST(GrpcWholeControlState, DialInWorkerThatAcceptsItGetsOneMessagePerUpdateOthersThree) {

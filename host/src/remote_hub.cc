@@ -72,7 +72,40 @@ struct StreamHandle {
   std::function<bool(uint64_t)> send_ack;  // dial-in only
   uint64_t ack_sent = 0;
   std::shared_ptr<RemoteWorker> worker;
+
+  // A write to a peer that stops reading blocks once gRPC's buffers for it are full, holding
+  // write_mu, and with it every control update for that worker (PushControl runs under the
+  // host's control lock, so every update). The watchdog (StalledWriteWatch) cancels the call of
+  // a stream whose write has blocked for kStalledWrite: the write returns false, the stream ends
+  // and its peer may reconnect. Steady-clock ns when the write in progress began; 0: none.
+  std::atomic<int64_t> writing_since{0};
+  // Ends the call (any thread). Cleared by Close under cancel_mu, before the call's context
+  // goes away.
+  std::mutex cancel_mu;
+  std::function<void()> cancel;
+  std::atomic<bool> stalled{false};  // cancelled by the watchdog
+
+  // REQUIRES: write_mu held.
+  bool SendControl(const ControlState& s, bool initial) {
+    return Timed([&] { return send_control(s, initial); });
+  }
+  bool SendAck(uint64_t seq) {
+    return Timed([&] { return send_ack(seq); });
+  }
+
+ private:
+  template <class Write>
+  bool Timed(Write write) {
+    writing_since.store(
+        std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    const bool ok = write();
+    writing_since.store(0, std::memory_order_relaxed);
+    return ok;
+  }
 };
+
+// How long a write to a stream may block before the stream is cancelled (see StreamHandle).
+constexpr auto kStalledWrite = std::chrono::seconds(5);
 
 struct Item {
   enum Kind : uint8_t { kEvents, kOpened, kClosed } kind = kEvents;
@@ -126,6 +159,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   std::condition_variable ack_cv;
   bool ack_pending = false;
   std::thread ack_thread;
+  std::thread watch_thread;  // StalledWriteWatch
 
   // Dial-in streams: how many are open (capped by opt.grpc_max_streams), and the ones still
   // waiting for their WorkerHello with the time they are cancelled at (the ack thread does it).
@@ -205,7 +239,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         streams.emplace(w->id, h);
       }
       const ControlState now = hooks.control_of(w->id);
-      if (!sent || *sent != now) h->send_control(now, true);
+      if (!sent || *sent != now) h->SendControl(now, true);
     }
     // Queued only once the write lock is released: Push waits for the poll thread while the
     // inbox is full, and a control update waiting for this lock (PushControl, under the host's
@@ -216,6 +250,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
 
   void Close(const std::shared_ptr<StreamHandle>& h, bool lost, std::string reason,
              uint64_t messages, const std::string& stream_id) {
+    {
+      std::lock_guard<std::mutex> cl(h->cancel_mu);
+      h->cancel = nullptr;  // the call's context is about to go away
+    }
+    if (h->stalled.load()) {
+      reason = "cancelled: the peer stopped reading (a write blocked for " +
+               std::to_string(kStalledWrite.count()) + " s)";
+    }
     {
       std::lock_guard<std::mutex> wl(h->write_mu);
       h->closed = true;
@@ -248,7 +290,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   bool SendInitialControl(const std::shared_ptr<StreamHandle>& h) {
     std::lock_guard<std::mutex> wl(h->write_mu);
     if (h->closed) return false;
-    return h->send_control(hooks.control_of(h->worker->id), true);
+    return h->SendControl(hooks.control_of(h->worker->id), true);
   }
 
   // ── dial-in ────────────────────────────────────────────────────────────────────────────
@@ -282,6 +324,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     const std::string stream_id = std::to_string(next_stream_id.fetch_add(1));
     auto h = std::make_shared<StreamHandle>();
     SetDialInWriters(*h, stream, first->hello().accepts_control_state());
+    h->cancel = [ctx] { ctx->TryCancel(); };
     Open(h, w, Direction::kDialIn, ctx->peer(), stream_id);
     uint64_t messages = 1;
     size_t n = static_cast<size_t>(first->events_size() + first->records_size());
@@ -381,7 +424,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     std::lock_guard<std::mutex> wl(h.write_mu);
     const uint64_t acked = w->acked.load(std::memory_order_acquire);
     if (acked > h.ack_sent) {
-      h.send_ack(acked);
+      h.SendAck(acked);
       h.ack_sent = acked;
     }
   }
@@ -412,14 +455,43 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         }
       }
       for (auto& h : open) {
-        std::lock_guard<std::mutex> wl(h->write_mu);
+        // A stream whose lock another writer holds is skipped: acks are cumulative, the next
+        // round sends the newer one, and the other streams' acks do not wait behind a write
+        // that may be blocked.
+        std::unique_lock<std::mutex> wl(h->write_mu, std::try_to_lock);
+        if (!wl.owns_lock()) continue;
         const uint64_t acked = h->worker->acked.load(std::memory_order_acquire);
         if (!h->closed && acked > h->ack_sent) {
-          h->send_ack(acked);
+          h->SendAck(acked);
           h->ack_sent = acked;
         }
       }
       lock.lock();
+    }
+  }
+
+  // Cancels every stream whose write has blocked for kStalledWrite (see StreamHandle). Its own
+  // thread: it must run while any writer, the ack thread included, is blocked.
+  void StalledWriteWatch() {
+    std::unique_lock<std::mutex> lock(stop_mu);
+    while (!stop_cv.wait_for(lock, std::chrono::milliseconds(250),
+                             [&] { return stopping.load(); })) {
+      std::vector<std::shared_ptr<StreamHandle>> open;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        for (auto& [id, h] : streams) open.push_back(h);
+      }
+      const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+      const int64_t limit = std::chrono::nanoseconds(kStalledWrite).count();
+      for (auto& h : open) {
+        const int64_t since = h->writing_since.load(std::memory_order_relaxed);
+        if (since == 0 || now - since < limit || h->stalled.exchange(true)) continue;
+        std::lock_guard<std::mutex> cl(h->cancel_mu);
+        if (!h->cancel) continue;
+        Log("stream of worker " + h->worker->id + " cancelled: a write to it blocked for " +
+            std::to_string(kStalledWrite.count()) + " s (its peer stopped reading)");
+        h->cancel();
+      }
     }
   }
 
@@ -508,6 +580,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     if (send_control(first, true)) {
       h = std::make_shared<StreamHandle>();
       h->send_control = send_control;
+      h->cancel = [&ctx] { ctx.TryCancel(); };
       Open(h, w, Direction::kDialOut, d->address, stream_id, first);
       messages = ReadDialed(ctx, *stream, w, h);
     }
@@ -885,6 +958,7 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
     d->thread = std::thread([raw, dp] { raw->Dial(dp); });
   }
   impl->ack_thread = std::thread([raw] { raw->AckLoop(); });
+  impl->watch_thread = std::thread([raw] { raw->StalledWriteWatch(); });
   return std::unique_ptr<RemoteHub>(new RemoteHub(std::move(impl)));
 }
 
@@ -906,6 +980,7 @@ RemoteHub::~RemoteHub() {
   }
   for (auto& d : h.dialers) d->thread.join();
   h.ack_thread.join();
+  h.watch_thread.join();
 }
 
 int RemoteHub::port() const { return impl_->port; }
@@ -932,7 +1007,7 @@ void RemoteHub::PushControl(const std::string& worker_id, const ControlState& st
   }
   for (auto& h : open) {
     std::lock_guard<std::mutex> wl(h->write_mu);
-    if (!h->closed) h->send_control(state, false);
+    if (!h->closed) h->SendControl(state, false);
   }
 }
 
