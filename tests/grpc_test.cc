@@ -1426,6 +1426,47 @@ TEST(GrpcAcks, WorkerClosingItsSideIsAckedForEverythingItSent) {
   EXPECT_EQ(short_acked, 0) << "of " << kStreams << " streams ended without an ack for all they sent";
 }
 
+// Replaces worker `id`'s control state in a loop, as fast as SetControl returns, until Stop.
+// Each update is one or three messages to the worker's stream, so a stream whose peer does not
+// read fills up. Stalled() waits for the host to cancel that stream, then for the updates to go
+// on; false, with why, otherwise.
+class UpdateLoop {
+ public:
+  UpdateLoop(Host& host, const std::string& id)
+      : thread_([this, &host, id] {
+          for (uint64_t i = 0; !stop_.load(); ++i) {
+            ControlState s;
+            s.enabled = i % 2 == 0;
+            (void)host.SetControl(id, s);
+            updates_.fetch_add(1);
+          }
+        }) {}
+  ~UpdateLoop() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  ::testing::AssertionResult CancelledAndGoingOn(HostLog& log, const std::string& id) {
+    if (!WaitFor([&] { return log.Has("stream of worker " + id + " cancelled"); },
+                 milliseconds(120000))) {
+      return ::testing::AssertionFailure()
+             << "no stalled stream was cancelled after " << updates_.load() << " updates";
+    }
+    // Before the watchdog, the updates stopped here for good.
+    const uint64_t at_cancel = updates_.load();
+    if (!WaitFor([&] { return updates_.load() > at_cancel + 100; })) {
+      return ::testing::AssertionFailure()
+             << updates_.load() << " updates, " << at_cancel << " at the cancel";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> updates_{0};
+  std::thread thread_;
+};
+
 // A peer that keeps sending but never reads: once gRPC's buffers for it are full, a write to
 // it blocks. The host cancels that stream (StreamHandle, kStalledWrite) instead of blocking
 // every control update behind it forever; the updates go on and the peer may reconnect.
@@ -1449,28 +1490,12 @@ TEST(GrpcStalledPeer, PeerThatStopsReadingIsCancelledAndControlUpdatesGoOn) {
     }
   });
   ASSERT_TRUE(WaitFor([&] { return host->SetControl("deaf", ControlState()).ok(); }));
-  // Updates as fast as they go: each is three messages to this peer, until its buffers fill.
-  std::atomic<uint64_t> updates{0};
-  std::thread updater([&] {
-    for (uint64_t i = 0; !stop.load(); ++i) {
-      ControlState s;
-      s.enabled = i % 2 == 0;
-      (void)host->SetControl("deaf", s);
-      updates.fetch_add(1);
-    }
-  });
-  const bool was_cancelled =
-      WaitFor([&] { return log.Has("stream of worker deaf cancelled"); }, milliseconds(120000));
-  // Updates go on once the stream is gone (before the watchdog they waited forever).
-  const uint64_t at_cancel = updates.load();
-  const bool updates_go_on = WaitFor([&] { return updates.load() > at_cancel + 100; });
+  UpdateLoop updates(*host, "deaf");
+  EXPECT_TRUE(updates.CancelledAndGoingOn(log, "deaf"));
   stop.store(true);
-  ctx.TryCancel();  // also frees a host that never cancelled
+  ctx.TryCancel();  // also frees an update blocked in a host that never cancelled
   sender.join();
-  updater.join();
-  EXPECT_TRUE(was_cancelled) << "no stalled stream was cancelled after " << updates.load()
-                             << " updates";
-  EXPECT_TRUE(updates_go_on) << updates.load() << " updates, " << at_cancel << " at the cancel";
+  updates.Stop();
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
@@ -1519,6 +1544,14 @@ TEST(GrpcWholeControlState, DialInWorkerThatAcceptsItGetsOneMessagePerUpdateOthe
   }
 }
 
+// Serves `service` on an ephemeral loopback port (*port: the port, 0 when it failed).
+std::unique_ptr<grpc::Server> ServeOnLoopback(grpc::Service* service, int* port) {
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
+  b.RegisterService(service);
+  return b.BuildAndStart();
+}
+
 // A peer serving StreamTelemetry at Snakepit's path that records the control messages it is
 // sent. As a pitlane worker it answers with pitlane's headers (pid, catalog, and that it applies
 // the whole state) and a counters message; as Snakepit's worker, with nothing.
@@ -1554,10 +1587,7 @@ TEST(GrpcWholeControlState, DialedPitlaneWorkerGetsOneMessagePerUpdateASnakepitP
     ScopedNamespace ns;
     ControlRecordingPeer peer(pitlane);
     int port = 0;
-    grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(&peer);
-    std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+    std::unique_ptr<grpc::Server> server = ServeOnLoopback(&peer, &port);
     ASSERT_GT(port, 0);
     HostOptions o;
     o.grpc_dial = {"peer=127.0.0.1:" + std::to_string(port)};
@@ -1581,6 +1611,43 @@ TEST(GrpcWholeControlState, DialedPitlaneWorkerGetsOneMessagePerUpdateASnakepitP
     host.reset();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
+}
+
+// A worker serving StreamTelemetry that never reads what the host sends it.
+class DeafPeer final : public ::snakepit::bridge::BridgeService::Service {
+ public:
+  grpc::Status StreamTelemetry(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<pb::TelemetryEvent, pb::TelemetryControl>*) override {
+    streams.fetch_add(1);
+    while (!ctx->IsCancelled()) std::this_thread::sleep_for(milliseconds(10));
+    return grpc::Status::OK;
+  }
+  std::atomic<int> streams{0};
+};
+
+// The same for the direction Snakepit uses: the host dials a worker that never reads. Its
+// stream is cancelled, the updates go on, and the host dials it again.
+TEST(GrpcStalledPeer, DialedWorkerThatNeverReadsIsCancelledAndRedialed) {
+  ScopedNamespace ns;
+  DeafPeer peer;
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = ServeOnLoopback(&peer, &port);
+  ASSERT_GT(port, 0);
+  HostOptions o;
+  o.grpc_dial = {"deaf=127.0.0.1:" + std::to_string(port)};
+  HostLog log;
+  auto host = StartGrpcHost(ns.name(), o, &log);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  ASSERT_TRUE(WaitFor([&] { return peer.streams.load() == 1; }));
+  UpdateLoop updates(*host, "deaf");
+  EXPECT_TRUE(updates.CancelledAndGoingOn(log, "deaf"));
+  EXPECT_TRUE(WaitFor([&] { return peer.streams.load() >= 2; })) << "the host did not redial";
+  // Ending the peer's calls also frees an update blocked in a host that never cancelled.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  updates.Stop();
+  host.reset();
 }
 
 // A host that sends the three parts (an older pitlane host) still controls a dial-in worker:
@@ -1616,10 +1683,7 @@ TEST(GrpcWholeControlState, DialInWorkerStillAppliesTheThreePartsOfAHostThatSend
   ScopedNamespace ns;
   PartsSendingHost host;
   int port = 0;
-  grpc::ServerBuilder b;
-  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  b.RegisterService(&host);
-  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = ServeOnLoopback(&host, &port);
   ASSERT_GT(port, 0);
   WorkerOptions wo;
   wo.flush_timeout = milliseconds(200);
