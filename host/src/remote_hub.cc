@@ -75,15 +75,15 @@ struct StreamHandle {
 
   // A write to a peer that stops reading blocks once gRPC's buffers for it are full, holding
   // write_mu, and with it every control update for that worker (PushControl runs under the
-  // host's control lock, so every update). The watchdog (StalledWriteWatch) cancels the call of
-  // a stream whose write has blocked for kStalledWrite: the write returns false, the stream ends
-  // and its peer may reconnect. Steady-clock ns when the write in progress began; 0: none.
+  // host's control lock, so every update). The watchdog cancels the call of a stream whose write
+  // has blocked for kStalledWrite: the write returns false, the stream ends and its peer may
+  // reconnect. Steady-clock ns when the write in progress began; 0: none.
   std::atomic<int64_t> writing_since{0};
-  // Ends the call (any thread). Cleared by Close under cancel_mu, before the call's context
-  // goes away.
+  // Thread safety: both under cancel_mu. `cancel` ends the call (any thread); Close clears it
+  // before the call's context goes away. `stalled`: the watchdog called it.
   std::mutex cancel_mu;
   std::function<void()> cancel;
-  std::atomic<bool> stalled{false};  // cancelled by the watchdog
+  bool stalled = false;
 
   // REQUIRES: write_mu held.
   bool SendControl(const ControlState& s, bool initial) {
@@ -159,10 +159,10 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
   std::condition_variable ack_cv;
   bool ack_pending = false;
   std::thread ack_thread;
-  std::thread watch_thread;  // StalledWriteWatch
+  std::thread watch_thread;  // Watchdog
 
   // Dial-in streams: how many are open (capped by opt.grpc_max_streams), and the ones still
-  // waiting for their WorkerHello with the time they are cancelled at (the ack thread does it).
+  // waiting for their WorkerHello with the time they are cancelled at (the watchdog does it).
   std::atomic<size_t> dial_in_streams{0};
   std::mutex hello_mu;
   std::map<grpc::ServerContext*, std::chrono::steady_clock::time_point> awaiting_hello;
@@ -253,10 +253,10 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     {
       std::lock_guard<std::mutex> cl(h->cancel_mu);
       h->cancel = nullptr;  // the call's context is about to go away
-    }
-    if (h->stalled.load()) {
-      reason = "cancelled: the peer stopped reading (a write blocked for " +
-               std::to_string(kStalledWrite.count()) + " s)";
+      if (h->stalled) {
+        reason = "cancelled: the peer stopped reading (a write blocked for " +
+                 std::to_string(kStalledWrite.count()) + " s)";
+      }
     }
     {
       std::lock_guard<std::mutex> wl(h->write_mu);
@@ -446,7 +446,6 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
                       [&] { return ack_pending || stopping.load(); });
       ack_pending = false;
       lock.unlock();
-      CancelSilentStreams();
       std::vector<std::shared_ptr<StreamHandle>> open;
       {
         std::lock_guard<std::mutex> l(mu);
@@ -470,12 +469,19 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
   }
 
-  // Cancels every stream whose write has blocked for kStalledWrite (see StreamHandle). Its own
-  // thread: it must run while any writer, the ack thread included, is blocked.
-  void StalledWriteWatch() {
-    std::unique_lock<std::mutex> lock(stop_mu);
-    while (!stop_cv.wait_for(lock, std::chrono::milliseconds(250),
+  // Cancels the streams that hold a thread without making progress: those that sent no
+  // WorkerHello in time, and those whose write has blocked for kStalledWrite (StreamHandle). Its
+  // own thread: it must run while any writer, the ack thread included, is blocked.
+  void Watchdog() {
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(stop_mu);
+        if (stop_cv.wait_for(lock, std::chrono::milliseconds(250),
                              [&] { return stopping.load(); })) {
+          return;
+        }
+      }
+      CancelSilentStreams();
       std::vector<std::shared_ptr<StreamHandle>> open;
       {
         std::lock_guard<std::mutex> l(mu);
@@ -485,9 +491,10 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       const int64_t limit = std::chrono::nanoseconds(kStalledWrite).count();
       for (auto& h : open) {
         const int64_t since = h->writing_since.load(std::memory_order_relaxed);
-        if (since == 0 || now - since < limit || h->stalled.exchange(true)) continue;
+        if (since == 0 || now - since < limit) continue;
         std::lock_guard<std::mutex> cl(h->cancel_mu);
-        if (!h->cancel) continue;
+        if (!h->cancel || h->stalled) continue;
+        h->stalled = true;
         Log("stream of worker " + h->worker->id + " cancelled: a write to it blocked for " +
             std::to_string(kStalledWrite.count()) + " s (its peer stopped reading)");
         h->cancel();
@@ -958,7 +965,7 @@ Result<std::unique_ptr<RemoteHub>> RemoteHub::Start(const HostOptions& options,
     d->thread = std::thread([raw, dp] { raw->Dial(dp); });
   }
   impl->ack_thread = std::thread([raw] { raw->AckLoop(); });
-  impl->watch_thread = std::thread([raw] { raw->StalledWriteWatch(); });
+  impl->watch_thread = std::thread([raw] { raw->Watchdog(); });
   return std::unique_ptr<RemoteHub>(new RemoteHub(std::move(impl)));
 }
 
