@@ -162,6 +162,14 @@ std::unique_ptr<Host> StartGrpcHost(const std::string& ns, HostOptions o = {},
   return h.ok() ? std::move(h).value() : nullptr;
 }
 
+// A host of `ns` that dials the worker `id` serving StreamTelemetry on loopback `port`.
+std::unique_ptr<Host> StartHostDialing(const std::string& ns, const std::string& id, int port,
+                                       HostLog* log = nullptr) {
+  HostOptions o;
+  o.grpc_dial = {id + "=127.0.0.1:" + std::to_string(port)};
+  return StartGrpcHost(ns, o, log);
+}
+
 std::unique_ptr<Worker> StartGrpcWorker(const std::string& ns, const std::string& id,
                                         const std::string& target, WorkerOptions o = {}) {
   o.ns = ns;
@@ -191,9 +199,7 @@ struct GrpcDialOut {
   static inline int port = 0;  // where the next worker serves and the host dials
   static std::unique_ptr<Host> StartHost(const std::string& ns, const std::string& worker_id) {
     port = testing::UnusedLocalPort();
-    HostOptions o;
-    o.grpc_dial = {worker_id + "=127.0.0.1:" + std::to_string(port)};
-    return StartGrpcHost(ns, o);
+    return StartHostDialing(ns, worker_id, port);
   }
   static std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id,
                                              const Host&) {
@@ -976,9 +982,7 @@ TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
   const int port = (*w)->grpc_listen_port();
   ASSERT_GT(port, 0);
 
-  HostOptions ho;
-  ho.grpc_dial = {"served=127.0.0.1:" + std::to_string(port)};
-  auto host = StartGrpcHost(ns.name(), ho);
+  auto host = StartHostDialing(ns.name(), "served", port);
   ASSERT_NE(host, nullptr);
   Collector c;
   c.Attach(*host);
@@ -1589,9 +1593,7 @@ TEST(GrpcWholeControlState, DialedPitlaneWorkerGetsOneMessagePerUpdateASnakepitP
     int port = 0;
     std::unique_ptr<grpc::Server> server = ServeOnLoopback(&peer, &port);
     ASSERT_GT(port, 0);
-    HostOptions o;
-    o.grpc_dial = {"peer=127.0.0.1:" + std::to_string(port)};
-    auto host = StartGrpcHost(ns.name(), o);
+    auto host = StartHostDialing(ns.name(), "peer", port);
     ASSERT_NE(host, nullptr);
     host->RunInBackground();
     // Until the peer shows it is a pitlane worker, the host sends it the three parts, once (a
@@ -1634,10 +1636,8 @@ TEST(GrpcStalledPeer, DialedWorkerThatNeverReadsIsCancelledAndRedialed) {
   int port = 0;
   std::unique_ptr<grpc::Server> server = ServeOnLoopback(&peer, &port);
   ASSERT_GT(port, 0);
-  HostOptions o;
-  o.grpc_dial = {"deaf=127.0.0.1:" + std::to_string(port)};
   HostLog log;
-  auto host = StartGrpcHost(ns.name(), o, &log);
+  auto host = StartHostDialing(ns.name(), "deaf", port, &log);
   ASSERT_NE(host, nullptr);
   host->RunInBackground();
   ASSERT_TRUE(WaitFor([&] { return peer.streams.load() == 1; }));
