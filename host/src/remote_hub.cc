@@ -355,7 +355,7 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     }
     const bool got_first = stream->Read(first);
     {
-      // After this, the ack thread no longer touches ctx (it cancels only under hello_mu).
+      // After this, the watchdog no longer touches ctx (it cancels only under hello_mu).
       std::lock_guard<std::mutex> lock(hello_mu);
       awaiting_hello.erase(ctx);
     }
