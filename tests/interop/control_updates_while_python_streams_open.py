@@ -17,11 +17,15 @@ Half of the workers announce that they apply the whole state in one message
   closes its side;
 - the host keeps running through all of it (an update that reached a stream before the stream
   could write once terminated the host) and exits 0 on SIGTERM, having reported each stream's
-  opening and orderly close.
+  opening and orderly close;
+- a grpcio worker that keeps sending but never reads has its stream cancelled once the host's
+  writes to it block, closed as "cancelled: the peer stopped reading", while the admin
+  service's updates to it go on (they once waited behind that stream for good).
 """
 
 import os
 import threading
+import time
 
 import interop_util as iu
 
@@ -80,11 +84,13 @@ def check_initial_state(stream):
 
 
 class Updater(threading.Thread):
-    """Replaces every worker's control state through the admin service until stopped,
-    alternating enabled and disabled."""
+    """Replaces `worker_id`'s control state ("*": every worker's) through the admin service until
+    stopped, alternating enabled and disabled; `patterns` go in each of its lists."""
 
-    def __init__(self, grpc, admin_pb, admin_grpc, pb, address):
+    def __init__(self, grpc, admin_pb, admin_grpc, pb, address, worker_id="*", patterns=()):
         super().__init__(daemon=True)
+        self._worker_id = worker_id
+        self._patterns = list(patterns)
         self._grpc = grpc
         self._channel = grpc.insecure_channel(address, options=iu.CHANNEL_OPTIONS)
         self._admin = admin_grpc.AdminStub(self._channel)
@@ -98,8 +104,9 @@ class Updater(threading.Thread):
         enabled = False
         while not self._done.is_set():
             request = self._admin_pb.SetControlRequest(
-                worker_id="*", control=self._pb.WorkerControlState(enabled=enabled,
-                                                                   sampling_rate=1.0))
+                worker_id=self._worker_id, control=self._pb.WorkerControlState(
+                    enabled=enabled, sampling_rate=1.0, sampling_patterns=self._patterns,
+                    allow=self._patterns, deny=self._patterns))
             try:
                 self._admin.SetControl(request, timeout=WAIT)
                 self.calls += 1
@@ -180,9 +187,65 @@ def run(hosts):
                               WAIT, "grpc.stream.closed for every stream")
     iu.check(all(e["metadata"].get("reason") == "closed by the worker" for e in closed),
              "every stream closed in order", [e["metadata"].get("reason") for e in closed][:5])
+    check_stalled_peer_is_cancelled(host, channel, admin_address, grpc, pb, pb_grpc, admin_pb,
+                                    admin_grpc)
     channel.close()
     rc = host.stop()
     iu.check(rc == 0, "the host exits 0 on SIGTERM", f"{rc}\n{host.describe()}")
+
+
+def check_stalled_peer_is_cancelled(host, channel, admin_address, grpc, pb, pb_grpc, admin_pb,
+                                    admin_grpc):
+    """A grpcio worker that keeps sending but never reads: once gRPC's buffers for it are full,
+    the host's writes to it block. The host cancels its stream after 5 s, and the admin service's
+    updates go on, instead of every update waiting behind that stream for good."""
+    deaf = "race-deaf"
+    done = threading.Event()
+
+    def requests():
+        yield pb.TelemetryUpstream(hello=pb.WorkerHello(worker_id=deaf, pid=os.getpid()))
+        seq = 0
+        while not done.is_set():
+            e = pb.TelemetryEvent(event_parts=["python", "cpu", "sampled"])
+            e.measurements["cpu_percent"].float_value = 1.0
+            yield pb.TelemetryUpstream(events=[e], first_sequence=seq)
+            seq += 1
+            time.sleep(0.002)
+
+    # The call's replies are never read: grpcio then takes no more from the connection.
+    call = pb_grpc.TelemetryIngestStub(channel).StreamTelemetry(requests())
+    admin = admin_grpc.AdminStub(grpc.insecure_channel(admin_address, options=iu.CHANNEL_OPTIONS))
+
+    def known():
+        try:
+            admin.GetControl(admin_pb.GetControlRequest(worker_id=deaf), timeout=WAIT)
+            return True
+        except grpc.RpcError:
+            return False
+
+    iu.wait_for(known, WAIT, f"{deaf} known to the host")
+    # Large states (every list full of long patterns) fill the peer's buffers in a few hundred
+    # updates.
+    patterns = [f"python.{'x' * 100}.{i}" for i in range(32)]
+    updater = Updater(grpc, admin_pb, admin_grpc, pb, admin_address, deaf, patterns)
+    updater.start()
+    try:
+        host.wait_status(f"stream of worker {deaf} cancelled", 90,
+                         f"the host to cancel {deaf}'s stream after it stopped reading")
+        at_cancel = updater.calls
+        iu.eventually(lambda: updater.calls > at_cancel + 20 or updater.unexpected, WAIT,
+                      "admin updates go on after the stalled stream was cancelled")
+    finally:
+        updater.stop()
+        done.set()
+        call.cancel()
+    iu.check(not updater.unexpected, "every admin update was answered", updater.unexpected[:3])
+    closed = host.wait_events(lambda e: e.get("name") == "snakepit.grpc.stream.closed"
+                              and e.get("worker_id") == deaf, 1, WAIT,
+                              f"grpc.stream.closed for {deaf}")
+    iu.check(closed[0]["metadata"].get("reason", "").startswith(
+                 "cancelled: the peer stopped reading"),
+             f"{deaf}'s stream closed as stalled", closed[0]["metadata"])
 
 
 if __name__ == "__main__":
