@@ -18,6 +18,7 @@
 
 #include "bench_scenarios.h"
 #include "bench_util.h"
+#include "pitlane/write_ahead.h"
 #include "pitlane/catalog.h"
 
 namespace pitlane::bench {
@@ -80,6 +81,9 @@ void BM_Floor_CacheLinePingPong(benchmark::State& state) {
 void BM_Floor_RingWithReader(benchmark::State& state) {
   constexpr uint64_t kRing = 1 << 20, kRecord = 288, kBatch = 8 << 10;
   const bool copies = state.range(0) != 0;
+  // The writer asks for each line 1 KiB before it writes there, as RingWriter does
+  // (pitlane/write_ahead.h).
+  const bool write_ahead = state.range(1) != 0 && shm::CanPrefetchForWrite();
   state.counters["line_transfer_ns"] = LineTransferNs();
   std::vector<uint8_t> ring(kRing);
   LineWord written, read;
@@ -121,6 +125,12 @@ void BM_Floor_RingWithReader(benchmark::State& state) {
         continue;
       }
       std::memcpy(ring.data() + off, record, kRecord);
+      if (write_ahead) {
+        for (uint64_t at = (wp + shm::kWriteAheadBytes + 63) & ~uint64_t{63};
+             at < wp + kRecord + shm::kWriteAheadBytes; at += 64) {
+          shm::PrefetchForWrite(ring.data() + at % kRing);
+        }
+      }
       wp += kRecord;
       written.v.store(wp, std::memory_order_release);
       ++records;
@@ -223,9 +233,10 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
         ->Iterations(Pick<int64_t>(1000000, 1000))
         ->Apply(Repeated);
     benchmark::RegisterBenchmark("BM_Floor_RingWithReader", BM_Floor_RingWithReader)
-        ->ArgName("reader_copies")
-        ->Arg(0)
-        ->Arg(1)
+        ->ArgNames({"reader_copies", "write_ahead"})
+        ->Args({0, 0})
+        ->Args({1, 0})
+        ->Args({1, 1})
         ->Iterations(Pick<int64_t>(4000, 10))
         ->Apply(Repeated);
   });

@@ -487,12 +487,15 @@ def floor_and_resources(rows):
     if r:
         floor.append(["cache line, core to core, one way", fmt_ns(r.get("p50_ns")),
                       f"p50 (p99 {fmt_ns(r.get('p99_ns'))})"])
-    alone, copied = (rows.get(f"BM_Floor_RingWithReader/reader_copies:{c}") for c in (0, 1))
-    if alone and copied:
+    alone, copied, ahead = (rows.get(f"BM_Floor_RingWithReader/reader_copies:{c}/write_ahead:{a}")
+                            for c, a in ((0, 0), (1, 0), (1, 1)))
+    if alone and copied and ahead:
         floor.append(["bare ring, a 288 B record written back to back: reader only advancing / "
-                      "copying each 8 KiB out",
+                      "copying each 8 KiB out / copying, and the writer prefetching for write "
+                      "1 KiB ahead",
                       f"{fmt_ns(alone.get('ns_per_record'))} / "
-                      f"{fmt_ns(copied.get('ns_per_record'))}",
+                      f"{fmt_ns(copied.get('ns_per_record'))} / "
+                      f"{fmt_ns(ahead.get('ns_per_record'))}",
                       f"mean per record (line {fmt_ns(copied.get('line_transfer_ns'))})"])
     r = rows.get("BM_Floor_CpuGaps")
     if r:

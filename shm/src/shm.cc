@@ -18,6 +18,10 @@
 #include <mutex>
 #include <sstream>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include "segment_file.h"
 #include "shared_mappings.h"
 
@@ -51,6 +55,19 @@ const char* QuarantineReasonName(uint32_t reason) {
     case kQuarantineSequenceGap: return "sequence_gap";
     default: return "unknown_reason";
   }
+}
+
+bool CanPrefetchForWrite() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  // CPUID leaf 0x80000001, ECX bit 8: PRFCHW (PREFETCHW). Asked once per process.
+  static const bool has = [] {
+    unsigned a, b, c, d;
+    return __get_cpuid(0x80000001, &a, &b, &c, &d) != 0 && (c & bit_PRFCHW) != 0;
+  }();
+  return has;
+#else
+  return true;
+#endif
 }
 
 namespace {

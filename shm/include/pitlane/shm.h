@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -25,6 +26,7 @@
 #include "pitlane/accounting.h"
 #include "pitlane/shm_layout.h"
 #include "pitlane/status.h"
+#include "pitlane/write_ahead.h"
 
 namespace pitlane::shm {
 
@@ -138,7 +140,8 @@ class RingWriter {
         max_record_(h_->max_record_bytes),
         wpos_(h_->producer.load(std::memory_order_relaxed)),
         cached_rpos_(h_->consumer.load(std::memory_order_acquire)),
-        seq_(static_cast<uint32_t>(h_->worker.published.load(std::memory_order_relaxed))) {}
+        seq_(static_cast<uint32_t>(h_->worker.published.load(std::memory_order_relaxed))),
+        ahead_(CanPrefetchForWrite() ? std::min(kWriteAheadBytes, capacity_ / 4) : 0) {}
 
   // Reserves room for a record of `payload` bytes and returns where to write it (8-aligned,
   // zero-padded to 8), or nullptr with *why set. Nothing is visible to the host until Commit().
@@ -183,7 +186,9 @@ class RingWriter {
     // the host read, which the host reconciles (it holds the record's sequence number); counted
     // before, a record that never became visible would look published and lost.
     Bump(h_->worker.published);
+    const uint64_t before = wpos_;
     wpos_ = pending_next_;
+    WriteAhead(before);
   }
 
   WorkerCounters& counters() { return h_->worker; }
@@ -202,6 +207,18 @@ class RingWriter {
   }
 
  private:
+  // Asks for the lines that came within ahead_ bytes of the producer position since it was at
+  // `before`, each once (write_ahead.h says why).
+  void WriteAhead(uint64_t before) noexcept {
+    if (ahead_ == 0) return;
+    const uint64_t end = wpos_ + ahead_;
+    // Positions wrap past 2^64: compare distances, not positions.
+    for (uint64_t at = (before + ahead_ + 63) & ~uint64_t{63};
+         static_cast<int64_t>(end - at) > 0; at += 64) {
+      PrefetchForWrite(data_ + (at & mask_));
+    }
+  }
+
   RingHeader* h_ = nullptr;
   uint8_t* data_ = nullptr;
   uint64_t capacity_ = 0;
@@ -213,6 +230,7 @@ class RingWriter {
   uint64_t pending_off_ = 0;
   uint64_t pending_next_ = 0;
   uint32_t pending_len_ = 0;
+  uint64_t ahead_ = 0;  // 0: no write-ahead
 };
 
 // Runs `fn` with SIGBUS turned into a `false` return instead of death, for touching a mapping
