@@ -18,7 +18,7 @@
 
 #include "bench_scenarios.h"
 #include "bench_util.h"
-#include "pitlane/write_ahead.h"
+#include "pitlane/ring_prefetch.h"
 #include "pitlane/catalog.h"
 
 namespace pitlane::bench {
@@ -82,7 +82,7 @@ void BM_Floor_RingWithReader(benchmark::State& state) {
   constexpr uint64_t kRing = 1 << 20, kRecord = 288, kBatch = 8 << 10;
   const bool copies = state.range(0) != 0;
   // The writer asks for each line 1 KiB before it writes there, as RingWriter does
-  // (pitlane/write_ahead.h).
+  // (pitlane/ring_prefetch.h).
   const bool write_ahead = state.range(1) != 0 && shm::CanPrefetchForWrite();
   state.counters["line_transfer_ns"] = LineTransferNs();
   std::vector<uint8_t> ring(kRing);
@@ -126,10 +126,8 @@ void BM_Floor_RingWithReader(benchmark::State& state) {
       }
       std::memcpy(ring.data() + off, record, kRecord);
       if (write_ahead) {
-        for (uint64_t at = (wp + shm::kWriteAheadBytes + 63) & ~uint64_t{63};
-             at < wp + kRecord + shm::kWriteAheadBytes; at += 64) {
-          shm::PrefetchForWrite(ring.data() + at % kRing);
-        }
+        shm::PrefetchRingLines<shm::For::kWrite>(ring.data(), kRing - 1, wp + shm::kWriteAheadBytes,
+                                                 wp + kRecord + shm::kWriteAheadBytes);
       }
       wp += kRecord;
       written.v.store(wp, std::memory_order_release);

@@ -641,7 +641,11 @@ size_t RingReader::ReadBatch(size_t max_records, RecordBatch* out, ReadHold hold
         resync = false;
       }
     }
+    uint64_t asked = rp;  // lines before it were asked for (ring_prefetch.h)
     while (rp != wp && n < max_records) {
+      const uint64_t ahead = std::min(wp - rp, kReadAheadBytes);
+      PrefetchRingLines<For::kRead>(data, mask, asked, rp + ahead);
+      asked = rp + ahead;
       const uint64_t off = rp & mask;
       RecordHeader hdr;
       std::memcpy(&hdr, data + off, sizeof(hdr));  // copy once, never re-read

@@ -26,7 +26,7 @@
 #include "pitlane/accounting.h"
 #include "pitlane/shm_layout.h"
 #include "pitlane/status.h"
-#include "pitlane/write_ahead.h"
+#include "pitlane/ring_prefetch.h"
 
 namespace pitlane::shm {
 
@@ -208,15 +208,9 @@ class RingWriter {
 
  private:
   // Asks for the lines that came within ahead_ bytes of the producer position since it was at
-  // `before`, each once (write_ahead.h says why).
+  // `before` (ring_prefetch.h says why).
   void WriteAhead(uint64_t before) noexcept {
-    if (ahead_ == 0) return;
-    const uint64_t end = wpos_ + ahead_;
-    // Positions wrap past 2^64: compare distances, not positions.
-    for (uint64_t at = (before + ahead_ + 63) & ~uint64_t{63};
-         static_cast<int64_t>(end - at) > 0; at += 64) {
-      PrefetchForWrite(data_ + (at & mask_));
-    }
+    if (ahead_ != 0) PrefetchRingLines<For::kWrite>(data_, mask_, before + ahead_, wpos_ + ahead_);
   }
 
   RingHeader* h_ = nullptr;
