@@ -18,8 +18,8 @@
 
 #include "bench_scenarios.h"
 #include "bench_util.h"
-#include "pitlane/ring_prefetch.h"
 #include "pitlane/catalog.h"
+#include "pitlane/ring_prefetch.h"
 
 namespace pitlane::bench {
 namespace {

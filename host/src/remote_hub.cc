@@ -89,8 +89,14 @@ struct StreamHandle {
   bool SendControl(const ControlState& s, bool initial) {
     return Timed([&] { return send_control(s, initial); });
   }
-  bool SendAck(uint64_t seq) {
-    return Timed([&] { return send_ack(seq); });
+  // Sends the worker's cumulative ack when it is newer than the last one sent. REQUIRES:
+  // write_mu held, send_ack set.
+  void SendNewerAck() {
+    const uint64_t acked = worker->acked.load(std::memory_order_acquire);
+    if (!closed && acked > ack_sent) {
+      Timed([&] { return send_ack(acked); });
+      ack_sent = acked;
+    }
   }
 
  private:
@@ -422,11 +428,16 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     std::lock_guard<std::mutex> wl(h.write_mu);
-    const uint64_t acked = w->acked.load(std::memory_order_acquire);
-    if (acked > h.ack_sent) {
-      h.SendAck(acked);
-      h.ack_sent = acked;
-    }
+    h.SendNewerAck();
+  }
+
+  // The open streams, as of now (the set changes under `mu` as streams open and close).
+  std::vector<std::shared_ptr<StreamHandle>> OpenStreams() {
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<std::shared_ptr<StreamHandle>> open;
+    open.reserve(streams.size());
+    for (auto& [id, h] : streams) open.push_back(h);
+    return open;
   }
 
   // Streams that sent no WorkerHello in time are cancelled: their blocked Read returns and
@@ -446,24 +457,13 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
                       [&] { return ack_pending || stopping.load(); });
       ack_pending = false;
       lock.unlock();
-      std::vector<std::shared_ptr<StreamHandle>> open;
-      {
-        std::lock_guard<std::mutex> l(mu);
-        for (auto& [id, h] : streams) {
-          if (h->send_ack) open.push_back(h);
-        }
-      }
-      for (auto& h : open) {
+      for (auto& h : OpenStreams()) {
+        if (!h->send_ack) continue;  // dial-out: Snakepit's protocol has no acks
         // A stream whose lock another writer holds is skipped: acks are cumulative, the next
         // round sends the newer one, and the other streams' acks do not wait behind a write
         // that may be blocked.
         std::unique_lock<std::mutex> wl(h->write_mu, std::try_to_lock);
-        if (!wl.owns_lock()) continue;
-        const uint64_t acked = h->worker->acked.load(std::memory_order_acquire);
-        if (!h->closed && acked > h->ack_sent) {
-          h->SendAck(acked);
-          h->ack_sent = acked;
-        }
+        if (wl.owns_lock()) h->SendNewerAck();
       }
       lock.lock();
     }
@@ -482,14 +482,9 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
         }
       }
       CancelSilentStreams();
-      std::vector<std::shared_ptr<StreamHandle>> open;
-      {
-        std::lock_guard<std::mutex> l(mu);
-        for (auto& [id, h] : streams) open.push_back(h);
-      }
       const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
       const int64_t limit = std::chrono::nanoseconds(kStalledWrite).count();
-      for (auto& h : open) {
+      for (auto& h : OpenStreams()) {
         const int64_t since = h->writing_since.load(std::memory_order_relaxed);
         if (since == 0 || now - since < limit) continue;
         std::lock_guard<std::mutex> cl(h->cancel_mu);

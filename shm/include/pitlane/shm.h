@@ -24,9 +24,9 @@
 #include <vector>
 
 #include "pitlane/accounting.h"
+#include "pitlane/ring_prefetch.h"
 #include "pitlane/shm_layout.h"
 #include "pitlane/status.h"
-#include "pitlane/ring_prefetch.h"
 
 namespace pitlane::shm {
 
