@@ -9,18 +9,16 @@ Delivery::Delivery(const Catalog& catalog, HandlerRegistry& handlers)
 
 void Delivery::DeliverRecord(const uint8_t* payload, uint32_t length, const FoldContext& ctx,
                              Tally* source, HostSideMirror* source_mirror) {
-  RawEvent raw;
-  if (!decoder_.Decode(payload, length, time_, &raw)) {
+  if (!decoder_.Decode(payload, length, time_, &raw_)) {
     Reject(shm::kRejectMalformed, 1, source, source_mirror);
     return;
   }
-  Deliver(raw, ctx, source, source_mirror);
+  Deliver(raw_, ctx, source, source_mirror);
 }
 
 void Delivery::Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* source,
                        HostSideMirror* source_mirror) {
-  EventView view;
-  const FoldOutcome out = folder_.Fold(raw, ctx, &view);
+  const FoldOutcome out = folder_.Fold(raw, ctx, &view_);
   if (!out.delivered) {
     Reject(out.reject_reason, 1, source, source_mirror);
     return;
@@ -33,7 +31,7 @@ void Delivery::Deliver(const RawEvent& raw, const FoldContext& ctx, Tally* sourc
   }
   mirror_.StoreDelivered(totals_);
   if (source_mirror != nullptr) source_mirror->StoreDelivered(*source);
-  handlers_.Dispatch(view);
+  handlers_.Dispatch(view_);
 }
 
 void Delivery::Reject(uint32_t reason, uint64_t n, Tally* source,

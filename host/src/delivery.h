@@ -54,6 +54,10 @@ class Delivery {
   HandlerRegistry& handlers_;
   Folder folder_;
   RecordDecoder decoder_;
+  // Scratch for the event being delivered, reused: DeliverRecord's decode writes every field of
+  // `raw_` and the fold every field of `view_`, and locals were zeroed per event (`rep stos`).
+  RawEvent raw_;
+  EventView view_;
   TimeConverter time_;
   Tally totals_;  // poll thread
   HostSideMirror mirror_;

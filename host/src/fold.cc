@@ -271,7 +271,7 @@ int64_t TimeConverter::ToUnixNs(uint8_t clock, uint64_t value) const {
 
 bool RecordDecoder::Decode(const uint8_t* payload, uint32_t length, const TimeConverter& time,
                            RawEvent* out) {
-  DecodedRecord rec;
+  DecodedRecord& rec = record_;
   if (!DecodeEventRecord(payload, length, measurements_, metadata_, Folder::kMaxFields, &rec)) {
     return false;
   }

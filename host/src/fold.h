@@ -36,6 +36,23 @@ struct RawEvent {
   std::span<const RawMeta> metadata;
 };
 
+// The Event's own fields, as DecodeEventRecord (record_verify.h) found them. Strings point into the buffer;
+// absent strings are empty.
+struct DecodedRecord {
+  uint16_t event_id = 0;
+  std::string_view name;
+  uint64_t timestamp = 0;
+  uint8_t clock = 0;  // fb::Clock
+  std::string_view correlation_id;
+  uint64_t span_id = 0;         // 0: absent (not a span event)
+  uint64_t parent_span_id = 0;  // 0: absent (a root span)
+  size_t measurement_count = 0;  // entries written to `measurements` (ints, floats, measures)
+  size_t metadata_count = 0;     // entries written to `metadata`
+  // The record is valid but holds more than `capacity` measurements or metadata entries: none
+  // of them was decoded (counts are 0; the fields above are).
+  bool too_many_fields = false;
+};
+
 // Who sent the event: merged over the worker's metadata under the same keys.
 struct FoldContext {
   std::string_view node;
@@ -105,6 +122,9 @@ class RecordDecoder {
   bool Decode(const uint8_t* payload, uint32_t length, const TimeConverter& time, RawEvent* out);
 
  private:
+  // Scratch reused by every record, like the arrays: a successful DecodeEventRecord writes
+  // every field of it, and a local one was zeroed per record (a `rep stos`).
+  DecodedRecord record_;
   RawMeasurement measurements_[Folder::kMaxFields];
   RawMeta metadata_[Folder::kMaxFields];
 };

@@ -46,22 +46,8 @@ namespace pitlane::internal {
 inline constexpr uint32_t kRecordMaxDepth = 8;
 inline constexpr uint32_t kRecordMaxTables = 1024;
 
-// The Event's own fields, as DecodeEventRecord found them. Strings point into the buffer;
-// absent strings are empty.
-struct DecodedRecord {
-  uint16_t event_id = 0;
-  std::string_view name;
-  uint64_t timestamp = 0;
-  uint8_t clock = 0;  // fb::Clock
-  std::string_view correlation_id;
-  uint64_t span_id = 0;         // 0: absent (not a span event)
-  uint64_t parent_span_id = 0;  // 0: absent (a root span)
-  size_t measurement_count = 0;  // entries written to `measurements` (ints, floats, measures)
-  size_t metadata_count = 0;     // entries written to `metadata`
-  // The record is valid but holds more than `capacity` measurements or metadata entries: none
-  // of them was decoded (counts are 0; the fields above are).
-  bool too_many_fields = false;
-};
+// DecodedRecord, the Event's own fields as DecodeEventRecord finds them, is in fold.h (the
+// decoder keeps one as scratch).
 
 // Implementation (header-only, so the decode inlines into RecordDecoder::Decode and every
 // target that compiles fold.cc gets it with no extra source).

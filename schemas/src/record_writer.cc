@@ -163,29 +163,26 @@ struct RecordEncoder {
     std::memcpy(b + 4, "PLEV", 4);
     const bool has_name = f.event_id == 0;  // an event travels by id, or by name when id is 0
     const bool has_span = f.span.span_id != 0;
-    const uint16_t vt[13] = {
-        static_cast<uint16_t>(has_span ? 26 : 22),
-        static_cast<uint16_t>(has_span ? kSpanEventTableBytes : kEventTableBytes),
-        static_cast<uint16_t>(f.event_id != 0 ? 36 : 0),  // event_id
-        static_cast<uint16_t>(has_name ? 4 : 0),          // name
-        16,                                               // timestamp
-        38,                                               // clock
-        static_cast<uint16_t>(f.correlation_id.empty() ? 0 : 8),
-        static_cast<uint16_t>(p.int_count ? 12 : 0),
-        static_cast<uint16_t>(p.float_count ? 24 : 0),
-        static_cast<uint16_t>(p.general_count ? 28 : 0),
-        static_cast<uint16_t>(f.metadata_count ? 32 : 0),
-        40,  // span_id         (beyond the vtable's size without span ids)
-        48,  // parent_span_id
+    // The vtable is written as 64-bit words of four entries each. (Built as a uint16_t array,
+    // GCC stored it in halves and reloaded it as one vector, a store-to-load forwarding stall
+    // that was ~30 % of this function in a profile of BM_Emit_Shm.)
+    auto entries = [](uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3) {
+      return e0 | e1 << 16 | e2 << 32 | e3 << 48;
     };
-    // Bytes 8..et: the vtable, then zero padding.
-    if (has_span) {
-      std::memcpy(b + 8, vt, 26);
-      std::memset(b + 34, 0, 6);
-    } else {
-      std::memcpy(b + 8, vt, 22);
-      Put16(b + 30, 0);
-    }
+    Put64(b + 8, entries(has_span ? 26 : 22,                             // vtable bytes
+                         has_span ? kSpanEventTableBytes : kEventTableBytes,
+                         f.event_id != 0 ? 36 : 0,                      // event_id
+                         has_name ? 4 : 0));                            // name
+    Put64(b + 16, entries(16,                                           // timestamp
+                          38,                                           // clock
+                          f.correlation_id.empty() ? 0 : 8,             // correlation_id
+                          p.int_count ? 12 : 0));                       // ints
+    Put64(b + 24, entries(p.float_count ? 24 : 0,                       // floats
+                          p.general_count ? 28 : 0,                     // measures
+                          f.metadata_count ? 32 : 0,                    // meta
+                          has_span ? 40 : 0));  // span_id; without span ids: padding to 32
+    // parent_span_id, then padding to 40.
+    if (has_span) Put64(b + 32, 48);
     uint8_t* t = b + et;
     Put32(t, et - 8);  // soffset: the vtable is at 8
     std::memset(t + 4, 0, 12);
