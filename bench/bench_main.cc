@@ -8,6 +8,9 @@
 // (built when the gRPC worker is). PITLANE_BENCH_SMOKE=1 keeps every case tiny (ctest bench_smoke).
 #include <benchmark/benchmark.h>
 #include <emmintrin.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -172,6 +175,59 @@ void BM_Floor_CpuGaps(benchmark::State& state) {
   state.counters["max_gap_ns"] = static_cast<double>(longest) * NsPerTick();
 }
 
+// The floor under BM_FirstEventAfterIdle: waking a thread asleep on the other vCPU, with no
+// pitlane code. A thread on kHostCore sleeps on a futex word with the back-off host's timeout
+// (HostOptions::max_sleep, so it also wakes as often); this thread, on kWorkerCore, sleeps
+// `idle` like the emitting thread there, then reads the clock, bumps the word and FUTEX_WAKEs
+// it; the sleeper reads the clock as soon as it runs again. The same placement, idle time,
+// sample count and clock as the pitlane case, run right after it.
+void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds idle) {
+  const size_t n = static_cast<size_t>(state.max_iterations);
+  std::vector<uint64_t> woke_at(n), woken_at(n);
+  std::atomic<uint32_t> word{0};
+  std::atomic<size_t> samples{0};
+  std::atomic<bool> stop{false};
+  const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(HostOptions{}.max_sleep);
+  std::thread sleeper([&] {
+    PinTo(kHostCore);
+    uint32_t seen = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      timespec ts{0, static_cast<long>(timeout.count())};
+      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+      // Acquire pairs with the waker's release increment: woke_at[i] is written before it.
+      const uint32_t now = word.load(std::memory_order_acquire);
+      if (now == seen) continue;  // the timeout, as the back-off host sees it
+      const uint64_t t = Ticks();
+      const size_t i = samples.load(std::memory_order_relaxed);
+      if (i < n) woken_at[i] = t;
+      // Release pairs with the acquire in the waker's wait: the sample before the count.
+      samples.store(i + 1, std::memory_order_release);
+      seen = now;
+    }
+  });
+  PinTo(kWorkerCore);
+  size_t i = 0;
+  for (auto _ : state) {
+    std::this_thread::sleep_for(idle);
+    woke_at[i] = Ticks();
+    word.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    ++i;
+    // Sleeping between looks, as LatencyLog::WaitFor does, so this core is as idle as there.
+    while (samples.load(std::memory_order_acquire) < i) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  stop.store(true);
+  word.fetch_add(1, std::memory_order_release);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  sleeper.join();
+  std::vector<double> ns;
+  for (size_t k = 0; k < i; ++k) ns.push_back(static_cast<double>(woken_at[k] - woke_at[k]) * NsPerTick());
+  ReportPercentilesNs(state, ns);
+  state.counters["idle_ms"] = static_cast<double>(idle.count());
+}
+
 // ── worker side ─────────────────────────────────────────────────────────────────────────────
 
 void BM_Encode_TypicalEvent(benchmark::State& state) {
@@ -271,6 +327,9 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
   AddCase(Scenario::kFirstAfterIdle, Path::kShm, [] {
     benchmark::RegisterBenchmark("BM_FirstEventAfterIdle/shm/backoff", [](benchmark::State& s) {
       RunFirstEventAfterIdle(s, Shm(false), std::chrono::milliseconds(Pick(50, 5)));
+    })->Iterations(Pick<int64_t>(200, 3));
+    benchmark::RegisterBenchmark("BM_Floor_WakeAfterIdle", [](benchmark::State& s) {
+      RunFloorWakeAfterIdle(s, std::chrono::milliseconds(Pick(50, 5)));
     })->Iterations(Pick<int64_t>(200, 3));
   });
   AddCase(Scenario::kThroughput, Path::kShm, [] {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""render.py --compare, against two small result files, and the emit cases' cache-line note
-(ctest bench_render_compare)."""
+"""render.py --compare, against two small result files, the emit cases' cache-line note and the
+first-event row's floor (ctest bench_render_compare)."""
 import contextlib
 import io
 import json
@@ -63,6 +63,20 @@ def main():
     expect("paced 45 ns" in note and "back to back 230 ns" in note,
            "the line transfer of each emit case is in the note:\n" + note)
     expect(render.line_transfer_note({}) == [], "no note without the counter")
+    # The first-event goal row names the bare wake-up measured beside it, and the floor table
+    # lists it.
+    rows = {}
+    for name, v in (("BM_FirstEventAfterIdle/shm/backoff", {"p99_ns": 250e3}),
+                    ("BM_Floor_WakeAfterIdle", {"p50_ns": 47e3, "p99_ns": 230e3,
+                                                "max_ns": 400e3, "samples": 200.0,
+                                                "idle_ms": 50.0})):
+        rows[name] = render.Row(name)
+        rows[name].values = v
+    goals = "\n".join(render.goals(rows))
+    expect("250 µs (a bare thread wake-up: 230 µs) | **no**" in goals,
+           "the first-event row shows the bare wake-up beside it:\n" + goals)
+    floors = "\n".join(render.floor_and_resources(rows))
+    expect("47.0 µs / 230 µs" in floors, "the floor table lists the bare wake-up:\n" + floors)
     for f in failures:
         print("FAIL:", f)
     print("render_test:", "ok" if not failures else f"{len(failures)} failure(s)")
