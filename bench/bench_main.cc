@@ -331,6 +331,10 @@ constexpr int64_t kRecordSizes[] = {72, 128, 256, 512, 1024};
     benchmark::RegisterBenchmark("BM_Floor_WakeAfterIdle", [](benchmark::State& s) {
       RunFloorWakeAfterIdle(s, std::chrono::milliseconds(Pick(50, 5)));
     })->Iterations(Pick<int64_t>(200, 3));
+    // The same with a host that never sleeps: nothing to wake, the emit call's caches alone.
+    benchmark::RegisterBenchmark("BM_FirstEventAfterIdle/shm/busy_poll", [](benchmark::State& s) {
+      RunFirstEventAfterIdle(s, Shm(true), std::chrono::milliseconds(Pick(50, 5)));
+    })->Iterations(Pick<int64_t>(200, 3));
   });
   AddCase(Scenario::kThroughput, Path::kShm, [] {
     for (const bool retry : {false, true}) {

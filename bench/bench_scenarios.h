@@ -30,6 +30,7 @@ void RunEndToEndLatency(benchmark::State& state, const FixtureOptions& options, 
 
 // The same latency for an event emitted after `idle` without events (each iteration is one
 // event), so a back-off host is asleep when it is published. Counters: percentiles,
+// `emit_p50_ns`... (the Emit call alone: cold caches, and the FUTEX_WAKE when the host sleeps),
 // `host_sleeps_per_event`.
 void RunFirstEventAfterIdle(benchmark::State& state, const FixtureOptions& options,
                             std::chrono::milliseconds idle);

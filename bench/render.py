@@ -137,7 +137,7 @@ def table(header, rows):
 
 PCTS = ("p50_ns", "p99_ns", "p99.9_ns", "max_ns")
 
-# (label, shm case, gRPC case)
+# (label, shm case, gRPC case[, counter prefix: "emit_" is the emit call alone])
 LATENCY_CASES = [
     ("emit, paced 500 ns apart", "BM_Emit_Shm/gap_ns:500", "BM_Emit_Grpc/gap_ns:500"),
     ("emit, back to back", "BM_Emit_Shm/gap_ns:0", "BM_Emit_Grpc/gap_ns:0"),
@@ -147,6 +147,11 @@ LATENCY_CASES = [
      "BM_EndToEnd_Latency/grpc/backoff"),
     ("first event after 50 ms idle (back-off)", "BM_FirstEventAfterIdle/shm/backoff",
      "BM_FirstEventAfterIdle/grpc/backoff"),
+    ("first event after 50 ms idle (busy-poll)", "BM_FirstEventAfterIdle/shm/busy_poll", None),
+    ("its emit call, back-off host (wakes it)", "BM_FirstEventAfterIdle/shm/backoff",
+     "BM_FirstEventAfterIdle/grpc/backoff", "emit_"),
+    ("its emit call, busy-poll host (nothing to wake)", "BM_FirstEventAfterIdle/shm/busy_poll",
+     None, "emit_"),
 ]
 
 THROUGHPUT_CASES = [
@@ -335,15 +340,16 @@ def latency_table(rows, with_grpc):
     if with_grpc:
         header += [f"gRPC {p[:-3]}" for p in PCTS] + ["gRPC ÷ shm p50", "gRPC ÷ shm p99"]
     out = []
-    for label, shm_name, grpc_name in LATENCY_CASES:
+    for label, shm_name, grpc_name, *prefix in LATENCY_CASES:
+        k = prefix[0] if prefix else ""
         s = rows.get(shm_name)
         g = rows.get(grpc_name) if with_grpc and grpc_name else None
-        if s is None and g is None:
+        if (s is None or s.get(k + "p50_ns") is None) and (g is None or g.get(k + "p50_ns") is None):
             continue
-        line = [label] + [fmt_ns(s.get(p)) if s else "–" for p in PCTS]
+        line = [label] + [fmt_ns(s.get(k + p)) if s else "–" for p in PCTS]
         if with_grpc:
-            line += [fmt_ns(g.get(p)) if g else "–" for p in PCTS]
-            line += [fmt_ratio(g.get(p) if g else None, s.get(p) if s else None)
+            line += [fmt_ns(g.get(k + p)) if g else "–" for p in PCTS]
+            line += [fmt_ratio(g.get(k + p) if g else None, s.get(k + p) if s else None)
                      for p in ("p50_ns", "p99_ns")]
         out.append(line)
     return table(header, out) if out else []
@@ -598,7 +604,9 @@ def chart(rows, path):
     colors = {"shm": "#1f77b4", "gRPC": "#ff7f0e"}
 
     # Latency percentiles: one group per case, bars per transport × percentile.
-    cases = [(label, s, g) for label, s, g in LATENCY_CASES if s in rows or g in rows]
+    # The emit-call rows (a counter prefix) stay in the table.
+    cases = [(label, s, g) for label, s, g, *prefix in LATENCY_CASES
+             if not prefix and (s in rows or g in rows)]
     pcts = ("p50_ns", "p99_ns", "p99.9_ns")
     width = 0.13
     for ci, (label, s_name, g_name) in enumerate(cases):

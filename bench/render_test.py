@@ -77,6 +77,17 @@ def main():
            "the first-event row shows the bare wake-up beside it:\n" + goals)
     floors = "\n".join(render.floor_and_resources(rows))
     expect("47.0 µs / 230 µs" in floors, "the floor table lists the bare wake-up:\n" + floors)
+    # The emit call of the first event after idle has rows of its own, from its `emit_` counters.
+    rows = {}
+    for name, v in (("BM_FirstEventAfterIdle/shm/backoff", {"p50_ns": 60e3, "emit_p50_ns": 17e3}),
+                    ("BM_FirstEventAfterIdle/shm/busy_poll", {"p50_ns": 6e3})):
+        rows[name] = render.Row(name)
+        rows[name].values = v
+    lat = "\n".join(render.latency_table(rows, False))
+    expect("| its emit call, back-off host (wakes it) | 17.0 µs |" in lat,
+           "the emit call's row reads the emit_ counters:\n" + lat)
+    expect("its emit call, busy-poll host" not in lat,
+           "a case without emit_ counters has no emit-call row:\n" + lat)
     for f in failures:
         print("FAIL:", f)
     print("render_test:", "ok" if not failures else f"{len(failures)} failure(s)")

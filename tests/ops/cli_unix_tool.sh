@@ -4,7 +4,7 @@
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
 # `catalog [--catalog FILE] --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
-# in argv.
+# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU).
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -80,6 +80,23 @@ PITLANE_RING_BYTES=3 expect_rc 2 "emit with a malformed PITLANE_RING_BYTES is a 
 expect_rc 1 "emit without a host is a runtime failure" -- "$pitlane" emit --ns "$ns" python.call.start
 expect_rc 2 "a malformed StatsD address is a usage error" -- \
   "$pitlane" host --ns "$ns" --statsd 999.1.1.1:8125 --duration 1
+for bad in -1 abc 1000001; do
+  expect_rc 2 "--spin $bad is a usage error" -- "$pitlane" host --ns "$ns" --spin "$bad" --duration 1
+done
+expect_rc 2 "--spin with --busy-poll is a usage error" -- \
+  "$pitlane" host --ns "$ns" --spin 10 --busy-poll --duration 1
+# --spin reaches the host: with nothing to read, a host told to spin 1 s burns ~1 s of CPU
+# before it sleeps; with the default 200 µs it sleeps at once (its CPU time, from getrusage).
+host_cpu() {
+  /usr/bin/python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime + r.ru_stime)' "$pitlane" host --ns "$ns" --no-admin --duration 2 "$@"
+}
+spun=$(host_cpu --spin 1000000) && slept=$(host_cpu) &&
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $spun >= 0.3 and $slept <= 0.15 else 1)" &&
+  ok "--spin 1000000 spins before sleeping (${spun} s of CPU; default: ${slept} s)" ||
+  fail "--spin: host CPU ${spun:-?} s with --spin 1000000, ${slept:-?} s with the default"
 
 # ── catalog ───────────────────────────────────────────────────────────────────────────────────
 expect_rc 0 "catalog --json" -- "$pitlane" catalog --json

@@ -87,7 +87,10 @@ struct HostOptions {
   std::string pool_name;  // "" → PITLANE_POOL_NAME, else "default"
   std::shared_ptr<const Catalog> catalog;  // null → the compiled-in default
   bool busy_poll = false;
-  std::chrono::microseconds spin{200};      // idle spinning before sleeping
+  // Idle spinning before sleeping. The first emit after the host sleeps wakes it (one
+  // FUTEX_WAKE, tens of µs on a VM): events further apart than this pay it each time
+  // (doc/performance.md, "The emit that wakes the host").
+  std::chrono::microseconds spin{200};
   std::chrono::milliseconds max_sleep{10};  // futex wait timeout when asleep
   size_t batch = 256;                       // records per ring per pass
   // A ring whose writer moved between each of the last two passes is left until 8 KiB wait,
