@@ -187,7 +187,8 @@ void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds id
   std::atomic<uint32_t> word{0};
   std::atomic<size_t> samples{0};
   std::atomic<bool> stop{false};
-  const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(HostOptions{}.max_sleep);
+  const auto timeout =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(HostOptions{}.max_sleep);
   std::thread sleeper([&] {
     PinTo(kHostCore);
     uint32_t seen = 0;
@@ -223,7 +224,9 @@ void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds id
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
   sleeper.join();
   std::vector<double> ns;
-  for (size_t k = 0; k < i; ++k) ns.push_back(static_cast<double>(woken_at[k] - woke_at[k]) * NsPerTick());
+  for (size_t k = 0; k < i; ++k) {
+    ns.push_back(static_cast<double>(woken_at[k] - woke_at[k]) * NsPerTick());
+  }
   ReportPercentilesNs(state, ns);
   state.counters["idle_ms"] = static_cast<double>(idle.count());
 }

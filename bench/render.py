@@ -344,7 +344,7 @@ def latency_table(rows, with_grpc):
         k = prefix[0] if prefix else ""
         s = rows.get(shm_name)
         g = rows.get(grpc_name) if with_grpc and grpc_name else None
-        if (s is None or s.get(k + "p50_ns") is None) and (g is None or g.get(k + "p50_ns") is None):
+        if all(r is None or r.get(k + "p50_ns") is None for r in (s, g)):
             continue
         line = [label] + [fmt_ns(s.get(k + p)) if s else "–" for p in PCTS]
         if with_grpc:

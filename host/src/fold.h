@@ -36,8 +36,8 @@ struct RawEvent {
   std::span<const RawMeta> metadata;
 };
 
-// The Event's own fields, as DecodeEventRecord (record_verify.h) found them. Strings point into the buffer;
-// absent strings are empty.
+// The Event's own fields, as DecodeEventRecord (record_verify.h) found them. Strings point into
+// the buffer; absent strings are empty.
 struct DecodedRecord {
   uint16_t event_id = 0;
   std::string_view name;
