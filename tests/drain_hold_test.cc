@@ -102,6 +102,29 @@ TEST_F(DrainHoldTest, AFillingRingIsReadOnceEnoughIsWaiting) {
   EXPECT_EQ(Delivered(), 202u);
 }
 
+TEST_F(DrainHoldTest, ASmallRingIsReadOnceAQuarterOfItIsWaiting) {
+  // A 16 KiB ring: held back for the usual 8 KiB, a writer going on would fill it while held.
+  WorkerOptions o;
+  o.ns = ns_.name();
+  o.worker_id = "small-ring-worker";
+  o.ring_bytes = 16 << 10;
+  o.attach_wait = std::chrono::seconds(5);
+  Result<std::unique_ptr<Worker>> small = Worker::Start(std::move(o));
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  worker_ = std::move(small).value();
+  ev_ = worker_->Event("python.call.start");
+  Emit();
+  host_->PollOnce();
+  Emit();
+  host_->PollOnce();  // filling: held
+  ASSERT_EQ(Delivered(), 1u);
+  // 104 bytes per record in the ring: 50 of them are more than a quarter of the ring (4 KiB)
+  // and less than the 8 KiB a larger ring is held for.
+  Emit(50);
+  host_->PollOnce();
+  EXPECT_EQ(Delivered(), 52u);
+}
+
 TEST_F(DrainHoldTest, AFillingRingIsNotHeldLongerThanTheLimit) {
   Start(std::chrono::microseconds(100));
   Emit();

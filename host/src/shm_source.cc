@@ -201,7 +201,8 @@ void ShmSource::AddRing(uint32_t index, shm::RingSlot* s) {
 // Reading its newest records would pull the cache lines the writer is writing, and will write
 // next, over to this core one record at a time, and each emit would wait for them to come back
 // (doc/performance.md, "Emit back to back"). Such a ring is read once kBusyBatchBytes are
-// waiting, far enough behind the writer, or once it has been held back for
+// waiting, far enough behind the writer, or a quarter of a smaller ring (which a writer would
+// otherwise fill, and then drop, while it is held), or once it has been held back for
 // HostOptions::hold_filling_ring. A ring whose writer was quiet at the previous pass (paced
 // events, the first record of a burst) is read at once, so holding back costs a busy ring at most
 // that long in latency and a quiet one nothing.
@@ -213,7 +214,7 @@ shm::ReadHold ShmSource::HoldFor(const Ring& r, std::chrono::steady_clock::time_
       r.held_since != TimePoint{} && now - r.held_since >= opt_.hold_filling_ring;
   if (!r.writer_moving || expired || opt_.hold_filling_ring.count() == 0) return {};
   // Held at this pass only if the writer moved again since the last one (ReadBatch checks).
-  return {r.seen_producer, kBusyBatchBytes};
+  return {r.seen_producer, std::min(kBusyBatchBytes, r.reader->capacity() / 4)};
 }
 
 size_t ShmSource::DrainRing(Ring* r, shm::ReadHold hold,

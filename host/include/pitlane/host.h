@@ -93,10 +93,11 @@ struct HostOptions {
   std::chrono::microseconds spin{200};
   std::chrono::milliseconds max_sleep{10};  // futex wait timeout when asleep
   size_t batch = 256;                       // records per ring per pass
-  // A ring whose writer moved between each of the last two passes is left until 8 KiB wait,
-  // or for this long (0: read every ring at every pass). Reading a busy ring one record behind
-  // its writer makes every emit wait for the cache lines the host pulled over
-  // (doc/performance.md, "Emit back to back"); a quiet ring is always read at once.
+  // A ring whose writer moved between each of the last two passes is left until 8 KiB (a
+  // quarter of a smaller ring) wait, or for this long (0: read every ring at every pass).
+  // Reading a busy ring one record behind its writer makes every emit wait for the cache lines
+  // the host pulled over (doc/performance.md, "Emit back to back"); a quiet ring is always read
+  // at once.
   std::chrono::microseconds hold_filling_ring{5};
   // Receives log lines (stale segments removed, quarantines, handler errors). Default: stderr.
   std::function<void(std::string_view)> log;
