@@ -124,6 +124,9 @@ wait_for 10 "host with --catalog starts" -- grep -q "Ctrl-C stops" "$tmp/catalog
 wait_for 10 "an event of the custom catalog is delivered" -- grep -q '"name":"app.job.start"' "$tmp/catalog.out" &&
   ok "host --catalog FILE delivers the file's events"
 kill -TERM "$host"; wait "$host"
+# The emitting process above is dead and its ring may still be there: a host started now would
+# report its termination as an event of its own, which would race the next test's first line.
+"$pitlane" cleanup --ns "$ns" >/dev/null 2>&1
 
 # ── a closed stdout pipe ──────────────────────────────────────────────────────────────────────
 ( for _ in $(seq 1 40); do
