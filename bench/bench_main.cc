@@ -8,9 +8,6 @@
 // (built when the gRPC worker is). PITLANE_BENCH_SMOKE=1 keeps every case tiny (ctest bench_smoke).
 #include <benchmark/benchmark.h>
 #include <emmintrin.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +19,7 @@
 #include "bench_scenarios.h"
 #include "bench_util.h"
 #include "pitlane/catalog.h"
+#include "pitlane/futex.h"
 #include "pitlane/ring_prefetch.h"
 
 namespace pitlane::bench {
@@ -175,26 +173,29 @@ void BM_Floor_CpuGaps(benchmark::State& state) {
   state.counters["max_gap_ns"] = static_cast<double>(longest) * NsPerTick();
 }
 
-// The floor under BM_FirstEventAfterIdle: waking a thread asleep on the other vCPU, with no
-// pitlane code. A thread on kHostCore sleeps on a futex word with the back-off host's timeout
-// (HostOptions::max_sleep, so it also wakes as often); this thread, on kWorkerCore, sleeps
-// `idle` like the emitting thread there, then reads the clock, bumps the word and FUTEX_WAKEs
-// it; the sleeper reads the clock as soon as it runs again. The same placement, idle time,
-// sample count and clock as the pitlane case, run right after it.
+// The floor under BM_FirstEventAfterIdle: waking a thread asleep on the other vCPU, with
+// nothing of pitlane's but the futex calls the host sleeps and is woken with (pitlane/futex.h).
+// A thread on kHostCore sleeps on a word with the back-off host's timeout (HostOptions::
+// max_sleep, so it also wakes as often); this thread, on kWorkerCore, sleeps `idle` like the
+// emitting thread there, then reads the clock, bumps the word and wakes it; the sleeper reads
+// the clock as soon as it runs again. The same placement, idle time, sample count and clock as
+// the pitlane case, run right after it.
 void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds idle) {
   const size_t n = static_cast<size_t>(state.max_iterations);
   std::vector<uint64_t> woke_at(n), woken_at(n);
   std::atomic<uint32_t> word{0};
   std::atomic<size_t> samples{0};
   std::atomic<bool> stop{false};
-  const auto timeout =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(HostOptions{}.max_sleep);
+  // Bumps the word and wakes the sleeper.
+  auto bump = [&] {
+    word.fetch_add(1, std::memory_order_release);
+    shm::FutexWake(word);
+  };
   std::thread sleeper([&] {
     PinTo(kHostCore);
     uint32_t seen = 0;
     while (!stop.load(std::memory_order_relaxed)) {
-      timespec ts{0, static_cast<long>(timeout.count())};
-      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+      shm::FutexWait(word, seen, HostOptions{}.max_sleep);
       // Acquire pairs with the waker's release increment: woke_at[i] is written before it.
       const uint32_t now = word.load(std::memory_order_acquire);
       if (now == seen) continue;  // the timeout, as the back-off host sees it
@@ -211,8 +212,7 @@ void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds id
   for (auto _ : state) {
     std::this_thread::sleep_for(idle);
     woke_at[i] = Ticks();
-    word.fetch_add(1, std::memory_order_release);
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    bump();
     ++i;
     // Sleeping between looks, as LatencyLog::WaitFor does, so this core is as idle as there.
     while (samples.load(std::memory_order_acquire) < i) {
@@ -220,8 +220,7 @@ void RunFloorWakeAfterIdle(benchmark::State& state, std::chrono::milliseconds id
     }
   }
   stop.store(true);
-  word.fetch_add(1, std::memory_order_release);
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  bump();
   sleeper.join();
   std::vector<double> ns;
   for (size_t k = 0; k < i; ++k) {

@@ -5,13 +5,11 @@
 // that publishes exactly while the host falls asleep may miss the wake (its load of the flag
 // can pass its own store on x86); the timeout bounds that delay.
 #include <emmintrin.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 
 #include "host_impl.h"
+#include "pitlane/futex.h"
 
 namespace pitlane {
 namespace {
@@ -28,13 +26,7 @@ constexpr int kPauses = 4;
 constexpr auto kHeldPause = std::chrono::microseconds(1);
 }  // namespace
 
-void Host::Impl::WakeLoop() {
-  shm::RegistryHeader* h = shm->header();
-  if (h->host_sleeping.exchange(0, std::memory_order_acq_rel) == 1) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&h->host_sleeping), FUTEX_WAKE, 1, nullptr,
-            nullptr, 0);
-  }
-}
+void Host::Impl::WakeLoop() { shm::WakeIfSleeping(shm->header()->host_sleeping); }
 
 void Host::Impl::Run(const std::atomic<bool>& stop) {
   shm::RegistryHeader* h = shm->header();
@@ -74,11 +66,7 @@ void Host::Impl::Run(const std::atomic<bool>& stop) {
       continue;
     }
     sleeps.fetch_add(1, std::memory_order_relaxed);
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_sleep).count();
-    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&h->host_sleeping), FUTEX_WAIT, 1, &ts,
-            nullptr, 0);
-    h->host_sleeping.store(0, std::memory_order_relaxed);
+    shm::SleepOnFlag(h->host_sleeping, opt.max_sleep);
   }
 }
 

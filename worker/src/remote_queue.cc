@@ -1,12 +1,10 @@
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
 
+#include "pitlane/futex.h"
 #include "remote.h"
 
 namespace pitlane::internal {
@@ -79,12 +77,7 @@ void RemoteQueue::Commit() noexcept {
   if (sleeping_.load(std::memory_order_seq_cst) != 0) WakeConsumer();
 }
 
-void RemoteQueue::WakeConsumer() noexcept {
-  if (sleeping_.exchange(0, std::memory_order_acq_rel) != 0) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&sleeping_), FUTEX_WAKE, 1, nullptr, nullptr,
-            0);
-  }
-}
+void RemoteQueue::WakeConsumer() noexcept { shm::WakeIfSleeping(sleeping_); }
 
 bool RemoteQueue::Empty() const noexcept {
   return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
@@ -97,10 +90,7 @@ bool RemoteQueue::Wait(std::chrono::milliseconds timeout) {
     sleeping_.store(0, std::memory_order_relaxed);
     return true;
   }
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&sleeping_), FUTEX_WAIT, 1, &ts, nullptr, 0);
-  sleeping_.store(0, std::memory_order_relaxed);
+  shm::SleepOnFlag(sleeping_, timeout);
   return !Empty();
 }
 

@@ -1,8 +1,6 @@
 // The shared-memory lane of a worker: attaching to the namespace's registry, one ring per
 // emitting thread (created on its first emit, retired when it exits), control-block polling,
 // the ringless fallback, and what fork() does to all of it.
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <new>
 
 #include "pitlane/defaults.h"
+#include "pitlane/futex.h"
 #include "worker_impl.h"
 
 namespace pitlane {
@@ -434,11 +433,7 @@ void Worker::Impl::StopBackground() {
 }
 
 void Worker::Impl::WakeHost() noexcept {
-  shm::RegistryHeader* h = registry_header.load(std::memory_order_relaxed);
-  if (h->host_sleeping.exchange(0, std::memory_order_acq_rel) == 1) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&h->host_sleeping), FUTEX_WAKE, 1, nullptr,
-            nullptr, 0);
-  }
+  shm::WakeIfSleeping(registry_header.load(std::memory_order_relaxed)->host_sleeping);
 }
 
 // ── fork ─────────────────────────────────────────────────────────────────────────────────────
