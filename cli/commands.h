@@ -67,7 +67,7 @@ struct HostCmdOptions {
   bool summary = false;  // --summary: what runs without --jsonl anyway; said explicitly
   double interval_s = 2;
   bool busy_poll = false;
-  int64_t spin_us = -1;   // --spin: idle spinning before sleeping (µs); -1: HostOptions' default
+  int64_t spin_us = HostOptions{}.spin.count();  // --spin: idle spinning before sleeping (µs)
   double duration_s = 0;  // 0: until SIGINT/SIGTERM
   // gRPC: remote workers (HostOptions::grpc_*).
   std::string grpc_listen;

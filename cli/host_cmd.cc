@@ -178,7 +178,7 @@ Result<HostOptions> HostOptionsFrom(const HostCmdOptions& o, const std::string& 
   ho.departed_retention =
       std::chrono::milliseconds(static_cast<int64_t>(o.exporters.departed_retention_s * 1000));
   ho.busy_poll = o.busy_poll;
-  if (o.spin_us >= 0) ho.spin = std::chrono::microseconds(o.spin_us);
+  ho.spin = std::chrono::microseconds(o.spin_us);
   ho.grpc_listen = o.grpc_listen;
   ho.grpc_dial = o.grpc_dial;
   ho.grpc_tls_cert = o.grpc_tls_cert;
@@ -244,10 +244,7 @@ Status StartServices(Host& host, const HostCmdOptions& o, std::vector<MetricSpec
 void PrintBanner(FILE* out, const HostCmdOptions& o, const Host& host, const Services& s) {
   // How it waits when idle: the spin decides which emits pay for waking it (--spin's help).
   const std::string idle =
-      o.busy_poll ? ", busy-poll"
-                  : ", sleeps after " +
-                        std::to_string(o.spin_us >= 0 ? o.spin_us : HostOptions{}.spin.count()) +
-                        " µs idle";
+      o.busy_poll ? ", busy-poll" : ", sleeps after " + std::to_string(o.spin_us) + " µs idle";
   std::fprintf(out, "pitlane host: namespace \"%s\", pid %d%s; Ctrl-C stops\n", host.ns().c_str(),
                static_cast<int>(getpid()), idle.c_str());
   if (s.metrics) {
@@ -497,12 +494,12 @@ CLI::App* AddHostCommand(CLI::App* app, HostCmdOptions* o) {
       ->capture_default_str();
   auto* busy = cmd->add_flag("--busy-poll", o->busy_poll, "Never sleep when idle (lowest latency)");
   cmd->add_option("--spin", o->spin_us,
-                  "Microseconds without events before the host sleeps (default " +
-                      std::to_string(HostOptions{}.spin.count()) +
-                      ", at most 1000000). The first emit after it sleeps wakes it with a "
-                      "syscall (tens of µs on a VM): above the usual gap between events, it "
-                      "spares the workers that at the cost of a spinning host core")
+                  "Microseconds without events before the host sleeps (at most 1000000). The "
+                  "first emit after it sleeps wakes it with a syscall (tens of µs on a VM): "
+                  "above the usual gap between events, it spares the workers that at the cost "
+                  "of a spinning host core")
       ->type_name("MICROSECONDS")
+      ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))
       ->excludes(busy);
   cmd->add_option("--duration", o->duration_s,
