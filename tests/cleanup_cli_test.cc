@@ -1,12 +1,9 @@
 // `pitlane cleanup`: stale segments of dead processes go (and --dry-run only lists them); the
 // segments of live processes stay. Runs the built CLI ($PITLANE_CLI, else ../cli/pitlane next
 // to this test binary) against fake segments made with the shm API.
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -17,29 +14,8 @@
 namespace pitlane {
 namespace {
 
-std::string CliPath() {
-  if (const char* env = std::getenv("PITLANE_CLI")) return env;
-  std::array<char, 4096> self{};
-  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
-  if (n <= 0) return {};
-  std::string dir(self.data(), static_cast<size_t>(n));
-  dir.resize(dir.rfind('/'));
-  return dir + "/../cli/pitlane";
-}
-
-// Runs `pitlane <args>`; returns stdout+stderr and sets *code to the exit status.
-std::string RunCli(const std::string& args, int* code) {
-  const std::string cmd = CliPath() + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
+using testing::CliPath;
+using testing::RunCli;
 
 bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
 

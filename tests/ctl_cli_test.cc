@@ -25,32 +25,10 @@
 namespace pitlane {
 namespace {
 
+using testing::CliPath;
+using testing::RunCli;
+
 using namespace std::chrono_literals;
-
-std::string CliPath() {
-  if (const char* env = std::getenv("PITLANE_CLI")) return env;
-  std::array<char, 4096> self{};
-  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
-  if (n <= 0) return {};
-  std::string dir(self.data(), static_cast<size_t>(n));
-  dir.resize(dir.rfind('/'));
-  return dir + "/../cli/pitlane";
-}
-
-// Runs `pitlane <args>` through the shell; returns stdout+stderr and sets *code to the exit
-// status.
-std::string RunCli(const std::string& args, int* code) {
-  const std::string cmd = CliPath() + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
 
 bool Exists(const std::string& path) {
   struct stat st {};

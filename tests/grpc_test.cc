@@ -973,13 +973,10 @@ TEST(GrpcBackpressure, StalledHostKeepsWorkerMemoryBoundedAndCountsOverflow) {
 TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
   ScopedNamespace ns;
   WorkerOptions wo;
-  wo.ns = ns.name();
-  wo.worker_id = "served";
-  wo.transport = WorkerTransport::kGrpc;
   wo.grpc_listen = "127.0.0.1:0";
-  auto w = Worker::Start(wo);
-  ASSERT_TRUE(w.ok()) << w.status().message();
-  const int port = (*w)->grpc_listen_port();
+  const std::unique_ptr<Worker> w = StartGrpcWorker(ns.name(), "served", /*target=*/"", wo);
+  ASSERT_NE(w, nullptr);
+  const int port = w->grpc_listen_port();
   ASSERT_GT(port, 0);
 
   auto host = StartHostDialing(ns.name(), "served", port);
@@ -987,11 +984,11 @@ TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
   Collector c;
   c.Attach(*host);
   host->RunInBackground();
-  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
-  for (int i = 0; i < 100; ++i) (*w)->Emit("python.call.stop", {{"duration", i}});
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  for (int i = 0; i < 100; ++i) w->Emit("python.call.stop", {{"duration", i}});
   ASSERT_TRUE(WaitFor([&] { return c.Count("snakepit.python.call.stop") == 100; }));
   ASSERT_TRUE(host->Toggle("served", false).ok());
-  ASSERT_TRUE(EmitUntil(**w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
+  ASSERT_TRUE(EmitUntil(*w, "python.cpu.sampled", EmitResult::kSuppressedDisabled));
   const auto seen = c.Of(Transport::kGrpc);
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen[0].worker_id, "served");
@@ -1000,7 +997,7 @@ TEST(GrpcDialOut, HostDialsAServingWorkerAtSnakepitsPathAndControlsIt) {
     const RingStats r = RemoteRing(*host, "served");
     return r.suppressed_disabled > 0 && r.emitted >= 101;
   })) << "suppressed " << RemoteRing(*host, "served").suppressed_disabled << " emitted "
-      << RemoteRing(*host, "served").emitted << " worker emitted " << (*w)->Stats().emitted;
+      << RemoteRing(*host, "served").emitted << " worker emitted " << w->Stats().emitted;
   EXPECT_GE(c.Count("snakepit.grpc.connection.established"), 1u);
 }
 
@@ -1110,13 +1107,11 @@ TEST(GrpcDialOut, BadControlFromAHostIsInvalidArgumentAndKeepsThePreviousState) 
 TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
   ScopedNamespace ns;
   WorkerOptions wo;
-  wo.ns = ns.name();
-  wo.worker_id = "single";
-  wo.transport = WorkerTransport::kGrpc;
   wo.grpc_listen = "127.0.0.1:0";
-  auto w = Worker::Start(wo);
-  ASSERT_TRUE(w.ok());
-  auto chan = grpc::CreateChannel("127.0.0.1:" + std::to_string((*w)->grpc_listen_port()),
+  const std::unique_ptr<Worker> w = StartGrpcWorker(ns.name(), "single", /*target=*/"", wo);
+  ASSERT_NE(w, nullptr);
+  // pitlane's own service path (the dial-out tests above use Snakepit's).
+  auto chan = grpc::CreateChannel("127.0.0.1:" + std::to_string(w->grpc_listen_port()),
                                   grpc::InsecureChannelCredentials());
   auto host_side = pb::TelemetryService::NewStub(chan);
   grpc::ClientContext first;
@@ -1124,7 +1119,7 @@ TEST(GrpcDialOut, SecondHostIsRefusedWhileOneIsStreaming) {
   pb::TelemetryControl on;
   on.mutable_toggle()->set_enabled(true);
   ASSERT_TRUE(s1->Write(on));
-  ASSERT_TRUE((*w)->WaitAttached(milliseconds(10000)));
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
   grpc::ClientContext second;
   auto s2 = host_side->StreamTelemetry(&second);
   s2->WritesDone();

@@ -1108,32 +1108,9 @@ TEST(CrashAttack, WorkersKilledInsideEmitAreAccountedAndTheLawHolds) {
 
 // ─── The CLI meets a FIFO where a segment should be ────────────────────────────────────────
 
-std::string CliPath() {
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return {};
-  std::string dir(self, static_cast<size_t>(n));
-  dir.resize(dir.rfind('/'));
-  return dir + "/../cli/pitlane";
-}
-
-// Runs `pitlane <args>` under a 5 s timeout; returns its output, *code its exit status (124
-// when it had to be killed: it blocked).
-std::string RunCli(const std::string& args, int* code) {
-  const std::string cmd = "timeout -s KILL 5 " + CliPath() + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int st = ::pclose(p);
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return out;
-}
-
 TEST(AdoptionAttack, FifosInPlaceOfSegmentsNeverBlockStatOrCleanup) {
-  if (::access(CliPath().c_str(), X_OK) != 0) GTEST_SKIP() << "no pitlane CLI at " << CliPath();
+  const std::string cli = testing::CliPath();
+  if (::access(cli.c_str(), X_OK) != 0) GTEST_SKIP() << "no pitlane CLI at " << cli;
   testing::ScopedNamespace ns;
   const std::string reg = shm::RegistryName(ns.name());
   const std::string ring = shm::RingName(ns.name(), 1, 0);
@@ -1141,7 +1118,8 @@ TEST(AdoptionAttack, FifosInPlaceOfSegmentsNeverBlockStatOrCleanup) {
   ASSERT_EQ(Attack({"fifo", ShmPath(ring)}), 0);
   for (const char* cmd : {"stat", "cleanup --dry-run", "cleanup"}) {
     int code = -1;
-    const std::string out = RunCli(std::string(cmd) + " --ns " + ns.name(), &code);
+    // Killed after 5 s: it blocked.
+    const std::string out = testing::RunCli(std::string(cmd) + " --ns " + ns.name(), &code, 5s);
     EXPECT_NE(code, 128 + SIGKILL) << "pitlane " << cmd << " blocked: " << out;
     EXPECT_NE(out.find("FIFO"), std::string::npos) << "pitlane " << cmd << ": " << out;
   }

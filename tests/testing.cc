@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "pitlane/shm.h"
@@ -124,6 +126,30 @@ int Children::Reap(pid_t pid) {
     }
   }
   return status;
+}
+
+std::string CliPath() {
+  if (const char* env = std::getenv("PITLANE_CLI")) return env;
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return {};
+  std::string dir(self, static_cast<size_t>(n));
+  dir.resize(dir.rfind('/'));
+  return dir + "/../cli/pitlane";
+}
+
+std::string RunCli(const std::string& args, int* code, std::chrono::seconds limit) {
+  const std::string cmd = "timeout -s KILL " + std::to_string(limit.count()) + " " + CliPath() +
+                          " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int st = ::pclose(p);
+  *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return out;
 }
 
 }  // namespace pitlane::testing

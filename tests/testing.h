@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,14 @@ void MakeRing(const std::string& name, pid_t pid, uint64_t start_time, const cha
 // Runs `body` in a fork()ed child and _exit()s with its result (100 if it returned nothing
 // useful, 101 if it threw); never returns into gtest in the child.
 pid_t ForkChild(const std::function<int()>& body);
+
+// The built CLI: $PITLANE_CLI, else ../cli/pitlane next to this test binary.
+std::string CliPath();
+// Runs `pitlane <args>` through the shell (so `args` may redirect or pipe), killed after
+// `limit`; returns its stdout and stderr together and sets *code to its exit status (128 + the
+// signal when a signal ended it: 137 when it ran past `limit`).
+std::string RunCli(const std::string& args, int* code,
+                   std::chrono::seconds limit = std::chrono::seconds(60));
 
 // Child processes of a test: SIGKILLed and reaped at destruction, whatever the test's outcome.
 class Children {
