@@ -24,6 +24,8 @@
 namespace pitlane {
 namespace {
 
+using testing::SegmentExists;
+
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
@@ -245,11 +247,6 @@ void MakeGarbageSegment(const std::string& name) {
   ::close(fd);
 }
 
-bool Exists(const std::string& name) {
-  struct stat st;
-  return ::stat(("/dev/shm" + name).c_str(), &st) == 0;
-}
-
 TEST(AccountingTest, HostAndCleanupAgreeOnWhichSegmentsAreStale) {
   testing::ScopedNamespace ns;
   const std::string live = shm::RingName(ns.name(), ::getpid(), 7);
@@ -266,8 +263,8 @@ TEST(AccountingTest, HostAndCleanupAgreeOnWhichSegmentsAreStale) {
   {
     std::unique_ptr<Host> host = testing::StartHost(ns.name());
     ASSERT_NE(host, nullptr);
-    EXPECT_TRUE(Exists(live)) << "the host removed a segment whose creator runs";
-    EXPECT_FALSE(Exists(dead)) << "the host kept a segment whose creator is gone";
+    EXPECT_TRUE(SegmentExists(live)) << "the host removed a segment whose creator runs";
+    EXPECT_FALSE(SegmentExists(dead)) << "the host kept a segment whose creator is gone";
   }
   shm::Segment::Unlink(live);
 }

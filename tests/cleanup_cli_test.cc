@@ -16,8 +16,7 @@ namespace {
 
 using testing::CliPath;
 using testing::RunCli;
-
-bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+using testing::SegmentExists;
 
 class CleanupCli : public ::testing::Test {
  protected:
@@ -60,24 +59,24 @@ TEST_F(CleanupCli, RemovesDeadRingsAndRegistryKeepsLiveRing) {
                      " is running"),
             std::string::npos)
       << out;
-  EXPECT_TRUE(Exists(stale_ring));
-  EXPECT_TRUE(Exists(registry));
-  EXPECT_TRUE(Exists(live_ring));
+  EXPECT_TRUE(SegmentExists(stale_ring));
+  EXPECT_TRUE(SegmentExists(registry));
+  EXPECT_TRUE(SegmentExists(live_ring));
 
   out = RunCli("cleanup --ns " + ns_.name(), &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("removed " + stale_ring + ": "), std::string::npos) << out;
   EXPECT_NE(out.find("removed " + registry + ": "), std::string::npos) << out;
   EXPECT_NE(out.find("removed 2 stale segments"), std::string::npos) << out;
-  EXPECT_FALSE(Exists(stale_ring));
-  EXPECT_FALSE(Exists(registry));
-  EXPECT_TRUE(Exists(live_ring));
+  EXPECT_FALSE(SegmentExists(stale_ring));
+  EXPECT_FALSE(SegmentExists(registry));
+  EXPECT_TRUE(SegmentExists(live_ring));
 
   // Nothing stale is left: a second run removes nothing.
   out = RunCli("cleanup --ns " + ns_.name(), &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("removed 0 stale segments"), std::string::npos) << out;
-  EXPECT_TRUE(Exists(live_ring));
+  EXPECT_TRUE(SegmentExists(live_ring));
 }
 
 TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
@@ -93,7 +92,7 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
   EXPECT_NE(out.find("kept " + registry + ": host pid " + std::to_string(self_) + " is running"),
             std::string::npos)
       << out;
-  EXPECT_TRUE(Exists(registry));
+  EXPECT_TRUE(SegmentExists(registry));
 
   // The host is dead (its lock released) but a live worker is registered: a new host adopts
   // the registry.
@@ -109,7 +108,7 @@ TEST_F(CleanupCli, KeepsRegistryWithLiveWorkerOrLiveHost) {
   EXPECT_NE(out.find("kept " + registry + ": 1 live worker (pid " + std::to_string(self_)),
             std::string::npos)
       << out;
-  EXPECT_TRUE(Exists(registry));
+  EXPECT_TRUE(SegmentExists(registry));
 }
 
 TEST_F(CleanupCli, RingWithUnreadableHeaderGoesOnlyWhenPidFromNameIsDead) {
@@ -123,8 +122,8 @@ TEST_F(CleanupCli, RingWithUnreadableHeaderGoesOnlyWhenPidFromNameIsDead) {
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("removed " + garbage_dead + ": header unusable"), std::string::npos) << out;
   EXPECT_NE(out.find("kept " + garbage_live + ": header unusable"), std::string::npos) << out;
-  EXPECT_FALSE(Exists(garbage_dead));
-  EXPECT_TRUE(Exists(garbage_live));
+  EXPECT_FALSE(SegmentExists(garbage_dead));
+  EXPECT_TRUE(SegmentExists(garbage_live));
 }
 
 TEST_F(CleanupCli, EmptyNamespaceAndConflictingFlags) {

@@ -5,7 +5,6 @@
 // (the host is polled from the test thread, the test process never creates a Worker), a child
 // leaves with _exit() and never returns into gtest, and every child is SIGKILLed and reaped when
 // its test ends.
-#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -37,39 +36,16 @@
 namespace pitlane {
 namespace {
 
+using testing::Children;
+using testing::PollUntil;
+using testing::SegmentExists;
+using testing::SegmentsOf;
+
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kStopEvent[] = "snakepit.python.call.stop";
-
-using testing::Children;
-
-bool PollUntil(Host& host, const std::function<bool()>& done, Clock::duration timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    if (host.PollOnce() == 0) std::this_thread::yield();
-  }
-  return true;
-}
-
-bool SegmentExists(const std::string& name) {
-  return ::access(("/dev/shm" + name).c_str(), F_OK) == 0;
-}
-
-// Entries of /dev/shm that belong to namespace `ns`.
-std::vector<std::string> ShmEntriesOf(const std::string& ns) {
-  std::vector<std::string> out;
-  const std::string prefix = shm::SegmentPrefix(ns);
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
-    }
-    ::closedir(d);
-  }
-  return out;
-}
 
 std::string Joined(const std::vector<std::string>& lines) {
   std::string s;
@@ -443,7 +419,7 @@ TEST(FaultTest, KillLoopLosesNothingPublished) {
   ASSERT_TRUE(host->DrainAll(seconds(5)));
   EXPECT_EQ(c.missing_sequence, 0u);
   EXPECT_EQ(host->Stats().workers_terminated, static_cast<uint64_t>(iterations));
-  const std::vector<std::string> left = ShmEntriesOf(ns.name());
+  const std::vector<std::string> left = SegmentsOf(ns.name());
   for (const std::string& e : left) {
     EXPECT_EQ(e.find(".ring."), std::string::npos) << e << " left in /dev/shm";
   }
@@ -659,10 +635,10 @@ TEST(FaultTest, CrashLoopOfHostAndWorkersLeavesNoSegmentsBehind) {
     // first housekeeping pass, once its handlers can see their last events): only its registry
     // remains.
     const auto until = Clock::now() + seconds(20);  // generous: sanitizer builds are slow
-    while (ShmEntriesOf(ns.name()).size() > 1 && Clock::now() < until) {
+    while (SegmentsOf(ns.name()).size() > 1 && Clock::now() < until) {
       std::this_thread::sleep_for(milliseconds(5));
     }
-    const std::vector<std::string> at_start = ShmEntriesOf(ns.name());
+    const std::vector<std::string> at_start = SegmentsOf(ns.name());
     EXPECT_EQ(at_start.size(), 1u) << Joined(at_start);
     std::vector<pid_t> workers;
     for (int k = 0; k < 2; ++k) {
@@ -676,7 +652,7 @@ TEST(FaultTest, CrashLoopOfHostAndWorkersLeavesNoSegmentsBehind) {
       }));
     }
     std::this_thread::sleep_for(milliseconds(30 + 10 * (i % 5)));
-    most = std::max(most, ShmEntriesOf(ns.name()).size());
+    most = std::max(most, SegmentsOf(ns.name()).size());
     // Kill in a varying order: host first, workers first, or interleaved.
     std::vector<pid_t> order = {host, workers[0], workers[1]};
     std::rotate(order.begin(), order.begin() + (i % 3), order.end());
@@ -688,11 +664,11 @@ TEST(FaultTest, CrashLoopOfHostAndWorkersLeavesNoSegmentsBehind) {
   {
     std::unique_ptr<Host> host = StartHost(ns.name());
     ASSERT_NE(host, nullptr);
-    PollUntil(*host, [&] { return ShmEntriesOf(ns.name()).size() <= 1; }, seconds(20));
-    const std::vector<std::string> left = ShmEntriesOf(ns.name());
+    PollUntil(*host, [&] { return SegmentsOf(ns.name()).size() <= 1; }, seconds(20));
+    const std::vector<std::string> left = SegmentsOf(ns.name());
     EXPECT_EQ(left.size(), 1u) << Joined(left);
   }
-  EXPECT_TRUE(ShmEntriesOf(ns.name()).empty()) << Joined(ShmEntriesOf(ns.name()));
+  EXPECT_TRUE(SegmentsOf(ns.name()).empty()) << Joined(SegmentsOf(ns.name()));
   EXPECT_LE(most, 3u) << "more segments than one registry and a ring per live worker";
 }
 

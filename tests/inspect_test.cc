@@ -15,10 +15,10 @@
 namespace pitlane {
 namespace {
 
+using testing::SegmentExists;
+
 using shm::CleanupOutcome;
 using shm::CleanupStep;
-
-bool Exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
 
 const CleanupStep* Find(const std::vector<CleanupStep>& steps, const std::string& name) {
   for (const CleanupStep& s : steps) {
@@ -61,8 +61,8 @@ TEST_F(CleanStaleTest, DryRunSaysWhatWouldGoAndRemovesNothing) {
   EXPECT_GT(dead->bytes, 0u);
   EXPECT_EQ(live->outcome, CleanupOutcome::kKept);
   EXPECT_EQ(live->why, "worker \"live-worker\" pid " + std::to_string(self_) + " is running");
-  EXPECT_TRUE(Exists(dead_ring));
-  EXPECT_TRUE(Exists(live_ring));
+  EXPECT_TRUE(SegmentExists(dead_ring));
+  EXPECT_TRUE(SegmentExists(live_ring));
 }
 
 TEST_F(CleanStaleTest, RemovesDeadRingAndOrphanRegistryRegistryFirst) {
@@ -80,8 +80,8 @@ TEST_F(CleanStaleTest, RemovesDeadRingAndOrphanRegistryRegistryFirst) {
       << steps[0].why;
   EXPECT_EQ(steps[1].name, dead_ring);
   EXPECT_EQ(steps[1].outcome, CleanupOutcome::kRemoved) << steps[1].why;
-  EXPECT_FALSE(Exists(registry));
-  EXPECT_FALSE(Exists(dead_ring));
+  EXPECT_FALSE(SegmentExists(registry));
+  EXPECT_FALSE(SegmentExists(dead_ring));
   EXPECT_TRUE(shm::CleanStaleSegments(ns_.name(), false).empty());
 }
 
@@ -107,7 +107,7 @@ TEST_F(CleanStaleTest, RingRegisteredWithLiveHostIsKeptThoughItsWriterIsDead) {
   const CleanupStep* reg = Find(steps, shm::RegistryName(ns_.name()));
   ASSERT_NE(reg, nullptr);
   EXPECT_EQ(reg->outcome, CleanupOutcome::kKept);
-  EXPECT_TRUE(Exists(ring));
+  EXPECT_TRUE(SegmentExists(ring));
 }
 
 TEST_F(CleanStaleTest, RegistryOfAnotherLayoutIsNeverRemoved) {
@@ -119,7 +119,7 @@ TEST_F(CleanStaleTest, RegistryOfAnotherLayoutIsNeverRemoved) {
   ASSERT_EQ(steps.size(), 1u);
   EXPECT_EQ(steps[0].outcome, CleanupOutcome::kKept);
   EXPECT_NE(steps[0].why.find("bad magic"), std::string::npos) << steps[0].why;
-  EXPECT_TRUE(Exists(registry));
+  EXPECT_TRUE(SegmentExists(registry));
 }
 
 }  // namespace

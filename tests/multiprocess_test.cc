@@ -33,6 +33,11 @@
 namespace pitlane {
 namespace {
 
+using testing::Children;
+using testing::PollUntil;
+using testing::RingsOf;
+using testing::SegmentExists;
+
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
@@ -45,8 +50,6 @@ constexpr char kTerminatedEvent[] = "snakepit.pool.worker.terminated";
 constexpr auto kLivenessBound = seconds(3);
 
 std::string WorkerIdOf(int index) { return "mp-" + std::to_string(index); }
-
-using testing::Children;
 
 struct EmitterOptions {
   std::string ns;
@@ -149,33 +152,11 @@ void ExpectStrictlyIncreasing(const Collector& c, const std::string& id, int64_t
   }
 }
 
-std::vector<RingStats> RingsOf(const Host& host, const std::string& id) {
-  std::vector<RingStats> out;
-  for (RingStats& r : host.Rings()) {
-    if (r.worker_id == id) out.push_back(std::move(r));
-  }
-  return out;
-}
-
-bool SegmentExists(const std::string& name) {
-  return ::access(("/dev/shm" + name).c_str(), F_OK) == 0;
-}
-
 bool AliveInHost(const Host& host, const std::string& id) {
   for (const WorkerInfo& w : host.Workers()) {
     if (w.id == id && w.alive) return true;
   }
   return false;
-}
-
-// Polls `host` from this thread until `done()` or `timeout`; returns done().
-bool PollUntil(Host& host, const std::function<bool()>& done, Clock::duration timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    if (host.PollOnce() == 0) std::this_thread::yield();
-  }
-  return true;
 }
 
 std::unique_ptr<Host> StartHost(const testing::ScopedNamespace& ns) {

@@ -34,6 +34,9 @@
 namespace pitlane {
 namespace {
 
+using testing::SegmentExists;
+using testing::SegmentsOf;
+
 using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;
@@ -358,24 +361,6 @@ RingLine ParseRing(const std::string& text) {
 
 bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
-// The names in /dev/shm of namespace `ns`.
-std::vector<std::string> Leftovers(const std::string& ns) {
-  std::vector<std::string> out;
-  const std::string prefix = shm::SegmentPrefix(ns);
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
-bool Exists(const std::string& name) {
-  struct stat st;
-  return ::lstat(ShmPath(name).c_str(), &st) == 0;
-}
-
 // ─── Adoption: what sits under a segment's name is checked before it is used ───────────────
 
 TEST(AdoptionAttack, RegistryPrecreatedByAnotherUidIsRefusedAndLeftToItsOwner) {
@@ -428,7 +413,7 @@ TEST(AdoptionAttack, WorldWritableRegistryIsRefused) {
   EXPECT_NE(host.started().find("mode 0666"), std::string::npos) << host.started();
   int status = 0;
   host.Stop(children, &status);
-  EXPECT_TRUE(Exists(reg));
+  EXPECT_TRUE(SegmentExists(reg));
 }
 
 TEST(AdoptionAttack, FifoInPlaceOfTheRegistryNeverBlocksTheHost) {
@@ -465,7 +450,7 @@ TEST(SecondHostAttack, SecondHostIsRefusedNamingTheFirstsPidAndTakesOverWhenItDi
   int status = 0;
   third.Stop(children, &status);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeStatus(status);
-  EXPECT_FALSE(Exists(shm::RegistryName(ns.name())));
+  EXPECT_FALSE(SegmentExists(shm::RegistryName(ns.name())));
 }
 
 TEST(SecondHostAttack, AHostNeverUnlinksARegistryItDoesNotHold) {
@@ -488,7 +473,7 @@ TEST(SecondHostAttack, AHostNeverUnlinksARegistryItDoesNotHold) {
   ASSERT_EQ(::lstat(ShmPath(reg).c_str(), &after), 0);
   EXPECT_EQ(after.st_ino, before.st_ino);
   second.Stop(children, &status);
-  EXPECT_FALSE(Exists(reg));
+  EXPECT_FALSE(SegmentExists(reg));
 }
 
 
@@ -548,7 +533,7 @@ TEST_P(RingTruncationAttack, HostAndVictimSurviveAndOtherWorkersLoseNothing) {
   EXPECT_EQ(truncated, 1);
   EXPECT_EQ(rings, 2) << "the victim got a fresh ring";
   // Nothing of the namespace is left behind.
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 INSTANTIATE_TEST_SUITE_P(ToSize, RingTruncationAttack, ::testing::Values(0, 4096),
@@ -585,7 +570,7 @@ TEST_P(RegistryTruncationAttack, HostAndWorkersSurviveAndAttachedRingsDeliverEve
     EXPECT_EQ(r.delivered, r.emitted) << id << ": " << report[std::string("ring.") + id];
     EXPECT_EQ(r.law, "holds") << id;
   }
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 INSTANTIATE_TEST_SUITE_P(ToSize, RegistryTruncationAttack, ::testing::Values(0, 4096),
@@ -619,7 +604,7 @@ TEST(StaleTruncationAttack, HostsStartAmongStaleSegmentsBeingTruncatedAndRemoveT
   EXPECT_EQ(last.started(), "started");
   int status = 0;
   last.Stop(children, &status);
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // ─── Forged bookkeeping: what a same-uid process writes into the registry ──────────────────
@@ -703,7 +688,7 @@ TEST(ForgedSlotAttack, RingSlotNamingAnotherWorkersSegmentIsNeverOpenedNorUnlink
   }
   ASSERT_EQ(Attack({"write64", reg, std::to_string(kEpochOffset), "1000000"}), 0);
   std::this_thread::sleep_for(500ms);  // several liveness passes: the forger is reclaimed
-  EXPECT_TRUE(Exists(victim_ring));
+  EXPECT_TRUE(SegmentExists(victim_ring));
 
   int status = 0;
   const std::string victim_report = victim.Stop(children, &status);
@@ -764,7 +749,7 @@ TEST(ForgedSlotAttack, GenerationScribbleOnALiveWorkerNeitherTerminatesItNorUnli
   ASSERT_TRUE(t.ready);
   ASSERT_TRUE(t.RewriteGeneration());
   std::this_thread::sleep_for(500ms);
-  EXPECT_TRUE(Exists(t.ring));
+  EXPECT_TRUE(SegmentExists(t.ring));
   int status = 0;
   const std::string victim_report = t.victim.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
@@ -796,7 +781,7 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLo
             0);
   ASSERT_EQ(ForgeRetiredWorkerSlot(t.registry, ws, t.victim.pid()), 0);
   std::this_thread::sleep_for(500ms);  // several housekeeping passes
-  EXPECT_TRUE(Exists(t.ring)) << "the host unlinked a live worker's ring";
+  EXPECT_TRUE(SegmentExists(t.ring)) << "the host unlinked a live worker's ring";
   int status = 0;
   const std::string victim_report = t.victim.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
@@ -809,7 +794,7 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerNeitherUnlinksItsRingNorLo
   EXPECT_EQ(r.law, "holds") << report["ring.victim"];
   EXPECT_EQ(report["rings"], "1") << report["log"];
   EXPECT_EQ(report["terminated"], "1") << "one worker, terminated once: " << report["log"];
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // A forged RETIRED on the slot of a live worker that has no ring yet: the worker is not
@@ -843,7 +828,7 @@ TEST(ForgedSlotAttack, RetiredStateForgedOnALiveWorkerWithoutARingKeepsTheWorker
   EXPECT_EQ(r.law, "holds") << report["ring.victim"];
   EXPECT_EQ(report["terminated"], "1") << "terminated once, when it left: " << logs;
   EXPECT_NE(logs.find("still maps the registry"), std::string::npos) << logs;
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // After a generation rewrite on a live worker's slot, the rings the worker creates later carry
@@ -880,7 +865,7 @@ TEST(ForgedSlotAttack, RingsCreatedAfterAGenerationScribbleAreStillRead) {
   EXPECT_EQ(rings, 2) << report["log"];
   EXPECT_EQ(fresh_rings, 1) << "the ring made after the scribble was never read\n"
                             << report["log"];
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // Slots left CLAIMING by a process that died mid-claim are freed within the liveness interval,
@@ -930,7 +915,7 @@ TEST(ForgedSlotAttack, SlotsLeftClaimingByADeadProcessAreFreed) {
     keeper.Stop(children, &status);
     next.Stop(children, &status);
   }
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // A slot left CLAIMING under a pid some other process runs by now (pid reuse: here the test's
@@ -957,17 +942,17 @@ TEST(ForgedSlotAttack, SlotsLeftClaimingUnderAReusedPidAreFreed) {
             0);
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   while ((SlotState(ns.name(), WorkerSlotOffset(ws)) != shm::kSlotFree ||
-          SlotState(ns.name(), RingSlotOffset(rs)) != shm::kSlotFree || Exists(left)) &&
+          SlotState(ns.name(), RingSlotOffset(rs)) != shm::kSlotFree || SegmentExists(left)) &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_EQ(SlotState(ns.name(), WorkerSlotOffset(ws)), shm::kSlotFree);
   EXPECT_EQ(SlotState(ns.name(), RingSlotOffset(rs)), shm::kSlotFree);
-  EXPECT_FALSE(Exists(left));
+  EXPECT_FALSE(SegmentExists(left));
   int status = 0;
   host.Stop(children, &status);
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status);
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // ─── Forged records and counters in a ring ──────────────────────────────────────────────────
@@ -1103,7 +1088,7 @@ TEST(CrashAttack, WorkersKilledInsideEmitAreAccountedAndTheLawHolds) {
       EXPECT_EQ(ParseRing(value).law, "holds") << key << " " << value;
     }
   }
-  EXPECT_EQ(Leftovers(ns.name()), std::vector<std::string>{});
+  EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
 // ─── The CLI meets a FIFO where a segment should be ────────────────────────────────────────
@@ -1124,8 +1109,8 @@ TEST(AdoptionAttack, FifosInPlaceOfSegmentsNeverBlockStatOrCleanup) {
     EXPECT_NE(out.find("FIFO"), std::string::npos) << "pitlane " << cmd << ": " << out;
   }
   // Not segments of ours: cleanup leaves them to whoever made them.
-  EXPECT_TRUE(Exists(reg));
-  EXPECT_TRUE(Exists(ring));
+  EXPECT_TRUE(SegmentExists(reg));
+  EXPECT_TRUE(SegmentExists(ring));
 }
 
 }  // namespace

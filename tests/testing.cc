@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "pitlane/shm.h"
 
@@ -22,15 +24,42 @@ ScopedNamespace::ScopedNamespace() {
 }
 
 ScopedNamespace::~ScopedNamespace() {
-  const std::string prefix = "pitlane." + name_ + ".";
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d)) {
-      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) {
-        shm_unlink(("/" + std::string(e->d_name)).c_str());
-      }
+  for (const std::string& segment : SegmentsOf(name_)) shm_unlink(("/" + segment).c_str());
+}
+
+bool SegmentExists(const std::string& name) {
+  struct stat st;
+  return ::lstat(("/dev/shm" + name).c_str(), &st) == 0;
+}
+
+std::vector<std::string> SegmentsOf(const std::string& ns) {
+  std::vector<std::string> out;
+  const std::string prefix = shm::SegmentPrefix(ns);
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
     }
-    closedir(d);
+    ::closedir(d);
   }
+  return out;
+}
+
+bool PollUntil(Host& host, const std::function<bool()>& done,
+               std::chrono::steady_clock::duration timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (host.PollOnce() == 0) std::this_thread::yield();
+  }
+  return true;
+}
+
+std::vector<RingStats> RingsOf(const Host& host, const std::string& id) {
+  std::vector<RingStats> out;
+  for (RingStats& r : host.Rings()) {
+    if (r.worker_id == id) out.push_back(std::move(r));
+  }
+  return out;
 }
 
 std::unique_ptr<Host> StartHost(const std::string& ns,

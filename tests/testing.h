@@ -38,6 +38,17 @@ std::unique_ptr<Host> StartHost(const std::string& ns,
 // test failure and returns null otherwise.
 std::unique_ptr<Worker> StartWorker(const std::string& ns, const std::string& id);
 
+// Whether /dev/shm has an entry `name` (a segment name, "/pitlane...."), of whatever type.
+bool SegmentExists(const std::string& name);
+// The names in /dev/shm of namespace `ns` (without the leading "/").
+std::vector<std::string> SegmentsOf(const std::string& ns);
+
+// Polls `host` from this thread until `done()` or `timeout`; returns done().
+bool PollUntil(Host& host, const std::function<bool()>& done,
+               std::chrono::steady_clock::duration timeout);
+// The rings `host` has of worker `id`.
+std::vector<RingStats> RingsOf(const Host& host, const std::string& id);
+
 // The pid of a process that just exited and was reaped: a creator that is certainly dead.
 pid_t DeadPid();
 // Creates ring segment `name` stamped with `pid`, `start_time` and worker id `id`, as a worker

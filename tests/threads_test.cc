@@ -33,6 +33,10 @@
 namespace pitlane {
 namespace {
 
+using testing::PollUntil;
+using testing::RingsOf;
+using testing::SegmentExists;
+
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
@@ -104,18 +108,6 @@ void ExpectExactly(const std::vector<int64_t>& s, int64_t first, int64_t n,
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(s[i], first + i) << what << " at " << i;
 }
 
-std::vector<RingStats> RingsOf(const Host& host, const std::string& id) {
-  std::vector<RingStats> out;
-  for (RingStats& r : host.Rings()) {
-    if (r.worker_id == id) out.push_back(std::move(r));
-  }
-  return out;
-}
-
-bool SegmentExists(const std::string& name) {
-  return ::access(("/dev/shm" + name).c_str(), F_OK) == 0;
-}
-
 std::string Describe(const RingStats& r) {
   return r.segment + ": emitted " + std::to_string(r.emitted) + " suppressed " +
          std::to_string(r.suppressed()) + " dropped " + std::to_string(r.dropped()) +
@@ -125,16 +117,6 @@ std::string Describe(const RingStats& r) {
 
 bool WorkerConserved(const WorkerStats& s) {
   return s.emitted == s.suppressed() + s.dropped() + s.published;
-}
-
-// Polls `host` from this thread until `done()` or `timeout`.
-bool PollUntil(Host& host, const std::function<bool()>& done, Clock::duration timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    if (host.PollOnce() == 0) std::this_thread::yield();
-  }
-  return true;
 }
 
 std::unique_ptr<Host> StartHost(const testing::ScopedNamespace& ns,
