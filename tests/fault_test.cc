@@ -672,5 +672,44 @@ TEST(FaultTest, CrashLoopOfHostAndWorkersLeavesNoSegmentsBehind) {
   EXPECT_LE(most, 3u) << "more segments than one registry and a ring per live worker";
 }
 
+// ─── Closed standard streams ─────────────────────────────────────────────────────────────────
+
+// A process started with its standard streams closed (a daemon, `pitlane host >&-`) gets 0, 1
+// and 2 from open(). A segment on one of them would take the process's own writes to stdout or
+// stderr: the registry's descriptor is held for the host's lifetime. The child here is such a
+// process running a host and a worker; whatever it writes to 0, 1 and 2 must not reach a
+// segment, so a second worker still attaches and its event is delivered.
+TEST(FaultTest, ProcessWithClosedStandardStreamsKeepsItsSegmentsOffThem) {
+  testing::ScopedNamespace ns;
+  Children children;
+  const pid_t pid = children.Spawn([&] {
+    for (int fd = 0; fd <= 2; ++fd) ::close(fd);
+    HostOptions ho;
+    ho.ns = ns.name();
+    Result<std::unique_ptr<Host>> host = Host::Start(ho);
+    if (!host.ok()) return 2;
+    WorkerOptions wo;
+    wo.ns = ns.name();
+    wo.worker_id = "first";
+    Result<std::unique_ptr<Worker>> first = Worker::Start(wo);
+    if (!first.ok() || (*first)->Emit("python.call.stop", {{"duration", 1}}) != EmitResult::kOk) {
+      return 3;
+    }
+    const char junk[] = "a line meant for a closed standard stream\n";
+    for (int fd = 0; fd <= 2; ++fd) (void)!::write(fd, junk, sizeof(junk) - 1);
+    wo.worker_id = "second";
+    Result<std::unique_ptr<Worker>> second = Worker::Start(wo);
+    if (!second.ok()) return 4;
+    if ((*second)->Emit("python.call.stop", {{"duration", 2}}) != EmitResult::kOk) return 5;
+    const bool delivered = PollUntil(
+        **host, [&] { return (*host)->Stats().delivered == 2; }, seconds(10));
+    return delivered ? 0 : 6;
+  });
+  const int status = children.Reap(pid);
+  // 2: no host; 3: the first worker failed; 4: the registry was overwritten (the second worker
+  // found no registry it could read); 5, 6: its event was not delivered.
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+}
+
 }  // namespace
 }  // namespace pitlane

@@ -197,8 +197,7 @@ struct RegistryFile {
 //    the two (try again).
 Result<RegistryFile> OpenOrCreateRegistryFile(const std::string& name, const std::string& path) {
   RegistryFile f;
-  f.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                0600);
+  f.fd = internal::OpenSegmentFd(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0600);
   f.created = f.fd >= 0;
   if (f.created) {
     // open() applies the umask; the mode must be exactly 0600 whatever it is.

@@ -66,10 +66,20 @@ Status CheckSegmentFile(const struct stat& st, const std::string& name) {
   return Status::Ok();
 }
 
+int OpenSegmentFd(const std::string& path, int flags, mode_t mode) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0 || fd > STDERR_FILENO) return fd;
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  const int err = errno;
+  ::close(fd);
+  if (moved < 0 && (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) ::unlink(path.c_str());
+  errno = err;
+  return moved;
+}
+
 Result<SegmentFile> OpenSegmentFile(const std::string& name, bool writable) {
   const std::string path = SegmentPath(name);
-  const int fd =
-      ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  const int fd = OpenSegmentFd(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return NotFound("segment " + name + " does not exist");

@@ -21,6 +21,13 @@ namespace pitlane::shm::internal {
 // "/dev/shm" + name; `name` is a POSIX shm name ("/pitlane.<ns>....").
 std::string SegmentPath(const std::string& name);
 
+// open(2) of a segment file, with O_CLOEXEC, never returning a descriptor below 3. A process
+// that closed its standard streams (a daemon, `cmd >&-`) gets 0, 1 or 2 from open(), and its
+// own writes to stdout or stderr would then land in the segment: the registry's descriptor is
+// held for the host's lifetime. Such a descriptor is moved to 3 or above. With O_CREAT|O_EXCL,
+// a file it created but could not move is unlinked again. -1 with errno on failure.
+int OpenSegmentFd(const std::string& path, int flags, mode_t mode = 0);
+
 // "owner nobody (uid 65534), mode 0666, a regular file"
 std::string DescribeFile(const struct stat& st);
 

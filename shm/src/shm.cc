@@ -241,8 +241,8 @@ std::string Errno(int err) { return std::strerror(err); }
 
 Result<Segment> Segment::Create(const std::string& name, size_t bytes, bool populate) {
   const std::string path = internal::SegmentPath(name);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                        0600);
+  const int fd =
+      internal::OpenSegmentFd(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0600);
   if (fd < 0) {
     const int err = errno;
     if (err == EEXIST) return Status(StatusCode::kAlreadyExists, "segment " + name + " exists");
