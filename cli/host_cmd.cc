@@ -36,6 +36,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kQueueCapacity = 65536;
+// How long a stopping host goes on reading and reclaiming (Host::DrainAll) before it exits.
+constexpr std::chrono::milliseconds kFinalDrain{500};
 
 Clock::duration ToDuration(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -473,7 +475,10 @@ int RunHost(const HostCmdOptions& o) {
   const auto t0 = Clock::now();
   const bool broken_pipe = ServeUntilStopped(o, host, exporters, services.otlp.get(), out, t0);
   if (services.admin) services.admin->Stop();
-  host.Stop();
+  // A worker that left just before the stop (its process exited between two liveness checks)
+  // is reclaimed now: its ring drained and unlinked, its termination reported, and the
+  // namespace removed when no worker is left. Bounded, since live workers may keep publishing.
+  host.DrainAll(kFinalDrain);
   exporters.StopAll();                           // each drains its queue first
   if (services.otlp) services.otlp->Shutdown();  // sends what is left, within its deadline
   PrintFinal(out, o, host, exporters, services.otlp.get(), t0, broken_pipe);

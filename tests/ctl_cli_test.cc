@@ -571,5 +571,25 @@ TEST_F(CtlCliNoHost, BadAdminAddressOfTheHostExits2) {
       << host.Output();
 }
 
+// A host stopped right after a worker left (here `pitlane emit`, which exits at once) still
+// reclaims that worker before it exits: the worker's ring is drained and unlinked, its
+// termination reported, and with no worker left the namespace's registry goes too.
+TEST_F(CtlCliNoHost, HostStoppedRightAfterAWorkerLeftReclaimsItAndLeavesNothingBehind) {
+  HostProcess host({"--ns", ns_.name(), "--interval", "3600"},
+                   "/tmp/pitlane-ctl-test." + ns_.name() + ".stop.log");
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!Exists(SocketPath(ns_.name())) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(Exists(SocketPath(ns_.name()))) << host.Output();
+  int code = -1;
+  const std::string out = RunCli("emit --ns " + ns_.name() + " python.call.stop", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(host.Terminate(), 0) << host.Output();
+  EXPECT_EQ(testing::SegmentsOf(ns_.name()), std::vector<std::string>{}) << host.Output();
+  EXPECT_NE(host.Output().find("delivered 1,"), std::string::npos) << host.Output();
+  EXPECT_NE(host.Output().find("workers terminated 1"), std::string::npos) << host.Output();
+}
+
 }  // namespace
 }  // namespace pitlane
