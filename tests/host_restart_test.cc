@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "pitlane/host.h"
 #include "pitlane/worker.h"
@@ -62,6 +65,55 @@ TEST(HostRestartTest, SecondHostForALiveNamespaceIsRefused) {
   EXPECT_EQ(second.status().code(), StatusCode::kAlreadyExists);
   EXPECT_NE(second.status().message().find("already has a running host"), std::string::npos)
       << second.status().message();
+}
+
+// Control applied to a worker survives a restart of its host: the new host finds the state in
+// the worker's slot, written for that very worker, and keeps it instead of resetting the worker
+// to the defaults. A worker that takes the slot after it is freed starts from the defaults.
+TEST(HostRestartTest, RestartedHostKeepsTheControlStateItsPredecessorApplied) {
+  testing::ScopedNamespace ns;
+  auto host = StartHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  WorkerOptions wo;
+  wo.ns = ns.name();
+  wo.worker_id = "controlled";
+  auto worker = std::move(Worker::Start(wo)).value();
+  for (int i = 0; i < 5; ++i) host->PollOnce();
+  ControlState applied;
+  applied.enabled = true;
+  applied.sampling_rate = 0.25;
+  applied.sampling_patterns = {"python.memory.*"};
+  applied.deny = {"python.cpu.sampled"};
+  ASSERT_TRUE(host->SetControl("controlled", applied).ok());
+  EXPECT_EQ(worker->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}),
+            EmitResult::kSuppressedFiltered);
+  host.reset();
+
+  std::vector<std::string> log;
+  auto next = StartHost(ns.name(), [&](std::string_view line) { log.emplace_back(line); });
+  ASSERT_NE(next, nullptr);
+  for (int i = 0; i < 5; ++i) next->PollOnce();
+  Result<ControlState> kept = next->Control("controlled");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(kept.value(), applied);
+  EXPECT_EQ(worker->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}),
+            EmitResult::kSuppressedFiltered);
+  bool said = false;
+  for (const std::string& line : log) said |= line.find("\"controlled\" keeps") != std::string::npos;
+  EXPECT_TRUE(said) << "the host did not say it kept the worker's state";
+
+  // The worker leaves; a worker of another id in the freed slot gets the defaults.
+  worker.reset();
+  ASSERT_TRUE(next->DrainAll(5s));
+  wo.worker_id = "newcomer";
+  auto newcomer = std::move(Worker::Start(wo)).value();
+  for (int i = 0; i < 5; ++i) next->PollOnce();
+  Result<ControlState> fresh = next->Control("newcomer");
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ(fresh.value(), ControlState());
+  EXPECT_EQ(newcomer->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}), EmitResult::kOk);
+  newcomer.reset();
+  ASSERT_TRUE(next->DrainAll(5s));
 }
 
 }  // namespace

@@ -108,6 +108,29 @@ ControlState Host::Impl::ControlOf(const std::string& worker_id) const {
   return it == controls_.end() ? ControlState() : it->second;
 }
 
+ControlState Host::Impl::AdoptControl(const std::string& worker_id, const ControlState& found) {
+  bool adopted;
+  ControlState state;
+  {
+    std::lock_guard<std::mutex> lock(controls_mu_);
+    const auto [it, inserted] = controls_.emplace(worker_id, found);
+    adopted = inserted;
+    state = it->second;
+  }
+  if (adopted && !(found == ControlState())) {
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%g", found.sampling_rate);
+    Log("worker \"" + worker_id + "\" keeps the control state a previous host applied to it (" +
+        (found.enabled ? "enabled" : "disabled") + ", sampling rate " + rate +
+        (found.sampling_patterns.empty()
+             ? std::string()
+             : " for " + std::to_string(found.sampling_patterns.size()) + " patterns") +
+        ", " + std::to_string(found.allow.size()) + " allow and " +
+        std::to_string(found.deny.size()) + " deny patterns)");
+  }
+  return state;
+}
+
 bool Host::Impl::Knows(const std::string& worker_id) const {
   return shm->Knows(worker_id) || (hub && hub->Knows(worker_id));
 }
@@ -147,8 +170,11 @@ Result<std::unique_ptr<Host>> Host::Start(HostOptions options) {
   Impl* raw = impl.get();
   auto log = [raw](const std::string& line) { raw->Log(line); };
   auto control_of = [raw](const std::string& id) { return raw->ControlOf(id); };
-  Result<std::unique_ptr<internal::ShmSource>> shm =
-      internal::ShmSource::Start(impl->opt, *impl->catalog, impl->delivery, {log, control_of});
+  auto adopt_control = [raw](const std::string& id, const ControlState& found) {
+    return raw->AdoptControl(id, found);
+  };
+  Result<std::unique_ptr<internal::ShmSource>> shm = internal::ShmSource::Start(
+      impl->opt, *impl->catalog, impl->delivery, {log, control_of, adopt_control});
   if (!shm.ok()) return shm.status();
   impl->shm = std::move(shm).value();
   if (!impl->opt.grpc_listen.empty() || !impl->opt.grpc_dial.empty()) {

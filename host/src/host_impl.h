@@ -39,6 +39,9 @@ class Host::Impl {
   Status ApplyControl(const std::string& worker_id,
                       const std::function<void(ControlState&)>& change);
   ControlState ControlOf(const std::string& worker_id) const;
+  // `found` was left in the worker's slot by a previous host of the namespace: it becomes this
+  // host's state for the id unless the host has one already. Returns the state to apply.
+  ControlState AdoptControl(const std::string& worker_id, const ControlState& found);
   bool Knows(const std::string& worker_id) const;
 
   const HostOptions opt;

@@ -280,7 +280,7 @@ void ShmSource::ReclaimWorker(Worker* w) {
   if (SlotStillOf(*w)) {
     static_cast<Tally&>(d) += ReadUnringed(ws->unringed);
     if (ws->control.version.load(std::memory_order_relaxed) != 0) {
-      shm::WriteControl(&ws->control, ControlState());
+      shm::WriteControl(&ws->control, ControlState(), /*generation=*/0);
     }
     ws->state.store(shm::kSlotFree, std::memory_order_release);
   }

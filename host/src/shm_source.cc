@@ -114,10 +114,20 @@ void ShmSource::AddWorker(uint32_t index, shm::WorkerSlot* s) {
   // pidfd first, then the start time: if it matches, the pidfd is the right process.
   w->alive = w->pidfd >= 0 && shm::ProcessAlive(w->pid, w->start_time);
   seen_ids_.insert(w->id);
-  // Always write the block: a slot never written holds zeros (enabled = 0, rate = 0), which a
-  // later BumpQuarantineEpoch would publish as "disabled"; a reused slot holds the previous
-  // worker's state.
-  shm::WriteControl(&s->control, hooks_.control_of(w->id));
+  // A block a previous host of the namespace wrote for this very worker (same slot
+  // generation) holds the control state applied to it: a restarted host keeps that state
+  // instead of undoing it (unless it has a state of its own for the id). Otherwise the host's
+  // state for the id. Always write the block: a slot never written holds zeros (enabled = 0,
+  // rate = 0), which a later BumpQuarantineEpoch would publish as "disabled"; a reused slot
+  // holds the previous worker's state.
+  ControlState found;
+  uint64_t version = 0, quarantine_epoch = 0, written_for = 0;
+  const bool left_for_it =
+      shm::ReadControl(&s->control, &found, &version, &quarantine_epoch, &written_for) &&
+      written_for == s->generation;
+  const ControlState state =
+      left_for_it ? hooks_.adopt_control(w->id, found) : hooks_.control_of(w->id);
+  shm::WriteControl(&s->control, state, s->generation);
   workers_[index] = std::move(w);
 }
 
@@ -378,7 +388,8 @@ void ShmSource::WriteControl(const std::string& worker_id, const ControlState& s
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [slot, w] : workers_) {
     if (w->id == worker_id && w->alive) {
-      shm::WriteControl(&shm::WorkerSlotAt(registry_.base(), slot)->control, state);
+      shm::WorkerSlot* s = shm::WorkerSlotAt(registry_.base(), slot);
+      shm::WriteControl(&s->control, state, s->generation);
     }
   }
 }

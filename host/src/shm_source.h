@@ -38,6 +38,9 @@ class ShmSource {
   struct Hooks {
     std::function<void(const std::string&)> log;
     std::function<ControlState(const std::string&)> control_of;  // the host's state for an id
+    // A worker's slot holds a state a previous host wrote for it: the host's state for the id
+    // from now on, unless it has one of its own (then that one). Returns the state to apply.
+    std::function<ControlState(const std::string&, const ControlState&)> adopt_control;
   };
   // Creates or adopts the registry of options.ns and removes stale segments of dead processes.
   static Result<std::unique_ptr<ShmSource>> Start(const HostOptions& options,

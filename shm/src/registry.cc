@@ -440,8 +440,9 @@ void EndWrite(ControlBlock* b) {
 
 }  // namespace
 
-void WriteControl(ControlBlock* b, const ControlState& state) {
+void WriteControl(ControlBlock* b, const ControlState& state, uint64_t generation) {
   BeginWrite(b);
+  b->written_for = generation;
   b->enabled = state.enabled ? 1 : 0;
   b->sampling_rate = state.sampling_rate;
   size_t used = 0;
@@ -470,7 +471,7 @@ void BumpQuarantineEpoch(ControlBlock* b) {
 }
 
 bool ReadControl(const ControlBlock* b, ControlState* out, uint64_t* version,
-                 uint64_t* quarantine_epoch) {
+                 uint64_t* quarantine_epoch, uint64_t* written_for) {
   static thread_local char text[kControlTextBytes];
   for (int attempt = 0; attempt < 1000; ++attempt) {
     // Acquire pairs with the host's release store in EndWrite.
@@ -488,6 +489,7 @@ bool ReadControl(const ControlBlock* b, ControlState* out, uint64_t* version,
     const uint16_t counts[3] = {b->sampling_count, b->allow_count, b->deny_count};
     const uint32_t used = std::min<uint32_t>(b->text_bytes, kControlTextBytes);
     const uint64_t qe = b->quarantine_epoch;
+    const uint64_t generation = b->written_for;
     std::memcpy(text, b->text, used);
     std::atomic_thread_fence(std::memory_order_acquire);
     if (b->version.load(std::memory_order_relaxed) != v1) continue;
@@ -511,6 +513,7 @@ bool ReadControl(const ControlBlock* b, ControlState* out, uint64_t* version,
     *out = std::move(s);
     *version = v1;
     *quarantine_epoch = qe;
+    if (written_for != nullptr) *written_for = generation;
     return true;
   }
   return false;

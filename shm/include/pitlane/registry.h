@@ -94,14 +94,15 @@ void RetireRingSlot(const Segment& registry, uint32_t ring_slot);
 // Any slot transition the host must notice: registry_epoch += 1 (release).
 void BumpEpoch(const Segment& registry);
 
-// Host: writes `state` into the block under its seqlock.
-void WriteControl(ControlBlock* block, const ControlState& state);
+// Host: writes `state` into the block under its seqlock, for the worker whose slot has
+// generation `generation` (0: for no worker in particular).
+void WriteControl(ControlBlock* block, const ControlState& state, uint64_t generation);
 // Host: bumps quarantine_epoch (under the seqlock) so the worker notices a quarantined ring.
 void BumpQuarantineEpoch(ControlBlock* block);
 // Worker: copies a consistent snapshot. Returns false if the block was never written or the
 // snapshot is not self-consistent (a host bug or a hostile writer); `version` receives the
-// version read.
+// version read, `written_for` (when not null) the generation the state was written for.
 bool ReadControl(const ControlBlock* block, ControlState* out, uint64_t* version,
-                 uint64_t* quarantine_epoch);
+                 uint64_t* quarantine_epoch, uint64_t* written_for = nullptr);
 
 }  // namespace pitlane::shm

@@ -202,7 +202,8 @@ struct ControlBlock {
   uint16_t deny_count;
   uint16_t reserved0;
   uint64_t quarantine_epoch;      // +1 whenever the host quarantines one of this worker's rings
-  uint64_t reserved1[3];
+  uint64_t written_for;           // the WorkerSlot generation the state was written for
+  uint64_t reserved1[2];
   char text[kControlTextBytes];
 };
 static_assert(offsetof(ControlBlock, text) == 64);
