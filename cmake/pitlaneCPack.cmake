@@ -1,5 +1,5 @@
-# Debian packages: `cpack -G DEB` in a build directory (configured with CMAKE_INSTALL_PREFIX=/usr,
-# as build.sh's `package` does) makes
+# Debian packages: `cpack -G DEB` in a build directory (configured with CMAKE_INSTALL_PREFIX=/usr)
+# makes
 #   pitlane        the `pitlane` command, its man pages and bash completion, the systemd unit
 #                  pitlane-host@.service, the dashboard and alert rules, the Python module;
 #   libpitlane-dev the static libraries, headers, CMake package and pkg-config files.
@@ -12,8 +12,9 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "shared-memory telemetry transport for a host and its worker processes")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_STRIP_FILES ON)
-# The package installs where the build was configured to (build.sh package: /usr), so the paths
-# configured into the systemd unit hold.
+# The package installs where the build was configured to (-DCMAKE_INSTALL_PREFIX=/usr for a
+# Debian package). cpack installs into its staging directory with this prefix and DESTDIR, so the
+# systemd unit, written at install time (packaging/CMakeLists.txt), runs <prefix>/bin/pitlane.
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)

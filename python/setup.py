@@ -4,8 +4,10 @@ The package is pitlane/ (pure Python) plus the native extension pitlane._native,
 static pitlane worker libraries. It is built by this repository's CMake (target
 pitlane_py_native, python/CMakeLists.txt) — never by setuptools' own compiler calls, so there is
 one build of it:
-  - PITLANE_BUILD_DIR=<a configured and built CMake build dir>: the extension already built
-    there (<dir>/python/pitlane/_native*.so) is taken as it is (fast; what the tests do);
+  - PITLANE_BUILD_DIR=<a configured and built CMake build dir, as an absolute path>: the
+    extension already built there (<dir>/python/pitlane/_native*.so) is taken as it is (fast;
+    what the tests do). pip runs this file in python/, not where pip was started, so a relative
+    path is refused (from the repository root: PITLANE_BUILD_DIR=$PWD/build);
   - otherwise CMake configures the source tree above this directory into a build directory
     under build/pip (libraries, Python module only; no tests, benchmarks or CLI) and builds the
     target. Needs the Debian packages build.sh lists, no network.
@@ -40,7 +42,18 @@ class CMakeBuildExt(build_ext):
     def build_extension(self, ext):
         build_dir = os.environ.get("PITLANE_BUILD_DIR")
         if build_dir:
-            build_dir = os.path.abspath(build_dir)
+            # pip runs this file with python/ as the working directory, not the directory pip
+            # was started from, so a relative path cannot mean what the user meant.
+            if not os.path.isabs(build_dir):
+                raise RuntimeError(
+                    f"PITLANE_BUILD_DIR={build_dir} is relative: it must be an absolute path. "
+                    f"pip runs this build in {HERE}, where it would mean "
+                    f"{os.path.join(HERE, build_dir)}. From the repository root: "
+                    f"PITLANE_BUILD_DIR=$PWD/{build_dir} pip install ... ./python")
+            origin = f"PITLANE_BUILD_DIR={build_dir}"
+            hint = (f"build it there first (cmake --build {build_dir} --target pitlane_py_native; "
+                    "python3-dev and pybind11-dev must be installed when that build dir is "
+                    "configured), or unset PITLANE_BUILD_DIR to build it with CMake here")
         else:
             build_dir = os.path.join(SOURCE, "build", "pip")
             subprocess.check_call([
@@ -50,10 +63,12 @@ class CMakeBuildExt(build_ext):
                 f"-DPython3_EXECUTABLE={sys.executable}"])
             subprocess.check_call(["cmake", "--build", build_dir, "--target", "pitlane_py_native",
                                    "-j", str(os.cpu_count() or 1)])
-        built = glob.glob(os.path.join(build_dir, "python", "pitlane", "_native*.so"))
+            origin = "the CMake build of this source tree"
+            hint = "see the CMake output above"
+        module_dir = os.path.join(build_dir, "python", "pitlane")
+        built = glob.glob(os.path.join(module_dir, "_native*.so"))
         if not built:
-            raise RuntimeError(f"no pitlane/_native*.so in {build_dir}/python: build the "
-                               "pitlane_py_native target there, or unset PITLANE_BUILD_DIR")
+            raise RuntimeError(f"no pitlane/_native*.so in {module_dir} ({origin}): {hint}")
         target = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(built[0], target)

@@ -39,12 +39,29 @@ from __future__ import annotations
 import atexit
 import contextvars
 import functools
+import importlib.util
 import inspect
+import os
 import sys
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from . import _native
+try:
+    from . import _native
+except ImportError:
+    # Without the extension Python's own message is "cannot import name '_native' from partially
+    # initialized module 'pitlane' (most likely due to a circular import)": say what is missing.
+    # An extension that is there but does not load keeps its own error (it names the cause).
+    if importlib.util.find_spec(f"{__package__}._native") is not None:
+        raise
+    raise ImportError(
+        f"pitlane's native module {__package__}._native is not built: there is no _native*.so "
+        f"in {os.path.dirname(os.path.abspath(__file__))}. Build it with the full build, "
+        "`cmake -S . -B build -DPITLANE_BUILD_PYTHON=ON && cmake --build build` (needs Debian's "
+        "python3-dev and pybind11-dev; `./build.sh demo` builds only the pitlane command), then "
+        "use PYTHONPATH=build/python or install the module (README \"Python workers\")",
+        name=f"{__package__}._native",
+    ) from None
 
 __all__ = [
     "emit",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,36 @@ class InstallTest(unittest.TestCase):
                                check=True, capture_output=True, text=True,
                                env={"PATH": os.environ.get("PATH", "")}).stdout.split("\n")
         self.assertIn(site_dir, sites)
+
+    def _import_error(self, package_dir: str) -> str:
+        """What `import pitlane` prints from package_dir's parent, which must fail."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = os.path.dirname(package_dir)
+        result = subprocess.run([sys.executable, "-c", "import pitlane"], env=env,
+                                cwd=os.path.dirname(package_dir), capture_output=True, text=True)
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        return result.stderr.strip().splitlines()[-1]
+
+    def test_a_missing_native_module_is_reported_as_not_built(self) -> None:
+        # The package's Python files without the extension: what a build tree holds after
+        # `./build.sh demo`, which configures the module but builds only the pitlane command.
+        built = os.path.join(os.environ["PITLANE_PY_BUILD_DIR"], "python", "pitlane")
+        with tempfile.TemporaryDirectory() as tmp:
+            package = os.path.join(tmp, "pitlane")
+            shutil.copytree(built, package, ignore=shutil.ignore_patterns("_native*", "__pycache__"))
+            last = self._import_error(package)
+            self.assertIn("pitlane._native is not built", last)
+            self.assertIn(f"no _native*.so in {package}", last)
+            self.assertIn("cmake --build build", last)
+            self.assertIn("python3-dev and pybind11-dev", last)
+            self.assertNotIn("circular import", last)
+            # An extension that is there but does not load keeps the loader's own error.
+            native = os.path.basename(glob.glob(os.path.join(built, "_native*.so"))[0])
+            open(os.path.join(package, native), "w").close()
+            last = self._import_error(package)
+            self.assertIn(native, last)
+            self.assertNotIn("is not built", last)
+
 
 if __name__ == "__main__":
     unittest.main()

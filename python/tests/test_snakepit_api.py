@@ -625,5 +625,35 @@ class EnvironmentSelectionTest(unittest.TestCase):
             self.assertIn(why, out.stderr)
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+class ReadmeSnippetTest(unittest.TestCase):
+    def test_the_coming_from_snakepit_snippet_runs_as_written(self) -> None:
+        try:
+            import grpc  # noqa: F401  (the snippet serves a gRPC call, as a Snakepit worker)
+        except ImportError:
+            self.skipTest("grpcio is not installed (Debian: python3-grpcio)")
+        with open(README) as f:
+            section = f.read().split("\n## Coming from Snakepit\n", 1)[1]
+        snippet = section.split("```python\n", 1)[1].split("\n```", 1)[0]
+        ns = unique_namespace()
+        host = HostProcess(ns)
+        self.addCleanup(remove_segments, ns)
+        self.addCleanup(host.close)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PITLANE_TRANSPORT", "PITLANE_GRPC_TARGET", "PITLANE_GRPC_LISTEN",
+                            "SNAKEPIT_TELEMETRY_BACKEND")}
+        env["PITLANE_NAMESPACE"] = ns
+        out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True,
+                             text=True, timeout=TIMEOUT * 2)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.splitlines(), ["correlation id: req-42", "0"])
+        start, = host.wait_count(TOOL_START, 1)
+        self.assertEqual(start["correlation_id"], "req-42")
+        stops = host.wait_count(TOOL_STOP, 2)
+        self.assertEqual(sorted(e["correlation_id"] for e in stops), ["", "req-42"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -91,9 +91,24 @@ Result<SegmentFile> OpenSegmentFile(const std::string& name, bool writable) {
                                 "followed; remove it (rm " + path + ")");
     }
     if (err == EACCES || err == EPERM) {
+      const uid_t me = ::geteuid();
+      // Segments are 0600: only their owner opens them. The fix is to be that owner, or to stay
+      // out of its namespace; a file of our own that we may not open has the wrong mode.
+      std::string fix;
+      if (what.empty()) {
+        fix = "run as the user who owns this namespace's segments, or choose another namespace "
+              "(--ns / PITLANE_NAMESPACE)";
+      } else if (st.st_uid != me) {
+        fix = "run as uid " + std::to_string(st.st_uid) + " (" + UserName(st.st_uid) +
+              "), the owner of this namespace's segments (a namespace's host, workers and " +
+              "pitlane stat share one uid), or choose another namespace (--ns / " +
+              "PITLANE_NAMESPACE)";
+      } else {
+        fix = "pitlane segments have mode 0600; remove it (rm " + path + ") and start again";
+      }
       return PermissionDenied("cannot open " + path + what + (writable ? " read-write" : "") +
-                              " as uid " + std::to_string(::geteuid()) + ": " +
-                              std::strerror(err));
+                              " as uid " + std::to_string(me) + ": " + std::strerror(err) +
+                              "; " + fix);
     }
     return Unavailable("cannot open " + path + what + ": " + std::strerror(err));
   }

@@ -10,7 +10,8 @@
 #   - pkg-config pitlane (= pitlane-worker), pitlane-grpc, pitlane-host, pitlane-prometheus and
 #     pitlane-otlp: the same programs with `g++ $(pkg-config --cflags --libs ...)`, linked and run;
 #   - every header the README documents is installed, and every document an installed header
-#     cites.
+#     cites;
+#   - the systemd unit runs <prefix>/bin/pitlane.
 #
 # usage: check.sh <build dir> [<temp parent dir>]
 #   The install prefix is a unique directory made with mktemp -d under <temp parent dir>
@@ -43,6 +44,11 @@ for f in include/pitlane/worker.h include/pitlane/span.h include/pitlane/correla
          bin/pitlane share/doc/pitlane/README.md; do
   [ -e "$tmp/prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
+# The systemd unit runs the command of this prefix, not of the one the build was configured with.
+unit="$tmp/prefix/lib/systemd/system/pitlane-host@.service"
+execstart=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
+[ "$execstart" = "$tmp/prefix/bin/pitlane" ] ||
+  { echo "$unit runs '$execstart', not $tmp/prefix/bin/pitlane"; exit 1; }
 # The documents the installed headers cite (README.md, doc/<name>.md) lie in share/doc/pitlane.
 for doc in $(grep -ohE '(README|doc/[a-z_-]+)\.md' "$tmp/prefix/include/pitlane"/*.h | sort -u); do
   [ -e "$tmp/prefix/share/doc/pitlane/${doc#doc/}" ] ||

@@ -4,7 +4,8 @@
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
 # `catalog [--catalog FILE] --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
-# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU).
+# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU),
+# `stat` as another uid on root's namespace (the permission error names the fix).
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -18,6 +19,7 @@ cleanup() {
   "$pitlane" cleanup --ns "$ns-b" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-hup" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-demo" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-uid" >/dev/null 2>&1
   [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -315,6 +317,32 @@ grpc_emit both-env from-env
 served grpc-both both-file "--grpc-token-file wins over \$PITLANE_GRPC_TOKEN"
 refused grpc-both both-env "the environment's token does not admit a worker then"
 kill -TERM "$host"; wait "$host"
+
+# ── another uid's namespace ───────────────────────────────────────────────────────────────────
+# `pitlane stat` as nobody on a namespace of root's (README "Troubleshooting"): refused, naming
+# the file, its owner and mode, and the fix.
+nobody=(setpriv --reuid 65534 --regid 65534 --clear-groups)
+if [[ $(id -u) -ne 0 ]] || ! command -v setpriv >/dev/null; then
+  echo "skipped: stat as another uid (needs root and setpriv)"
+elif ! "${nobody[@]}" "$pitlane" --version >/dev/null 2>&1; then
+  echo "skipped: stat as another uid (uid 65534 cannot run $pitlane)"
+else
+  "$pitlane" host --ns "$ns-uid" --no-admin --duration 30 >"$tmp/uid.out" 2>&1 &
+  host=$!
+  pids+=("$host")
+  if wait_for 10 "the host of $ns-uid" -- test -e "/dev/shm/pitlane.$ns-uid.registry"; then
+    expect_rc 1 "stat as uid 65534 on root's namespace is a runtime failure" -- \
+      "${nobody[@]}" "$pitlane" stat --ns "$ns-uid"
+    for want in "PERMISSION_DENIED: cannot open /dev/shm/pitlane.$ns-uid.registry" \
+                "(owner root (uid 0), mode 0600, a regular file) as uid 65534" \
+                "run as uid 0 (root), the owner of this namespace's segments" \
+                "or choose another namespace (--ns / PITLANE_NAMESPACE)"; do
+      grep -qF -- "$want" "$tmp/err" && ok "stat as uid 65534 says \"$want\"" ||
+        fail "stat as uid 65534: no \"$want\" in: $(cat "$tmp/err")"
+    done
+  fi
+  kill -TERM "$host"; wait "$host"
+fi
 
 if ((fails > 0)); then
   echo "$fails check(s) failed"

@@ -4,7 +4,9 @@
 #     dashboard, alert rules, environment file template, the Python module; its Depends;
 #   - extracted into a temporary root: the command runs, the Python module imports from any
 #     directory, and `systemd-analyze verify` accepts the unit (its ExecStart pointed into the
-#     root; any diagnostic fails the test);
+#     root; any diagnostic fails the test), and the unit runs the packaged command;
+#   - `cmake --install --prefix P`: the unit runs P/bin/pitlane and verifies as installed; with
+#     DESTDIR, and in a package made for another prefix, it names the prefix it runs from;
 #   - when run as root and no `pitlane` package is installed already: `dpkg -i`, the installed
 #     unit verified, the command and module used from their installed places, then `dpkg -r`
 #     (also on failure).
@@ -57,13 +59,22 @@ dpkg-deb -x "$deb" "$root"
   'import pitlane.telemetry, sys; assert pitlane.telemetry.new_correlation_id().startswith("pl-")') &&
   ok "the extracted Python module imports from /" || fail "extracted Python module"
 
-verify() {  # verify UNIT_FILE: systemd-analyze verify prints nothing for a clean unit
+verify() {  # verify UNIT_FILE [MAN_DIR]: systemd-analyze verify prints nothing for a clean unit
   local out
-  out=$(MANPATH="$root$prefix/share/man:$prefix/share/man" systemd-analyze verify "$1" 2>&1)
-  if [[ -z "$out" ]]; then ok "systemd-analyze verify accepts $(basename "$1")"; else
-    fail "systemd-analyze verify $(basename "$1"):"$'\n'"$out"
+  out=$(MANPATH="${2:-$root$prefix/share/man}:$prefix/share/man" systemd-analyze verify "$1" 2>&1)
+  if [[ -z "$out" ]]; then ok "systemd-analyze verify accepts $1"; else
+    fail "systemd-analyze verify $1:"$'\n'"$out"
   fi
 }
+execstart() { sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$1"; }  # the unit's command
+expect_execstart() {  # expect_execstart UNIT_FILE COMMAND
+  local got
+  got=$(execstart "$1")
+  [[ "$got" == "$2" ]] && ok "$1 runs $2" || fail "$1 runs '$got', not $2"
+}
+# The packaged unit runs the command where the package puts it (/usr/bin/pitlane for a build
+# configured with CMAKE_INSTALL_PREFIX=/usr).
+expect_execstart "$root$prefix/lib/systemd/system/pitlane-host@.service" "$prefix/bin/pitlane"
 mkdir -p "$tmp/units"
 sed "s|$prefix/bin/pitlane|$root$prefix/bin/pitlane|" "$root$prefix/lib/systemd/system/pitlane-host@.service" \
   >"$tmp/units/pitlane-host@.service"
@@ -74,6 +85,36 @@ verify "$tmp/units/pitlane-host@demo.service"
 printf '[Service]\nExecStart=/bin/true\nNoSuchKey=1\n' >"$tmp/units/broken.service"
 [[ -n "$(systemd-analyze verify "$tmp/units/broken.service" 2>&1)" ]] &&
   ok "systemd-analyze verify reports a broken unit" || fail "verify does not report problems"
+
+# The unit is written for the prefix an install actually uses, not the one the build was
+# configured with: `cmake --install --prefix P` (README "Installing and linking") runs P/bin/pitlane
+# and verifies as it is; with DESTDIR it names the prefix, not the staging directory; a package
+# made for another prefix names that one.
+other="$tmp/prefix"
+if cmake --install "$build" --prefix "$other" --component cli >"$tmp/install.log" 2>&1 &&
+   cmake --install "$build" --prefix "$other" --component service >>"$tmp/install.log" 2>&1; then
+  expect_execstart "$other/lib/systemd/system/pitlane-host@.service" "$other/bin/pitlane"
+  grep -qF "$other/share/pitlane/pitlane-host.env" "$other/lib/systemd/system/pitlane-host@.service" &&
+    ok "the unit names the env file template under $other" || fail "the unit's env file template"
+  verify "$other/lib/systemd/system/pitlane-host@.service" "$other/share/man"
+else
+  fail "cmake --install --prefix $other: $(cat "$tmp/install.log")"
+fi
+if DESTDIR="$tmp/stage" cmake --install "$build" --prefix /opt/pitlane --component service \
+    >"$tmp/destdir.log" 2>&1; then
+  expect_execstart "$tmp/stage/opt/pitlane/lib/systemd/system/pitlane-host@.service" \
+    /opt/pitlane/bin/pitlane
+else
+  fail "DESTDIR=... cmake --install --prefix /opt/pitlane: $(cat "$tmp/destdir.log")"
+fi
+if (cd "$build" && cpack -G DEB -B "$tmp/out-usr" -D CPACK_COMPONENTS_ALL=service \
+      -D CPACK_PACKAGING_INSTALL_PREFIX=/usr) >"$tmp/cpack-usr.log" 2>&1; then
+  mkdir -p "$tmp/root-usr"
+  dpkg-deb -x "$(ls "$tmp"/out-usr/pitlane_*.deb | head -n 1)" "$tmp/root-usr"
+  expect_execstart "$tmp/root-usr/usr/lib/systemd/system/pitlane-host@.service" /usr/bin/pitlane
+else
+  fail "cpack with CPACK_PACKAGING_INSTALL_PREFIX=/usr: $(cat "$tmp/cpack-usr.log")"
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "skipped: dpkg -i (not root)"
