@@ -658,6 +658,42 @@ TEST(GrpcReconnect, HostReplacedOnTheSamePortReceivesWhatTheOldOneNeverAcknowled
   EXPECT_EQ(ws.dropped(), 0u);
 }
 
+// A restarted host keeps the control state its predecessor applied to a dial-in worker, as it
+// does for a local one (host_restart_test): the worker's hello carries the state it runs, and a
+// host with no state of its own for the id takes it.
+TEST(GrpcReconnect, HostReplacedOnTheSamePortKeepsTheControlStateAppliedToTheWorker) {
+  ScopedNamespace ns;
+  auto host = StartGrpcHost(ns.name());
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  const int port = host->grpc_port();
+  auto w = StartGrpcWorker(ns.name(), "steady", "127.0.0.1:" + std::to_string(port));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->WaitAttached(milliseconds(10000)));
+  ControlState applied;
+  applied.deny = {"python.cpu.sampled"};
+  ASSERT_TRUE(host->SetControl("steady", applied).ok());
+  ASSERT_TRUE(EmitUntil(*w, "python.cpu.sampled", EmitResult::kSuppressedFiltered));
+  host.reset();
+
+  HostOptions o;
+  o.grpc_listen = "127.0.0.1:" + std::to_string(port);
+  host = StartGrpcHost(ns.name(), o);
+  ASSERT_NE(host, nullptr);
+  host->RunInBackground();
+  ASSERT_TRUE(WaitFor([&] { return host->Control("steady").ok(); }, milliseconds(30000)));
+  EXPECT_EQ(host->Control("steady").value(), applied);
+  // Once the new stream carries events, the worker has had the new host's initial state: the
+  // kept one (a reset would let the denied event out).
+  ASSERT_EQ(w->Emit("python.call.stop", {{"duration", 1}}), EmitResult::kOk);
+  ASSERT_TRUE(WaitFor([&] { return host->Stats().delivered >= 1; }, milliseconds(30000)));
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(w->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}),
+              EmitResult::kSuppressedFiltered) << "emit " << i;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+}
+
 // ── refusals ────────────────────────────────────────────────────────────────────────────────
 std::unique_ptr<pb::TelemetryIngest::Stub> IngestClient(int port) {
   return pb::TelemetryIngest::NewStub(

@@ -182,6 +182,7 @@ Result<std::unique_ptr<Host>> Host::Start(HostOptions options) {
     hooks.wake = [raw] { raw->WakeLoop(); };
     hooks.log = [raw](std::string_view line) { raw->Log(std::string(line)); };
     hooks.control_of = control_of;
+    hooks.adopt_control = adopt_control;
     Result<std::unique_ptr<internal::RemoteHub>> hub =
         internal::RemoteHub::Start(impl->opt, *impl->catalog, std::move(hooks));
     if (!hub.ok()) return hub.status();

@@ -319,6 +319,14 @@ class RemoteHub::Impl final : public pb::TelemetryIngest::Service {
     if (std::optional<grpc::Status> refused = ReadHello(ctx, stream, first_batch->msg)) {
       return *refused;
     }
+    // A worker that runs a control state (a previous host's, when this host restarted) keeps it
+    // unless this host has one for its id: adopted before Open sends the host's state.
+    if (first->hello().has_current_control()) {
+      ControlState running;
+      if (ApplyControlState(first->hello().current_control(), &running).ok()) {
+        hooks.adopt_control(first->hello().worker_id(), running);
+      }
+    }
     std::shared_ptr<RemoteWorker> w = WorkerFor(first->hello().worker_id(), Direction::kDialIn);
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -33,6 +33,9 @@ class RemoteHub {
     std::function<void()> wake;  // wakes the poll loop (any thread)
     std::function<void(std::string_view)> log;
     std::function<ControlState(const std::string&)> control_of;  // the host's state for an id
+    // A dial-in worker's hello carries the state it runs: the host's state for the id from now
+    // on, unless it has one of its own (Host::Impl::AdoptControl).
+    std::function<ControlState(const std::string&, const ControlState&)> adopt_control;
   };
   static Result<std::unique_ptr<RemoteHub>> Start(const HostOptions& options,
                                                   const Catalog& catalog, Hooks hooks);

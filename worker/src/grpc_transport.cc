@@ -458,6 +458,10 @@ class GrpcTransport final : public RemoteTransport {
     h->set_node(cfg_.node);
     h->set_catalog_hash(cfg_.catalog->hash());
     h->set_accepts_control_state(true);
+    {
+      std::lock_guard<std::mutex> lock(control_mu_);
+      ControlToProto(control_, h->mutable_current_control());
+    }
     FillCounters(cfg_.queue->counters, hello.mutable_counters());
     return stream.Write(hello);
   }
@@ -599,7 +603,7 @@ class GrpcTransport final : public RemoteTransport {
   grpc::ServerContext* active_ctx_ = nullptr;  // guarded by active_mu_
   bool active_host_done_ = false;              // guarded by active_mu_
   std::mutex control_mu_;
-  ControlState control_;
+  ControlState control_;  // guarded by control_mu_
 
   // dial-in
   std::shared_ptr<grpc::Channel> channel_;
