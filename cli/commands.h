@@ -164,17 +164,26 @@ std::string MetricsUrl(const std::string& listen, uint16_t port);
 void Error(std::string_view cmd, std::string_view message);
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (call before creating threads, so
-// every thread inherits the mask) and ignores SIGPIPE (a closed pipe is then EPIPE, which each
-// writer handles). The main thread then takes them with WaitForSignal: SIGHUP reopens
-// `pitlane host`'s --jsonl-file and stops every other command, like SIGINT and SIGTERM.
+// every thread inherits the mask). The main thread then takes them with WaitForSignal: SIGHUP
+// reopens `pitlane host`'s --jsonl-file and stops every other command, like SIGINT and SIGTERM.
 void BlockStopSignals();
 // Waits up to `seconds` for SIGINT/SIGTERM/SIGHUP (blocked by BlockStopSignals). Returns the
 // signal number, or 0 when the time passed.
 int WaitForSignal(double seconds);
-// Flushes stdout; true once a flush failed with EPIPE (its reader left: `| head -1`). With
-// SIGPIPE ignored nothing else ends a command that prints in a loop, so each loop asks this
-// and stops.
-bool StdoutClosed();
+
+// stdout, for every command (main.cc calls WatchStdout first and FinishStdout last). SIGPIPE is
+// ignored, so a reader that left (`| head -1`) is an EPIPE write error rather than death by
+// signal, and stdout becomes a stream that keeps the errno of its first failed write.
+void WatchStdout();
+// Flushes stdout; 0 while every write to it succeeded, else the errno of the first that failed
+// (EPIPE: its reader left; ENOSPC, EIO, ...: it cannot take what is written). Sticky: a stdout
+// that failed stays failed. A command that prints in a loop asks this (nothing else ends it
+// with SIGPIPE ignored) and stops.
+int StdoutError();
+// The exit code of a command that returned `code`, after flushing stdout: `code` when every
+// write succeeded or the reader left (a normal end, said nothing); otherwise "PROGRAM: cannot
+// write to stdout: <errno text>" on stderr and 1 (or `code` if that already says failure).
+int FinishStdout(const std::string& program, int code);
 
 // When an admin call (`pitlane ctl`, `pitlane stat`'s exporter counts) started now gives up:
 // kAdminCallTimeoutSeconds from now.

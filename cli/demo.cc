@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -353,7 +354,7 @@ class Table {
       out += "\033[J";
     else
       out += "\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);  // the caller flushes: StdoutClosed()
+    std::fwrite(out.data(), 1, out.size(), stdout);  // the caller flushes: StdoutError()
     drawn_ = lines.size();
   }
 
@@ -556,8 +557,9 @@ int RunDemo(const DemoOptions& o) {
       shown_total = notes_total;
     }
     table.Draw(t, totals, rates, shown, shown_total, host.Stats());
-    if (StdoutClosed()) {  // `pitlane demo | head -1`: nobody reads the table or the summary
-      Error("demo", "stdout closed (broken pipe); stopping the workers");
+    if (const int write_err = StdoutError(); write_err != 0) {  // nobody reads the table
+      // `pitlane demo | head -1`; any other failure is main's to report (exit 1).
+      if (write_err == EPIPE) Error("demo", "stdout closed (broken pipe); stopping the workers");
       interrupted = true;
       break;
     }

@@ -12,10 +12,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -307,11 +309,15 @@ bool ServeUntilStopped(const HostCmdOptions& o, const Host& host, const Exporter
         PrintSummary(out, host, SecondsSince(t0), e, otlp, o.jsonl);
         if (out != stdout) {
           std::fflush(out);
-        } else if (StdoutClosed()) {  // it flushes, and sees EPIPE
+        } else if (const int err = StdoutError(); err != 0) {  // it flushes, and sees why
           summaries = false;
+          const std::string why = err == EPIPE ? "stdout closed (broken pipe)"
+                                               : std::string("cannot write to stdout: ") +
+                                                     std::strerror(err);  // exit 1 at the end
           std::fprintf(stderr,
-                       "pitlane host: stdout closed (broken pipe): no more summaries; the host "
-                       "runs on until SIGTERM or SIGINT\n");
+                       "pitlane host: %s: no more summaries; the host runs on until SIGTERM or "
+                       "SIGINT\n",
+                       why.c_str());
         }
       }
       next = std::max(next + ToDuration(o.interval_s), now);

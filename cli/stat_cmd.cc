@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -317,8 +318,9 @@ int Watch(const std::string& ns, const StatOptions& o) {
         PrintExporters(ReadExporters(reg, admin));
       }
     }
-    if (StdoutClosed()) {  // `pitlane stat --watch | head -1`: the reader has what it wanted
-      Error("stat", "stdout closed (broken pipe); stopping");
+    if (const int write_err = StdoutError(); write_err != 0) {  // main reports others (exit 1)
+      // `pitlane stat --watch | head -1`: the reader has what it wanted.
+      if (write_err == EPIPE) Error("stat", "stdout closed (broken pipe); stopping");
       return 0;
     }
     if (err.empty()) {

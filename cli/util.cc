@@ -1,9 +1,11 @@
-// Helpers shared by the subcommands: errors, stop signals, number formatting.
+// Helpers shared by the subcommands: errors, stop signals, stdout, number formatting.
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -35,7 +37,6 @@ sigset_t StopSignals() {
 void BlockStopSignals() {
   const sigset_t set = StopSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 }
 
 const char* SignalName(int sig) {
@@ -69,10 +70,57 @@ std::chrono::system_clock::time_point AdminDeadline() {
              std::chrono::duration<double>(kAdminCallTimeoutSeconds));
 }
 
-bool StdoutClosed() {
-  static bool closed = false;  // a reader that left does not come back
-  if (!closed && std::fflush(stdout) != 0 && errno == EPIPE) closed = true;
-  return closed;
+namespace {
+
+// The errno of the first write to stdout that failed; 0 while none did.
+std::atomic<int> g_stdout_errno{0};
+
+// stdout's writes (fopencookie): the same write(2)s to fd 1, keeping the errno of the first that
+// failed. glibc drops a buffer whose write failed, so a later fflush succeeds with nothing left
+// to write and the cause would be lost; and a writer may clearerr() to try again (the JSON lines
+// exporter does), which must not hide that output was lost.
+ssize_t WriteStdout(void* /*cookie*/, const char* buf, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(STDOUT_FILENO, buf + done, size - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    int expected = 0;
+    g_stdout_errno.compare_exchange_strong(expected, n < 0 ? errno : EIO);
+    break;
+  }
+  return static_cast<ssize_t>(done);  // short: glibc marks the stream failed
+}
+
+}  // namespace
+
+void WatchStdout() {
+  signal(SIGPIPE, SIG_IGN);
+  cookie_io_functions_t io = {};
+  io.write = WriteStdout;
+  FILE* watched = fopencookie(nullptr, "w", io);
+  if (watched == nullptr) return;  // stdout as it was: failures seen, not always why
+  // As glibc buffers fd 1: by line on a terminal, in blocks otherwise.
+  setvbuf(watched, nullptr, ::isatty(STDOUT_FILENO) == 1 ? _IOLBF : _IOFBF, BUFSIZ);
+  stdout = watched;
+}
+
+int StdoutError() {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0 && !std::ferror(stdout);
+  if (const int err = g_stdout_errno.load(); err != 0) return err;
+  if (flushed) return 0;
+  return errno != 0 ? errno : EIO;  // stdout not watched (fopencookie failed)
+}
+
+int FinishStdout(const std::string& program, int code) {
+  const int err = StdoutError();
+  if (err == 0 || err == EPIPE) return code;  // EPIPE: the reader had what it wanted
+  std::fprintf(stderr, "%s: cannot write to stdout: %s\n", program.c_str(), std::strerror(err));
+  return code == 0 ? 1 : code;
 }
 
 std::string Compact(uint64_t n) {

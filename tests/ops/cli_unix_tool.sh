@@ -4,7 +4,9 @@
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
 # `catalog [--catalog FILE] --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
-# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU).
+# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU), a
+# full stdout (exit 1 naming it) against a reader that left (exit 0) for every command that
+# prints.
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -45,6 +47,36 @@ wait_for() {
     sleep 0.05
   done
   return 0
+}
+# full_stdout WHAT -- command...: with stdout on /dev/full (ENOSPC) the command fails (exit 1)
+# with one line on stderr naming stdout and the errno text.
+full_stdout() {
+  local what="$1"
+  shift 2
+  "$@" >/dev/full 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 1 && $(wc -l <"$tmp/err") -eq 1 ]] &&
+     grep -qE '^pitlane( [a-z]+)?: cannot write to stdout: No space left on device$' "$tmp/err"; then
+    ok "$what > /dev/full: exit 1, saying so"
+  else
+    fail "$what > /dev/full: exit $rc, want 1; stderr: $(head -c 400 "$tmp/err")"
+  fi
+}
+# reader_gone WHAT -- command...: with stdout a pipe whose reader has already left (what
+# `| head -1` leaves a command that prints more than a line) the command ends normally: exit 0,
+# nothing on stderr, not killed by SIGPIPE (141).
+reader_gone() {
+  local what="$1"
+  shift 2
+  /usr/bin/python3 -c 'import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+rc = subprocess.run(sys.argv[1:], stdout=w).returncode  # SIGPIPE as a shell leaves it
+sys.exit(128 - rc if rc < 0 else rc)' "$@" 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 0 && ! -s "$tmp/err" ]]; then ok "$what | (reader gone): exit 0, silent"; else
+    fail "$what | (reader gone): exit $rc, want 0; stderr: $(head -c 400 "$tmp/err")"
+  fi
 }
 
 # ── version and exit codes ────────────────────────────────────────────────────────────────────
@@ -112,6 +144,16 @@ printf 'root app\nmeasurement duration nanosecond\nevent job.start worker start 
 expect_rc 0 "catalog --catalog FILE --json" -- "$pitlane" catalog --catalog "$tmp/catalog.txt" --json
 /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["root"] == "app" and [e["host_name"] for e in d["events"]] == ["app.job.start"], d' \
   "$tmp/out" && ok "catalog --catalog FILE --json shows the file's catalog" || fail "catalog --catalog: $(cat "$tmp/out")"
+# Output that cannot be written is an error; a reader that has what it wanted is not.
+full_stdout "catalog" -- "$pitlane" catalog
+full_stdout "catalog --json" -- "$pitlane" catalog --json
+full_stdout "--help" -- "$pitlane" --help
+full_stdout "host --help" -- "$pitlane" host --help
+full_stdout "--version" -- "$pitlane" --version
+full_stdout "cleanup --dry-run" -- "$pitlane" cleanup --ns "$ns" --dry-run
+reader_gone "catalog" -- "$pitlane" catalog
+reader_gone "catalog --json" -- "$pitlane" catalog --json
+reader_gone "--help-all" -- "$pitlane" --help-all
 expect_rc 2 "catalog --catalog with a malformed file is a usage error" -- \
   "$pitlane" catalog --catalog "$tmp/bad-catalog.txt" --json
 expect_rc 1 "catalog --catalog with a missing file is a runtime failure" -- \
@@ -228,6 +270,16 @@ assert all(r["conserved"] for r in d["rings"] if "error" not in r), d["rings"]
 EOF
     fail "stat --json: $(head -c 600 "$tmp/stat.json")"
 fi
+# Every command that prints, against a running host: a full stdout fails, a reader that left
+# does not.
+full_stdout "stat --json" -- "$pitlane" stat --ns "$ns-hup" --json
+full_stdout "stat" -- "$pitlane" stat --ns "$ns-hup"
+full_stdout "ctl workers" -- "$pitlane" ctl --ns "$ns-hup" workers
+full_stdout "ctl workers --json" -- "$pitlane" ctl --ns "$ns-hup" workers --json
+full_stdout "emit" -- "$pitlane" emit --ns "$ns-hup" --id full-1 python.call.start
+reader_gone "stat --json" -- "$pitlane" stat --ns "$ns-hup" --json
+reader_gone "ctl workers" -- "$pitlane" ctl --ns "$ns-hup" workers
+reader_gone "emit" -- "$pitlane" emit --ns "$ns-hup" --id gone-1 python.call.start
 kill -TERM "$worker"; wait "$worker" 2>/dev/null
 kill -TERM "$host"; wait "$host"; rc=$?
 if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
