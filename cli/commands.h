@@ -194,8 +194,19 @@ const char* SignalName(int sig);
 // "12.3k", "4.56M", "1.20G" (... "18.45E"): compact counts for the live tables people read
 // (scripts read --json, which has exact integers).
 std::string Compact(uint64_t n);
-// A positive, finite number of seconds, at most `max`.
+// A positive, finite number of seconds, at most `max`: "\"0\" is not a number of seconds in
+// (0, 3600]".
 CLI::Validator PositiveSeconds(double max);
+// The same from 0 on: "\"-5\" is not a number of seconds in [0, 31536000]".
+CLI::Validator NonNegativeSeconds(double max);
+// A decimal integer in [min, max], `unit` naming what it counts ("" for a plain number):
+// "\"abc\" is not an integer number of microseconds in [0, 1000000]". CLI11's Range says
+// "Value abc not in range 0 to 1000000" of what is no number at all.
+CLI::Validator IntegerIn(int64_t min, int64_t max, const std::string& unit = "");
+// --admin of a client (`ctl`, `stat`): unix:PATH, or HOST:PORT checked as every address flag
+// (internal::ValidateGrpcAddress, to dial: port 1-65535); anything else is a usage error, not
+// an address nothing answers at.
+CLI::Validator AdminAddress();
 // --ns: an explicit empty name is a mistake (a shell variable that was not set), not a request
 // for the default: a usage error.
 CLI::Validator NamespaceName();

@@ -17,7 +17,8 @@
 // what it does not give takes its default: sampling 1 of every event, no filter.
 //
 // Exit codes: 0 done; 1 the host refused (its message is printed: unknown worker, bad value);
-// 2 usage; 3 no host reachable at the address (or it did not answer in time).
+// 2 usage (a malformed --admin address too); 3 no host reachable at the address (or it did not
+// answer in time).
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -222,6 +223,7 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
           DefaultAdminAddress("<ns>"))->check(NamespaceName());
   ctl->add_option("--admin", o->admin, "The host's admin address: unix:PATH or HOST:PORT")
       ->type_name("ADDR")
+      ->check(AdminAddress())
       ->excludes(ns);
 
   const auto add = [&](const char* name, const char* help, CtlAction action) {
@@ -292,11 +294,7 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
 
 int RunCtl(const CtlOptions& o) {
   Target t;
-  if (!o.admin.empty()) {
-    if (o.admin.rfind("unix:", 0) != 0 && o.admin.find(':') == std::string::npos) {
-      Error("ctl", "admin address \"" + o.admin + "\" is neither unix:PATH nor HOST:PORT");
-      return kExitUsage;
-    }
+  if (!o.admin.empty()) {  // checked by AdminAddress() at parse time
     t.address = o.admin;
     t.start_hint = "pitlane host --admin " + o.admin;
   } else {

@@ -367,9 +367,10 @@ CLI::App* AddStatCommand(CLI::App* app, StatOptions* o) {
   cmd->add_flag("--json", o->json,
                 "Print one JSON document (with --watch: one per refresh, one per line)");
   cmd->add_option("--admin", o->admin,
-                  "Where the running host's admin service is, for its exporters' counts "
-                  "(default: the namespace's socket)")
-      ->type_name("ADDR");
+                  "Where the running host's admin service is, for its exporters' counts: "
+                  "unix:PATH or HOST:PORT (default: the namespace's socket)")
+      ->type_name("ADDR")
+      ->check(AdminAddress());
   auto* watch_flag = cmd->add_flag(
       "--watch", o->watch, "Refresh until SIGINT, with per-ring rates since the previous refresh");
   cmd->add_option("--interval", o->interval_s, "Refresh interval of --watch (seconds)")

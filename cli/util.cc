@@ -1,4 +1,5 @@
-// Helpers shared by the subcommands: errors, stop signals, stdout, number formatting.
+// Helpers shared by the subcommands: errors, stop signals, stdout, number formatting, the
+// validators of values CLI11 does not know.
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include "commands.h"
 #include "pitlane/admin.h"
 #include "pitlane/defaults.h"
+#include "pitlane/grpc_common.h"
 #include "pitlane/shm.h"
 
 namespace pitlane::cli {
@@ -168,24 +171,70 @@ std::string MetricsUrl(const std::string& listen, uint16_t port) {
 
 namespace pitlane::cli {
 
-// CLI11's range check accepts NaN-free input only after conversion, so check the converted value.
-CLI::Validator PositiveSeconds(double max) {
+namespace {
+
+// A number of seconds in (0, max], or [0, max] with `zero`. CLI11's range check accepts NaN-free
+// input only after conversion, so check the converted value.
+CLI::Validator Seconds(bool zero, double max) {
   return CLI::Validator(
-      [max](std::string& in) -> std::string {
+      [zero, max](std::string& in) -> std::string {
         double v = 0;
         size_t used = 0;
         try {
           v = std::stod(in, &used);
         } catch (...) {
-          return "\"" + in + "\" is not a number of seconds";
+          used = 0;
         }
-        if (used != in.size() || !std::isfinite(v) || v <= 0 || v > max) {
-          return "\"" + in + "\" is not a number of seconds in (0, " +
+        if (used == 0 || used != in.size() || !std::isfinite(v) || v < 0 || (v == 0 && !zero) ||
+            v > max) {
+          return "\"" + in + "\" is not a number of seconds in " + (zero ? "[0, " : "(0, ") +
                  std::to_string(static_cast<long long>(max)) + "]";
         }
         return {};
       },
-      "SECONDS", "PositiveSeconds");
+      "SECONDS", "Seconds");
+}
+
+}  // namespace
+
+CLI::Validator PositiveSeconds(double max) { return Seconds(/*zero=*/false, max); }
+CLI::Validator NonNegativeSeconds(double max) { return Seconds(/*zero=*/true, max); }
+
+CLI::Validator IntegerIn(int64_t min, int64_t max, const std::string& unit) {
+  const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  return CLI::Validator(
+      [min, max, unit, range](std::string& in) -> std::string {
+        int64_t v = 0;
+        const char* end = in.data() + in.size();
+        const auto [p, ec] = std::from_chars(in.data(), end, v);
+        if (in.empty() || ec != std::errc() || p != end || v < min || v > max) {
+          return "\"" + in + "\" is not an integer" + (unit.empty() ? "" : " number of " + unit) +
+                 " in " + range;
+        }
+        return {};
+      },
+      "INT in " + range, "IntegerIn");
+}
+
+CLI::Validator AdminAddress() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        if (in.rfind("unix:", 0) == 0) {
+          return in.size() > 5 ? "" : "\"" + in + "\" has no path (expected unix:PATH)";
+        }
+        // TCP: as every HOST:PORT flag is checked (a port gRPC would take modulo 65536, a
+        // "tcp:" prefix, ...), to dial.
+        const Status s = internal::ValidateGrpcAddress(in, internal::AddressUse::kDial, "address");
+        if (s.ok()) return {};
+        std::string m = s.message();  // "... (expected HOST:PORT, e.g. ...)"
+        if (!m.empty() && m.back() == ')') {
+          m.insert(m.size() - 1, "; or unix:PATH");
+        } else {
+          m += " (or unix:PATH)";
+        }
+        return m;
+      },
+      "", "AdminAddress");
 }
 
 CLI::Validator NamespaceName() {

@@ -6,7 +6,7 @@
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
 # in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU), a
 # full stdout (exit 1 naming it) against a reader that left (exit 0) for every command that
-# prints.
+# prints, `--otlp*` checked like the other flags.
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -114,7 +114,37 @@ expect_rc 2 "a malformed StatsD address is a usage error" -- \
   "$pitlane" host --ns "$ns" --statsd 999.1.1.1:8125 --duration 1
 for bad in -1 abc 1000001; do
   expect_rc 2 "--spin $bad is a usage error" -- "$pitlane" host --ns "$ns" --spin "$bad" --duration 1
+  grep -qxF "pitlane host: --spin: \"$bad\" is not an integer number of microseconds in [0, 1000000]" \
+    "$tmp/err" && ok "--spin $bad says what it wants" || fail "--spin $bad: $(cat "$tmp/err")"
 done
+for bad in -5 abc 31536001; do
+  expect_rc 2 "--departed-retention $bad is a usage error" -- \
+    "$pitlane" host --ns "$ns" --departed-retention "$bad" --duration 1
+  grep -qxF "pitlane host: --departed-retention: \"$bad\" is not a number of seconds in [0, 31536000]" \
+    "$tmp/err" && ok "--departed-retention $bad says what it wants" ||
+    fail "--departed-retention $bad: $(cat "$tmp/err")"
+done
+# OpenTelemetry flags are checked as strictly as the other exporters': the endpoint's port like
+# every HOST:PORT flag, and --otlp-* only with --otlp (as --statsd-* with --statsd).
+for bad in http://localhost:99999 grpc://127.0.0.1:0 http://localhost:port/v1; do
+  expect_rc 2 "--otlp $bad is a usage error" -- \
+    "$pitlane" host --ns "$ns" --no-admin --otlp "$bad" --duration 1
+  grep -q -- "--otlp" "$tmp/err" && ok "--otlp $bad names the flag" || fail "--otlp $bad: $(cat "$tmp/err")"
+done
+for flag in --otlp-logs "--otlp-protocol grpc" "--otlp-compression gzip"; do
+  # shellcheck disable=SC2086
+  expect_rc 2 "$flag without --otlp is a usage error" -- \
+    "$pitlane" host --ns "$ns" --no-admin $flag --duration 1
+  grep -q -- "${flag%% *} requires --otlp" "$tmp/err" && ok "$flag without --otlp says so" ||
+    fail "$flag without --otlp: $(cat "$tmp/err")"
+done
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9 OTEL_EXPORTER_OTLP_COMPRESSION=gzip \
+  expect_rc 0 "--otlp --otlp-logs with the endpoint from OTEL_EXPORTER_OTLP_ENDPOINT" -- \
+  "$pitlane" host --ns "$ns" --no-admin --otlp --otlp-logs --duration 0.3
+grep -q "OpenTelemetry export to http/protobuf http://127.0.0.1:9" "$tmp/out" &&
+  ok "the environment's endpoint is used" || fail "OTEL_EXPORTER_OTLP_ENDPOINT: $(cat "$tmp/out")"
+expect_rc 0 "--otlp http://HOST without a port takes the protocol's default" -- \
+  "$pitlane" host --ns "$ns" --no-admin --otlp http://127.0.0.1 --otlp-protocol grpc --duration 0.3
 expect_rc 2 "--spin with --busy-poll is a usage error" -- \
   "$pitlane" host --ns "$ns" --spin 10 --busy-poll --duration 1
 # --spin reaches the host: with nothing to read, a host told to spin 1 s burns ~1 s of CPU
