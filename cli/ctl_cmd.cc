@@ -34,6 +34,7 @@
 #include "commands.h"
 #include "pitlane/admin.h"
 #include "pitlane/grpc_common.h"
+#include "pitlane/shm_inspect.h"
 #include "pitlane/shm_layout.h"
 
 namespace pitlane::cli {
@@ -50,7 +51,27 @@ constexpr int kExitUnreachable = 3;
 struct Target {
   std::string address;
   std::string start_hint;  // the `pitlane host ...` command that would serve `address`
+  std::string ns;          // set when `address` is the namespace's default socket (--ns)
 };
+
+// Why nothing answers at `t`, and what to do. A namespace's host that runs (its registry says
+// so) but does not serve the default socket was started with --admin elsewhere (a TCP
+// HOST:PORT, which `ctl --ns` cannot guess) or with --no-admin: starting a host is then the
+// wrong advice.
+std::string Unreachable(const Target& t) {
+  const std::string no_host =
+      "no host is serving " + t.address + "; is `" + t.start_hint + "` running?";
+  if (t.ns.empty()) return no_host;
+  const std::string tcp =
+      "started with `--admin HOST:PORT` is reached with `pitlane ctl --admin HOST:PORT`";
+  const shm::InspectedRegistry reg = shm::InspectRegistry(t.ns, /*read_rings=*/false);
+  if (reg.error.empty() && reg.host_pid != 0 && reg.host_alive) {
+    return "the host of namespace \"" + t.ns + "\" (pid " + std::to_string(reg.host_pid) +
+           ") is running but serves no admin service at " + t.address + ": a host " + tcp +
+           " (the address it printed at start), one started with --no-admin serves none";
+  }
+  return no_host + " (a host " + tcp + ")";
+}
 
 template <typename Strings>
 std::string JoinOr(const Strings& v, const char* if_empty) {
@@ -123,7 +144,7 @@ int Invoke(const Target& t, Call call) {
   if (s.ok()) return 0;
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      Error("ctl", "no host is serving " + t.address + "; is `" + t.start_hint + "` running?");
+      Error("ctl", Unreachable(t));
       return kExitUnreachable;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       Error("ctl", "the host serving " + t.address + " did not answer within " +
@@ -305,6 +326,7 @@ int RunCtl(const CtlOptions& o) {
     }
     t.address = DefaultAdminAddress(ns.value());
     t.start_hint = "pitlane host --ns " + ns.value();
+    t.ns = ns.value();
   }
   double rate = 1;  // `set` without --sampling: every event
   const bool rate_given = o.action == CtlAction::kSampling || !o.rate.empty();

@@ -560,6 +560,14 @@ TEST_F(CtlCliNoHost, HostServesTheAdminServiceOnATcpAddressWhenAsked) {
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("namespace \"" + ns_.name() + "\": no worker has attached"), std::string::npos)
       << out;
+  // Asked by namespace, ctl finds no socket; the host runs, so the hint is not to start one but
+  // how to reach the one serving TCP.
+  const std::string by_ns = RunCli("ctl --ns " + ns_.name() + " workers", &code);
+  EXPECT_EQ(code, 3) << by_ns;
+  EXPECT_NE(by_ns.find("the host of namespace \"" + ns_.name() + "\""), std::string::npos) << by_ns;
+  EXPECT_NE(by_ns.find("is running"), std::string::npos) << by_ns;
+  EXPECT_NE(by_ns.find("pitlane ctl --admin HOST:PORT"), std::string::npos) << by_ns;
+  EXPECT_EQ(by_ns.find("is `pitlane host --ns"), std::string::npos) << by_ns;
   EXPECT_EQ(host.Terminate(), 0) << host.Output();
 }
 

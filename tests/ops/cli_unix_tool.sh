@@ -6,7 +6,8 @@
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
 # in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU), a
 # full stdout (exit 1 naming it) against a reader that left (exit 0) for every command that
-# prints, `--otlp*` checked like the other flags.
+# prints, `--otlp*` checked like the other flags, `emit` refused the registry (not "no host"),
+# `cleanup`'s summary counting what it lists, `catalog`'s units.
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -20,6 +21,7 @@ cleanup() {
   "$pitlane" cleanup --ns "$ns-b" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-hup" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-demo" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-perm" >/dev/null 2>&1
   [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -174,6 +176,10 @@ printf 'root app\nmeasurement duration nanosecond\nevent job.start worker start 
 expect_rc 0 "catalog --catalog FILE --json" -- "$pitlane" catalog --catalog "$tmp/catalog.txt" --json
 /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["root"] == "app" and [e["host_name"] for e in d["events"]] == ["app.job.start"], d' \
   "$tmp/out" && ok "catalog --catalog FILE --json shows the file's catalog" || fail "catalog --catalog: $(cat "$tmp/out")"
+expect_rc 0 "catalog" -- "$pitlane" catalog
+grep -qF "duration (nanosecond)" "$tmp/out" && grep -qF "rss_bytes (byte)" "$tmp/out" &&
+  grep -qE '(^| )count( |$)' "$tmp/out" && ok "catalog lists the measurement keys with their units" ||
+  fail "catalog text without units: $(grep -A3 'measurement keys' "$tmp/out")"
 # Output that cannot be written is an error; a reader that has what it wanted is not.
 full_stdout "catalog" -- "$pitlane" catalog
 full_stdout "catalog --json" -- "$pitlane" catalog --json
@@ -328,6 +334,12 @@ host=$!; pids+=("$host")
 wait_for 10 "admin socket" -- test -S "$sock"
 expect_rc 0 "cleanup keeps a live host's socket" -- "$pitlane" cleanup --ns "$ns"
 test -S "$sock" && ok "a served admin socket is kept" || fail "cleanup removed a served socket"
+# The summary counts what the lines before it list: the registry and the socket kept.
+kept_lines=$(grep -c '^kept ' "$tmp/out")
+kept_said=$(sed -nE 's/.*, kept ([0-9]+), in namespace.*/\1/p' "$tmp/out")
+[[ $kept_lines -eq 2 && "$kept_said" == "$kept_lines" ]] &&
+  ok "cleanup's summary counts the $kept_lines kept items it lists" ||
+  fail "cleanup lists $kept_lines kept, says ${kept_said:-?}: $(cat "$tmp/out")"
 kill -KILL "$host"; wait "$host" 2>/dev/null
 expect_rc 0 "cleanup --dry-run" -- "$pitlane" cleanup --ns "$ns" --dry-run
 grep -q "would remove $sock: admin socket nobody serves" "$tmp/out" && test -S "$sock" &&
@@ -337,6 +349,30 @@ if grep -q "removed $sock" "$tmp/out" && ! test -e "$sock"; then
   ok "cleanup removes a dead host's admin socket"
 else
   fail "cleanup: $(cat "$tmp/out")"
+fi
+grep -qE "^removed [0-9]+ stale segments? \([0-9]+ KiB\) and 1 admin socket, kept 0, in namespace" "$tmp/out" &&
+  ok "cleanup's summary counts the socket it removed" || fail "cleanup's summary: $(cat "$tmp/out")"
+
+# ── emit refused the namespace's segments: says so, not "no host" ─────────────────────────────
+# A host of root's (segments 0600) and `pitlane emit` as nobody: the host runs, the emit cannot
+# open its registry, and its last word must be that, with the path, not "no host is running".
+if [[ $(id -u) -eq 0 ]] && command -v runuser >/dev/null &&
+   runuser -u nobody -- "$pitlane" --version >/dev/null 2>&1; then
+  "$pitlane" host --ns "$ns-perm" --no-admin >"$tmp/perm.out" 2>&1 &
+  host=$!; pids+=("$host")
+  wait_for 10 "host for the permission check" -- grep -q "Ctrl-C stops" "$tmp/perm.out"
+  runuser -u nobody -- "$pitlane" emit --ns "$ns-perm" python.call.stop >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  last=$(tail -1 "$tmp/err")
+  if [[ $rc -eq 1 ]] && [[ $last == "pitlane emit: "*"/dev/shm/pitlane.$ns-perm.registry"*"Permission denied"* ]] &&
+     ! grep -q "no host is running" "$tmp/err"; then
+    ok "emit as another uid names the registry it may not open (exit 1)"
+  else
+    fail "emit as another uid: exit $rc; stderr: $(cat "$tmp/err")"
+  fi
+  kill -TERM "$host"; wait "$host"
+else
+  echo "skipped: emit as another uid (needs root and runuser)"
 fi
 
 # ── gRPC token from a file or the environment, never in argv ──────────────────────────────────
