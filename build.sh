@@ -4,24 +4,30 @@
 #   ./build.sh test                           install missing packages, build, run every test
 #                                             (ASan/UBSan suite in build-asan first, then the
 #                                             main suite with the short fuzz run; README "Testing")
+#   ./build.sh --help                         the usage below
 # Idempotent: packages already installed are not touched, the build is incremental.
 set -euo pipefail
 
 cd "$(dirname "$0")"
 
+# Every flag of `pitlane demo` (its --help; tests/ops/completion.sh checks the two agree), all
+# passed on to it.
 usage() {
-  echo "usage: $0 demo [--workers N] [--duration SECONDS] [--rate N] [--ns NAME]" >&2
-  echo "       $0 test" >&2
-  exit 2
+  echo "usage: $0 demo [--workers N=4] [--remote N=0] [--duration SECONDS=8]"
+  echo "                  [--rate EVENTS_PER_SEC_PER_WORKER=20000] [--ns NAME] [--metrics ADDR]"
+  echo "         install what is missing, build, run \`pitlane demo\` with these flags (its --help)"
+  echo "       $0 test"
+  echo "         install what is missing, build, run every test"
 }
 
-[[ $# -ge 1 ]] || usage
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
 command="$1"
 shift
 case "$command" in
+  -h | --help) usage; exit 0 ;;
   demo) ;;
-  test) [[ $# -eq 0 ]] || usage ;;
-  *) usage ;;
+  test) [[ $# -eq 0 ]] || { usage >&2; exit 2; } ;;
+  *) usage >&2; exit 2 ;;
 esac
 
 # ── (a) Debian packages ───────────────────────────────────────────────────────────────────────

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "commands.h"
 #include "pitlane/catalog.h"
@@ -12,7 +13,7 @@
 namespace pitlane::cli {
 namespace {
 
-// Prints `words` wrapped at ~96 columns, indented by two spaces.
+// Prints `count` items ("key", "key (unit)") wrapped at ~96 columns, indented by two spaces.
 template <typename Get>
 void PrintWrapped(size_t count, Get get) {
   std::string line = " ";
@@ -94,10 +95,16 @@ int RunCatalog(const CatalogOptions& o) {
                 wires.c_str());
   }
   const CatalogLimits& l = catalog->limits();
-  std::printf("\nmeasurement keys (%zu; any other key rejects the whole event):\n",
-              catalog->measurement_key_count());
-  PrintWrapped(catalog->measurement_key_count(),
-               [&](size_t i) { return catalog->MeasurementKey(static_cast<uint16_t>(i + 1)); });
+  std::printf(
+      "\nmeasurement keys (%zu, with the unit the catalog gives them; any other key rejects the "
+      "whole event):\n",
+      catalog->measurement_key_count());
+  PrintWrapped(catalog->measurement_key_count(), [&](size_t i) {
+    const auto id = static_cast<uint16_t>(i + 1);
+    const std::string_view unit = UnitName(catalog->MeasurementUnit(id));
+    std::string key(catalog->MeasurementKey(id));
+    return unit.empty() ? key : key + " (" + std::string(unit) + ")";
+  });
   std::printf("\nknown metadata keys (%zu; other keys are kept as plain strings):\n",
               catalog->metadata_key_count());
   PrintWrapped(catalog->metadata_key_count(),

@@ -67,18 +67,23 @@ int RunCleanup(const CleanupOptions& o) {
     only_ns = ns_or.value();
   }
   const std::string scope_text = o.all ? "all namespaces" : "namespace \"" + only_ns + "\"";
-  // Admin sockets are not segments: reported, not counted in the summary line.
-  const int socket_failures = PrintSteps(CleanStaleAdminSockets(only_ns, o.dry_run)).failed;
+  const CleanupCounts sockets = PrintSteps(CleanStaleAdminSockets(only_ns, o.dry_run));
   const std::vector<shm::CleanupStep> steps = shm::CleanStaleSegments(only_ns, o.dry_run);
   if (steps.empty()) {
     std::printf("no pitlane segments in /dev/shm for %s\n", scope_text.c_str());
-    return socket_failures == 0 ? 0 : 1;
+    return sockets.failed == 0 ? 0 : 1;
   }
+  // The summary counts what the lines above it removed and kept: segments and admin sockets.
   const CleanupCounts n = PrintSteps(steps);
-  std::printf("%s %d stale segment%s (%" PRIu64 " KiB), kept %d, in %s\n",
+  const std::string removed_sockets = sockets.removed == 0
+                                          ? ""
+                                          : " and " + std::to_string(sockets.removed) +
+                                                " admin socket" + (sockets.removed == 1 ? "" : "s");
+  std::printf("%s %d stale segment%s (%" PRIu64 " KiB)%s, kept %d, in %s\n",
               o.dry_run ? "would remove" : "removed", n.removed, n.removed == 1 ? "" : "s",
-              n.removed_bytes >> 10, n.kept, scope_text.c_str());
-  return n.failed + socket_failures == 0 ? 0 : 1;
+              n.removed_bytes >> 10, removed_sockets.c_str(), n.kept + sockets.kept,
+              scope_text.c_str());
+  return n.failed + sockets.failed == 0 ? 0 : 1;
 }
 
 CLI::App* AddCleanupCommand(CLI::App* app, CleanupOptions* o) {

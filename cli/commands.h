@@ -164,17 +164,26 @@ std::string MetricsUrl(const std::string& listen, uint16_t port);
 void Error(std::string_view cmd, std::string_view message);
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (call before creating threads, so
-// every thread inherits the mask) and ignores SIGPIPE (a closed pipe is then EPIPE, which each
-// writer handles). The main thread then takes them with WaitForSignal: SIGHUP reopens
-// `pitlane host`'s --jsonl-file and stops every other command, like SIGINT and SIGTERM.
+// every thread inherits the mask). The main thread then takes them with WaitForSignal: SIGHUP
+// reopens `pitlane host`'s --jsonl-file and stops every other command, like SIGINT and SIGTERM.
 void BlockStopSignals();
 // Waits up to `seconds` for SIGINT/SIGTERM/SIGHUP (blocked by BlockStopSignals). Returns the
 // signal number, or 0 when the time passed.
 int WaitForSignal(double seconds);
-// Flushes stdout; true once a flush failed with EPIPE (its reader left: `| head -1`). With
-// SIGPIPE ignored nothing else ends a command that prints in a loop, so each loop asks this
-// and stops.
-bool StdoutClosed();
+
+// stdout, for every command (main.cc calls WatchStdout first and FinishStdout last). SIGPIPE is
+// ignored, so a reader that left (`| head -1`) is an EPIPE write error rather than death by
+// signal, and stdout becomes a stream that keeps the errno of its first failed write.
+void WatchStdout();
+// Flushes stdout; 0 while every write to it succeeded, else the errno of the first that failed
+// (EPIPE: its reader left; ENOSPC, EIO, ...: it cannot take what is written). Sticky: a stdout
+// that failed stays failed. A command that prints in a loop asks this (nothing else ends it
+// with SIGPIPE ignored) and stops.
+int StdoutError();
+// The exit code of a command that returned `code`, after flushing stdout: `code` when every
+// write succeeded or the reader left (a normal end, said nothing); otherwise "PROGRAM: cannot
+// write to stdout: <errno text>" on stderr and 1 (or `code` if that already says failure).
+int FinishStdout(const std::string& program, int code);
 
 // When an admin call (`pitlane ctl`, `pitlane stat`'s exporter counts) started now gives up:
 // kAdminCallTimeoutSeconds from now.
@@ -185,8 +194,19 @@ const char* SignalName(int sig);
 // "12.3k", "4.56M", "1.20G" (... "18.45E"): compact counts for the live tables people read
 // (scripts read --json, which has exact integers).
 std::string Compact(uint64_t n);
-// A positive, finite number of seconds, at most `max`.
+// A positive, finite number of seconds, at most `max`: "\"0\" is not a number of seconds in
+// (0, 3600]".
 CLI::Validator PositiveSeconds(double max);
+// The same from 0 on: "\"-5\" is not a number of seconds in [0, 31536000]".
+CLI::Validator NonNegativeSeconds(double max);
+// A decimal integer in [min, max], `unit` naming what it counts ("" for a plain number):
+// "\"abc\" is not an integer number of microseconds in [0, 1000000]". CLI11's Range says
+// "Value abc not in range 0 to 1000000" of what is no number at all.
+CLI::Validator IntegerIn(int64_t min, int64_t max, const std::string& unit = "");
+// --admin of a client (`ctl`, `stat`): unix:PATH, or HOST:PORT checked as every address flag
+// (internal::ValidateGrpcAddress, to dial: port 1-65535); anything else is a usage error, not
+// an address nothing answers at.
+CLI::Validator AdminAddress();
 // --ns: an explicit empty name is a mistake (a shell variable that was not set), not a request
 // for the default: a usage error.
 CLI::Validator NamespaceName();

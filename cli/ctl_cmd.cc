@@ -17,7 +17,8 @@
 // what it does not give takes its default: sampling 1 of every event, no filter.
 //
 // Exit codes: 0 done; 1 the host refused (its message is printed: unknown worker, bad value);
-// 2 usage; 3 no host reachable at the address (or it did not answer in time).
+// 2 usage (a malformed --admin address too); 3 no host reachable at the address (or it did not
+// answer in time).
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -33,6 +34,7 @@
 #include "commands.h"
 #include "pitlane/admin.h"
 #include "pitlane/grpc_common.h"
+#include "pitlane/shm_inspect.h"
 #include "pitlane/shm_layout.h"
 
 namespace pitlane::cli {
@@ -49,7 +51,27 @@ constexpr int kExitUnreachable = 3;
 struct Target {
   std::string address;
   std::string start_hint;  // the `pitlane host ...` command that would serve `address`
+  std::string ns;          // set when `address` is the namespace's default socket (--ns)
 };
+
+// Why nothing answers at `t`, and what to do. A namespace's host that runs (its registry says
+// so) but does not serve the default socket was started with --admin elsewhere (a TCP
+// HOST:PORT, which `ctl --ns` cannot guess) or with --no-admin: starting a host is then the
+// wrong advice.
+std::string Unreachable(const Target& t) {
+  const std::string no_host =
+      "no host is serving " + t.address + "; is `" + t.start_hint + "` running?";
+  if (t.ns.empty()) return no_host;
+  const std::string tcp =
+      "started with `--admin HOST:PORT` is reached with `pitlane ctl --admin HOST:PORT`";
+  const shm::InspectedRegistry reg = shm::InspectRegistry(t.ns, /*read_rings=*/false);
+  if (reg.error.empty() && reg.host_pid != 0 && reg.host_alive) {
+    return "the host of namespace \"" + t.ns + "\" (pid " + std::to_string(reg.host_pid) +
+           ") is running but serves no admin service at " + t.address + ": a host " + tcp +
+           " (the address it printed at start), one started with --no-admin serves none";
+  }
+  return no_host + " (a host " + tcp + ")";
+}
 
 template <typename Strings>
 std::string JoinOr(const Strings& v, const char* if_empty) {
@@ -122,7 +144,7 @@ int Invoke(const Target& t, Call call) {
   if (s.ok()) return 0;
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      Error("ctl", "no host is serving " + t.address + "; is `" + t.start_hint + "` running?");
+      Error("ctl", Unreachable(t));
       return kExitUnreachable;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       Error("ctl", "the host serving " + t.address + " did not answer within " +
@@ -222,6 +244,7 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
           DefaultAdminAddress("<ns>"))->check(NamespaceName());
   ctl->add_option("--admin", o->admin, "The host's admin address: unix:PATH or HOST:PORT")
       ->type_name("ADDR")
+      ->check(AdminAddress())
       ->excludes(ns);
 
   const auto add = [&](const char* name, const char* help, CtlAction action) {
@@ -292,11 +315,7 @@ CLI::App* AddCtlCommand(CLI::App* app, CtlOptions* o) {
 
 int RunCtl(const CtlOptions& o) {
   Target t;
-  if (!o.admin.empty()) {
-    if (o.admin.rfind("unix:", 0) != 0 && o.admin.find(':') == std::string::npos) {
-      Error("ctl", "admin address \"" + o.admin + "\" is neither unix:PATH nor HOST:PORT");
-      return kExitUsage;
-    }
+  if (!o.admin.empty()) {  // checked by AdminAddress() at parse time
     t.address = o.admin;
     t.start_hint = "pitlane host --admin " + o.admin;
   } else {
@@ -307,6 +326,7 @@ int RunCtl(const CtlOptions& o) {
     }
     t.address = DefaultAdminAddress(ns.value());
     t.start_hint = "pitlane host --ns " + ns.value();
+    t.ns = ns.value();
   }
   double rate = 1;  // `set` without --sampling: every event
   const bool rate_given = o.action == CtlAction::kSampling || !o.rate.empty();

@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -353,7 +354,7 @@ class Table {
       out += "\033[J";
     else
       out += "\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);  // the caller flushes: StdoutClosed()
+    std::fwrite(out.data(), 1, out.size(), stdout);  // the caller flushes: StdoutError()
     drawn_ = lines.size();
   }
 
@@ -556,8 +557,9 @@ int RunDemo(const DemoOptions& o) {
       shown_total = notes_total;
     }
     table.Draw(t, totals, rates, shown, shown_total, host.Stats());
-    if (StdoutClosed()) {  // `pitlane demo | head -1`: nobody reads the table or the summary
-      Error("demo", "stdout closed (broken pipe); stopping the workers");
+    if (const int write_err = StdoutError(); write_err != 0) {  // nobody reads the table
+      // `pitlane demo | head -1`; any other failure is main's to report (exit 1).
+      if (write_err == EPIPE) Error("demo", "stdout closed (broken pipe); stopping the workers");
       interrupted = true;
       break;
     }
@@ -642,16 +644,16 @@ CLI::App* AddDemoCommand(CLI::App* app, DemoOptions* o) {
   CLI::App* cmd = app->add_subcommand(
       "demo", "Run a host and N worker processes emitting a realistic mix; live table + summary");
   cmd->add_option("--workers", o->workers, "Worker processes")
-      ->check(CLI::Range(1, 64))
+      ->check(IntegerIn(1, 64))
       ->capture_default_str();
   cmd->add_option("--duration", o->duration_s, "How long the workers emit (seconds)")
       ->check(PositiveSeconds(86400))
       ->capture_default_str();
   cmd->add_option("--rate", o->rate, "Events per second per worker")
-      ->check(CLI::Range(int64_t{1}, int64_t{10'000'000}))
+      ->check(IntegerIn(1, 10'000'000, "events per second"))
       ->capture_default_str();
   cmd->add_option("--remote", o->remote, "Extra workers that stream to the host over loopback gRPC")
-      ->check(CLI::Range(0, 16))
+      ->check(IntegerIn(0, 16))
       ->capture_default_str();
   cmd->add_option("--ns", o->ns, "Namespace (default: $PITLANE_NAMESPACE or \"default\")")
       ->check(NamespaceName());
@@ -669,7 +671,7 @@ CLI::App* AddDemoWorkerCommand(CLI::App* app, DemoWorkerOptions* o) {
   cmd->add_option("--id", o->id)->required();
   cmd->add_option("--grpc-target", o->grpc_target);
   cmd->add_option("--duration", o->duration_s)->check(PositiveSeconds(86400));
-  cmd->add_option("--rate", o->rate)->check(CLI::Range(int64_t{1}, int64_t{10'000'000}));
+  cmd->add_option("--rate", o->rate)->check(IntegerIn(1, 10'000'000, "events per second"));
   return cmd;
 }
 

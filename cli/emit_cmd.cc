@@ -122,8 +122,18 @@ int Report(const Worker& w, const EmitOptions& o, const Fields& f, EmitResult r,
   }
   if (published) return 0;
   if (r == EmitResult::kDroppedNoRing || r == EmitResult::kBuffered) {
-    Error("emit", attached ? "the worker has no ring (ring cap reached)"
-                           : "no host is running for namespace \"" + w.ns() + "\"");
+    // Not attached: NOT_FOUND is a namespace without a host. Anything else (its registry
+    // refused to this uid, of another layout version, without a free slot) is a namespace this
+    // process could not join, most often while its host runs: say why (the worker library's
+    // status), not that there is no host.
+    const Status why = w.attach_status();
+    if (attached) {
+      Error("emit", "the worker has no ring (ring cap reached)");
+    } else if (!why.ok() && why.code() != StatusCode::kNotFound) {
+      Error("emit", why.message() + "; the event was not delivered");
+    } else {
+      Error("emit", "no host is running for namespace \"" + w.ns() + "\"");
+    }
   } else {
     Error("emit", "event not published: " + std::string(EmitResultName(r)));
   }

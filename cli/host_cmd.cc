@@ -12,10 +12,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -309,11 +311,15 @@ bool ServeUntilStopped(const HostCmdOptions& o, const Host& host, const Exporter
         PrintSummary(out, host, SecondsSince(t0), e, otlp, o.jsonl);
         if (out != stdout) {
           std::fflush(out);
-        } else if (StdoutClosed()) {  // it flushes, and sees EPIPE
+        } else if (const int err = StdoutError(); err != 0) {  // it flushes, and sees why
           summaries = false;
+          const std::string why = err == EPIPE ? "stdout closed (broken pipe)"
+                                               : std::string("cannot write to stdout: ") +
+                                                     std::strerror(err);  // exit 1 at the end
           std::fprintf(stderr,
-                       "pitlane host: stdout closed (broken pipe): no more summaries; the host "
-                       "runs on until SIGTERM or SIGINT\n");
+                       "pitlane host: %s: no more summaries; the host runs on until SIGTERM or "
+                       "SIGINT\n",
+                       why.c_str());
         }
       }
       next = std::max(next + ToDuration(o.interval_s), now);
@@ -351,6 +357,29 @@ Status AttachExporters(Host& host, Exporters& e) {
     if (Status s = exporter->AttachTo(host, id); !s.ok()) return Internal(s.ToString());
   }
   return Status::Ok();
+}
+
+// --otlp's ENDPOINT, SCHEME://HOST[:PORT][/base]: its HOST:PORT is checked as every other
+// address flag's (internal::ValidateGrpcAddress, to dial: port 1-65535), so a typo is a usage
+// error before the host starts rather than an exporter retrying a port that cannot exist. No
+// port: the protocol's default. The rest (scheme, protocol) is OtlpExporter::Start's to judge.
+CLI::Validator OtlpEndpoint() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        const size_t scheme_end = in.find("://");
+        if (scheme_end == std::string::npos) return {};
+        const size_t host_at = scheme_end + 3;
+        const std::string authority = in.substr(host_at, in.find('/', host_at) - host_at);
+        const size_t colon = authority.rfind(':');
+        const size_t bracket = authority.rfind(']');
+        if (colon == std::string::npos || (bracket != std::string::npos && colon < bracket)) {
+          return {};
+        }
+        const Status s = internal::ValidateGrpcAddress(authority, internal::AddressUse::kDial,
+                                                       "the endpoint's HOST:PORT");
+        return s.ok() ? std::string() : s.message();
+      },
+      "", "OtlpEndpoint");
 }
 
 void AddExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
@@ -394,30 +423,36 @@ void AddExporterFlags(CLI::App* host_cmd, HostExporterOptions* o) {
       ->add_option("--departed-retention", o->departed_retention_s,
                    "Seconds a gone worker keeps its own row and series before it is summed into "
                    "\"(departed)\"")
-      ->check(CLI::Range(0.0, 31'536'000.0))
+      ->check(NonNegativeSeconds(31'536'000))
       ->capture_default_str();
-  host_cmd
-      ->add_option_function<std::vector<std::string>>(
-          "--otlp",
-          [o](const std::vector<std::string>& v) {
-            o->otlp = true;
-            if (!v.empty()) o->otlp_endpoint = v.front();
-          },
-          "Export spans (and --metric metrics) to an OpenTelemetry collector; ENDPOINT "
-          "http://HOST:4318 or grpc://HOST:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT, else "
-          "http://localhost:4318)")
-      ->expected(0, 1)
-      ->type_name("[ENDPOINT]");
+  auto* otlp = host_cmd
+                   ->add_option_function<std::vector<std::string>>(
+                       "--otlp",
+                       [o](const std::vector<std::string>& v) {
+                         o->otlp = true;
+                         if (!v.empty()) o->otlp_endpoint = v.front();
+                       },
+                       "Export spans (and --metric metrics) to an OpenTelemetry collector; "
+                       "ENDPOINT http://HOST:4318 or grpc://HOST:4317 (default: "
+                       "OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318)")
+                   ->expected(0, 1)
+                   ->type_name("[ENDPOINT]")
+                   ->check(OtlpEndpoint());
+  // The --otlp-* flags tune the exporter --otlp starts; without it they would change nothing.
   host_cmd
       ->add_option("--otlp-protocol", o->otlp_protocol,
                    "http/protobuf or grpc (overrides OTEL_EXPORTER_OTLP_PROTOCOL)")
-      ->type_name("PROTOCOL");
+      ->type_name("PROTOCOL")
+      ->needs(otlp);
   host_cmd
       ->add_option("--otlp-compression", o->otlp_compression,
                    "gzip or none (overrides OTEL_EXPORTER_OTLP_COMPRESSION)")
-      ->type_name("gzip|none");
-  host_cmd->add_flag("--otlp-logs", o->otlp_logs,
-                     "Also export events that are not spans as OpenTelemetry log records");
+      ->type_name("gzip|none")
+      ->needs(otlp);
+  host_cmd
+      ->add_flag("--otlp-logs", o->otlp_logs,
+                 "Also export events that are not spans as OpenTelemetry log records")
+      ->needs(otlp);
 }
 
 }  // namespace
@@ -505,7 +540,7 @@ CLI::App* AddHostCommand(CLI::App* app, HostCmdOptions* o) {
                   "of a spinning host core")
       ->type_name("MICROSECONDS")
       ->capture_default_str()
-      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))
+      ->check(IntegerIn(0, 1'000'000, "microseconds"))
       ->excludes(busy);
   cmd->add_option("--duration", o->duration_s,
                   "Stop after this many seconds (default: until SIGINT/SIGTERM)")

@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -317,8 +318,9 @@ int Watch(const std::string& ns, const StatOptions& o) {
         PrintExporters(ReadExporters(reg, admin));
       }
     }
-    if (StdoutClosed()) {  // `pitlane stat --watch | head -1`: the reader has what it wanted
-      Error("stat", "stdout closed (broken pipe); stopping");
+    if (const int write_err = StdoutError(); write_err != 0) {  // main reports others (exit 1)
+      // `pitlane stat --watch | head -1`: the reader has what it wanted.
+      if (write_err == EPIPE) Error("stat", "stdout closed (broken pipe); stopping");
       return 0;
     }
     if (err.empty()) {
@@ -365,9 +367,10 @@ CLI::App* AddStatCommand(CLI::App* app, StatOptions* o) {
   cmd->add_flag("--json", o->json,
                 "Print one JSON document (with --watch: one per refresh, one per line)");
   cmd->add_option("--admin", o->admin,
-                  "Where the running host's admin service is, for its exporters' counts "
-                  "(default: the namespace's socket)")
-      ->type_name("ADDR");
+                  "Where the running host's admin service is, for its exporters' counts: "
+                  "unix:PATH or HOST:PORT (default: the namespace's socket)")
+      ->type_name("ADDR")
+      ->check(AdminAddress());
   auto* watch_flag = cmd->add_flag(
       "--watch", o->watch, "Refresh until SIGINT, with per-ring rates since the previous refresh");
   cmd->add_option("--interval", o->interval_s, "Refresh interval of --watch (seconds)")

@@ -1,10 +1,14 @@
-// Helpers shared by the subcommands: errors, stop signals, number formatting.
+// Helpers shared by the subcommands: errors, stop signals, stdout, number formatting, the
+// validators of values CLI11 does not know.
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +16,7 @@
 #include "commands.h"
 #include "pitlane/admin.h"
 #include "pitlane/defaults.h"
+#include "pitlane/grpc_common.h"
 #include "pitlane/shm.h"
 
 namespace pitlane::cli {
@@ -35,7 +40,6 @@ sigset_t StopSignals() {
 void BlockStopSignals() {
   const sigset_t set = StopSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 }
 
 const char* SignalName(int sig) {
@@ -69,10 +73,57 @@ std::chrono::system_clock::time_point AdminDeadline() {
              std::chrono::duration<double>(kAdminCallTimeoutSeconds));
 }
 
-bool StdoutClosed() {
-  static bool closed = false;  // a reader that left does not come back
-  if (!closed && std::fflush(stdout) != 0 && errno == EPIPE) closed = true;
-  return closed;
+namespace {
+
+// The errno of the first write to stdout that failed; 0 while none did.
+std::atomic<int> g_stdout_errno{0};
+
+// stdout's writes (fopencookie): the same write(2)s to fd 1, keeping the errno of the first that
+// failed. glibc drops a buffer whose write failed, so a later fflush succeeds with nothing left
+// to write and the cause would be lost; and a writer may clearerr() to try again (the JSON lines
+// exporter does), which must not hide that output was lost.
+ssize_t WriteStdout(void* /*cookie*/, const char* buf, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(STDOUT_FILENO, buf + done, size - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    int expected = 0;
+    g_stdout_errno.compare_exchange_strong(expected, n < 0 ? errno : EIO);
+    break;
+  }
+  return static_cast<ssize_t>(done);  // short: glibc marks the stream failed
+}
+
+}  // namespace
+
+void WatchStdout() {
+  signal(SIGPIPE, SIG_IGN);
+  cookie_io_functions_t io = {};
+  io.write = WriteStdout;
+  FILE* watched = fopencookie(nullptr, "w", io);
+  if (watched == nullptr) return;  // stdout as it was: failures seen, not always why
+  // As glibc buffers fd 1: by line on a terminal, in blocks otherwise.
+  setvbuf(watched, nullptr, ::isatty(STDOUT_FILENO) == 1 ? _IOLBF : _IOFBF, BUFSIZ);
+  stdout = watched;
+}
+
+int StdoutError() {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0 && !std::ferror(stdout);
+  if (const int err = g_stdout_errno.load(); err != 0) return err;
+  if (flushed) return 0;
+  return errno != 0 ? errno : EIO;  // stdout not watched (fopencookie failed)
+}
+
+int FinishStdout(const std::string& program, int code) {
+  const int err = StdoutError();
+  if (err == 0 || err == EPIPE) return code;  // EPIPE: the reader had what it wanted
+  std::fprintf(stderr, "%s: cannot write to stdout: %s\n", program.c_str(), std::strerror(err));
+  return code == 0 ? 1 : code;
 }
 
 std::string Compact(uint64_t n) {
@@ -120,24 +171,70 @@ std::string MetricsUrl(const std::string& listen, uint16_t port) {
 
 namespace pitlane::cli {
 
-// CLI11's range check accepts NaN-free input only after conversion, so check the converted value.
-CLI::Validator PositiveSeconds(double max) {
+namespace {
+
+// A number of seconds in (0, max], or [0, max] with `zero`. CLI11's range check accepts NaN-free
+// input only after conversion, so check the converted value.
+CLI::Validator Seconds(bool zero, double max) {
   return CLI::Validator(
-      [max](std::string& in) -> std::string {
+      [zero, max](std::string& in) -> std::string {
         double v = 0;
         size_t used = 0;
         try {
           v = std::stod(in, &used);
         } catch (...) {
-          return "\"" + in + "\" is not a number of seconds";
+          used = 0;
         }
-        if (used != in.size() || !std::isfinite(v) || v <= 0 || v > max) {
-          return "\"" + in + "\" is not a number of seconds in (0, " +
+        if (used == 0 || used != in.size() || !std::isfinite(v) || v < 0 || (v == 0 && !zero) ||
+            v > max) {
+          return "\"" + in + "\" is not a number of seconds in " + (zero ? "[0, " : "(0, ") +
                  std::to_string(static_cast<long long>(max)) + "]";
         }
         return {};
       },
-      "SECONDS", "PositiveSeconds");
+      "SECONDS", "Seconds");
+}
+
+}  // namespace
+
+CLI::Validator PositiveSeconds(double max) { return Seconds(/*zero=*/false, max); }
+CLI::Validator NonNegativeSeconds(double max) { return Seconds(/*zero=*/true, max); }
+
+CLI::Validator IntegerIn(int64_t min, int64_t max, const std::string& unit) {
+  const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  return CLI::Validator(
+      [min, max, unit, range](std::string& in) -> std::string {
+        int64_t v = 0;
+        const char* end = in.data() + in.size();
+        const auto [p, ec] = std::from_chars(in.data(), end, v);
+        if (in.empty() || ec != std::errc() || p != end || v < min || v > max) {
+          return "\"" + in + "\" is not an integer" + (unit.empty() ? "" : " number of " + unit) +
+                 " in " + range;
+        }
+        return {};
+      },
+      "INT in " + range, "IntegerIn");
+}
+
+CLI::Validator AdminAddress() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        if (in.rfind("unix:", 0) == 0) {
+          return in.size() > 5 ? "" : "\"" + in + "\" has no path (expected unix:PATH)";
+        }
+        // TCP: as every HOST:PORT flag is checked (a port gRPC would take modulo 65536, a
+        // "tcp:" prefix, ...), to dial.
+        const Status s = internal::ValidateGrpcAddress(in, internal::AddressUse::kDial, "address");
+        if (s.ok()) return {};
+        std::string m = s.message();  // "... (expected HOST:PORT, e.g. ...)"
+        if (!m.empty() && m.back() == ')') {
+          m.insert(m.size() - 1, "; or unix:PATH");
+        } else {
+          m += " (or unix:PATH)";
+        }
+        return m;
+      },
+      "", "AdminAddress");
 }
 
 CLI::Validator NamespaceName() {

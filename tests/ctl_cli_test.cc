@@ -560,7 +560,33 @@ TEST_F(CtlCliNoHost, HostServesTheAdminServiceOnATcpAddressWhenAsked) {
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("namespace \"" + ns_.name() + "\": no worker has attached"), std::string::npos)
       << out;
+  // Asked by namespace, ctl finds no socket; the host runs, so the hint is not to start one but
+  // how to reach the one serving TCP.
+  const std::string by_ns = RunCli("ctl --ns " + ns_.name() + " workers", &code);
+  EXPECT_EQ(code, 3) << by_ns;
+  EXPECT_NE(by_ns.find("the host of namespace \"" + ns_.name() + "\""), std::string::npos) << by_ns;
+  EXPECT_NE(by_ns.find("is running"), std::string::npos) << by_ns;
+  EXPECT_NE(by_ns.find("pitlane ctl --admin HOST:PORT"), std::string::npos) << by_ns;
+  EXPECT_EQ(by_ns.find("is `pitlane host --ns"), std::string::npos) << by_ns;
   EXPECT_EQ(host.Terminate(), 0) << host.Output();
+}
+
+// An address that is neither unix:PATH nor HOST:PORT (port 1-65535) is a usage error wherever a
+// client takes --admin, before anything is dialed: never "no host" (3) for a typo.
+TEST_F(CtlCliNoHost, MalformedAdminAddressIsAUsageError) {
+  for (const std::string bad :
+       {"tcp:1.2.3.4", "bogus", "127.0.0.1:99999", "127.0.0.1:0", "[::1:80", "unix:"}) {
+    int code = -1;
+    std::string out = RunCli("ctl --admin '" + bad + "' workers", &code);
+    EXPECT_EQ(code, 2) << bad << ": " << out;
+    EXPECT_NE(out.find("pitlane ctl: --admin: "), std::string::npos) << out;
+    out = RunCli("stat --ns " + ns_.name() + " --admin '" + bad + "'", &code);
+    EXPECT_EQ(code, 2) << bad << ": " << out;
+    EXPECT_NE(out.find("pitlane stat: --admin: "), std::string::npos) << out;
+  }
+  int code = -1;
+  const std::string out = RunCli("ctl --admin 127.0.0.1:1 workers", &code);  // well-formed
+  EXPECT_EQ(code, 3) << out;
 }
 
 TEST_F(CtlCliNoHost, BadAdminAddressOfTheHostExits2) {

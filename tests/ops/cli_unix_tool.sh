@@ -4,8 +4,11 @@
 # summary, departed workers summed in one row, `cleanup` of a dead host's admin socket,
 # `catalog [--catalog FILE] --json`, `stat --json`, `host --catalog FILE`, `stat --watch` and `demo` ending on a
 # closed stdout, SIGINT with the summary, the gRPC token from a file or the environment and not
-# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU),
-# `stat` as another uid on root's namespace (the permission error names the fix).
+# in argv, `host --spin` (bad values refused; a long spin keeps the idle host on the CPU), a
+# full stdout (exit 1 naming it) against a reader that left (exit 0) for every command that
+# prints, `--otlp*` checked like the other flags, `emit` refused the registry (not "no host"),
+# `cleanup`'s summary counting what it lists, `catalog`'s units, `stat` as another uid on
+# root's namespace (the permission error names the fix).
 # Usage: cli_unix_tool.sh PITLANE
 set -uo pipefail
 
@@ -20,6 +23,7 @@ cleanup() {
   "$pitlane" cleanup --ns "$ns-hup" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-demo" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-uid" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-perm" >/dev/null 2>&1
   [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -47,6 +51,36 @@ wait_for() {
     sleep 0.05
   done
   return 0
+}
+# full_stdout WHAT -- command...: with stdout on /dev/full (ENOSPC) the command fails (exit 1)
+# with one line on stderr naming stdout and the errno text.
+full_stdout() {
+  local what="$1"
+  shift 2
+  "$@" >/dev/full 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 1 && $(wc -l <"$tmp/err") -eq 1 ]] &&
+     grep -qE '^pitlane( [a-z]+)?: cannot write to stdout: No space left on device$' "$tmp/err"; then
+    ok "$what > /dev/full: exit 1, saying so"
+  else
+    fail "$what > /dev/full: exit $rc, want 1; stderr: $(head -c 400 "$tmp/err")"
+  fi
+}
+# reader_gone WHAT -- command...: with stdout a pipe whose reader has already left (what
+# `| head -1` leaves a command that prints more than a line) the command ends normally: exit 0,
+# nothing on stderr, not killed by SIGPIPE (141).
+reader_gone() {
+  local what="$1"
+  shift 2
+  /usr/bin/python3 -c 'import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+rc = subprocess.run(sys.argv[1:], stdout=w).returncode  # SIGPIPE as a shell leaves it
+sys.exit(128 - rc if rc < 0 else rc)' "$@" 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 0 && ! -s "$tmp/err" ]]; then ok "$what | (reader gone): exit 0, silent"; else
+    fail "$what | (reader gone): exit $rc, want 0; stderr: $(head -c 400 "$tmp/err")"
+  fi
 }
 
 # ── version and exit codes ────────────────────────────────────────────────────────────────────
@@ -84,7 +118,37 @@ expect_rc 2 "a malformed StatsD address is a usage error" -- \
   "$pitlane" host --ns "$ns" --statsd 999.1.1.1:8125 --duration 1
 for bad in -1 abc 1000001; do
   expect_rc 2 "--spin $bad is a usage error" -- "$pitlane" host --ns "$ns" --spin "$bad" --duration 1
+  grep -qxF "pitlane host: --spin: \"$bad\" is not an integer number of microseconds in [0, 1000000]" \
+    "$tmp/err" && ok "--spin $bad says what it wants" || fail "--spin $bad: $(cat "$tmp/err")"
 done
+for bad in -5 abc 31536001; do
+  expect_rc 2 "--departed-retention $bad is a usage error" -- \
+    "$pitlane" host --ns "$ns" --departed-retention "$bad" --duration 1
+  grep -qxF "pitlane host: --departed-retention: \"$bad\" is not a number of seconds in [0, 31536000]" \
+    "$tmp/err" && ok "--departed-retention $bad says what it wants" ||
+    fail "--departed-retention $bad: $(cat "$tmp/err")"
+done
+# OpenTelemetry flags are checked as strictly as the other exporters': the endpoint's port like
+# every HOST:PORT flag, and --otlp-* only with --otlp (as --statsd-* with --statsd).
+for bad in http://localhost:99999 grpc://127.0.0.1:0 http://localhost:port/v1; do
+  expect_rc 2 "--otlp $bad is a usage error" -- \
+    "$pitlane" host --ns "$ns" --no-admin --otlp "$bad" --duration 1
+  grep -q -- "--otlp" "$tmp/err" && ok "--otlp $bad names the flag" || fail "--otlp $bad: $(cat "$tmp/err")"
+done
+for flag in --otlp-logs "--otlp-protocol grpc" "--otlp-compression gzip"; do
+  # shellcheck disable=SC2086
+  expect_rc 2 "$flag without --otlp is a usage error" -- \
+    "$pitlane" host --ns "$ns" --no-admin $flag --duration 1
+  grep -q -- "${flag%% *} requires --otlp" "$tmp/err" && ok "$flag without --otlp says so" ||
+    fail "$flag without --otlp: $(cat "$tmp/err")"
+done
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9 OTEL_EXPORTER_OTLP_COMPRESSION=gzip \
+  expect_rc 0 "--otlp --otlp-logs with the endpoint from OTEL_EXPORTER_OTLP_ENDPOINT" -- \
+  "$pitlane" host --ns "$ns" --no-admin --otlp --otlp-logs --duration 0.3
+grep -q "OpenTelemetry export to http/protobuf http://127.0.0.1:9" "$tmp/out" &&
+  ok "the environment's endpoint is used" || fail "OTEL_EXPORTER_OTLP_ENDPOINT: $(cat "$tmp/out")"
+expect_rc 0 "--otlp http://HOST without a port takes the protocol's default" -- \
+  "$pitlane" host --ns "$ns" --no-admin --otlp http://127.0.0.1 --otlp-protocol grpc --duration 0.3
 expect_rc 2 "--spin with --busy-poll is a usage error" -- \
   "$pitlane" host --ns "$ns" --spin 10 --busy-poll --duration 1
 # --spin reaches the host: with nothing to read, a host told to spin 1 s burns ~1 s of CPU
@@ -114,6 +178,20 @@ printf 'root app\nmeasurement duration nanosecond\nevent job.start worker start 
 expect_rc 0 "catalog --catalog FILE --json" -- "$pitlane" catalog --catalog "$tmp/catalog.txt" --json
 /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["root"] == "app" and [e["host_name"] for e in d["events"]] == ["app.job.start"], d' \
   "$tmp/out" && ok "catalog --catalog FILE --json shows the file's catalog" || fail "catalog --catalog: $(cat "$tmp/out")"
+expect_rc 0 "catalog" -- "$pitlane" catalog
+grep -qF "duration (nanosecond)" "$tmp/out" && grep -qF "rss_bytes (byte)" "$tmp/out" &&
+  grep -qE '(^| )count( |$)' "$tmp/out" && ok "catalog lists the measurement keys with their units" ||
+  fail "catalog text without units: $(grep -A3 'measurement keys' "$tmp/out")"
+# Output that cannot be written is an error; a reader that has what it wanted is not.
+full_stdout "catalog" -- "$pitlane" catalog
+full_stdout "catalog --json" -- "$pitlane" catalog --json
+full_stdout "--help" -- "$pitlane" --help
+full_stdout "host --help" -- "$pitlane" host --help
+full_stdout "--version" -- "$pitlane" --version
+full_stdout "cleanup --dry-run" -- "$pitlane" cleanup --ns "$ns" --dry-run
+reader_gone "catalog" -- "$pitlane" catalog
+reader_gone "catalog --json" -- "$pitlane" catalog --json
+reader_gone "--help-all" -- "$pitlane" --help-all
 expect_rc 2 "catalog --catalog with a malformed file is a usage error" -- \
   "$pitlane" catalog --catalog "$tmp/bad-catalog.txt" --json
 expect_rc 1 "catalog --catalog with a missing file is a runtime failure" -- \
@@ -230,6 +308,16 @@ assert all(r["conserved"] for r in d["rings"] if "error" not in r), d["rings"]
 EOF
     fail "stat --json: $(head -c 600 "$tmp/stat.json")"
 fi
+# Every command that prints, against a running host: a full stdout fails, a reader that left
+# does not.
+full_stdout "stat --json" -- "$pitlane" stat --ns "$ns-hup" --json
+full_stdout "stat" -- "$pitlane" stat --ns "$ns-hup"
+full_stdout "ctl workers" -- "$pitlane" ctl --ns "$ns-hup" workers
+full_stdout "ctl workers --json" -- "$pitlane" ctl --ns "$ns-hup" workers --json
+full_stdout "emit" -- "$pitlane" emit --ns "$ns-hup" --id full-1 python.call.start
+reader_gone "stat --json" -- "$pitlane" stat --ns "$ns-hup" --json
+reader_gone "ctl workers" -- "$pitlane" ctl --ns "$ns-hup" workers
+reader_gone "emit" -- "$pitlane" emit --ns "$ns-hup" --id gone-1 python.call.start
 kill -TERM "$worker"; wait "$worker" 2>/dev/null
 kill -TERM "$host"; wait "$host"; rc=$?
 if [[ $rc -eq 0 ]] && grep -q "SIGTERM, stopping" "$tmp/hup.out" &&
@@ -248,6 +336,12 @@ host=$!; pids+=("$host")
 wait_for 10 "admin socket" -- test -S "$sock"
 expect_rc 0 "cleanup keeps a live host's socket" -- "$pitlane" cleanup --ns "$ns"
 test -S "$sock" && ok "a served admin socket is kept" || fail "cleanup removed a served socket"
+# The summary counts what the lines before it list: the registry and the socket kept.
+kept_lines=$(grep -c '^kept ' "$tmp/out")
+kept_said=$(sed -nE 's/.*, kept ([0-9]+), in namespace.*/\1/p' "$tmp/out")
+[[ $kept_lines -eq 2 && "$kept_said" == "$kept_lines" ]] &&
+  ok "cleanup's summary counts the $kept_lines kept items it lists" ||
+  fail "cleanup lists $kept_lines kept, says ${kept_said:-?}: $(cat "$tmp/out")"
 kill -KILL "$host"; wait "$host" 2>/dev/null
 expect_rc 0 "cleanup --dry-run" -- "$pitlane" cleanup --ns "$ns" --dry-run
 grep -q "would remove $sock: admin socket nobody serves" "$tmp/out" && test -S "$sock" &&
@@ -257,6 +351,30 @@ if grep -q "removed $sock" "$tmp/out" && ! test -e "$sock"; then
   ok "cleanup removes a dead host's admin socket"
 else
   fail "cleanup: $(cat "$tmp/out")"
+fi
+grep -qE "^removed [0-9]+ stale segments? \([0-9]+ KiB\) and 1 admin socket, kept 0, in namespace" "$tmp/out" &&
+  ok "cleanup's summary counts the socket it removed" || fail "cleanup's summary: $(cat "$tmp/out")"
+
+# ── emit refused the namespace's segments: says so, not "no host" ─────────────────────────────
+# A host of root's (segments 0600) and `pitlane emit` as nobody: the host runs, the emit cannot
+# open its registry, and its last word must be that, with the path, not "no host is running".
+if [[ $(id -u) -eq 0 ]] && command -v runuser >/dev/null &&
+   runuser -u nobody -- "$pitlane" --version >/dev/null 2>&1; then
+  "$pitlane" host --ns "$ns-perm" --no-admin >"$tmp/perm.out" 2>&1 &
+  host=$!; pids+=("$host")
+  wait_for 10 "host for the permission check" -- grep -q "Ctrl-C stops" "$tmp/perm.out"
+  runuser -u nobody -- "$pitlane" emit --ns "$ns-perm" python.call.stop >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  last=$(tail -1 "$tmp/err")
+  if [[ $rc -eq 1 ]] && [[ $last == "pitlane emit: "*"/dev/shm/pitlane.$ns-perm.registry"*"Permission denied"* ]] &&
+     ! grep -q "no host is running" "$tmp/err"; then
+    ok "emit as another uid names the registry it may not open (exit 1)"
+  else
+    fail "emit as another uid: exit $rc; stderr: $(cat "$tmp/err")"
+  fi
+  kill -TERM "$host"; wait "$host"
+else
+  echo "skipped: emit as another uid (needs root and runuser)"
 fi
 
 # ── gRPC token from a file or the environment, never in argv ──────────────────────────────────

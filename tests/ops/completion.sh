@@ -35,6 +35,14 @@ for cmd in demo host stat cleanup emit ctl catalog; do
     fail "$cmd: options differ (< --help, > completion):"$'\n'"$(diff <(echo "$want") <(echo "$got"))"
   fi
 done
+# `./build.sh demo` passes its flags on to `pitlane demo`: its usage names every one of them.
+want=$("$pitlane" demo --help | grep -oE '^ +(-[a-zA-Z], ?)?--[a-z][a-z-]*' |
+       grep -oE -- '--[a-z][a-z-]*' | grep -vxE -- '--help(-all)?' | sort -u)
+got=$(bash "$source/build.sh" --help 2>&1 | grep -oE -- '--[a-z][a-z-]*' | grep -vxE -- '--help(-all)?' |
+      sort -u)
+if [[ "$want" == "$got" ]]; then ok "build.sh's usage names the options of pitlane demo"; else
+  fail "build.sh demo options differ (< demo --help, > build.sh --help):"$'\n'"$(diff <(echo "$want") <(echo "$got"))"
+fi
 [[ "$(complete_words pitlane ho)" == host ]] && ok "commands complete" || fail "pitlane ho: $(complete_words pitlane ho)"
 [[ "$(complete_words pitlane host --metric-naming s)" == snakepit ]] && ok "--metric-naming values" ||
   fail "--metric-naming s: $(complete_words pitlane host --metric-naming s)"
