@@ -171,6 +171,12 @@ void BlockStopSignals();
 // signal number, or 0 when the time passed.
 int WaitForSignal(double seconds);
 
+// Opens /dev/null on each of descriptors 0, 1 and 2 that is closed (a command started with
+// `>&-`, or by a supervisor that closed them). Otherwise the first descriptors the command opens
+// take their place (the gRPC library's event fds, the admin socket), and writes meant for
+// stdout would go to them. Output to a stream closed at start is then discarded.
+void OccupyClosedStdStreams();
+
 // stdout, for every command (main.cc calls WatchStdout first and FinishStdout last). SIGPIPE is
 // ignored, so a reader that left (`| head -1`) is an EPIPE write error rather than death by
 // signal, and stdout becomes a stream that keeps the errno of its first failed write.

@@ -96,7 +96,8 @@ int Run(int argc, char** argv, std::string* program) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  pitlane::cli::WatchStdout();  // before anything prints: see FinishStdout
+  pitlane::cli::OccupyClosedStdStreams();  // before anything opens a descriptor
+  pitlane::cli::WatchStdout();             // before anything prints: see FinishStdout
   std::string program = "pitlane";
   const int code = Run(argc, argv, &program);
   return pitlane::cli::FinishStdout(program, code);

@@ -1,5 +1,6 @@
 // Helpers shared by the subcommands: errors, stop signals, stdout, number formatting, the
 // validators of values CLI11 does not know.
+#include <fcntl.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +100,15 @@ ssize_t WriteStdout(void* /*cookie*/, const char* buf, size_t size) {
 }
 
 }  // namespace
+
+void OccupyClosedStdStreams() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    // open() returns the lowest free descriptor: this one, since the lower ones are open.
+    const int null_fd = ::open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+    if (null_fd >= 0 && null_fd != fd) ::close(null_fd);  // cannot happen; never leak it
+  }
+}
 
 void WatchStdout() {
   signal(SIGPIPE, SIG_IGN);

@@ -24,6 +24,7 @@ cleanup() {
   "$pitlane" cleanup --ns "$ns-demo" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-uid" >/dev/null 2>&1
   "$pitlane" cleanup --ns "$ns-perm" >/dev/null 2>&1
+  "$pitlane" cleanup --ns "$ns-closed" >/dev/null 2>&1
   [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -461,6 +462,20 @@ else
   fi
   kill -TERM "$host"; wait "$host"
 fi
+
+# Started with its standard streams closed (a supervisor, `>&-`): whatever the command opens
+# must not take their place, or its output lands there (once, the host's summaries went into
+# the registry and the demo's workers refused it as "not a pitlane registry").
+"$pitlane" host --ns "$ns-closed" --duration 1 --interval 0.2 <&- >&- 2>&-
+rc=$?
+[[ $rc -eq 0 ]] && ok "host with 0-2 closed runs and exits 0" || fail "host with 0-2 closed: exit $rc"
+[[ -z "$(ls /dev/shm | grep -F "pitlane.$ns-closed.")" ]] &&
+  ok "host with 0-2 closed leaves nothing in /dev/shm" ||
+  fail "host with 0-2 closed left: $(ls /dev/shm | grep -F "pitlane.$ns-closed.")"
+"$pitlane" demo --ns "$ns-closed" --workers 2 --duration 1 >&- 2>"$tmp/closed.err"
+rc=$?
+[[ $rc -eq 0 ]] && ok "demo with stdout closed runs and exits 0" ||
+  fail "demo with stdout closed: exit $rc: $(head -c 400 "$tmp/closed.err")"
 
 if ((fails > 0)); then
   echo "$fails check(s) failed"
