@@ -818,6 +818,12 @@ Status ResolveEndpoint(const OtlpOptions& o, Resolved* r, std::string* protocol)
   if (r->transport.host.empty()) {
     return InvalidArgument("OTLP endpoint \"" + endpoint + "\" has no host");
   }
+  // Only digits here (else the default port was taken): at most 5 of them make a port.
+  const std::string& port = r->transport.port;
+  if (port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535) {
+    return InvalidArgument("OTLP endpoint \"" + endpoint + "\": port " + port +
+                           " is not in 1-65535");
+  }
   return Status::Ok();
 }
 
