@@ -74,10 +74,8 @@ TEST(HostRestartTest, RestartedHostKeepsTheControlStateItsPredecessorApplied) {
   testing::ScopedNamespace ns;
   auto host = StartHost(ns.name());
   ASSERT_NE(host, nullptr);
-  WorkerOptions wo;
-  wo.ns = ns.name();
-  wo.worker_id = "controlled";
-  auto worker = std::move(Worker::Start(wo)).value();
+  auto worker = testing::StartWorker(ns.name(), "controlled");
+  ASSERT_NE(worker, nullptr);
   for (int i = 0; i < 5; ++i) host->PollOnce();
   ControlState applied;
   applied.enabled = true;
@@ -105,8 +103,8 @@ TEST(HostRestartTest, RestartedHostKeepsTheControlStateItsPredecessorApplied) {
   // The worker leaves; a worker of another id in the freed slot gets the defaults.
   worker.reset();
   ASSERT_TRUE(next->DrainAll(5s));
-  wo.worker_id = "newcomer";
-  auto newcomer = std::move(Worker::Start(wo)).value();
+  auto newcomer = testing::StartWorker(ns.name(), "newcomer");
+  ASSERT_NE(newcomer, nullptr);
   for (int i = 0; i < 5; ++i) next->PollOnce();
   Result<ControlState> fresh = next->Control("newcomer");
   ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
