@@ -359,24 +359,12 @@ Status AttachExporters(Host& host, Exporters& e) {
   return Status::Ok();
 }
 
-// --otlp's ENDPOINT, SCHEME://HOST[:PORT][/base]: its HOST:PORT is checked as every other
-// address flag's (internal::ValidateGrpcAddress, to dial: port 1-65535), so a typo is a usage
-// error before the host starts rather than an exporter retrying a port that cannot exist. No
-// port: the protocol's default. The rest (scheme, protocol) is OtlpExporter::Start's to judge.
+// --otlp's ENDPOINT, checked as OtlpExporter::Start checks it, so a typo is a usage error
+// before the host starts rather than an exporter retrying a port that cannot exist.
 CLI::Validator OtlpEndpoint() {
   return CLI::Validator(
       [](std::string& in) -> std::string {
-        const size_t scheme_end = in.find("://");
-        if (scheme_end == std::string::npos) return {};
-        const size_t host_at = scheme_end + 3;
-        const std::string authority = in.substr(host_at, in.find('/', host_at) - host_at);
-        const size_t colon = authority.rfind(':');
-        const size_t bracket = authority.rfind(']');
-        if (colon == std::string::npos || (bracket != std::string::npos && colon < bracket)) {
-          return {};
-        }
-        const Status s = internal::ValidateGrpcAddress(authority, internal::AddressUse::kDial,
-                                                       "the endpoint's HOST:PORT");
+        const Status s = CheckOtlpEndpoint(in);
         return s.ok() ? std::string() : s.message();
       },
       "", "OtlpEndpoint");

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -767,6 +768,48 @@ std::string HostName() {
 
 using Resolved = OtlpExporter::Impl::Resolved;
 
+// An endpoint SCHEME://HOST[:PORT][/BASE], split. `port` is empty when the endpoint gives none
+// (the protocol's default applies); `host` has no brackets; `base_path` no trailing slash.
+struct EndpointParts {
+  std::string scheme, host, port, base_path;
+};
+Result<EndpointParts> ParseEndpoint(std::string_view endpoint) {
+  const std::string e(endpoint);
+  const size_t scheme_end = e.find("://");
+  EndpointParts p;
+  p.scheme = scheme_end == std::string::npos ? "" : e.substr(0, scheme_end);
+  if (p.scheme != "http" && p.scheme != "https" && p.scheme != "grpc") {
+    return InvalidArgument("OTLP endpoint \"" + e +
+                           "\": expected http://HOST:PORT, https://HOST:PORT or grpc://HOST:PORT");
+  }
+  const std::string rest = e.substr(scheme_end + 3);
+  const size_t slash = rest.find('/');
+  const std::string authority = rest.substr(0, slash);
+  p.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!p.base_path.empty() && p.base_path.back() == '/') p.base_path.pop_back();
+  // A colon outside an [IPv6] host starts the port, which must then be one that can be dialed.
+  const size_t colon = authority.rfind(':');
+  const size_t bracket = authority.rfind(']');
+  const bool has_port = colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+  p.host = has_port ? authority.substr(0, colon) : authority;
+  if (has_port) {
+    p.port = authority.substr(colon + 1);
+    uint32_t n = 0;
+    const auto [end, ec] = std::from_chars(p.port.data(), p.port.data() + p.port.size(), n);
+    if (p.port.empty() || ec != std::errc() || end != p.port.data() + p.port.size()) {
+      return InvalidArgument("OTLP endpoint \"" + e + "\": port \"" + p.port +
+                             "\" is not a number");
+    }
+    if (n == 0 || n > 65535) {
+      return InvalidArgument("OTLP endpoint \"" + e + "\": port " + p.port +
+                             " is not in 1-65535");
+    }
+  }
+  if (p.host.size() > 2 && p.host.front() == '[') p.host = p.host.substr(1, p.host.size() - 2);
+  if (p.host.empty()) return InvalidArgument("OTLP endpoint \"" + e + "\" has no host");
+  return p;
+}
+
 // Protocol, scheme, host, port and base path: the options, else the OTEL_EXPORTER_OTLP_*
 // variables, else the defaults. Sets *protocol to the one chosen.
 Status ResolveEndpoint(const OtlpOptions& o, Resolved* r, std::string* protocol) {
@@ -782,48 +825,19 @@ Status ResolveEndpoint(const OtlpOptions& o, Resolved* r, std::string* protocol)
   if (endpoint.empty()) {
     endpoint = r->transport.grpc ? "http://localhost:4317" : "http://localhost:4318";
   }
-  const size_t scheme_end = endpoint.find("://");
-  const std::string scheme = scheme_end == std::string::npos ? "" : endpoint.substr(0, scheme_end);
-  if (scheme != "http" && scheme != "https" && scheme != "grpc") {
-    return InvalidArgument("OTLP endpoint \"" + endpoint +
-                           "\": expected http://HOST:PORT, https://HOST:PORT or grpc://HOST:PORT");
-  }
-  if (scheme == "grpc" && !r->transport.grpc) {
+  Result<EndpointParts> parts = ParseEndpoint(endpoint);
+  if (!parts.ok()) return parts.status();
+  if (parts->scheme == "grpc" && !r->transport.grpc) {
     return InvalidArgument("OTLP endpoint \"" + endpoint + "\" is grpc:// but the protocol is " +
                            *protocol);
   }
-  r->transport.tls = scheme == "https";
+  r->transport.tls = parts->scheme == "https";
   auto ca_pem = ReadCertificate(o);
   if (!ca_pem.ok()) return ca_pem.status();
   r->transport.ca_pem = std::move(*ca_pem);
-  const std::string rest = endpoint.substr(scheme_end + 3);
-  const size_t slash = rest.find('/');
-  const std::string authority = rest.substr(0, slash);
-  r->transport.base_path = slash == std::string::npos ? "" : rest.substr(slash);
-  while (!r->transport.base_path.empty() && r->transport.base_path.back() == '/') {
-    r->transport.base_path.pop_back();
-  }
-  const size_t colon = authority.rfind(':');
-  if (colon == std::string::npos || colon + 1 == authority.size() ||
-      authority.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
-    r->transport.port = r->transport.grpc ? "4317" : "4318";
-    r->transport.host = authority;
-  } else {
-    r->transport.host = authority.substr(0, colon);
-    r->transport.port = authority.substr(colon + 1);
-  }
-  if (r->transport.host.size() > 2 && r->transport.host.front() == '[') {
-    r->transport.host = r->transport.host.substr(1, r->transport.host.size() - 2);
-  }
-  if (r->transport.host.empty()) {
-    return InvalidArgument("OTLP endpoint \"" + endpoint + "\" has no host");
-  }
-  // Only digits here (else the default port was taken): at most 5 of them make a port.
-  const std::string& port = r->transport.port;
-  if (port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    return InvalidArgument("OTLP endpoint \"" + endpoint + "\": port " + port +
-                           " is not in 1-65535");
-  }
+  r->transport.host = std::move(parts->host);
+  r->transport.port = parts->port.empty() ? (r->transport.grpc ? "4317" : "4318") : parts->port;
+  r->transport.base_path = std::move(parts->base_path);
   return Status::Ok();
 }
 
@@ -897,6 +911,11 @@ Status CheckSpecsAndBounds(const Catalog& catalog, const OtlpOptions& o) {
 }
 
 }  // namespace
+
+Status CheckOtlpEndpoint(std::string_view endpoint) {
+  Result<EndpointParts> parts = ParseEndpoint(endpoint);
+  return parts.ok() ? Status::Ok() : parts.status();
+}
 
 Result<std::unique_ptr<OtlpExporter>> OtlpExporter::Start(Host& host, OtlpOptions o) {
   Impl::Resolved r;

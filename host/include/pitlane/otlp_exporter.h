@@ -119,6 +119,11 @@ struct OtlpUnit {
 };
 OtlpUnit OtlpUnitOf(const Catalog& catalog, std::string_view measurement_key);
 
+// Whether `endpoint` has the form OtlpExporter::Start accepts, SCHEME://HOST[:PORT][/BASE]
+// with SCHEME http, https or grpc and PORT in 1-65535: INVALID_ARGUMENT naming what is wrong.
+// For a command line to refuse a typo before it starts anything.
+Status CheckOtlpEndpoint(std::string_view endpoint);
+
 class OtlpExporter {
  public:
   // Resolves the options against the environment, attaches to `host` and starts the threads.
