@@ -73,17 +73,6 @@ std::string Unreachable(const Target& t) {
   return no_host + " (a host " + tcp + ")";
 }
 
-template <typename Strings>
-std::string JoinOr(const Strings& v, const char* if_empty) {
-  if (v.empty()) return if_empty;
-  std::string out;
-  for (const std::string& s : v) {
-    if (!out.empty()) out += ' ';
-    out += s;
-  }
-  return out;
-}
-
 std::string FormatRate(double r) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%g", r);
@@ -92,12 +81,7 @@ std::string FormatRate(double r) {
 
 // "enabled, sampling 0.5 of python.memory.*, allow all, deny python.cpu.*"
 std::string Describe(const v1::WorkerControlState& c) {
-  std::string s = c.enabled() ? "enabled" : "disabled";
-  s += ", sampling " + FormatRate(c.sampling_rate()) + " of " +
-       JoinOr(c.sampling_patterns(), "every event");
-  s += ", allow " + JoinOr(c.allow(), "all");
-  s += ", deny " + JoinOr(c.deny(), "none");
-  return s;
+  return pitlane::Describe(internal::ControlFromProto(c));
 }
 
 json ControlJson(const v1::WorkerControlState& c) {

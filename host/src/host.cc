@@ -118,15 +118,8 @@ ControlState Host::Impl::AdoptControl(const std::string& worker_id, const Contro
     state = it->second;
   }
   if (adopted && !(found == ControlState())) {
-    char rate[32];
-    std::snprintf(rate, sizeof rate, "%g", found.sampling_rate);
     Log("worker \"" + worker_id + "\" keeps the control state a previous host applied to it (" +
-        (found.enabled ? "enabled" : "disabled") + ", sampling rate " + rate +
-        (found.sampling_patterns.empty()
-             ? std::string()
-             : " for " + std::to_string(found.sampling_patterns.size()) + " patterns") +
-        ", " + std::to_string(found.allow.size()) + " allow and " +
-        std::to_string(found.deny.size()) + " deny patterns)");
+        Describe(found) + ")");
   }
   return state;
 }

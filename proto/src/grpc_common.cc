@@ -26,13 +26,18 @@ void ControlToProto(const ControlState& s, pb::WorkerControlState* out) {
   for (const std::string& p : s.deny) out->add_deny(p);
 }
 
+ControlState ControlFromProto(const pb::WorkerControlState& msg) {
+  ControlState s;
+  s.enabled = msg.enabled();
+  s.sampling_rate = msg.sampling_rate();
+  s.sampling_patterns.assign(msg.sampling_patterns().begin(), msg.sampling_patterns().end());
+  s.allow.assign(msg.allow().begin(), msg.allow().end());
+  s.deny.assign(msg.deny().begin(), msg.deny().end());
+  return s;
+}
+
 Status ApplyControlState(const pb::WorkerControlState& msg, ControlState* state) {
-  ControlState next;
-  next.enabled = msg.enabled();
-  next.sampling_rate = msg.sampling_rate();
-  next.sampling_patterns.assign(msg.sampling_patterns().begin(), msg.sampling_patterns().end());
-  next.allow.assign(msg.allow().begin(), msg.allow().end());
-  next.deny.assign(msg.deny().begin(), msg.deny().end());
+  ControlState next = ControlFromProto(msg);
   if (Status s = next.Validate(); !s.ok()) return s;
   *state = std::move(next);
   return Status::Ok();

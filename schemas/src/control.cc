@@ -10,12 +10,24 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "pitlane/glob.h"
 
 namespace pitlane {
 namespace {
+
+// "a b c", or `if_empty` for no words.
+std::string JoinOr(const std::vector<std::string>& words, const char* if_empty) {
+  if (words.empty()) return if_empty;
+  std::string out;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
 
 // Shortest text that reads back as `v` ("0.1", "-0.1", "nan", "inf").
 std::string FormatDouble(double v) {
@@ -121,6 +133,14 @@ GateDecision GateTable::SamplingDecisionForName(const ControlState& state, std::
 
 bool GateTable::FilterRejectsName(const ControlState& state, std::string_view name) {
   return FilterRejects(state, [&](const std::string& p) { return GlobMatch(p, name); });
+}
+
+std::string Describe(const ControlState& state) {
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%g", state.sampling_rate);
+  return std::string(state.enabled ? "enabled" : "disabled") + ", sampling " + rate + " of " +
+         JoinOr(state.sampling_patterns, "every event") + ", allow " +
+         JoinOr(state.allow, "all") + ", deny " + JoinOr(state.deny, "none");
 }
 
 }  // namespace pitlane

@@ -37,6 +37,8 @@ void ControlToMessages(const ControlState& state, pitlane::v1::TelemetryControl 
 // A control state as the one message that sets all of it (WorkerControlState): what a host
 // sends a pitlane worker that accepts it, so the worker never runs half an update.
 void ControlToProto(const ControlState& state, pitlane::v1::WorkerControlState* out);
+// The message as a state, field for field, not validated (ApplyControlState validates).
+ControlState ControlFromProto(const pitlane::v1::WorkerControlState& msg);
 
 // Applies one control message: it replaces the state of its kind (doc/architecture.md, "Control"),
 // or all of it (pitlane_state). A message that sets nothing changes nothing (Snakepit's peers

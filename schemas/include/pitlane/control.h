@@ -31,6 +31,10 @@ struct ControlState {
   bool operator==(const ControlState&) const = default;
 };
 
+// "enabled, sampling 0.5 of python.memory.*, allow all, deny python.cpu.*": how `pitlane ctl`
+// shows a state and the host's log names one.
+std::string Describe(const ControlState& state);
+
 // What the gate does with an event id, decided once per control update. GateTable::decision
 // holds only the toggle + sampling outcome; the filter outcome lives in GateTable::filtered.
 enum class GateDecision : uint8_t {
