@@ -955,6 +955,55 @@ TEST(ForgedSlotAttack, SlotsLeftClaimingUnderAReusedPidAreFreed) {
   EXPECT_EQ(SegmentsOf(ns.name()), std::vector<std::string>{});
 }
 
+// A restarted host keeps the control state its predecessor wrote into a live worker's slot
+// (host_restart_test). Same uid can write that block at any time, so the host promises only this
+// much about what it adopts: a block that does not validate (a sampling rate of 2), or one
+// written for another claim of the slot (its generation changed), is not adopted: the worker
+// gets the defaults, and the host runs on.
+TEST(ForgedControlAttack, ARestartedHostAdoptsNoControlBlockItCannotTrust) {
+  testing::ScopedNamespace ns;
+  auto worker_host = testing::StartHost(ns.name());
+  ASSERT_NE(worker_host, nullptr);
+  auto worker = testing::StartWorker(ns.name(), "victim");
+  ASSERT_NE(worker, nullptr);
+  const SlotOf slot = FindWorkerSlot(ns.name(), ::getpid());
+  ASSERT_GE(slot.index, 0);
+  const std::string reg = ShmPath(shm::RegistryName(ns.name()));
+  const size_t block =
+      WorkerSlotOffset(static_cast<uint32_t>(slot.index)) + offsetof(shm::WorkerSlot, control);
+  ControlState applied;
+  applied.deny = {"python.cpu.sampled"};
+  const auto emit_cpu = [&] { return worker->Emit("python.cpu.sampled", {{"cpu_percent", 1.0}}); };
+
+  // Each forgery, written while no host runs, then a new host adopts the namespace.
+  const std::vector<std::pair<std::string, std::pair<size_t, std::string>>> forgeries = {
+      {"sampling rate 2", {offsetof(shm::ControlBlock, sampling_rate), "0x4000000000000000"}},
+      {"written for another claim of the slot",
+       {offsetof(shm::ControlBlock, written_for), std::to_string(slot.generation + 1)}},
+  };
+  std::unique_ptr<Host> host = std::move(worker_host);
+  for (const auto& [what, field] : forgeries) {
+    for (int i = 0; i < 5; ++i) host->PollOnce();
+    ASSERT_TRUE(host->SetControl("victim", applied).ok()) << what;
+    ASSERT_EQ(emit_cpu(), EmitResult::kSuppressedFiltered) << what;
+    host.reset();
+    ASSERT_EQ(Attack({"write64", reg, std::to_string(block + field.first), field.second}), 0)
+        << what;
+    std::vector<std::string> log;
+    host = testing::StartHost(ns.name(), [&](std::string_view l) { log.emplace_back(l); });
+    ASSERT_NE(host, nullptr) << what;
+    for (int i = 0; i < 5; ++i) host->PollOnce();
+    Result<ControlState> now = host->Control("victim");
+    ASSERT_TRUE(now.ok()) << what << ": " << now.status().ToString();
+    EXPECT_EQ(now.value(), ControlState()) << what;
+    EXPECT_EQ(emit_cpu(), EmitResult::kOk) << what;
+    for (const std::string& line : log) EXPECT_EQ(line.find("keeps"), std::string::npos) << line;
+  }
+  worker.reset();
+  EXPECT_TRUE(host->DrainAll(5s));
+}
+
+
 // ─── Forged records and counters in a ring ──────────────────────────────────────────────────
 
 // The victim's ring header as the test reads it (pitlane code on the test's side only).
